@@ -1,0 +1,202 @@
+//! Request extractors whose rejections are the API's JSON errors: a JSON body, query
+//! parameters, and the caller's credentials.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::AccountId;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A JSON body: 400 when it is not JSON, 413 when too large, 422 naming the field when a
+/// value has the wrong type or a required field is missing.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "request body is larger than {} bytes",
+                        state.settings.body_limit
+                    ),
+                )
+            } else {
+                ApiError::malformed(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON document, classifying errors as the API reports them.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::malformed(
+            "request body is empty; expected a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de);
+    if value.is_ok() {
+        de.end()
+            .map_err(|e| ApiError::malformed(format!("request body is not valid JSON: {e}")))?;
+    }
+    value.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let message = strip_position(&inner.to_string());
+                let field = field_from_message(&message)
+                    .map(|f| join_path(&path, &f))
+                    .unwrap_or(path);
+                let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", message);
+                if field == "." {
+                    err
+                } else {
+                    err.with_field(field)
+                }
+            }
+            _ => ApiError::malformed(format!("request body is not valid JSON: {inner}")),
+        }
+    })
+}
+
+/// serde names a missing or unknown field only in its message: "missing field `url`".
+fn field_from_message(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split('`').next().map(str::to_owned)
+}
+
+fn join_path(parent: &str, field: &str) -> String {
+    if parent == "." {
+        field.to_owned()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Query parameters, 422 on a bad one.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_value",
+                    format!("bad query parameter: {e}"),
+                )
+            })
+    }
+}
+
+/// Who is calling: the operator (admin token) or one account (its API key).
+#[derive(Clone, Debug)]
+pub enum Actor {
+    Admin,
+    Account(AccountId),
+}
+
+/// The hex SHA-256 under which an API key is stored.
+pub fn hash_key(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl FromRequestParts<AppState> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .ok_or_else(ApiError::unauthorized)?;
+        if bool::from(token.as_bytes().ct_eq(state.admin_token.as_bytes())) {
+            return Ok(Actor::Admin);
+        }
+        let hash = hash_key(token);
+        match state.store.find_api_key(&hash).await? {
+            Some((account, stored)) if bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) => {
+                Ok(Actor::Account(account))
+            }
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+impl Actor {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Actor::Admin => Ok(()),
+            Actor::Account(_) => Err(ApiError::forbidden("this call needs the admin token")),
+        }
+    }
+
+    /// The account a call acts for. An account key implies its own; the admin names one.
+    pub async fn account(
+        &self,
+        state: &AppState,
+        named: Option<&str>,
+    ) -> Result<AccountId, ApiError> {
+        match (self, named) {
+            (Actor::Account(own), None) => Ok(own.clone()),
+            (Actor::Account(own), Some(n)) if n == own.as_str() => Ok(own.clone()),
+            (Actor::Account(_), Some(_)) => Err(ApiError::not_found("account")),
+            (Actor::Admin, None) => Err(ApiError::invalid(
+                "account",
+                "with the admin token, name the account (\"account\" in the body, ?account= on reads)",
+            )),
+            (Actor::Admin, Some(n)) => {
+                let id = AccountId::parse(n).ok_or_else(|| ApiError::not_found("account"))?;
+                state
+                    .store
+                    .get_account(&id)
+                    .await?
+                    .map(|a| a.id)
+                    .ok_or_else(|| ApiError::not_found("account"))
+            }
+        }
+    }
+
+    /// The account a read is limited to: the caller's own, the one the admin named, or none
+    /// (the admin's view of every account).
+    pub async fn read_scope(
+        &self,
+        state: &AppState,
+        named: Option<&str>,
+    ) -> Result<Option<AccountId>, ApiError> {
+        match (self, named) {
+            (Actor::Admin, None) => Ok(None),
+            _ => self.account(state, named).await.map(Some),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The HTTP API (DESIGN.md §5): one file per resource, one error type, JSON everywhere.
+
+mod accounts;
+mod deliveries;
+pub mod error;
+mod events;
+pub mod extract;
+mod meta;
+mod webhooks;
+
+use crate::config::Settings;
+use crate::dispatch::Waker;
+use crate::domain::{Catalog, RetryPolicy};
+use crate::store::{DynStore, Page, PageRequest};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use error::ApiError;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: DynStore,
+    pub settings: Arc<Settings>,
+    pub catalog: Arc<Catalog>,
+    pub default_retry: Arc<RetryPolicy>,
+    pub admin_token: Arc<str>,
+    pub waker: Waker,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.body_limit;
+    Router::new()
+        .merge(meta::routes())
+        .merge(accounts::routes())
+        .merge(webhooks::routes())
+        .merge(events::routes())
+        .merge(deliveries::routes())
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// `?cursor=&limit=` on every list.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageParams {
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 200;
+
+impl PageParams {
+    pub fn to_request(&self, valid: impl Fn(&str) -> bool) -> Result<PageRequest, ApiError> {
+        page_request(self.cursor.as_deref(), self.limit, valid)
+    }
+}
+
+/// Checks the cursor is an id of the listed kind (`valid`) and the limit is in range.
+pub fn page_request(
+    cursor: Option<&str>,
+    limit: Option<u32>,
+    valid: impl Fn(&str) -> bool,
+) -> Result<PageRequest, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    if let Some(c) = cursor
+        && !valid(c)
+    {
+        return Err(ApiError::invalid(
+            "cursor",
+            "cursor is not one this list returned",
+        ));
+    }
+    Ok(PageRequest {
+        after: cursor.map(str::to_owned),
+        limit,
+    })
+}
+
+/// Every list answers `{"data": [...], "next_cursor": "…" | null}`.
+#[derive(Serialize)]
+pub struct ListBody<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> ListBody<T> {
+    pub fn from_page<U>(page: Page<U>, view: impl Fn(U) -> T) -> Self {
+        Self {
+            data: page.items.into_iter().map(view).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}

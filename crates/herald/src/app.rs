@@ -1,0 +1,123 @@
+//! Builds a Herald server from settings and runs it until a shutdown token fires.
+//! Tests start exactly this, on port 0.
+
+use crate::api::{self, AppState};
+use crate::config::{AdminToken, Settings};
+use crate::dispatch::{Dispatcher, Waker};
+use crate::store::{self, DynStore};
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A built server: store open, migrations run, listener bound.
+pub struct Herald {
+    listener: TcpListener,
+    state: AppState,
+    dispatcher: Dispatcher,
+}
+
+impl Herald {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Outbound TLS uses rustls with the ring provider (no C toolchain needed for aws-lc).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+        if settings.dev {
+            warn!(
+                "DEVELOPMENT MODE: http:// URLs and private or loopback targets are allowed. Never run --dev in production."
+            );
+        }
+        let admin_token = match &settings.admin_token {
+            Some(t) => t.clone(),
+            None => load_or_create_admin_token(&settings.data_dir)?,
+        };
+        let store: DynStore = store::open(&settings.database_url())
+            .await
+            .context("opening the store")?;
+        let catalog = settings.catalog().map_err(anyhow::Error::msg)?;
+        let default_retry = settings.default_retry().map_err(anyhow::Error::msg)?;
+        let waker = Waker::default();
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            settings.delivery.clone(),
+            settings.dev,
+            waker.clone(),
+        )?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let state = AppState {
+            store,
+            settings: Arc::new(settings),
+            catalog: Arc::new(catalog),
+            default_retry: Arc::new(default_retry),
+            admin_token: Arc::from(admin_token.0.as_str()),
+            waker,
+        };
+        Ok(Self {
+            listener,
+            state,
+            dispatcher,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves the API and runs the dispatcher until `shutdown` fires, then stops both gracefully.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        info!(addr = %self.local_addr(), "herald listening");
+        let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
+        let app = api::router(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await?;
+        dispatcher.await.context("dispatcher task")?;
+        info!("herald stopped");
+        Ok(())
+    }
+}
+
+const TOKEN_FILE: &str = "admin-token";
+
+/// Reads the admin token kept in the data directory, or makes one on the first start, stores it
+/// with mode 0600, and prints it once.
+fn load_or_create_admin_token(dir: &Path) -> anyhow::Result<AdminToken> {
+    let path = dir.join(TOKEN_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let token = text.trim().to_owned();
+        if !token.is_empty() {
+            info!(path = %path.display(), "using the admin token stored in the data directory");
+            return Ok(AdminToken(token));
+        }
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = format!("hadm_{}", URL_SAFE_NO_PAD.encode(bytes));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    // Printed, not logged: this is the one time the operator sees it.
+    println!(
+        "Generated an admin token (shown once; stored in {}):\n\n    {token}\n",
+        path.display()
+    );
+    Ok(AdminToken(token))
+}

@@ -1,0 +1,252 @@
+//! Typed settings: defaults, then a TOML file, then `HERALD_*` environment variables, then flags.
+//!
+//! Everything is parsed and checked here, at boot, so a bad value stops the start with a message
+//! that names its key.
+
+use crate::domain::duration::HumanDuration;
+use crate::domain::event_type::{Catalog, EventTypeInfo, default_event_types};
+use crate::domain::{RetryPolicy, RetryPolicyDoc};
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The settings of one `herald serve` process.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the HTTP API listens on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Where the SQLite database and the generated admin token live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…`; by default a file in the data directory.
+    pub database_url: Option<String>,
+    /// Allows `http://` URLs and private/loopback targets. For local development only.
+    pub dev: bool,
+    /// The operator's admin token; from `HERALD_ADMIN_TOKEN` only, never from a file or a flag.
+    #[serde(skip)]
+    pub admin_token: Option<AdminToken>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// How long an `Idempotency-Key` on publish is remembered.
+    pub idempotency_window: HumanDuration,
+    /// Accept event types outside the catalog.
+    pub allow_unknown_event_types: bool,
+    /// The event type catalog.
+    pub event_types: Vec<EventTypeInfo>,
+    pub delivery: DeliverySettings,
+}
+
+/// How deliveries are made.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Attempts in flight at once on this node.
+    pub workers: usize,
+    /// Attempts in flight at once to one webhook on this node.
+    pub per_webhook_concurrency: usize,
+    /// Most deliveries leased in one claim.
+    pub claim_batch: usize,
+    /// How long a claim holds a delivery before another claim may take it.
+    pub lease: HumanDuration,
+    /// Longest idle wait between looks at the queue (new work wakes the dispatcher sooner).
+    pub poll_interval: HumanDuration,
+    /// Bytes of each response body kept with the attempt.
+    pub response_capture_bytes: usize,
+    pub user_agent: String,
+    pub event_type_header: String,
+    pub attempt_header: String,
+    /// The retry policy of webhooks that do not set their own.
+    pub retry: RetryPolicyDoc,
+    /// How long shutdown waits for attempts in flight.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./herald-data"),
+            database_url: None,
+            dev: false,
+            admin_token: None,
+            body_limit: 256 * 1024,
+            idempotency_window: HumanDuration(Duration::from_secs(24 * 3600)),
+            allow_unknown_event_types: false,
+            event_types: default_event_types(),
+            delivery: DeliverySettings::default(),
+        }
+    }
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            workers: 64,
+            per_webhook_concurrency: 16,
+            claim_batch: 64,
+            lease: HumanDuration(Duration::from_secs(120)),
+            poll_interval: HumanDuration(Duration::from_secs(1)),
+            response_capture_bytes: 4096,
+            user_agent: format!("Herald-Webhooks/{}", env!("CARGO_PKG_VERSION")),
+            event_type_header: "herald-event-type".to_owned(),
+            attempt_header: "herald-attempt".to_owned(),
+            retry: RetryPolicyDoc::default(),
+            shutdown_grace: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// The admin token. `Debug` never shows it.
+#[derive(Clone)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(…)")
+    }
+}
+
+/// Flags of `herald serve`; each has an environment variable and a config-file key.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory [default: ./herald-data].
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL [default: a SQLite file in the data directory].
+    #[arg(long, env = "HERALD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Development mode: allow http:// URLs and private or loopback targets.
+    #[arg(long, env = "HERALD_DEV")]
+    pub dev: bool,
+}
+
+impl Settings {
+    /// Builds the settings from the file the flags name (if any), the environment and the flags.
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut settings = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<Settings>(&text)
+                    .with_context(|| format!("in configuration file {}", path.display()))?
+            }
+            None => Settings::default(),
+        };
+        if let Some(listen) = args.listen {
+            settings.listen = listen;
+        }
+        if let Some(dir) = &args.data_dir {
+            settings.data_dir = dir.clone();
+        }
+        if let Some(url) = &args.database_url {
+            settings.database_url = Some(url.clone());
+        }
+        settings.dev |= args.dev;
+        if let Ok(token) = std::env::var("HERALD_ADMIN_TOKEN")
+            && !token.is_empty()
+        {
+            settings.admin_token = Some(AdminToken(token));
+        }
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot; every message names its key.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let d = &self.delivery;
+        if d.workers == 0 || d.workers > 10_000 {
+            bail!("delivery.workers must be between 1 and 10000");
+        }
+        if d.per_webhook_concurrency == 0 {
+            bail!("delivery.per_webhook_concurrency must be at least 1");
+        }
+        if d.claim_batch == 0 {
+            bail!("delivery.claim_batch must be at least 1");
+        }
+        if d.lease.0 <= crate::domain::retry::MAX_TIMEOUT {
+            bail!("delivery.lease must be longer than the longest attempt timeout (60s)");
+        }
+        if d.poll_interval.0.is_zero() {
+            bail!("delivery.poll_interval must be above zero");
+        }
+        if self.body_limit < 1024 {
+            bail!("body_limit must be at least 1024 bytes");
+        }
+        for (key, name) in [
+            ("delivery.event_type_header", &d.event_type_header),
+            ("delivery.attempt_header", &d.attempt_header),
+        ] {
+            http::HeaderName::try_from(name.as_str())
+                .map_err(|_| anyhow::anyhow!("{key}: {name:?} is not a valid header name"))?;
+        }
+        http::HeaderValue::try_from(d.user_agent.as_str())
+            .context("delivery.user_agent is not a valid header value")?;
+        self.default_retry()
+            .map_err(|e| anyhow::anyhow!("delivery.retry: {e}"))?;
+        self.catalog()
+            .map_err(|e| anyhow::anyhow!("event_types: {e}"))?;
+        Ok(())
+    }
+
+    /// The retry policy of webhooks that set none.
+    pub fn default_retry(&self) -> Result<RetryPolicy, String> {
+        RetryPolicy::from_doc(&self.delivery.retry, &RetryPolicy::default())
+    }
+
+    pub fn catalog(&self) -> Result<Catalog, String> {
+        Catalog::new(self.event_types.clone(), self.allow_unknown_event_types)
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("herald.db").display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_settings_parse_and_unknown_keys_are_named() {
+        let s: Settings = toml::from_str(
+            r#"
+            listen = "0.0.0.0:9000"
+            [delivery]
+            workers = 8
+            retry = { schedule = ["1s", "5s"], retry_on = "transient" }
+            [[event_types]]
+            name = "render.done"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.delivery.workers, 8);
+        assert_eq!(s.default_retry().unwrap().schedule.len(), 2);
+        assert_eq!(s.event_types.len(), 1);
+        s.check().unwrap();
+
+        let err = toml::from_str::<Settings>("[delivery]\nworkerz = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("workerz"), "{err}");
+        let bad: Settings =
+            toml::from_str("[delivery]\nretry = { schedule = [\"soon\"] }").unwrap();
+        assert!(
+            bad.check()
+                .unwrap_err()
+                .to_string()
+                .contains("delivery.retry")
+        );
+    }
+}

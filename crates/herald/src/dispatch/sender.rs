@@ -1,0 +1,274 @@
+//! Making one attempt: build the body, sign it, POST it, and classify what happened.
+
+use crate::config::DeliverySettings;
+use crate::domain::url::is_forbidden_ip;
+use crate::domain::{Attempt, AttemptId, AttemptOutcome, Timestamp};
+use crate::store::ClaimedDelivery;
+use http::{HeaderName, HeaderValue};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::error::Error as StdError;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What an attempt produced: the record to keep and any `Retry-After` the receiver asked for.
+pub struct AttemptReport {
+    pub outcome: AttemptOutcome,
+    pub attempt: Attempt,
+    pub retry_after: Option<Duration>,
+}
+
+/// Sends deliveries over one shared HTTP client (connection reuse, no redirects).
+pub struct Sender {
+    client: reqwest::Client,
+    block_private: bool,
+    capture: usize,
+    event_type_header: HeaderName,
+    attempt_header: HeaderName,
+}
+
+/// The default body: `{"type", "timestamp", "data"}`.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    timestamp: String,
+    data: &'a RawValue,
+}
+
+impl Sender {
+    pub fn new(settings: &DeliverySettings, dev: bool) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(HeaderValue::try_from(settings.user_agent.as_str())?)
+            .dns_resolver(Arc::new(GuardedResolver {
+                block_private: !dev,
+            }))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            client,
+            block_private: !dev,
+            capture: settings.response_capture_bytes,
+            event_type_header: HeaderName::try_from(settings.event_type_header.as_str())?,
+            attempt_header: HeaderName::try_from(settings.attempt_header.as_str())?,
+        })
+    }
+
+    /// Makes the attempt `claim` stands for; never fails, whatever the receiver does.
+    pub async fn attempt(&self, claim: &ClaimedDelivery) -> AttemptReport {
+        let started_at = Timestamp::now();
+        let clock = Instant::now();
+        let webhook = &claim.webhook;
+        let (outcome, error, body, retry_after) = match self.refuse(webhook.url.as_str()) {
+            Some(reason) => (AttemptOutcome::Blocked, Some(reason), None, None),
+            None => self.send(claim, started_at).await,
+        };
+        let attempt = Attempt {
+            id: AttemptId::generate(),
+            number: claim.attempt_number,
+            started_at,
+            duration_ms: clock.elapsed().as_millis() as u64,
+            status_code: outcome.status_code(),
+            error_kind: outcome.error_kind(),
+            error,
+            response_body: body,
+        };
+        AttemptReport {
+            outcome,
+            attempt,
+            retry_after,
+        }
+    }
+
+    /// Outside dev mode, refuses plain http and literal private addresses up front (host names
+    /// are checked after DNS by the resolver).
+    fn refuse(&self, url: &str) -> Option<String> {
+        if !self.block_private {
+            return None;
+        }
+        let url = url::Url::parse(url).ok()?;
+        if url.scheme() != "https" {
+            return Some("plain http is allowed only in dev mode".to_owned());
+        }
+        let ip = match url.host()? {
+            url::Host::Ipv4(ip) => IpAddr::V4(ip),
+            url::Host::Ipv6(ip) => IpAddr::V6(ip),
+            url::Host::Domain(_) => return None,
+        };
+        is_forbidden_ip(ip).then(|| format!("address {ip} is not allowed"))
+    }
+
+    async fn send(
+        &self,
+        claim: &ClaimedDelivery,
+        now: Timestamp,
+    ) -> (
+        AttemptOutcome,
+        Option<String>,
+        Option<String>,
+        Option<Duration>,
+    ) {
+        let event = &claim.event;
+        let body = serde_json::to_vec(&Envelope {
+            event_type: &event.event_type,
+            timestamp: event.timestamp.to_rfc3339(),
+            data: &event.data,
+        })
+        .expect("an envelope of valid JSON serializes");
+        let msg_id = claim.delivery_id.as_str();
+        let ts = now.unix_seconds();
+        let signature = claim.webhook.secret.sign(msg_id, ts, &body);
+        let request = self
+            .client
+            .post(claim.webhook.url.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", msg_id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", signature)
+            .header(&self.event_type_header, event.event_type.as_str())
+            .header(&self.attempt_header, claim.attempt_number.to_string())
+            .body(body);
+        let timeout = claim.webhook.retry.timeout;
+        let exchange = async {
+            let mut response = request.send().await?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(parse_retry_after);
+            let mut captured = Vec::new();
+            // A body that breaks off after the status line still leaves us the status.
+            while captured.len() < self.capture {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        let room = self.capture - captured.len();
+                        captured.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            Ok::<_, reqwest::Error>((status, retry_after, captured))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => (
+                AttemptOutcome::Timeout,
+                Some(format!("no complete answer within {timeout:?}")),
+                None,
+                None,
+            ),
+            Ok(Err(e)) => {
+                let (outcome, message) = classify(&e);
+                (outcome, Some(message), None, None)
+            }
+            Ok(Ok((code, retry_after, captured))) => {
+                let outcome = if (200..300).contains(&code) {
+                    AttemptOutcome::Delivered { code }
+                } else {
+                    AttemptOutcome::Status { code }
+                };
+                let body =
+                    (!captured.is_empty()).then(|| String::from_utf8_lossy(&captured).into_owned());
+                (outcome, None, body, retry_after)
+            }
+        }
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+fn parse_retry_after(v: &HeaderValue) -> Option<Duration> {
+    let s = v.to_str().ok()?.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(s).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Maps a transport failure to an error kind and a message free of secrets.
+fn classify(e: &reqwest::Error) -> (AttemptOutcome, String) {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(refusal) = err.downcast_ref::<ResolveRefusal>() {
+            let kind = match refusal {
+                ResolveRefusal::Blocked(_) => AttemptOutcome::Blocked,
+                ResolveRefusal::Lookup(_) => AttemptOutcome::Dns,
+            };
+            return (kind, refusal.to_string());
+        }
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return (AttemptOutcome::Tls, format!("TLS error: {err}"));
+        }
+        source = err.source();
+    }
+    let chain = error_chain(e);
+    if e.is_timeout() {
+        (AttemptOutcome::Timeout, chain)
+    } else {
+        (AttemptOutcome::Connect, chain)
+    }
+}
+
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = source {
+        parts.push(err.to_string());
+        source = err.source();
+    }
+    // reqwest's own message names the URL, which may carry a secret path; keep only the causes.
+    if parts.len() > 1 {
+        parts.remove(0);
+    }
+    parts.join(": ")
+}
+
+/// Why a host name was not resolved to a usable address.
+#[derive(Debug, thiserror::Error)]
+enum ResolveRefusal {
+    #[error("{0} resolves only to addresses that are not allowed")]
+    Blocked(String),
+    #[error("DNS lookup of {0} failed")]
+    Lookup(String),
+}
+
+/// Resolves host names and, outside dev mode, drops private addresses. The client connects to
+/// exactly the addresses returned here, so a second lookup cannot smuggle in another answer.
+struct GuardedResolver {
+    block_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let block_private = self.block_private;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|_| ResolveRefusal::Lookup(host.clone()))?
+                .collect();
+            if found.is_empty() {
+                return Err(
+                    Box::new(ResolveRefusal::Lookup(host)) as Box<dyn StdError + Send + Sync>
+                );
+            }
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|a| !block_private || !is_forbidden_ip(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(
+                    Box::new(ResolveRefusal::Blocked(host)) as Box<dyn StdError + Send + Sync>
+                );
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}

@@ -1,0 +1,20 @@
+//! Pure types and rules: validated inputs, policies, records. No I/O here.
+
+pub mod duration;
+pub mod event_type;
+pub mod ids;
+pub mod model;
+pub mod outcome;
+pub mod retry;
+pub mod secret;
+pub mod time;
+pub mod url;
+
+pub use event_type::{Catalog, EventFilter, EventType, EventTypeInfo};
+pub use ids::{AccountId, ApiKeyId, AttemptId, DeliveryId, EventId, WebhookId};
+pub use model::{Account, Attempt, Delivery, DeliveryStatus, Event, Webhook, WebhookStatus};
+pub use outcome::{AttemptOutcome, ErrorKind};
+pub use retry::{RetryOn, RetryPolicy, RetryPolicyDoc};
+pub use secret::SigningSecret;
+pub use time::Timestamp;
+pub use url::WebhookUrl;

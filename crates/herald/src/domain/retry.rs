@@ -1,0 +1,284 @@
+//! Retry policies: which failures are retried and after how long.
+//!
+//! Policies are pure: the caller passes the attempt count, the outcome and any `Retry-After`.
+
+use super::duration::{HumanDuration, format_duration, parse_duration};
+use super::outcome::AttemptOutcome;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// At most this many retries in a schedule.
+pub const MAX_SCHEDULE_LEN: usize = 50;
+/// No single delay longer than this.
+pub const MAX_DELAY: Duration = Duration::from_secs(7 * 86_400);
+/// No schedule spanning longer than this in all.
+pub const MAX_SPAN: Duration = Duration::from_secs(30 * 86_400);
+/// A receiver's `Retry-After` is honoured up to this long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which failed attempts are retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// Any non-2xx status, timeout or connection error.
+    Any,
+    /// Only timeouts, connection errors, 408, 429 and 5xx; any other status fails at once.
+    Transient,
+}
+
+/// A validated retry policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Delay before each retry: `schedule[0]` follows the first attempt.
+    pub schedule: Vec<Duration>,
+    pub retry_on: RetryOn,
+    /// How long one attempt may take, response included.
+    pub timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// In the spirit of the Standard Webhooks recommendation: seconds, minutes, then hours,
+    /// about a day in all (8 attempts).
+    fn default() -> Self {
+        let s = |secs| Duration::from_secs(secs);
+        Self {
+            schedule: vec![
+                s(5),
+                s(300),
+                s(1800),
+                s(7200),
+                s(18_000),
+                s(36_000),
+                s(36_000),
+            ],
+            retry_on: RetryOn::Any,
+            timeout: s(10),
+        }
+    }
+}
+
+/// The policy as the API reads and writes it: durations as strings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicyDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<RetryOn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+impl RetryPolicy {
+    /// Builds a policy from what the user gave, filling gaps from `defaults`.
+    pub fn from_doc(doc: &RetryPolicyDoc, defaults: &RetryPolicy) -> Result<Self, String> {
+        let schedule = match &doc.schedule {
+            None => defaults.schedule.clone(),
+            Some(items) => {
+                if items.len() > MAX_SCHEDULE_LEN {
+                    return Err(format!(
+                        "retry schedule has {} entries; at most {MAX_SCHEDULE_LEN}",
+                        items.len()
+                    ));
+                }
+                items
+                    .iter()
+                    .map(|s| parse_duration(s))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        if let Some(d) = schedule.iter().find(|d| **d > MAX_DELAY) {
+            return Err(format!(
+                "retry delay {} is longer than {}",
+                format_duration(*d),
+                format_duration(MAX_DELAY)
+            ));
+        }
+        if schedule.iter().sum::<Duration>() > MAX_SPAN {
+            return Err(format!(
+                "retry schedule spans more than {}",
+                format_duration(MAX_SPAN)
+            ));
+        }
+        let timeout = match &doc.timeout {
+            None => defaults.timeout,
+            Some(s) => parse_duration(s)?,
+        };
+        if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&timeout) {
+            return Err(format!(
+                "timeout must be between {} and {}",
+                format_duration(MIN_TIMEOUT),
+                format_duration(MAX_TIMEOUT)
+            ));
+        }
+        Ok(Self {
+            schedule,
+            retry_on: doc.retry_on.unwrap_or(defaults.retry_on),
+            timeout,
+        })
+    }
+
+    /// The effective policy, every field filled in.
+    pub fn to_doc(&self) -> RetryPolicyDoc {
+        RetryPolicyDoc {
+            schedule: Some(self.schedule.iter().map(|d| format_duration(*d)).collect()),
+            retry_on: Some(self.retry_on),
+            timeout: Some(format_duration(self.timeout)),
+        }
+    }
+
+    /// Attempts in all when every one fails: the first plus one per scheduled retry.
+    pub fn max_attempts(&self) -> u32 {
+        self.schedule.len() as u32 + 1
+    }
+
+    /// Whether this failed outcome is worth another try under the policy.
+    pub fn is_retryable(&self, outcome: &AttemptOutcome) -> bool {
+        match (self.retry_on, outcome) {
+            (_, AttemptOutcome::Delivered { .. }) => false,
+            (RetryOn::Any, _) => true,
+            (RetryOn::Transient, AttemptOutcome::Status { code }) => {
+                *code == 408 || *code == 429 || (500..=599).contains(code)
+            }
+            (RetryOn::Transient, _) => true,
+        }
+    }
+
+    /// The wait before the next attempt after `attempts_made` attempts ending in `outcome`,
+    /// or `None` when the delivery is over. A `Retry-After` longer than the scheduled delay wins.
+    pub fn next_delay(
+        &self,
+        attempts_made: u32,
+        outcome: &AttemptOutcome,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        if !self.is_retryable(outcome) {
+            return None;
+        }
+        let scheduled = *self.schedule.get(attempts_made.checked_sub(1)? as usize)?;
+        Some(match retry_after {
+            Some(ra) => scheduled.max(ra.min(MAX_RETRY_AFTER)),
+            None => scheduled,
+        })
+    }
+}
+
+/// Serde helper so stored policies keep their exact durations.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StoredPolicy {
+    schedule: Vec<HumanDuration>,
+    retry_on: RetryOn,
+    timeout: HumanDuration,
+}
+
+impl From<&RetryPolicy> for StoredPolicy {
+    fn from(p: &RetryPolicy) -> Self {
+        Self {
+            schedule: p.schedule.iter().copied().map(HumanDuration).collect(),
+            retry_on: p.retry_on,
+            timeout: HumanDuration(p.timeout),
+        }
+    }
+}
+
+impl From<StoredPolicy> for RetryPolicy {
+    fn from(p: StoredPolicy) -> Self {
+        Self {
+            schedule: p.schedule.into_iter().map(|d| d.0).collect(),
+            retry_on: p.retry_on,
+            timeout: p.timeout.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(schedule: &[u64], retry_on: RetryOn) -> RetryPolicy {
+        RetryPolicy {
+            schedule: schedule.iter().map(|s| Duration::from_secs(*s)).collect(),
+            retry_on,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn follows_the_schedule_then_stops() {
+        let p = policy(&[1, 5, 30], RetryOn::Any);
+        let fail = AttemptOutcome::Status { code: 500 };
+        assert_eq!(p.next_delay(1, &fail, None), Some(Duration::from_secs(1)));
+        assert_eq!(p.next_delay(2, &fail, None), Some(Duration::from_secs(5)));
+        assert_eq!(p.next_delay(3, &fail, None), Some(Duration::from_secs(30)));
+        assert_eq!(p.next_delay(4, &fail, None), None);
+        assert_eq!(p.max_attempts(), 4);
+    }
+
+    #[test]
+    fn transient_policy_gives_up_on_client_errors() {
+        let p = policy(&[1, 1], RetryOn::Transient);
+        assert_eq!(
+            p.next_delay(1, &AttemptOutcome::Status { code: 400 }, None),
+            None
+        );
+        assert_eq!(
+            p.next_delay(1, &AttemptOutcome::Status { code: 404 }, None),
+            None
+        );
+        for retried in [
+            AttemptOutcome::Status { code: 408 },
+            AttemptOutcome::Status { code: 429 },
+            AttemptOutcome::Status { code: 503 },
+            AttemptOutcome::Timeout,
+            AttemptOutcome::Connect,
+        ] {
+            assert!(
+                p.next_delay(1, &retried, None).is_some(),
+                "{retried:?} is transient"
+            );
+        }
+        let any = policy(&[1], RetryOn::Any);
+        assert!(
+            any.next_delay(1, &AttemptOutcome::Status { code: 400 }, None)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn retry_after_extends_but_never_shortens_the_wait() {
+        let p = policy(&[10], RetryOn::Any);
+        let busy = AttemptOutcome::Status { code: 429 };
+        assert_eq!(
+            p.next_delay(1, &busy, Some(Duration::from_secs(60))),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            p.next_delay(1, &busy, Some(Duration::from_secs(2))),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            p.next_delay(1, &busy, Some(Duration::from_secs(10 * 86_400))),
+            Some(MAX_RETRY_AFTER)
+        );
+    }
+
+    #[test]
+    fn validates_documents() {
+        let d = RetryPolicy::default();
+        let doc = |schedule: &[&str], timeout: Option<&str>| RetryPolicyDoc {
+            schedule: Some(schedule.iter().map(|s| s.to_string()).collect()),
+            retry_on: None,
+            timeout: timeout.map(str::to_owned),
+        };
+        let p = RetryPolicy::from_doc(&doc(&["0s", "250ms", "2h"], Some("5s")), &d).unwrap();
+        assert_eq!(p.schedule[1], Duration::from_millis(250));
+        assert_eq!(p.to_doc().schedule.unwrap(), vec!["0s", "250ms", "2h"]);
+        assert!(RetryPolicy::from_doc(&doc(&["5 minutes"], None), &d).is_err());
+        assert!(RetryPolicy::from_doc(&doc(&["8d"], None), &d).is_err());
+        assert!(RetryPolicy::from_doc(&doc(&["5s"], Some("61s")), &d).is_err());
+        assert!(RetryPolicy::from_doc(&doc(&vec!["1s"; 51], None), &d).is_err());
+        assert_eq!(RetryPolicy::default().max_attempts(), 8);
+    }
+}

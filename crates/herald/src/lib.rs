@@ -1,0 +1,13 @@
+//! Herald: a self-hosted webhook delivery server.
+//!
+//! The parts follow DESIGN.md §4: [`config`] (typed settings), [`domain`] (pure rules),
+//! [`store`] (durable state behind one trait), [`dispatch`] (claim → sign → send → record),
+//! [`api`] (the HTTP interface), tied together by [`app`].
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod dispatch;
+pub mod domain;
+pub mod store;

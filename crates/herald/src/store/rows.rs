@@ -1,0 +1,167 @@
+//! Turning stored columns back into domain records, shared by the backends.
+
+use super::{StoreError, StoreResult};
+use crate::domain::retry::StoredPolicy;
+use crate::domain::{
+    AccountId, Attempt, AttemptId, Delivery, DeliveryId, DeliveryStatus, ErrorKind, Event,
+    EventFilter, EventId, RetryPolicy, SigningSecret, Timestamp, Webhook, WebhookId, WebhookStatus,
+    WebhookUrl,
+};
+use serde_json::value::RawValue;
+
+pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {detail}"))
+}
+
+pub(crate) fn filters_to_json(filters: &[EventFilter]) -> String {
+    serde_json::to_string(
+        &filters
+            .iter()
+            .map(EventFilter::to_pattern)
+            .collect::<Vec<_>>(),
+    )
+    .expect("strings serialize")
+}
+
+pub(crate) fn filters_from_json(s: &str) -> StoreResult<Vec<EventFilter>> {
+    let patterns: Vec<String> =
+        serde_json::from_str(s).map_err(|e| corrupt("webhook events", e))?;
+    patterns
+        .iter()
+        .map(|p| EventFilter::parse(p).map_err(|e| corrupt("webhook events", e)))
+        .collect()
+}
+
+pub(crate) fn policy_to_json(p: &RetryPolicy) -> String {
+    serde_json::to_string(&StoredPolicy::from(p)).expect("policy serializes")
+}
+
+/// The columns of a webhook row, read by name.
+#[derive(sqlx::FromRow)]
+pub(crate) struct WebhookColumns {
+    pub id: String,
+    pub account_id: String,
+    pub url: String,
+    pub events: String,
+    pub secret: String,
+    pub description: String,
+    pub retry: String,
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl WebhookColumns {
+    pub fn into_webhook(self) -> StoreResult<Webhook> {
+        let retry: StoredPolicy =
+            serde_json::from_str(&self.retry).map_err(|e| corrupt("webhook retry policy", e))?;
+        Ok(Webhook {
+            id: WebhookId::from_trusted(self.id),
+            account_id: AccountId::from_trusted(self.account_id),
+            url: WebhookUrl::from_trusted(self.url),
+            events: filters_from_json(&self.events)?,
+            secret: SigningSecret::parse(&self.secret).map_err(|e| corrupt("webhook secret", e))?,
+            description: self.description,
+            retry: retry.into(),
+            status: WebhookStatus::parse(&self.status)
+                .ok_or_else(|| corrupt("webhook status", &self.status))?,
+            created_at: Timestamp::from_millis(self.created_at),
+            updated_at: Timestamp::from_millis(self.updated_at),
+        })
+    }
+}
+
+pub(crate) fn event(
+    id: String,
+    account: String,
+    event_type: String,
+    timestamp: i64,
+    data: String,
+) -> StoreResult<Event> {
+    Ok(Event {
+        id: EventId::from_trusted(id),
+        account: AccountId::from_trusted(account),
+        event_type,
+        timestamp: Timestamp::from_millis(timestamp),
+        data: RawValue::from_string(data).map_err(|e| corrupt("event data", e))?,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryColumns {
+    pub id: String,
+    pub account_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub webhook_id: String,
+    pub status: String,
+    pub attempts_made: i64,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl DeliveryColumns {
+    pub fn into_delivery(self) -> StoreResult<Delivery> {
+        let status = DeliveryStatus::parse(&self.status)
+            .ok_or_else(|| corrupt("delivery status", &self.status))?;
+        Ok(Delivery {
+            id: DeliveryId::from_trusted(self.id),
+            account: AccountId::from_trusted(self.account_id),
+            event_id: EventId::from_trusted(self.event_id),
+            event_type: self.event_type,
+            webhook_id: WebhookId::from_trusted(self.webhook_id),
+            status,
+            attempts_made: self.attempts_made as u32,
+            next_attempt_at: self
+                .next_attempt_at
+                .filter(|_| status == DeliveryStatus::Pending)
+                .map(Timestamp::from_millis),
+            created_at: Timestamp::from_millis(self.created_at),
+            updated_at: Timestamp::from_millis(self.updated_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttemptColumns {
+    pub id: String,
+    pub number: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+}
+
+impl AttemptColumns {
+    pub fn into_attempt(self) -> Attempt {
+        Attempt {
+            id: AttemptId::from_trusted(self.id),
+            number: self.number as u32,
+            started_at: Timestamp::from_millis(self.started_at),
+            duration_ms: self.duration_ms.max(0) as u64,
+            status_code: self.status_code.map(|c| c as u16),
+            error_kind: self.error_kind.as_deref().and_then(ErrorKind::parse),
+            error: self.error,
+            response_body: self.response_body,
+        }
+    }
+}
+
+/// Cuts a page of `limit + 1` rows to `limit` and names the cursor of the next page.
+pub(crate) fn paginate<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    id_of: impl Fn(&T) -> String,
+) -> super::Page<T> {
+    let limit = limit as usize;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(id_of)
+    } else {
+        None
+    };
+    super::Page { items, next_cursor }
+}

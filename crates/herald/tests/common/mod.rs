@@ -1,0 +1,401 @@
+//! The integration harness: the real server on a random loopback port against a fresh database,
+//! typed request helpers, and a `TestReceiver` that records what it gets and answers as scripted.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use herald::app::Herald;
+use herald::config::{AdminToken, Settings};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// An account made through the API.
+pub struct TestAccount {
+    pub id: String,
+    pub key: String,
+}
+
+impl TestApp {
+    /// A dev-mode server (loopback receivers allowed) on a fresh SQLite database.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = test_settings(dir.path().to_path_buf());
+        adjust(&mut settings);
+        let mut app = Self::start(settings).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    pub async fn start(settings: Settings) -> Self {
+        let server = Herald::build(settings).await.expect("server builds");
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            shutdown,
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns status and JSON.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let raw = body.map(|b| b.to_string());
+        self.call_raw(method, path, token, raw.as_deref(), &[])
+            .await
+    }
+
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method.parse().expect("method"), self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request reaches the server");
+        let status = StatusCode::from_u16(resp.status().as_u16()).expect("status");
+        let text = resp.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Value {
+        let (status, body) = self.call("GET", path, Some(token), None).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn create_account(&self, name: &str) -> TestAccount {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/accounts",
+                Some(ADMIN),
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        TestAccount {
+            id: body["id"].as_str().unwrap().to_owned(),
+            key: body["api_key"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn create_webhook(&self, account: &TestAccount, body: Value) -> Value {
+        let (status, created) = self
+            .call("POST", "/v1/webhooks", Some(&account.key), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created
+    }
+
+    pub async fn publish(&self, account: &TestAccount, event_type: &str, data: Value) -> Value {
+        let body = json!({ "account": account.id, "type": event_type, "data": data });
+        let (status, answer) = self
+            .call("POST", "/v1/events", Some(ADMIN), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        answer
+    }
+
+    /// The deliveries of one event.
+    pub async fn deliveries_of(&self, account: &TestAccount, event_id: &str) -> Vec<Value> {
+        let page = self
+            .get(&format!("/v1/deliveries?event={event_id}"), &account.key)
+            .await;
+        page["data"].as_array().unwrap().clone()
+    }
+
+    /// Waits until the delivery reaches `status`, and returns it with its attempts.
+    pub async fn wait_for_status(
+        &self,
+        account: &TestAccount,
+        delivery_id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Value {
+        eventually(
+            &format!("delivery {delivery_id} to be {status}"),
+            timeout,
+            || async {
+                let d = self
+                    .get(&format!("/v1/deliveries/{delivery_id}"), &account.key)
+                    .await;
+                (d["status"] == status).then_some(d)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Settings for tests: dev mode, a known admin token, port 0, a data dir of the test's own.
+pub fn test_settings(data_dir: PathBuf) -> Settings {
+    let mut s = Settings::default();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.data_dir = data_dir;
+    s.dev = true;
+    s.admin_token = Some(AdminToken(ADMIN.to_owned()));
+    s
+}
+
+/// One request as the receiver saw it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name} header"))
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("body is JSON")
+    }
+}
+
+/// How the receiver answers one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub delay: Duration,
+    pub retry_after: Option<u64>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            delay: Duration::ZERO,
+            retry_after: None,
+        }
+    }
+
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    queue: VecDeque<Reply>,
+    default: Option<Reply>,
+}
+
+#[derive(Clone, Default)]
+struct ReceiverState {
+    received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<Script>>,
+}
+
+/// A real HTTP receiver on a random loopback port.
+pub struct TestReceiver {
+    pub addr: SocketAddr,
+    state: ReceiverState,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl TestReceiver {
+    /// Answers 200 to everything until scripted otherwise.
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Self {
+        let state = ReceiverState::default();
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("receiver binds");
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("receiver serves");
+        });
+        Self {
+            addr,
+            state,
+            _task: task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Answers with `replies` in order, then with the default.
+    pub fn script(&self, replies: Vec<Reply>) {
+        self.state.script.lock().unwrap().queue.extend(replies);
+    }
+
+    /// How requests are answered once the scripted ones are used up.
+    pub fn set_default(&self, reply: Reply) {
+        self.state.script.lock().unwrap().default = Some(reply);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests have arrived (at `path`, if given).
+    pub async fn wait_for(&self, n: usize, path: Option<&str>, timeout: Duration) -> Vec<Received> {
+        eventually(
+            &format!("{n} requests at the receiver"),
+            timeout,
+            || async {
+                let got: Vec<Received> = self
+                    .received()
+                    .into_iter()
+                    .filter(|r| path.is_none_or(|p| r.path == p))
+                    .collect();
+                (got.len() >= n).then_some(got)
+            },
+        )
+        .await
+    }
+}
+
+async fn receive(
+    State(state): State<ReceiverState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.received.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        headers,
+        body,
+        at: Instant::now(),
+    });
+    let reply = {
+        let mut script = state.script.lock().unwrap();
+        script
+            .queue
+            .pop_front()
+            .or_else(|| script.default.clone())
+            .unwrap_or(Reply::status(200))
+    };
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut response = (
+        StatusCode::from_u16(reply.status).unwrap(),
+        "receiver says hi",
+    )
+        .into_response();
+    if let Some(secs) = reply.retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", secs.to_string().parse().unwrap());
+    }
+    response
+}
+
+/// The Python interpreter that has the independent `standardwebhooks` package.
+pub fn python_with_standardwebhooks() -> PathBuf {
+    if let Ok(p) = std::env::var("HERALD_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with standardwebhooks at {}: run the README's test command (scripts/test), which sets it up",
+        venv.display()
+    );
+    venv
+}

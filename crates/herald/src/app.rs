@@ -26,8 +26,7 @@ pub struct Herald {
 
 impl Herald {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        // Outbound TLS uses rustls with the ring provider (no C toolchain needed for aws-lc).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_tls_provider();
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
         if settings.dev {

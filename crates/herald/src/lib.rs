@@ -10,4 +10,11 @@ pub mod app;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod listen;
 pub mod store;
+
+/// Installs the TLS crypto provider (ring) for outbound HTTPS. Idempotent; call before building
+/// any HTTP client.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

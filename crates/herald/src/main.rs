@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the server: the HTTP API and the delivery dispatcher.
     Serve(ServeArgs),
+    /// Run a local receiver that prints the webhooks it gets and checks their signatures.
+    Listen(herald::listen::ListenArgs),
 }
 
 #[tokio::main]
@@ -40,6 +42,11 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             tokio::spawn(signal_shutdown(shutdown.clone()));
             server.run(shutdown).await
+        }
+        Command::Listen(args) => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signal_shutdown(shutdown.clone()));
+            herald::listen::run(args, shutdown).await
         }
     }
 }

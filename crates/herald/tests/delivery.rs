@@ -368,7 +368,7 @@ async fn a_slow_receiver_does_not_delay_deliveries_to_another_webhook() {
         last - started
     );
     assert!(
-        slow.received().len() >= 1,
+        !slow.received().is_empty(),
         "the slow webhook is being attempted meanwhile"
     );
 }

@@ -71,6 +71,16 @@ impl SigningSecret {
         mac.update(body);
         format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
     }
+
+    /// Whether any of the space-separated signatures in a `webhook-signature` header is this
+    /// secret's signature of the message (compared in constant time).
+    pub fn verify(&self, msg_id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let expected = self.sign(msg_id, timestamp, body);
+        header
+            .split(' ')
+            .any(|candidate| bool::from(candidate.as_bytes().ct_eq(expected.as_bytes())))
+    }
 }
 
 #[cfg(test)]
@@ -87,6 +97,14 @@ mod tests {
             br#"{"test": 2432232314}"#,
         );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let body = br#"{"test": 2432232314}"#;
+        assert!(secret.verify(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            body,
+            &format!("v1a,xyz {sig}")
+        ));
+        assert!(!secret.verify("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265331, body, &sig));
     }
 
     #[test]

@@ -277,7 +277,7 @@ impl Store for SqliteStore {
                     {
                         return Err(StoreError::IdempotencyConflict);
                     }
-                    let event = fetch_event(&mut *tx, &id).await?;
+                    let event = fetch_event(&mut tx, &id).await?;
                     let deliveries: i64 =
                         sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE event_id = ?")
                             .bind(&id)

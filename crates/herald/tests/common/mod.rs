@@ -217,12 +217,13 @@ impl Drop for TestApp {
 
 /// Settings for tests: dev mode, a known admin token, port 0, a data dir of the test's own.
 pub fn test_settings(data_dir: PathBuf) -> Settings {
-    let mut s = Settings::default();
-    s.listen = "127.0.0.1:0".parse().unwrap();
-    s.data_dir = data_dir;
-    s.dev = true;
-    s.admin_token = Some(AdminToken(ADMIN.to_owned()));
-    s
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir,
+        dev: true,
+        admin_token: Some(AdminToken(ADMIN.to_owned())),
+        ..Settings::default()
+    }
 }
 
 /// One request as the receiver saw it.
@@ -296,6 +297,7 @@ impl TestReceiver {
     }
 
     pub async fn start_on(addr: &str) -> Self {
+        herald::install_tls_provider();
         let state = ReceiverState::default();
         let app = axum::Router::new()
             .fallback(receive)

@@ -124,7 +124,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
     /// Development mode: allow http:// URLs and private or loopback targets.
-    #[arg(long, env = "HERALD_DEV")]
+    #[arg(long, env = "HERALD_DEV", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub dev: bool,
 }
 

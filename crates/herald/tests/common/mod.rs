@@ -66,6 +66,11 @@ impl TestApp {
         app
     }
 
+    /// A dev-mode server on the database in `dir` (which the caller keeps, to restart on it).
+    pub async fn spawn_in(dir: &std::path::Path) -> Self {
+        Self::start(test_settings(dir.to_path_buf())).await
+    }
+
     pub async fn start(settings: Settings) -> Self {
         let server = Herald::build(settings).await.expect("server builds");
         let addr = server.local_addr();

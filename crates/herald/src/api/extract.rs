@@ -38,12 +38,25 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-/// Parses a JSON document, classifying errors as the API reports them.
+/// Parses a JSON object, classifying errors as the API reports them.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(ApiError::malformed(
             "request body is empty; expected a JSON object",
         ));
+    };
+    // serde would read an array as the struct's fields in order; only an object is a request.
+    if *first != b'{' {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_value",
+                    "request body must be a JSON object",
+                ),
+                Err(e) => ApiError::malformed(format!("request body is not valid JSON: {e}")),
+            },
+        );
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de);
@@ -57,7 +70,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         match inner.classify() {
             serde_json::error::Category::Data => {
                 let message = strip_position(&inner.to_string());
-                let field = field_from_message(&message)
+                // The path already ends at an unknown field; a missing one is named only in
+                // the message ("missing field `url`").
+                let field = missing_field(&message)
                     .map(|f| join_path(&path, &f))
                     .unwrap_or(path);
                 let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", message);
@@ -72,11 +87,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// serde names a missing or unknown field only in its message: "missing field `url`".
-fn field_from_message(message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("missing field `")
-        .or_else(|| message.strip_prefix("unknown field `"))?;
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
     rest.split('`').next().map(str::to_owned)
 }
 
@@ -103,14 +115,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str(query)
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
             .map(ApiQuery)
             .map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_value",
-                    format!("bad query parameter: {e}"),
-                )
+                let field = e.path().to_string();
+                let message = format!("bad query parameter {field}: {}", e.into_inner());
+                let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", message);
+                if field == "." {
+                    err
+                } else {
+                    err.with_field(field)
+                }
             })
     }
 }

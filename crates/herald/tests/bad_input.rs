@@ -1,0 +1,386 @@
+//! Bad input: each malformed request answers its status with the JSON error (naming the field
+//! where one applies) and leaves nothing written; without --dev, http:// URLs and loopback or
+//! private targets are refused with 422.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{ADMIN, TestAccount, TestApp, TestReceiver};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+const BODY_LIMIT: usize = 4096;
+const NO_SUCH_ACCOUNT: &str = "acc_00000000000000000000000000000000";
+
+#[derive(Clone, Copy)]
+enum Cred {
+    Admin,
+    Key,
+}
+
+/// One malformed request and the error it must get.
+struct Case {
+    method: &'static str,
+    path: String,
+    cred: Cred,
+    body: Option<String>,
+    headers: Vec<(&'static str, String)>,
+    status: StatusCode,
+    code: &'static str,
+    field: Option<&'static str>,
+}
+
+fn case(method: &'static str, path: impl Into<String>, cred: Cred, body: Option<String>) -> Case {
+    Case {
+        method,
+        path: path.into(),
+        cred,
+        body,
+        headers: Vec::new(),
+        status: StatusCode::OK,
+        code: "",
+        field: None,
+    }
+}
+
+impl Case {
+    fn header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+    fn malformed(self) -> Self {
+        self.answers(StatusCode::BAD_REQUEST, "malformed_request", None)
+    }
+    fn too_large(self) -> Self {
+        self.answers(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
+    }
+    fn invalid(self, field: &'static str) -> Self {
+        self.answers(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+            Some(field),
+        )
+    }
+    /// Well-formed JSON of the wrong shape: 422 naming no field.
+    fn not_an_object(self) -> Self {
+        self.answers(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", None)
+    }
+    fn not_found(self) -> Self {
+        self.answers(StatusCode::NOT_FOUND, "not_found", None)
+    }
+    fn not_allowed(self) -> Self {
+        self.answers(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+    }
+    fn answers(
+        mut self,
+        status: StatusCode,
+        code: &'static str,
+        field: Option<&'static str>,
+    ) -> Self {
+        (self.status, self.code, self.field) = (status, code, field);
+        self
+    }
+}
+
+/// Sends a case and checks the status and the `{"error": {code, message, field?}}` body;
+/// returns what differs.
+async fn check(app: &TestApp, account: &TestAccount, c: &Case) -> Option<String> {
+    let token = match c.cred {
+        Cred::Admin => ADMIN,
+        Cred::Key => account.key.as_str(),
+    };
+    let headers: Vec<(&str, &str)> = c.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body) = app
+        .call_raw(c.method, &c.path, Some(token), c.body.as_deref(), &headers)
+        .await;
+    let error = &body["error"];
+    let got = (
+        status,
+        error["code"].as_str(),
+        error.get("field").and_then(Value::as_str),
+    );
+    let has_message = error["message"].as_str().is_some_and(|m| !m.is_empty());
+    if got == (c.status, Some(c.code), c.field) && has_message {
+        return None;
+    }
+    let shown: String = c.body.as_deref().unwrap_or("").chars().take(100).collect();
+    Some(format!(
+        "{} {} {shown:?}\n    want {} {} field={:?}\n    got  {status} {body}",
+        c.method, c.path, c.status, c.code, c.field
+    ))
+}
+
+/// A dev server with a small body limit, one account, one webhook, one delivered event.
+struct Seeded {
+    app: TestApp,
+    _receiver: TestReceiver,
+    acme: TestAccount,
+    webhook: String,
+    delivery: String,
+}
+
+async fn seeded() -> Seeded {
+    let app = TestApp::spawn_with(|s| s.body_limit = BODY_LIMIT).await;
+    let receiver = TestReceiver::start().await;
+    let acme = app.create_account("Acme").await;
+    let webhook = app
+        .create_webhook(
+            &acme,
+            json!({ "url": receiver.url("/hook"), "events": ["tts.*"] }),
+        )
+        .await;
+    let event = app.publish(&acme, "tts.completed", json!({ "n": 1 })).await;
+    receiver.wait_for(1, None, WAIT).await;
+    let deliveries = app
+        .deliveries_of(&acme, event["id"].as_str().unwrap())
+        .await;
+    let delivery = deliveries[0]["id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&acme, &delivery, "succeeded", WAIT)
+        .await;
+    Seeded {
+        webhook: webhook["id"].as_str().unwrap().to_owned(),
+        app,
+        _receiver: receiver,
+        acme,
+        delivery,
+    }
+}
+
+/// Everything the store shows through the API.
+async fn store_contents(s: &Seeded) -> Vec<Value> {
+    let key = s.acme.key.as_str();
+    let mut seen = Vec::new();
+    for (path, token) in [
+        ("/v1/accounts?limit=200".to_owned(), ADMIN),
+        ("/v1/webhooks?limit=200".to_owned(), key),
+        (format!("/v1/webhooks/{}/secret", s.webhook), key),
+        ("/v1/events?limit=200".to_owned(), ADMIN),
+        ("/v1/deliveries?limit=200".to_owned(), ADMIN),
+        (format!("/v1/deliveries/{}", s.delivery), key),
+    ] {
+        seen.push(s.app.get(&path, token).await);
+    }
+    seen
+}
+
+/// Runs every case, then checks every case answered as expected and the store is as it was.
+async fn run_table(s: &Seeded, cases: &[Case]) {
+    let before = store_contents(s).await;
+    let mut wrong = Vec::new();
+    for c in cases {
+        wrong.extend(check(&s.app, &s.acme, c).await);
+    }
+    let after = store_contents(s).await;
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases answered wrongly:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    assert!(
+        before == after,
+        "a rejected request wrote something:\nbefore: {}\nafter:  {}",
+        json!(before),
+        json!(after)
+    );
+}
+
+/// `base` with the members of `extra` added or replaced, as a JSON string.
+fn merged(base: &Value, extra: Value) -> Option<String> {
+    let mut body = base.clone();
+    let members = extra.as_object().unwrap().clone();
+    body.as_object_mut().unwrap().extend(members);
+    Some(body.to_string())
+}
+
+fn raw(s: &str) -> Option<String> {
+    Some(s.to_owned())
+}
+
+#[rustfmt::skip]
+fn table(s: &Seeded) -> Vec<Case> {
+    use Cred::{Admin, Key};
+    let (post, get, patch) = ("POST", "GET", "PATCH");
+    let hook = |extra: Value| merged(&json!({ "url": "https://example.com/hook", "events": ["tts.completed"] }), extra);
+    let event = |extra: Value| merged(&json!({ "account": s.acme.id, "type": "tts.completed", "data": { "n": 2 } }), extra);
+    let url = |u: &str| hook(json!({ "url": u }));
+    let retry = |r: Value| hook(json!({ "retry": r }));
+    let wh = format!("/v1/webhooks/{}", s.webhook);
+    let (wh, dlv) = (wh.as_str(), s.delivery.as_str());
+    let big_name = json!({ "name": "x".repeat(BODY_LIMIT + 1) }).to_string();
+    vec![
+        // 400: the body is not one JSON document.
+        case(post, "/v1/webhooks", Key, raw(r#"{"url": "https://example.com/", "events": ["#)).malformed(),
+        case(post, "/v1/webhooks", Key, raw("url=https://example.com/&events=*")).malformed(),
+        case(post, "/v1/accounts", Admin, raw(r#"{"name": "Acme 2"} and more"#)).malformed(),
+        case(post, "/v1/accounts", Admin, raw(r#"{"name": "Acme 2"}}"#)).malformed(),
+        case(post, "/v1/accounts", Admin, raw("")).malformed(),
+        case(post, "/v1/accounts", Admin, raw("  \n ")).malformed(),
+        case(post, "/v1/events", Admin, raw(r#"{"account": "acc_"#)).malformed(),
+        case(patch, wh, Key, raw(r#"{"url": }"#)).malformed(),
+        // 422 naming no field: JSON, but not an object.
+        case(post, "/v1/accounts", Admin, raw(r#""Acme 2""#)).not_an_object(),
+        case(post, "/v1/webhooks", Key, raw("null")).not_an_object(),
+        // 413: larger than the body limit.
+        case(post, "/v1/accounts", Admin, Some(big_name)).too_large(),
+        case(post, "/v1/events", Admin, event(json!({ "data": { "blob": "y".repeat(2 * BODY_LIMIT) } }))).too_large(),
+        case(post, "/v1/webhooks", Key, hook(json!({ "description": "z".repeat(BODY_LIMIT) }))).too_large(),
+        // 422 on webhook bodies.
+        case(post, "/v1/webhooks", Key, raw(r#"{"events": ["*"]}"#)).invalid("url"),
+        case(post, "/v1/webhooks", Key, raw(r#"{"url": 42, "events": ["*"]}"#)).invalid("url"),
+        case(post, "/v1/webhooks", Key, url("not a url")).invalid("url"),
+        case(post, "/v1/webhooks", Key, url("ftp://example.com/")).invalid("url"),
+        case(post, "/v1/webhooks", Key, url("https://user:pw@example.com/")).invalid("url"),
+        case(post, "/v1/webhooks", Key, url("https://example.com/#frag")).invalid("url"),
+        case(post, "/v1/webhooks", Key, url(&format!("https://example.com/{}", "p".repeat(2048)))).invalid("url"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "events": [] }))).invalid("events"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "events": "tts.completed" }))).invalid("events"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "events": vec!["*"; 101] }))).invalid("events"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "events": ["tts.exploded"] }))).invalid("events[0]"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "events": ["tts.completed", "tts."] }))).invalid("events[1]"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "secret": "whsec_c2hvcnQ=" }))).invalid("secret"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "description": "d".repeat(1001) }))).invalid("description"),
+        case(post, "/v1/webhooks", Key, retry(json!({ "schedule": ["5 minutes"] }))).invalid("retry"),
+        case(post, "/v1/webhooks", Key, retry(json!({ "schedule": vec!["1s"; 51] }))).invalid("retry"),
+        case(post, "/v1/webhooks", Key, retry(json!({ "timeout": "2m" }))).invalid("retry"),
+        case(post, "/v1/webhooks", Key, retry(json!({ "retry_on": "sometimes" }))).invalid("retry.retry_on"),
+        case(post, "/v1/webhooks", Admin, hook(json!({}))).invalid("account"),
+        case(patch, wh, Key, raw(r#"{"url": "ftp://example.com/"}"#)).invalid("url"),
+        case(patch, wh, Key, raw(r#"{"description": "new", "url": "https://example.com/#x"}"#)).invalid("url"),
+        case(patch, wh, Key, raw(r#"{"events": []}"#)).invalid("events"),
+        case(patch, wh, Key, raw(r#"{"status": "paused"}"#)).invalid("status"),
+        // 422 on account and event bodies.
+        case(post, "/v1/accounts", Admin, raw(r#"{"name": "   "}"#)).invalid("name"),
+        case(post, "/v1/accounts", Admin, raw("{}")).invalid("name"),
+        case(post, "/v1/events", Admin, event(json!({ "type": "tts.exploded" }))).invalid("type"),
+        case(post, "/v1/events", Admin, event(json!({ "type": "TTS.Completed" }))).invalid("type"),
+        case(post, "/v1/events", Admin, merged(&json!({ "account": s.acme.id, "type": "tts.completed" }), json!({}))).invalid("data"),
+        case(post, "/v1/events", Admin, event(json!({ "timestamp": "yesterday" }))).invalid("timestamp"),
+        case(post, "/v1/events", Admin, event(json!({ "timestamp": 1769686500 }))).invalid("timestamp"),
+        case(post, "/v1/events", Admin, event(json!({}))).header("idempotency-key", "k".repeat(300)).invalid("Idempotency-Key"),
+        // 422 on list parameters.
+        case(get, "/v1/webhooks?limit=0", Key, None).invalid("limit"),
+        case(get, "/v1/events?limit=1000", Admin, None).invalid("limit"),
+        case(get, "/v1/events?limit=ten", Admin, None).invalid("limit"),
+        case(get, "/v1/deliveries?limit=-1", Key, None).invalid("limit"),
+        case(get, "/v1/accounts?limit=201", Admin, None).invalid("limit"),
+        case(get, "/v1/deliveries?cursor=bogus", Key, None).invalid("cursor"),
+        case(get, format!("/v1/webhooks?cursor={dlv}"), Key, None).invalid("cursor"),
+        case(get, "/v1/deliveries?status=lost", Key, None).invalid("status"),
+        case(get, "/v1/deliveries?webhook=wh_nope", Key, None).invalid("webhook"),
+        case(get, "/v1/deliveries?event=nope", Key, None).invalid("event"),
+        case(get, "/v1/events?since=yesterday", Key, None).invalid("since"),
+        // 404: unknown accounts, ids and routes.
+        case(post, "/v1/events", Admin, event(json!({ "account": NO_SUCH_ACCOUNT }))).not_found(),
+        case(post, "/v1/events", Admin, event(json!({ "account": "acme" }))).not_found(),
+        case(post, "/v1/webhooks", Key, hook(json!({ "account": NO_SUCH_ACCOUNT }))).not_found(),
+        case(patch, "/v1/webhooks/wh_nope", Key, hook(json!({}))).not_found(),
+        case(get, "/v1/nothing-here", Key, None).not_found(),
+        case(get, "/v2/webhooks", Key, None).not_found(),
+        // 405: a known route, the wrong method.
+        case("DELETE", "/v1/accounts", Admin, None).not_allowed(),
+        case("PUT", wh, Key, hook(json!({}))).not_allowed(),
+        case(post, "/v1/deliveries", Key, raw("{}")).not_allowed(),
+        case(get, format!("/v1/deliveries/{dlv}/retry"), Key, None).not_allowed(),
+    ]
+}
+
+#[tokio::test]
+async fn each_bad_input_answers_its_status_with_the_json_error_and_writes_nothing() {
+    let seeded = seeded().await;
+    let cases = table(&seeded);
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    run_table(&seeded, &cases).await;
+}
+
+/// An unknown field is named by its path, once ("retry.attempts", not "retry.attempts.attempts").
+#[tokio::test]
+#[rustfmt::skip]
+async fn an_unknown_field_is_refused_naming_that_field_once() {
+    use Cred::{Admin, Key};
+    let s = seeded().await;
+    let hook = json!({ "url": "https://example.com/hook", "events": ["tts.completed"] });
+    let wh = format!("/v1/webhooks/{}", s.webhook);
+    let cases = [
+        case("POST", "/v1/webhooks", Key, merged(&hook, json!({ "colour": "blue" }))).invalid("colour"),
+        case("POST", "/v1/webhooks", Key, merged(&hook, json!({ "retry": { "attempts": 3 } }))).invalid("retry.attempts"),
+        case("PATCH", wh, Key, raw(r#"{"secret": "whsec_c2hvcnQ="}"#)).invalid("secret"),
+        case("POST", "/v1/accounts", Admin, raw(r#"{"name": "Acme 2", "plan": "pro"}"#)).invalid("plan"),
+        case("POST", "/v1/events", Admin, merged(&json!({ "account": s.acme.id, "type": "tts.completed", "data": {} }), json!({ "id": "evt_1" }))).invalid("id"),
+    ];
+    run_table(&s, &cases).await;
+}
+
+/// serde's derived structs would read a JSON array as their fields in declaration order; a
+/// request body must be an object, so an array is refused with 422 and writes nothing.
+#[tokio::test]
+#[rustfmt::skip]
+async fn a_json_array_body_is_refused_not_read_as_positional_fields() {
+    use Cred::{Admin, Key};
+    let s = seeded().await;
+    let cases = [
+        case("POST", "/v1/accounts", Admin, raw(r#"["Mallory"]"#)).not_an_object(),
+        case("POST", "/v1/webhooks", Key, raw(r#"[null, "http://127.0.0.1:9/array", ["*"], null, "", null]"#)).not_an_object(),
+        case("POST", "/v1/events", Admin, Some(json!([s.acme.id, "tts.completed", {}, null]).to_string())).not_an_object(),
+        case("PATCH", format!("/v1/webhooks/{}", s.webhook), Key, raw(r#"["https://example.com/moved"]"#)).not_an_object(),
+    ];
+    run_table(&s, &cases).await;
+}
+
+#[tokio::test]
+async fn without_dev_http_and_private_targets_are_refused_with_422() {
+    let app = TestApp::spawn_with(|s| s.dev = false).await;
+    let acme = app.create_account("Acme").await;
+    for url in [
+        "http://example.com/hook",
+        "https://127.0.0.1/",
+        "https://127.1/",
+        "https://2130706433/",
+        "https://0x7f000001/",
+        "https://localhost/",
+        "https://LOCALHOST./",
+        "https://api.localhost/",
+        "https://[::1]/",
+        "https://[::ffff:127.0.0.1]/",
+        "https://[::ffff:10.0.0.1]/",
+        "https://[fd00::1]/",
+        "https://[fe80::1]/",
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.1/",
+        "https://172.16.0.1/",
+        "https://192.168.1.1/",
+        "https://100.64.0.1/",
+        "https://0.0.0.0/",
+    ] {
+        let body = json!({ "url": url, "events": ["*"] });
+        let (status, answer) = app
+            .call("POST", "/v1/webhooks", Some(&acme.key), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_value", "{url}: {answer}");
+        assert_eq!(answer["error"]["field"], "url", "{url}: {answer}");
+    }
+    let public = "https://example.com/hook";
+    let created = app
+        .create_webhook(&acme, json!({ "url": public, "events": ["*"] }))
+        .await;
+    assert_eq!(created["url"], public);
+
+    // Moving an existing webhook onto a private target is refused the same way.
+    let path = format!("/v1/webhooks/{}", created["id"].as_str().unwrap());
+    let patch = json!({ "url": "https://10.0.0.1/" });
+    let (status, answer) = app.call("PATCH", &path, Some(&acme.key), Some(patch)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"]["field"], "url", "{answer}");
+
+    let list = app.get("/v1/webhooks", &acme.key).await;
+    let urls: Vec<&Value> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| &w["url"])
+        .collect();
+    assert_eq!(urls, vec![public], "only the public webhook is stored");
+}

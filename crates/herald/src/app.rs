@@ -34,6 +34,13 @@ impl Herald {
                 "DEVELOPMENT MODE: http:// URLs and private or loopback targets are allowed. Never run --dev in production."
             );
         }
+        if settings.delivery.lease.0 <= crate::domain::retry::MAX_TIMEOUT {
+            warn!(
+                lease = ?settings.delivery.lease.0,
+                "delivery.lease is not longer than the longest webhook timeout (60s): with several \
+                 nodes, an attempt that outlives its lease may be repeated by another node"
+            );
+        }
         let admin_token = match &settings.admin_token {
             Some(t) => t.clone(),
             None => load_or_create_admin_token(&settings.data_dir)?,
@@ -48,6 +55,7 @@ impl Herald {
             store.clone(),
             settings.delivery.clone(),
             settings.dev,
+            settings.node_id(),
             waker.clone(),
         )?;
         let listener = TcpListener::bind(settings.listen)

@@ -31,6 +31,8 @@ pub struct Settings {
     pub body_limit: usize,
     /// How long an `Idempotency-Key` on publish is remembered.
     pub idempotency_window: HumanDuration,
+    /// This node's name in attempt records; by default `<host name>-<process id>`.
+    pub node_id: Option<String>,
     /// Accept event types outside the catalog.
     pub allow_unknown_event_types: bool,
     /// The event type catalog.
@@ -48,7 +50,8 @@ pub struct DeliverySettings {
     pub per_webhook_concurrency: usize,
     /// Most deliveries leased in one claim.
     pub claim_batch: usize,
-    /// How long a claim holds a delivery before another claim may take it.
+    /// How long a claim holds a delivery before another claim may take it. Keep it longer than
+    /// the longest webhook timeout, or a slow attempt may be repeated by another node.
     pub lease: HumanDuration,
     /// Longest idle wait between looks at the queue (new work wakes the dispatcher sooner).
     pub poll_interval: HumanDuration,
@@ -69,6 +72,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./herald-data"),
             database_url: None,
+            node_id: None,
             dev: false,
             admin_token: None,
             body_limit: 256 * 1024,
@@ -151,6 +155,11 @@ impl Settings {
             settings.database_url = Some(url.clone());
         }
         settings.dev |= args.dev;
+        if let Ok(node) = std::env::var("HERALD_NODE_ID")
+            && !node.is_empty()
+        {
+            settings.node_id = Some(node);
+        }
         if let Ok(token) = std::env::var("HERALD_ADMIN_TOKEN")
             && !token.is_empty()
         {
@@ -172,8 +181,8 @@ impl Settings {
         if d.claim_batch == 0 {
             bail!("delivery.claim_batch must be at least 1");
         }
-        if d.lease.0 <= crate::domain::retry::MAX_TIMEOUT {
-            bail!("delivery.lease must be longer than the longest attempt timeout (60s)");
+        if d.lease.0 < Duration::from_secs(1) {
+            bail!("delivery.lease must be at least 1s");
         }
         if d.poll_interval.0.is_zero() {
             bail!("delivery.poll_interval must be above zero");
@@ -204,6 +213,16 @@ impl Settings {
 
     pub fn catalog(&self) -> Result<Catalog, String> {
         Catalog::new(self.event_types.clone(), self.allow_unknown_event_types)
+    }
+
+    /// This node's name.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "herald".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
     }
 
     /// The database URL in force.

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Backend;
+
 use axum::http::StatusCode;
 use common::{ADMIN, TestAccount, TestApp, TestReceiver};
 use serde_json::{Value, json};
@@ -120,8 +122,8 @@ struct Seeded {
     delivery: String,
 }
 
-async fn seeded() -> Seeded {
-    let app = TestApp::spawn_with(|s| s.body_limit = BODY_LIMIT).await;
+async fn seeded(backend: Backend) -> Seeded {
+    let app = TestApp::spawn_with(backend, |s| s.body_limit = BODY_LIMIT).await;
     let receiver = TestReceiver::start().await;
     let acme = app.create_account("Acme").await;
     let webhook = app
@@ -287,20 +289,20 @@ fn table(s: &Seeded) -> Vec<Case> {
     ]
 }
 
-#[tokio::test]
-async fn each_bad_input_answers_its_status_with_the_json_error_and_writes_nothing() {
-    let seeded = seeded().await;
+async fn each_bad_input_answers_its_status_with_the_json_error_and_writes_nothing(
+    backend: Backend,
+) {
+    let seeded = seeded(backend).await;
     let cases = table(&seeded);
     assert!(cases.len() >= 30, "{} cases", cases.len());
     run_table(&seeded, &cases).await;
 }
 
 /// An unknown field is named by its path, once ("retry.attempts", not "retry.attempts.attempts").
-#[tokio::test]
 #[rustfmt::skip]
-async fn an_unknown_field_is_refused_naming_that_field_once() {
+async fn an_unknown_field_is_refused_naming_that_field_once(backend: Backend) {
     use Cred::{Admin, Key};
-    let s = seeded().await;
+    let s = seeded(backend).await;
     let hook = json!({ "url": "https://example.com/hook", "events": ["tts.completed"] });
     let wh = format!("/v1/webhooks/{}", s.webhook);
     let cases = [
@@ -315,11 +317,10 @@ async fn an_unknown_field_is_refused_naming_that_field_once() {
 
 /// serde's derived structs would read a JSON array as their fields in declaration order; a
 /// request body must be an object, so an array is refused with 422 and writes nothing.
-#[tokio::test]
 #[rustfmt::skip]
-async fn a_json_array_body_is_refused_not_read_as_positional_fields() {
+async fn a_json_array_body_is_refused_not_read_as_positional_fields(backend: Backend) {
     use Cred::{Admin, Key};
-    let s = seeded().await;
+    let s = seeded(backend).await;
     let cases = [
         case("POST", "/v1/accounts", Admin, raw(r#"["Mallory"]"#)).not_an_object(),
         case("POST", "/v1/webhooks", Key, raw(r#"[null, "http://127.0.0.1:9/array", ["*"], null, "", null]"#)).not_an_object(),
@@ -329,9 +330,8 @@ async fn a_json_array_body_is_refused_not_read_as_positional_fields() {
     run_table(&s, &cases).await;
 }
 
-#[tokio::test]
-async fn without_dev_http_and_private_targets_are_refused_with_422() {
-    let app = TestApp::spawn_with(|s| s.dev = false).await;
+async fn without_dev_http_and_private_targets_are_refused_with_422(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.dev = false).await;
     let acme = app.create_account("Acme").await;
     for url in [
         "http://example.com/hook",
@@ -384,3 +384,10 @@ async fn without_dev_http_and_private_targets_are_refused_with_422() {
         .collect();
     assert_eq!(urls, vec![public], "only the public webhook is stored");
 }
+
+on_both_backends!(
+    each_bad_input_answers_its_status_with_the_json_error_and_writes_nothing,
+    an_unknown_field_is_refused_naming_that_field_once,
+    a_json_array_body_is_refused_not_read_as_positional_fields,
+    without_dev_http_and_private_targets_are_refused_with_422,
+);

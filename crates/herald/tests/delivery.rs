@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::Backend;
+
 use common::{Reply, TestApp, TestReceiver, python_with_standardwebhooks};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -10,9 +12,8 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-#[tokio::test]
-async fn a_published_event_arrives_signed_and_verifies_with_standardwebhooks() {
-    let app = TestApp::spawn().await;
+async fn a_published_event_arrives_signed_and_verifies_with_standardwebhooks(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start().await;
     let acme = app.create_account("Acme").await;
     let webhook = app
@@ -127,9 +128,8 @@ fn verify_with_python(cases: &Value) {
     assert!(String::from_utf8_lossy(&out.stdout).contains("deliveries verified"));
 }
 
-#[tokio::test]
-async fn only_subscribed_event_types_are_delivered() {
-    let app = TestApp::spawn().await;
+async fn only_subscribed_event_types_are_delivered(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start().await;
     let acme = app.create_account("Acme").await;
     for (path, events) in [
@@ -174,9 +174,8 @@ async fn only_subscribed_event_types_are_delivered() {
     }
 }
 
-#[tokio::test]
-async fn failed_attempts_are_retried_on_schedule_until_success() {
-    let app = TestApp::spawn().await;
+async fn failed_attempts_are_retried_on_schedule_until_success(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start().await;
     receiver.script(vec![Reply::status(500), Reply::status(500)]);
     let acme = app.create_account("Acme").await;
@@ -226,9 +225,8 @@ async fn failed_attempts_are_retried_on_schedule_until_success() {
     assert_eq!(done["attempts_made"], 3);
 }
 
-#[tokio::test]
-async fn a_delivery_that_never_succeeds_fails_after_one_plus_schedule_attempts() {
-    let app = TestApp::spawn().await;
+async fn a_delivery_that_never_succeeds_fails_after_one_plus_schedule_attempts(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start().await;
     receiver.set_default(Reply::status(503));
     let acme = app.create_account("Acme").await;
@@ -274,9 +272,10 @@ async fn a_delivery_that_never_succeeds_fails_after_one_plus_schedule_attempts()
     assert_eq!(receiver.received()[4].header("herald-attempt"), "5");
 }
 
-#[tokio::test]
-async fn a_transient_policy_gives_up_at_once_on_a_client_error_and_honours_retry_after() {
-    let app = TestApp::spawn().await;
+async fn a_transient_policy_gives_up_at_once_on_a_client_error_and_honours_retry_after(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start().await;
     receiver.script(vec![
         Reply {
@@ -312,9 +311,8 @@ async fn a_transient_policy_gives_up_at_once_on_a_client_error_and_honours_retry
     assert_eq!(failed["attempts"][1]["status_code"], 400);
 }
 
-#[tokio::test]
-async fn a_receiver_that_hangs_past_the_timeout_is_recorded_as_a_timeout() {
-    let app = TestApp::spawn().await;
+async fn a_receiver_that_hangs_past_the_timeout_is_recorded_as_a_timeout(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start().await;
     receiver.set_default(Reply::status(200).after(Duration::from_secs(5)));
     let acme = app.create_account("Acme").await;
@@ -340,9 +338,8 @@ async fn a_receiver_that_hangs_past_the_timeout_is_recorded_as_a_timeout() {
     assert!((450..2000).contains(&ms), "attempt took {ms} ms");
 }
 
-#[tokio::test]
-async fn a_slow_receiver_does_not_delay_deliveries_to_another_webhook() {
-    let app = TestApp::spawn().await;
+async fn a_slow_receiver_does_not_delay_deliveries_to_another_webhook(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let slow = TestReceiver::start().await;
     slow.set_default(Reply::status(200).after(Duration::from_secs(5)));
     let fast = TestReceiver::start().await;
@@ -373,9 +370,10 @@ async fn a_slow_receiver_does_not_delay_deliveries_to_another_webhook() {
     );
 }
 
-#[tokio::test]
-async fn an_idempotency_key_repeat_returns_the_first_answer_and_delivers_nothing_new() {
-    let app = TestApp::spawn().await;
+async fn an_idempotency_key_repeat_returns_the_first_answer_and_delivers_nothing_new(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start().await;
     let acme = app.create_account("Acme").await;
     app.create_webhook(&acme, json!({ "url": receiver.url("/"), "events": ["*"] }))
@@ -422,3 +420,14 @@ async fn an_idempotency_key_repeat_returns_the_first_answer_and_delivers_nothing
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 1);
 }
+
+on_both_backends!(
+    a_published_event_arrives_signed_and_verifies_with_standardwebhooks,
+    only_subscribed_event_types_are_delivered,
+    failed_attempts_are_retried_on_schedule_until_success,
+    a_delivery_that_never_succeeds_fails_after_one_plus_schedule_attempts,
+    a_transient_policy_gives_up_at_once_on_a_client_error_and_honours_retry_after,
+    a_receiver_that_hangs_past_the_timeout_is_recorded_as_a_timeout,
+    a_slow_receiver_does_not_delay_deliveries_to_another_webhook,
+    an_idempotency_key_repeat_returns_the_first_answer_and_delivers_nothing_new,
+);

@@ -2,16 +2,15 @@
 
 mod common;
 
-use common::{Reply, TestApp, TestReceiver};
+use common::{Backend, Reply, TestApp, TestEnv, TestReceiver};
 use serde_json::json;
 use std::time::Duration;
 
-#[tokio::test]
-async fn a_graceful_shutdown_finishes_the_attempt_in_flight_and_records_it() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_graceful_shutdown_finishes_the_attempt_in_flight_and_records_it(backend: Backend) {
+    let env = TestEnv::new(backend).await;
     let receiver = TestReceiver::start().await;
     receiver.set_default(Reply::status(200).after(Duration::from_millis(800)));
-    let mut app = TestApp::spawn_in(dir.path()).await;
+    let mut app = TestApp::start(env.settings()).await;
     let acme = app.create_account("Acme").await;
     app.create_webhook(&acme, json!({ "url": receiver.url("/"), "events": ["*"] }))
         .await;
@@ -22,7 +21,7 @@ async fn a_graceful_shutdown_finishes_the_attempt_in_flight_and_records_it() {
 
     app.stop().await; // returns only after the dispatcher has finished
 
-    let app = TestApp::spawn_in(dir.path()).await;
+    let app = TestApp::start(env.settings()).await;
     let deliveries = app
         .deliveries_of(&acme, event["id"].as_str().unwrap())
         .await;
@@ -39,3 +38,5 @@ async fn a_graceful_shutdown_finishes_the_attempt_in_flight_and_records_it() {
         "the restarted server does not repeat a recorded attempt"
     );
 }
+
+on_both_backends!(a_graceful_shutdown_finishes_the_attempt_in_flight_and_records_it);

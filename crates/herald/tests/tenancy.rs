@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Backend;
+
 use axum::http::StatusCode;
 use common::{ADMIN, TestAccount, TestApp, TestReceiver};
 use serde_json::{Value, json};
@@ -26,8 +28,8 @@ struct Owned {
     delivery: String,
 }
 
-async fn world() -> World {
-    let app = TestApp::spawn().await;
+async fn world(backend: Backend) -> World {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start().await;
     let a = own_resources(&app, &receiver, "Alpha", "/alpha").await;
     let b = own_resources(&app, &receiver, "Bravo", "/bravo").await;
@@ -104,9 +106,8 @@ fn ids(list: &Value) -> Vec<&str> {
         .collect()
 }
 
-#[tokio::test]
-async fn another_accounts_ids_answer_404_on_every_route_and_change_nothing() {
-    let World { app, a, b, .. } = world().await;
+async fn another_accounts_ids_answer_404_on_every_route_and_change_nothing(backend: Backend) {
+    let World { app, a, b, .. } = world(backend).await;
     let before = snapshot(&app, &a).await;
 
     let patch = json!({ "url": "http://127.0.0.1:9/stolen", "status": "disabled" });
@@ -157,9 +158,8 @@ async fn another_accounts_ids_answer_404_on_every_route_and_change_nothing() {
     assert_eq!(delivery["attempts"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn naming_another_account_answers_404_on_lists_and_create() {
-    let World { app, a, b, .. } = world().await;
+async fn naming_another_account_answers_404_on_lists_and_create(backend: Backend) {
+    let World { app, a, b, .. } = world(backend).await;
     let acc = &a.account.id;
     for path in [
         format!("/v1/webhooks?account={acc}"),
@@ -186,9 +186,8 @@ async fn naming_another_account_answers_404_on_lists_and_create() {
     assert_eq!(ids(&a_hooks), vec![a.webhook.as_str()]);
 }
 
-#[tokio::test]
-async fn each_accounts_lists_hold_only_its_own_resources() {
-    let World { app, a, b, .. } = world().await;
+async fn each_accounts_lists_hold_only_its_own_resources(backend: Backend) {
+    let World { app, a, b, .. } = world(backend).await;
     for (me, other) in [(&a, &b), (&b, &a)] {
         let key = &me.account.key;
         let webhooks = app.get("/v1/webhooks", key).await;
@@ -224,9 +223,8 @@ async fn each_accounts_lists_hold_only_its_own_resources() {
     assert_eq!(seen, want);
 }
 
-#[tokio::test]
-async fn every_route_answers_401_without_a_valid_credential() {
-    let World { app, a, b, .. } = world().await;
+async fn every_route_answers_401_without_a_valid_credential(backend: Backend) {
+    let World { app, a, b, .. } = world(backend).await;
     let accounts_before = app.get("/v1/accounts", ADMIN).await;
     let before = snapshot(&app, &a).await;
 
@@ -311,9 +309,8 @@ async fn every_route_answers_401_without_a_valid_credential() {
     }
 }
 
-#[tokio::test]
-async fn an_account_key_on_admin_only_routes_answers_403() {
-    let World { app, a, .. } = world().await;
+async fn an_account_key_on_admin_only_routes_answers_403(backend: Backend) {
+    let World { app, a, .. } = world(backend).await;
     let accounts_before = app.get("/v1/accounts", ADMIN).await;
     let events_before = app.get("/v1/events", ADMIN).await;
     let key = Some(a.account.key.as_str());
@@ -330,3 +327,11 @@ async fn an_account_key_on_admin_only_routes_answers_403() {
     assert_eq!(app.get("/v1/accounts", ADMIN).await, accounts_before);
     assert_eq!(app.get("/v1/events", ADMIN).await, events_before);
 }
+
+on_both_backends!(
+    another_accounts_ids_answer_404_on_every_route_and_change_nothing,
+    naming_another_account_answers_404_on_lists_and_create,
+    each_accounts_lists_hold_only_its_own_resources,
+    every_route_answers_401_without_a_valid_credential,
+    an_account_key_on_admin_only_routes_answers_403,
+);

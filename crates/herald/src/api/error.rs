@@ -79,6 +79,14 @@ impl From<StoreError> for ApiError {
             StoreError::IdempotencyConflict => {
                 Self::conflict("idempotency_conflict", e.to_string())
             }
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database is unavailable; nothing was acknowledged, retry shortly",
+                )
+            }
             other => {
                 // Logged once, here at the boundary; the cause never reaches the client.
                 tracing::error!(error = %other, "store operation failed");
@@ -90,10 +98,18 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = self.status == StatusCode::SERVICE_UNAVAILABLE;
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(field) = self.field {
             error["field"] = json!(field);
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

@@ -81,9 +81,10 @@ impl Dispatcher {
         store: DynStore,
         settings: DeliverySettings,
         dev: bool,
+        node: String,
         waker: Waker,
     ) -> anyhow::Result<Self> {
-        let sender = Arc::new(Sender::new(&settings, dev)?);
+        let sender = Arc::new(Sender::new(&settings, dev, node)?);
         Ok(Self {
             store,
             sender,
@@ -97,6 +98,9 @@ impl Dispatcher {
     /// shutdown grace), gives back leases it has not started, and writes every result.
     pub async fn run(self, shutdown: CancellationToken) {
         let workers = self.settings.workers;
+        let waker = self.waker.clone();
+        self.store
+            .watch_for_work(Arc::new(move || waker.wake()), shutdown.clone());
         let (job_tx, job_rx) = async_channel::bounded::<ClaimedDelivery>(workers);
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Finished>();
         let mut tasks = tokio::task::JoinSet::new();

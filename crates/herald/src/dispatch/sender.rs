@@ -25,6 +25,7 @@ pub struct Sender {
     client: reqwest::Client,
     block_private: bool,
     capture: usize,
+    node: String,
     event_type_header: HeaderName,
     attempt_header: HeaderName,
 }
@@ -39,7 +40,7 @@ struct Envelope<'a> {
 }
 
 impl Sender {
-    pub fn new(settings: &DeliverySettings, dev: bool) -> anyhow::Result<Self> {
+    pub fn new(settings: &DeliverySettings, dev: bool, node: String) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(HeaderValue::try_from(settings.user_agent.as_str())?)
@@ -54,6 +55,7 @@ impl Sender {
             client,
             block_private: !dev,
             capture: settings.response_capture_bytes,
+            node,
             event_type_header: HeaderName::try_from(settings.event_type_header.as_str())?,
             attempt_header: HeaderName::try_from(settings.attempt_header.as_str())?,
         })
@@ -77,6 +79,7 @@ impl Sender {
             error_kind: outcome.error_kind(),
             error,
             response_body: body,
+            node: Some(self.node.clone()),
         };
         AttemptReport {
             outcome,

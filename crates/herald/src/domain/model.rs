@@ -126,4 +126,6 @@ pub struct Attempt {
     pub error: Option<String>,
     /// The first bytes of the response body (up to the capture limit), as text.
     pub response_body: Option<String>,
+    /// The Herald node that made the attempt.
+    pub node: Option<String>,
 }

@@ -4,6 +4,7 @@
 //! that stores their event, claimed with a lease in a short transaction, and their outcome is
 //! written in another; no transaction is ever held across an HTTP call.
 
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
@@ -15,14 +16,18 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 pub type DynStore = Arc<dyn Store>;
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be reached right now; the request may be retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored record is unreadable: {0}")]
@@ -31,6 +36,28 @@ pub enum StoreError {
     IdempotencyConflict,
     #[error("{0}")]
     Unsupported(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let unavailable = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE class 08 (connection exception), 57P01-57P03 (shutting down, starting).
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+            }),
+            _ => false,
+        };
+        if unavailable {
+            Self::Unavailable(e)
+        } else {
+            Self::Database(e)
+        }
+    }
 }
 
 /// Where a page starts and how long it is. Lists run newest first; the cursor is the last id seen.
@@ -229,6 +256,45 @@ pub trait Store: Send + Sync + 'static {
     async fn release(&self, releases: &[Release]) -> StoreResult<()>;
     /// The earliest moment some pending delivery can be claimed, if any is pending.
     async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>>;
+
+    /// Calls `on_work` whenever another process commits new due work, until `shutdown`.
+    /// Backends shared by several processes implement it (PostgreSQL: LISTEN/NOTIFY); for a
+    /// store only this process writes, the in-process waker already covers it.
+    fn watch_for_work(&self, on_work: Arc<dyn Fn() + Send + Sync>, shutdown: CancellationToken) {
+        let _ = (on_work, shutdown);
+    }
+}
+
+/// Chooses, from due candidates in due order, those that fit the per-webhook cap (counting what
+/// is already in flight), up to the limit. Both backends claim with it.
+pub(crate) fn pick_within_caps(candidates: &[(String, String)], req: &ClaimRequest) -> Vec<String> {
+    let mut used: HashMap<&str, usize> = HashMap::new();
+    let mut picked = Vec::with_capacity(req.limit);
+    for (delivery, webhook) in candidates {
+        let n = used.entry(webhook.as_str()).or_insert_with(|| {
+            req.in_flight
+                .get(&WebhookId::from_trusted(webhook.clone()))
+                .copied()
+                .unwrap_or(0)
+        });
+        if *n < req.per_webhook_cap {
+            *n += 1;
+            picked.push(delivery.clone());
+            if picked.len() == req.limit {
+                break;
+            }
+        }
+    }
+    picked
+}
+
+/// Webhooks at their cap, to leave out of a claim's candidates.
+pub(crate) fn saturated_webhooks(req: &ClaimRequest) -> Vec<String> {
+    req.in_flight
+        .iter()
+        .filter(|(_, n)| **n >= req.per_webhook_cap)
+        .map(|(w, _)| w.to_string())
+        .collect()
 }
 
 /// Opens the store a database URL names and runs its migrations.
@@ -236,12 +302,10 @@ pub async fn open(database_url: &str) -> StoreResult<DynStore> {
     if database_url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
     } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-        Err(StoreError::Unsupported(
-            "the PostgreSQL backend is not built yet; use a sqlite: URL".to_owned(),
-        ))
+        Ok(Arc::new(postgres::PgStore::open(database_url).await?))
     } else {
         Err(StoreError::Unsupported(format!(
-            "unsupported database URL scheme in {:?}; expected sqlite:",
+            "unsupported database URL scheme in {:?}; expected sqlite: or postgres:",
             database_url.split(':').next().unwrap_or_default()
         )))
     }

@@ -133,6 +133,7 @@ pub(crate) struct AttemptColumns {
     pub error_kind: Option<String>,
     pub error: Option<String>,
     pub response_body: Option<String>,
+    pub node: Option<String>,
 }
 
 impl AttemptColumns {
@@ -146,6 +147,7 @@ impl AttemptColumns {
             error_kind: self.error_kind.as_deref().and_then(ErrorKind::parse),
             error: self.error,
             response_body: self.response_body,
+            node: self.node,
         }
     }
 }
@@ -164,4 +166,19 @@ pub(crate) fn paginate<T>(
         None
     };
     super::Page { items, next_cursor }
+}
+
+/// From `(next_attempt_at, locked_until)` of pending deliveries in due order, the earliest moment
+/// one can be claimed: a leased one only when its lease runs out; the first unleased row bounds
+/// the answer, so the scan can stop there.
+pub(crate) fn earliest_claimable(rows: &[(i64, Option<i64>)]) -> Option<i64> {
+    let mut earliest: Option<i64> = None;
+    for (next, locked_until) in rows {
+        let at = locked_until.map_or(*next, |l| l.max(*next));
+        earliest = Some(earliest.map_or(at, |e| e.min(at)));
+        if locked_until.is_none() {
+            break;
+        }
+    }
+    earliest
 }

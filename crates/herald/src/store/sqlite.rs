@@ -18,7 +18,6 @@ use crate::domain::{
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -439,7 +438,7 @@ impl Store for SqliteStore {
 
     async fn list_attempts(&self, delivery: &DeliveryId) -> StoreResult<Vec<Attempt>> {
         let rows: Vec<AttemptColumns> = sqlx::query_as(
-            "SELECT id, number, started_at, duration_ms, status_code, error_kind, error, response_body
+            "SELECT id, number, started_at, duration_ms, status_code, error_kind, error, response_body, node
              FROM attempts WHERE delivery_id = ? ORDER BY started_at, number",
         )
         .bind(delivery.as_str())
@@ -494,12 +493,7 @@ impl Store for SqliteStore {
         if req.limit == 0 {
             return Ok(Vec::new());
         }
-        let saturated: Vec<&str> = req
-            .in_flight
-            .iter()
-            .filter(|(_, n)| **n >= req.per_webhook_cap)
-            .map(|(w, _)| w.as_str())
-            .collect();
+        let saturated = super::saturated_webhooks(req);
         let mut tx = self.writer.begin().await?;
         let candidates = sqlx::query(
             "SELECT id, webhook_id FROM deliveries
@@ -512,24 +506,11 @@ impl Store for SqliteStore {
         .bind((req.limit * 4) as i64)
         .fetch_all(&mut *tx)
         .await?;
-        let mut room: HashMap<String, usize> = HashMap::new();
-        let mut picked: Vec<String> = Vec::with_capacity(req.limit);
-        for row in &candidates {
-            let webhook: String = row.get("webhook_id");
-            let used = room.entry(webhook.clone()).or_insert_with(|| {
-                req.in_flight
-                    .get(&WebhookId::from_trusted(webhook))
-                    .copied()
-                    .unwrap_or(0)
-            });
-            if *used < req.per_webhook_cap {
-                *used += 1;
-                picked.push(row.get("id"));
-                if picked.len() == req.limit {
-                    break;
-                }
-            }
-        }
+        let candidates: Vec<(String, String)> = candidates
+            .iter()
+            .map(|r| (r.get("id"), r.get("webhook_id")))
+            .collect();
+        let picked = super::pick_within_caps(&candidates, req);
         if picked.is_empty() {
             return Ok(Vec::new());
         }
@@ -575,8 +556,8 @@ impl Store for SqliteStore {
         for r in records {
             let a = &r.attempt;
             sqlx::query(
-                "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code, error_kind, error, response_body)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code, error_kind, error, response_body, node)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(a.id.as_str())
             .bind(r.delivery_id.as_str())
@@ -587,6 +568,7 @@ impl Store for SqliteStore {
             .bind(a.error_kind.map(|k| k.as_str()))
             .bind(a.error.as_deref())
             .bind(a.response_body.as_deref())
+            .bind(a.node.as_deref())
             .execute(&mut *tx)
             .await?;
             let (status, next_at) = match r.next {
@@ -625,27 +607,14 @@ impl Store for SqliteStore {
     }
 
     async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>> {
-        // Rows come in due order; leased ones are due again only when their lease runs out,
-        // and the first unleased row bounds the answer.
-        let rows = sqlx::query(
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
             "SELECT next_attempt_at, locked_until FROM deliveries WHERE status = 'pending'
              ORDER BY next_attempt_at LIMIT ?",
         )
         .bind(scan_limit.max(1) as i64)
         .fetch_all(&self.reader)
         .await?;
-        let mut earliest: Option<i64> = None;
-        for row in rows {
-            let next: i64 = row.get("next_attempt_at");
-            let at = row
-                .get::<Option<i64>, _>("locked_until")
-                .map_or(next, |l| l.max(next));
-            earliest = Some(earliest.map_or(at, |e| e.min(at)));
-            if at == next {
-                break;
-            }
-        }
-        Ok(earliest.map(Timestamp::from_millis))
+        Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
     }
 }
 

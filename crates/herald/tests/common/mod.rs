@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use herald::app::Herald;
 use herald::config::{AdminToken, Settings};
 use serde_json::{Value, json};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -37,12 +37,129 @@ where
     }
 }
 
+/// Runs a test body once per store backend: `on_both_backends!(name, …)` turns each
+/// `async fn name(backend: Backend)` into `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await
+            }
+        }
+    )+};
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests make their databases on (`HERALD_TEST_POSTGRES_URL`).
+pub fn postgres_admin_url() -> String {
+    std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Storage of a test's own: a temp data dir and, on PostgreSQL, a fresh database that is
+/// dropped when the test ends. A server restarted on the same `TestEnv` finds its state.
+pub struct TestEnv {
+    pub backend: Backend,
+    pub dir: tempfile::TempDir,
+    pub database_url: String,
+    pg_database: Option<String>,
+}
+
+impl TestEnv {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (database_url, pg_database) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("herald.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = postgres_admin_url();
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL is required for the tests ({admin}; set HERALD_TEST_POSTGRES_URL): {e}")
+                });
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let mut url = url::Url::parse(&admin).expect("postgres URL");
+                url.set_path(&format!("/{name}"));
+                (url.to_string(), Some(name))
+            }
+        };
+        Self {
+            backend,
+            dir,
+            database_url,
+            pg_database,
+        }
+    }
+
+    /// Storage on a database the test manages itself (nothing is dropped at the end).
+    pub fn on_database(backend: Backend, database_url: String) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self {
+            backend,
+            dir,
+            database_url,
+            pg_database: None,
+        }
+    }
+
+    /// Dev-mode test settings on this storage.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            database_url: Some(self.database_url.clone()),
+            ..test_settings(self.dir.path().to_path_buf())
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_database.take() else {
+            return;
+        };
+        // Drop runs outside any async context we can use; a short thread of its own does it.
+        let admin = postgres_admin_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) =
+                    <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await
+                {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: Option<tempfile::TempDir>,
+    _env: Option<TestEnv>,
 }
 
 /// An account made through the API.
@@ -52,23 +169,18 @@ pub struct TestAccount {
 }
 
 impl TestApp {
-    /// A dev-mode server (loopback receivers allowed) on a fresh SQLite database.
-    pub async fn spawn() -> Self {
-        Self::spawn_with(|_| {}).await
+    /// A dev-mode server (loopback receivers allowed) on a fresh database of `backend`.
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
     }
 
-    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut settings = test_settings(dir.path().to_path_buf());
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Self {
+        let env = TestEnv::new(backend).await;
+        let mut settings = env.settings();
         adjust(&mut settings);
         let mut app = Self::start(settings).await;
-        app._dir = Some(dir);
+        app._env = Some(env);
         app
-    }
-
-    /// A dev-mode server on the database in `dir` (which the caller keeps, to restart on it).
-    pub async fn spawn_in(dir: &std::path::Path) -> Self {
-        Self::start(test_settings(dir.to_path_buf())).await
     }
 
     pub async fn start(settings: Settings) -> Self {
@@ -81,7 +193,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             shutdown,
             task: Some(task),
-            _dir: None,
+            _env: None,
         }
     }
 
@@ -231,6 +343,75 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
     }
 }
 
+/// The real `herald serve` binary as a child process, which a test can `kill -9`.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl ServerProcess {
+    /// Starts a dev-mode node on `env`'s database with its own data dir `env.dir/<node>`,
+    /// `config` as its TOML file, and waits until it answers.
+    pub async fn start(env: &TestEnv, node: &str, config: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = env.dir.path().join(node);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("herald.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--database-url", &env.database_url])
+            .env("HERALD_ADMIN_TOKEN", ADMIN)
+            .env("HERALD_NODE_ID", node)
+            .env("HERALD_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("herald binary starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        eventually(
+            &format!("node {node} to answer /healthz"),
+            Duration::from_secs(30),
+            || async {
+                client
+                    .get(format!("{base}/healthz"))
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+            },
+        )
+        .await;
+        Self { child, base }
+    }
+
+    /// SIGKILL: no shutdown, no cleanup.
+    pub fn kill_9(&mut self) {
+        self.child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL on Unix
+        self.child.wait().unwrap();
+    }
+
+    /// Still running?
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One request as the receiver saw it.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -282,10 +463,18 @@ struct Script {
     default: Option<Reply>,
 }
 
+#[derive(Default)]
+struct InFlightLog {
+    by_id: HashMap<String, usize>,
+    overlapping: Vec<String>,
+}
+
 #[derive(Clone, Default)]
 struct ReceiverState {
     received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<Script>>,
+    /// Requests being answered right now, per `webhook-id`, and every id seen twice at once.
+    in_flight: Arc<Mutex<InFlightLog>>,
 }
 
 /// A real HTTP receiver on a random loopback port.
@@ -335,6 +524,15 @@ impl TestReceiver {
         self.state.script.lock().unwrap().default = Some(reply);
     }
 
+    /// Delivery ids that had two requests in flight at the same moment.
+    pub fn overlapping(&self) -> Vec<String> {
+        self.state.in_flight.lock().unwrap().overlapping.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
     }
@@ -359,6 +557,50 @@ impl TestReceiver {
 
 async fn receive(
     State(state): State<ReceiverState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    {
+        let mut f = state.in_flight.lock().unwrap();
+        let n = f.by_id.entry(id.clone()).or_default();
+        *n += 1;
+        if *n > 1 {
+            f.overlapping.push(id.clone());
+        }
+    }
+    // Counted down on drop, also when the sender gives up and the request is cancelled.
+    let _done = InFlightGuard {
+        state: state.clone(),
+        id,
+    };
+    answer(&state, uri, headers, body).await
+}
+
+struct InFlightGuard {
+    state: ReceiverState,
+    id: String,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut f = self.state.in_flight.lock().unwrap();
+        if let Some(n) = f.by_id.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                f.by_id.remove(&self.id);
+            }
+        }
+    }
+}
+
+async fn answer(
+    state: &ReceiverState,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,

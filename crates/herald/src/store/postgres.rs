@@ -1,0 +1,669 @@
+//! The PostgreSQL backend: any number of `herald serve` processes share one database.
+//!
+//! Due deliveries are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`locked_until`), so
+//! nodes never take the same work and a dead node's leases simply run out. Commits of new work
+//! `NOTIFY herald_work`, which wakes idle nodes at once. Migrations take sqlx's advisory lock, so
+//! nodes starting together migrate once.
+
+use super::rows::{self, AttemptColumns, DeliveryColumns, WebhookColumns, corrupt, paginate};
+use super::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, NewApiKey, NewEvent,
+    NextStep, Page, PageRequest, Published, Release, RetryRequest, Store, StoreError, StoreResult,
+};
+use crate::domain::event_type::any_matches;
+use crate::domain::{
+    Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Timestamp,
+    Webhook, WebhookId,
+};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const WEBHOOK_COLUMNS: &str =
+    "id, account_id, url, events, secret, description, retry, status, created_at, updated_at";
+const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
+const CHANNEL: &str = "herald_work";
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            // Fail fast while the database is down, so the API answers 503 instead of hanging.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn push_page(q: &mut QueryBuilder<Postgres>, id_column: &str, page: &PageRequest) {
+    if let Some(after) = &page.after {
+        q.push(format!(" AND {id_column} < "))
+            .push_bind(after.clone());
+    }
+    q.push(format!(" ORDER BY {id_column} DESC LIMIT "))
+        .push_bind(i64::from(page.limit) + 1);
+}
+
+fn scope(q: &mut QueryBuilder<Postgres>, column: &str, account: Option<&AccountId>) {
+    if let Some(a) = account {
+        q.push(format!(" AND {column} = "))
+            .push_bind(a.as_str().to_owned());
+    }
+}
+
+fn account_from_row(r: &PgRow) -> StoreResult<Account> {
+    Ok(Account {
+        id: AccountId::from_trusted(r.try_get("id")?),
+        name: r.try_get("name")?,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+    })
+}
+
+fn event_from_row(r: &PgRow, prefix: &str) -> StoreResult<Event> {
+    let col = |c: &str| format!("{prefix}{c}");
+    rows::event(
+        r.try_get(col("id").as_str())?,
+        r.try_get(col("account_id").as_str())?,
+        r.try_get(col("type").as_str())?,
+        r.try_get(col("timestamp").as_str())?,
+        r.try_get(col("data").as_str())?,
+    )
+    .map_err(|e| corrupt("event", e))
+}
+
+/// Is this the unique index that guards idempotency keys?
+fn is_idempotency_race(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.constraint() == Some("events_idempotency"))
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_account(&self, account: &Account, key: &NewApiKey) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(account.id.as_str())
+            .bind(&account.name)
+            .bind(account.created_at.millis())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, key_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(key.id.as_str())
+        .bind(key.account_id.as_str())
+        .bind(&key.hash)
+        .bind(key.created_at.millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
+        let row = sqlx::query("SELECT id, name, created_at FROM accounts WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| account_from_row(&r)).transpose()
+    }
+
+    async fn list_accounts(&self, page: &PageRequest) -> StoreResult<Page<Account>> {
+        let mut q = QueryBuilder::new("SELECT id, name, created_at FROM accounts WHERE TRUE");
+        push_page(&mut q, "id", page);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(account_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |a| a.id.to_string()))
+    }
+
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<(AccountId, String)>> {
+        let row = sqlx::query(
+            "SELECT account_id, key_hash FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| {
+            (
+                AccountId::from_trusted(r.get("account_id")),
+                r.get("key_hash"),
+            )
+        }))
+    }
+
+    async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        )))
+        .bind(w.id.as_str())
+        .bind(w.account_id.as_str())
+        .bind(w.url.as_str())
+        .bind(rows::filters_to_json(&w.events))
+        .bind(w.secret.expose())
+        .bind(&w.description)
+        .bind(rows::policy_to_json(&w.retry))
+        .bind(w.status.as_str())
+        .bind(w.created_at.millis())
+        .bind(w.updated_at.millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_webhook(
+        &self,
+        account: Option<&AccountId>,
+        id: &WebhookId,
+    ) -> StoreResult<Option<Webhook>> {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND id = "
+        ));
+        q.push_bind(id.as_str().to_owned());
+        scope(&mut q, "account_id", account);
+        let row: Option<WebhookColumns> = q.build_query_as().fetch_optional(&self.pool).await?;
+        row.map(WebhookColumns::into_webhook).transpose()
+    }
+
+    async fn list_webhooks(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Webhook>> {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND account_id = "
+        ));
+        q.push_bind(account.as_str().to_owned());
+        push_page(&mut q, "id", page);
+        let rows: Vec<WebhookColumns> = q.build_query_as().fetch_all(&self.pool).await?;
+        let items = rows
+            .into_iter()
+            .map(WebhookColumns::into_webhook)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |w| w.id.to_string()))
+    }
+
+    async fn update_webhook(&self, w: &Webhook) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhooks SET url = $1, events = $2, secret = $3, description = $4, retry = $5,
+             status = $6, updated_at = $7 WHERE id = $8 AND account_id = $9 AND deleted_at IS NULL",
+        )
+        .bind(w.url.as_str())
+        .bind(rows::filters_to_json(&w.events))
+        .bind(w.secret.expose())
+        .bind(&w.description)
+        .bind(rows::policy_to_json(&w.retry))
+        .bind(w.status.as_str())
+        .bind(w.updated_at.millis())
+        .bind(w.id.as_str())
+        .bind(w.account_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_webhook(
+        &self,
+        account: Option<&AccountId>,
+        id: &WebhookId,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let mut q = QueryBuilder::new("UPDATE webhooks SET deleted_at = ");
+        q.push_bind(now.millis())
+            .push(" WHERE deleted_at IS NULL AND id = ")
+            .push_bind(id.as_str().to_owned());
+        scope(&mut q, "account_id", account);
+        if q.build().execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease = NULL,
+             locked_until = NULL, updated_at = $1 WHERE webhook_id = $2 AND status = 'pending'",
+        )
+        .bind(now.millis())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn publish_event(&self, new: NewEvent) -> StoreResult<Published> {
+        // A concurrent publish with the same Idempotency-Key can win the race to insert; then
+        // the second try finds its event and answers as a repeat.
+        match self.try_publish(&new).await {
+            Err(StoreError::Database(e)) if is_idempotency_race(&e) => self.try_publish(&new).await,
+            other => other,
+        }
+    }
+
+    async fn get_event(
+        &self,
+        account: Option<&AccountId>,
+        id: &EventId,
+    ) -> StoreResult<Option<Event>> {
+        let mut q = QueryBuilder::new(
+            "SELECT id, account_id, type, timestamp, data FROM events WHERE id = ",
+        );
+        q.push_bind(id.as_str().to_owned());
+        scope(&mut q, "account_id", account);
+        let row = q.build().fetch_optional(&self.pool).await?;
+        row.map(|r| event_from_row(&r, "")).transpose()
+    }
+
+    async fn list_events(
+        &self,
+        query: &EventQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Event>> {
+        let mut q = QueryBuilder::new(
+            "SELECT id, account_id, type, timestamp, data FROM events WHERE TRUE",
+        );
+        scope(&mut q, "account_id", query.account.as_ref());
+        if let Some(t) = &query.event_type {
+            q.push(" AND type = ").push_bind(t.clone());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND timestamp >= ").push_bind(since.millis());
+        }
+        if let Some(until) = query.until {
+            q.push(" AND timestamp < ").push_bind(until.millis());
+        }
+        push_page(&mut q, "id", page);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|r| event_from_row(r, ""))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |e| e.id.to_string()))
+    }
+
+    async fn get_delivery(
+        &self,
+        account: Option<&AccountId>,
+        id: &DeliveryId,
+    ) -> StoreResult<Option<Delivery>> {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = "
+        ));
+        q.push_bind(id.as_str().to_owned());
+        scope(&mut q, "account_id", account);
+        let row: Option<DeliveryColumns> = q.build_query_as().fetch_optional(&self.pool).await?;
+        row.map(DeliveryColumns::into_delivery).transpose()
+    }
+
+    async fn list_deliveries(
+        &self,
+        query: &DeliveryQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Delivery>> {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE TRUE"
+        ));
+        scope(&mut q, "account_id", query.account.as_ref());
+        if let Some(w) = &query.webhook {
+            q.push(" AND webhook_id = ")
+                .push_bind(w.as_str().to_owned());
+        }
+        if let Some(e) = &query.event {
+            q.push(" AND event_id = ").push_bind(e.as_str().to_owned());
+        }
+        if let Some(s) = query.status {
+            q.push(" AND status = ").push_bind(s.as_str());
+        }
+        push_page(&mut q, "id", page);
+        let rows: Vec<DeliveryColumns> = q.build_query_as().fetch_all(&self.pool).await?;
+        let items = rows
+            .into_iter()
+            .map(DeliveryColumns::into_delivery)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |d| d.id.to_string()))
+    }
+
+    async fn list_attempts(&self, delivery: &DeliveryId) -> StoreResult<Vec<Attempt>> {
+        let rows: Vec<AttemptColumns> = sqlx::query_as(
+            "SELECT id, number, started_at, duration_ms, status_code, error_kind, error, response_body, node
+             FROM attempts WHERE delivery_id = $1 ORDER BY started_at, number",
+        )
+        .bind(delivery.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(AttemptColumns::into_attempt).collect())
+    }
+
+    async fn retry_delivery(
+        &self,
+        account: Option<&AccountId>,
+        id: &DeliveryId,
+        now: Timestamp,
+    ) -> StoreResult<RetryRequest> {
+        let mut tx = self.pool.begin().await?;
+        let mut q = QueryBuilder::new(
+            "SELECT d.lease, w.deleted_at FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+             WHERE d.id = ",
+        );
+        q.push_bind(id.as_str().to_owned());
+        scope(&mut q, "d.account_id", account);
+        q.push(" FOR UPDATE OF d");
+        let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
+            return Ok(RetryRequest::NotFound);
+        };
+        if row.get::<Option<i64>, _>("deleted_at").is_some() {
+            return Ok(RetryRequest::Refused(
+                "the delivery's webhook has been deleted".to_owned(),
+            ));
+        }
+        // An attempt in flight right now already is the new attempt; leave it be.
+        if row.get::<Option<String>, _>("lease").is_none() {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1
+                 WHERE id = $2",
+            )
+            .bind(now.millis())
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let delivery: DeliveryColumns = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"
+        )))
+        .bind(id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(RetryRequest::Scheduled(delivery.into_delivery()?))
+    }
+
+    async fn claim_due(&self, req: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
+        if req.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let candidates: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, webhook_id FROM deliveries
+             WHERE status = 'pending' AND next_attempt_at <= $1
+               AND (locked_until IS NULL OR locked_until <= $1)
+               AND NOT (webhook_id = ANY($2))
+             ORDER BY next_attempt_at LIMIT $3
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(req.now.millis())
+        .bind(super::saturated_webhooks(req))
+        .bind((req.limit * 4) as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        let picked = super::pick_within_caps(&candidates, req);
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lease = uuid::Uuid::new_v4().simple().to_string();
+        sqlx::query("UPDATE deliveries SET lease = $1, locked_until = $2 WHERE id = ANY($3)")
+            .bind(&lease)
+            .bind(req.lease_until.millis())
+            .bind(&picked)
+            .execute(&mut *tx)
+            .await?;
+        let claimed = sqlx::query(AssertSqlSafe(format!(
+            "SELECT d.id AS d_id, d.attempts_made AS d_attempts_made,
+                    e.id AS e_id, e.account_id AS e_account_id, e.type AS e_type,
+                    e.timestamp AS e_timestamp, e.data AS e_data, {}
+             FROM deliveries d JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id
+             WHERE d.lease = $1 ORDER BY d.next_attempt_at",
+            WEBHOOK_COLUMNS.split(", ").map(|c| format!("w.{c} AS {c}")).collect::<Vec<_>>().join(", ")
+        )))
+        .bind(&lease)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        claimed
+            .iter()
+            .map(|row| {
+                let webhook: WebhookColumns = sqlx::FromRow::from_row(row)?;
+                Ok(ClaimedDelivery {
+                    delivery_id: DeliveryId::from_trusted(row.get("d_id")),
+                    lease: lease.clone(),
+                    attempt_number: row.get::<i64, _>("d_attempts_made") as u32 + 1,
+                    event: event_from_row(row, "e_")?,
+                    webhook: webhook.into_webhook()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now = Timestamp::now().millis();
+        let mut tx = self.pool.begin().await?;
+        let mut attempts = QueryBuilder::<Postgres>::new(
+            "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code,
+             error_kind, error, response_body, node) ",
+        );
+        attempts.push_values(records, |mut b, r| {
+            let a = &r.attempt;
+            b.push_bind(a.id.as_str().to_owned())
+                .push_bind(r.delivery_id.as_str().to_owned())
+                .push_bind(i64::from(a.number))
+                .push_bind(a.started_at.millis())
+                .push_bind(a.duration_ms as i64)
+                .push_bind(a.status_code.map(i64::from))
+                .push_bind(a.error_kind.map(|k| k.as_str()))
+                .push_bind(a.error.clone())
+                .push_bind(a.response_body.clone())
+                .push_bind(a.node.clone());
+        });
+        attempts.build().execute(&mut *tx).await?;
+        let mut update = QueryBuilder::<Postgres>::new(
+            "UPDATE deliveries d SET status = v.status, attempts_made = v.number,
+             next_attempt_at = v.next_at, lease = NULL, locked_until = NULL, updated_at = ",
+        );
+        update.push_bind(now).push(" FROM (");
+        update.push_values(records, |mut b, r| {
+            let (status, next_at) = match r.next {
+                NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
+                NextStep::Failed => (DeliveryStatus::Failed, None),
+                NextStep::RetryAt(t) => (DeliveryStatus::Pending, Some(t.millis())),
+            };
+            b.push_bind(r.delivery_id.as_str().to_owned())
+                .push_bind(r.lease.clone())
+                .push_bind(status.as_str())
+                .push_bind(i64::from(r.attempt.number))
+                .push_bind(next_at);
+        });
+        update.push(
+            ") AS v(id, lease, status, number, next_at) WHERE d.id = v.id AND d.lease = v.lease",
+        );
+        update.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release(&self, releases: &[Release]) -> StoreResult<()> {
+        let ids: Vec<String> = releases.iter().map(|r| r.delivery_id.to_string()).collect();
+        let leases: Vec<String> = releases.iter().map(|r| r.lease.clone()).collect();
+        sqlx::query(
+            "UPDATE deliveries d SET lease = NULL, locked_until = NULL
+             FROM UNNEST($1::text[], $2::text[]) AS v(id, lease)
+             WHERE d.id = v.id AND d.lease = v.lease",
+        )
+        .bind(&ids)
+        .bind(&leases)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>> {
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT next_attempt_at, locked_until FROM deliveries WHERE status = 'pending'
+             ORDER BY next_attempt_at LIMIT $1",
+        )
+        .bind(scan_limit.max(1) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
+    }
+
+    fn watch_for_work(&self, on_work: Arc<dyn Fn() + Send + Sync>, shutdown: CancellationToken) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            while !shutdown.is_cancelled() {
+                let mut listener = match PgListener::connect_with(&pool).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                };
+                if let Err(e) = listener.listen(CHANNEL).await {
+                    tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
+                    continue;
+                }
+                loop {
+                    tokio::select! {
+                        n = listener.recv() => match n {
+                            Ok(_) => on_work(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                                // Work committed while we were away is found by the next poll.
+                                on_work();
+                                break;
+                            }
+                        },
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl PgStore {
+    async fn try_publish(&self, new: &NewEvent) -> StoreResult<Published> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(idem) = &new.idempotency {
+            let earlier = sqlx::query(
+                "SELECT id, idempotency_fingerprint, created_at FROM events
+                 WHERE account_id = $1 AND idempotency_key = $2",
+            )
+            .bind(new.account.as_str())
+            .bind(&idem.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = earlier {
+                let id: String = row.get("id");
+                if row.get::<i64, _>("created_at") >= idem.valid_since.millis() {
+                    if row
+                        .get::<Option<String>, _>("idempotency_fingerprint")
+                        .as_deref()
+                        != Some(&idem.fingerprint)
+                    {
+                        return Err(StoreError::IdempotencyConflict);
+                    }
+                    let row = sqlx::query(
+                        "SELECT id, account_id, type, timestamp, data,
+                         (SELECT COUNT(*) FROM deliveries WHERE event_id = $1) AS deliveries
+                         FROM events WHERE id = $1",
+                    )
+                    .bind(&id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let deliveries: i64 = row.get("deliveries");
+                    return Ok(Published {
+                        event: event_from_row(&row, "")?,
+                        deliveries: deliveries as u32,
+                        replayed: true,
+                    });
+                }
+                sqlx::query("UPDATE events SET idempotency_key = NULL WHERE id = $1")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let now = Timestamp::now();
+        sqlx::query(
+            "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key,
+             idempotency_fingerprint, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(new.id.as_str())
+        .bind(new.account.as_str())
+        .bind(&new.event_type)
+        .bind(new.timestamp.millis())
+        .bind(new.data.get())
+        .bind(new.idempotency.as_ref().map(|i| i.key.as_str()))
+        .bind(new.idempotency.as_ref().map(|i| i.fingerprint.as_str()))
+        .bind(now.millis())
+        .execute(&mut *tx)
+        .await?;
+        let candidates: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, events FROM webhooks
+             WHERE account_id = $1 AND status = 'active' AND deleted_at IS NULL ORDER BY id",
+        )
+        .bind(new.account.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut targets = Vec::new();
+        for (id, events) in candidates {
+            if any_matches(&rows::filters_from_json(&events)?, &new.event_type) {
+                targets.push(id);
+            }
+        }
+        if !targets.is_empty() {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status,
+                 attempts_made, next_attempt_at, created_at, updated_at) ",
+            );
+            q.push_values(&targets, |mut b, webhook| {
+                b.push_bind(DeliveryId::generate().to_string())
+                    .push_bind(new.account.as_str().to_owned())
+                    .push_bind(new.id.as_str().to_owned())
+                    .push_bind(new.event_type.clone())
+                    .push_bind(webhook.clone())
+                    .push_bind("pending")
+                    .push_bind(0i64)
+                    .push_bind(now.millis())
+                    .push_bind(now.millis())
+                    .push_bind(now.millis());
+            });
+            q.build().execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Published {
+            event: Event {
+                id: new.id.clone(),
+                account: new.account.clone(),
+                event_type: new.event_type.clone(),
+                timestamp: new.timestamp,
+                data: new.data.clone(),
+            },
+            deliveries: targets.len() as u32,
+            replayed: false,
+        })
+    }
+}

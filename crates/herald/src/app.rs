@@ -45,7 +45,7 @@ impl Herald {
             Some(t) => t.clone(),
             None => load_or_create_admin_token(&settings.data_dir)?,
         };
-        let store: DynStore = store::open(&settings.database_url())
+        let store: DynStore = store::open(&settings.database_url(), settings.database_pool_size)
             .await
             .context("opening the store")?;
         let catalog = settings.catalog().map_err(anyhow::Error::msg)?;

@@ -31,6 +31,8 @@ pub struct Settings {
     pub body_limit: usize,
     /// How long an `Idempotency-Key` on publish is remembered.
     pub idempotency_window: HumanDuration,
+    /// Most PostgreSQL connections this process opens.
+    pub database_pool_size: u32,
     /// This node's name in attempt records; by default `<host name>-<process id>`.
     pub node_id: Option<String>,
     /// Accept event types outside the catalog.
@@ -73,6 +75,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("./herald-data"),
             database_url: None,
             node_id: None,
+            database_pool_size: 16,
             dev: false,
             admin_token: None,
             body_limit: 256 * 1024,
@@ -186,6 +189,9 @@ impl Settings {
         }
         if d.poll_interval.0.is_zero() {
             bail!("delivery.poll_interval must be above zero");
+        }
+        if !(2..=1000).contains(&self.database_pool_size) {
+            bail!("database_pool_size must be between 2 and 1000");
         }
         if self.body_limit < 1024 {
             bail!("body_limit must be at least 1024 bytes");

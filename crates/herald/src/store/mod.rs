@@ -298,11 +298,14 @@ pub(crate) fn saturated_webhooks(req: &ClaimRequest) -> Vec<String> {
 }
 
 /// Opens the store a database URL names and runs its migrations.
-pub async fn open(database_url: &str) -> StoreResult<DynStore> {
+/// `pool_size` bounds the PostgreSQL connections of this process (SQLite uses one writer).
+pub async fn open(database_url: &str, pool_size: u32) -> StoreResult<DynStore> {
     if database_url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
     } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-        Ok(Arc::new(postgres::PgStore::open(database_url).await?))
+        Ok(Arc::new(
+            postgres::PgStore::open(database_url, pool_size).await?,
+        ))
     } else {
         Err(StoreError::Unsupported(format!(
             "unsupported database URL scheme in {:?}; expected sqlite: or postgres:",

@@ -33,10 +33,10 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(pool_size)
             // Fail fast while the database is down, so the API answers 503 instead of hanging.
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)

@@ -5,7 +5,7 @@
 
 use crate::domain::duration::HumanDuration;
 use crate::domain::event_type::{Catalog, EventTypeInfo, default_event_types};
-use crate::domain::{RetryPolicy, RetryPolicyDoc};
+use crate::domain::{PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -39,6 +39,10 @@ pub struct Settings {
     pub allow_unknown_event_types: bool,
     /// The event type catalog.
     pub event_types: Vec<EventTypeInfo>,
+    /// Job kinds; each adds `<kind>.queued`, `.processing`, `.completed` and `.failed` to the
+    /// catalog.
+    pub job_kinds: Vec<String>,
+    pub registration: RegistrationSettings,
     pub delivery: DeliverySettings,
 }
 
@@ -62,6 +66,15 @@ pub struct DeliverySettings {
     pub user_agent: String,
     pub event_type_header: String,
     pub attempt_header: String,
+    /// A header carrying the delivery id besides `webhook-id` (seed 002's `X-QuillAI-Delivery`);
+    /// empty for none. Empty `event_type_header` or `attempt_header` leave those out too.
+    pub delivery_id_header: String,
+    /// How `delivery_id_header` shows the id: `id` (`dlv_…`) or `uuid` (the same id as a UUID).
+    pub delivery_id_format: DeliveryIdFormat,
+    /// The envelope's field names.
+    pub envelope: EnvelopeFields,
+    /// A webhook whose attempts have all failed for this long is disabled.
+    pub disable_after: HumanDuration,
     /// The retry policy of webhooks that do not set their own.
     pub retry: RetryPolicyDoc,
     /// How long shutdown waits for attempts in flight.
@@ -82,6 +95,10 @@ impl Default for Settings {
             idempotency_window: HumanDuration(Duration::from_secs(24 * 3600)),
             allow_unknown_event_types: false,
             event_types: default_event_types(),
+            job_kinds: ["tts", "stt", "voice", "transcription"]
+                .map(String::from)
+                .to_vec(),
+            registration: RegistrationSettings::default(),
             delivery: DeliverySettings::default(),
         }
     }
@@ -99,10 +116,75 @@ impl Default for DeliverySettings {
             user_agent: format!("Herald-Webhooks/{}", env!("CARGO_PKG_VERSION")),
             event_type_header: "herald-event-type".to_owned(),
             attempt_header: "herald-attempt".to_owned(),
+            delivery_id_header: String::new(),
+            delivery_id_format: DeliveryIdFormat::Id,
+            envelope: EnvelopeFields::default(),
+            disable_after: HumanDuration(Duration::from_secs(5 * 86_400)),
             retry: RetryPolicyDoc::default(),
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryIdFormat {
+    Id,
+    Uuid,
+}
+
+/// The names of the envelope's three fields (seed 000 calls `type` `event`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvelopeFields {
+    #[serde(rename = "type")]
+    pub type_field: String,
+    #[serde(rename = "timestamp")]
+    pub timestamp_field: String,
+    #[serde(rename = "data")]
+    pub data_field: String,
+}
+
+impl Default for EnvelopeFields {
+    fn default() -> Self {
+        Self {
+            type_field: "type".into(),
+            timestamp_field: "timestamp".into(),
+            data_field: "data".into(),
+        }
+    }
+}
+
+/// What webhooks made by one registration model get unless they say otherwise.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelDefaults {
+    pub signing: SigningMode,
+    pub format: PayloadFormat,
+    /// Unset: the operator's default policy (`delivery.retry`).
+    pub retry: Option<RetryPolicyDoc>,
+}
+
+impl Default for ModelDefaults {
+    fn default() -> Self {
+        Self {
+            signing: SigningMode::Standard,
+            format: PayloadFormat::Envelope,
+            retry: None,
+        }
+    }
+}
+
+/// Defaults per registration model.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationSettings {
+    /// `POST /v1/webhooks` (a request may set its own signing, format and retry).
+    pub subscription: ModelDefaults,
+    /// `PUT /v1/me/callback-url`.
+    pub callback: ModelDefaults,
+    /// A job's `webhook_url`.
+    pub job: ModelDefaults,
 }
 
 /// The admin token. `Debug` never shows it.
@@ -200,13 +282,36 @@ impl Settings {
             ("delivery.event_type_header", &d.event_type_header),
             ("delivery.attempt_header", &d.attempt_header),
         ] {
-            http::HeaderName::try_from(name.as_str())
-                .map_err(|_| anyhow::anyhow!("{key}: {name:?} is not a valid header name"))?;
+            if !name.is_empty() {
+                http::HeaderName::try_from(name.as_str())
+                    .map_err(|_| anyhow::anyhow!("{key}: {name:?} is not a valid header name"))?;
+            }
         }
         http::HeaderValue::try_from(d.user_agent.as_str())
             .context("delivery.user_agent is not a valid header value")?;
         self.default_retry()
             .map_err(|e| anyhow::anyhow!("delivery.retry: {e}"))?;
+        let r = &self.registration;
+        for (key, model) in [
+            ("subscription", &r.subscription),
+            ("callback", &r.callback),
+            ("job", &r.job),
+        ] {
+            self.model_retry(model)
+                .map_err(|e| anyhow::anyhow!("registration.{key}.retry: {e}"))?;
+            model
+                .signing
+                .validate()
+                .map_err(|e| anyhow::anyhow!("registration.{key}.signing: {e}"))?;
+        }
+        for kind in &self.job_kinds {
+            crate::domain::EventType::parse(kind).map_err(|e| anyhow::anyhow!("job_kinds: {e}"))?;
+        }
+        if !d.delivery_id_header.is_empty() {
+            http::HeaderName::try_from(d.delivery_id_header.as_str()).map_err(|_| {
+                anyhow::anyhow!("delivery.delivery_id_header is not a valid header name")
+            })?;
+        }
         self.catalog()
             .map_err(|e| anyhow::anyhow!("event_types: {e}"))?;
         Ok(())
@@ -217,8 +322,36 @@ impl Settings {
         RetryPolicy::from_doc(&self.delivery.retry, &RetryPolicy::default())
     }
 
+    /// The configured event types, the job kinds' status events, and `webhook.disabled`.
     pub fn catalog(&self) -> Result<Catalog, String> {
-        Catalog::new(self.event_types.clone(), self.allow_unknown_event_types)
+        let mut types = self.event_types.clone();
+        let mut add = |name: String, description: String| {
+            if !types.iter().any(|t| t.name == name) {
+                types.push(EventTypeInfo { name, description });
+            }
+        };
+        for kind in &self.job_kinds {
+            for status in crate::domain::JobStatus::ALL {
+                add(
+                    format!("{kind}.{}", status.as_str()),
+                    format!("A {kind} job is {}", status.as_str()),
+                );
+            }
+        }
+        add(
+            "webhook.disabled".into(),
+            "A webhook of the account was disabled".into(),
+        );
+        Catalog::new(types, self.allow_unknown_event_types)
+    }
+
+    /// The retry policy of webhooks made by a registration model.
+    pub fn model_retry(&self, model: &ModelDefaults) -> Result<RetryPolicy, String> {
+        let default = self.default_retry()?;
+        match &model.retry {
+            Some(doc) => RetryPolicy::from_doc(doc, &default),
+            None => Ok(default),
+        }
     }
 
     /// This node's name.

@@ -72,7 +72,7 @@ async fn serve_reads_a_config_file_and_env_and_keeps_a_generated_admin_token() {
     let config = dir.path().join("herald.toml");
     std::fs::write(
         &config,
-        format!("listen = \"127.0.0.1:{port}\"\n[[event_types]]\nname = \"render.completed\"\ndescription = \"A render finished\"\n"),
+        format!("listen = \"127.0.0.1:{port}\"\njob_kinds = [\"render\"]\n[[event_types]]\nname = \"render.completed\"\ndescription = \"A render finished\"\n"),
     )
     .unwrap();
     let data = dir.path().join("data");
@@ -113,9 +113,25 @@ async fn serve_reads_a_config_file_and_env_and_keeps_a_generated_admin_token() {
         .json()
         .await
         .unwrap();
+    let names: Vec<&str> = types["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        types["data"],
-        json!([{ "name": "render.completed", "description": "A render finished" }])
+        names,
+        [
+            "render.completed",
+            "render.queued",
+            "render.processing",
+            "render.failed",
+            "webhook.disabled"
+        ]
+    );
+    assert_eq!(
+        types["data"][0]["description"], "A render finished",
+        "the file's own entry is kept as written"
     );
 
     let account: Value = client

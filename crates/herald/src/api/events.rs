@@ -103,12 +103,9 @@ async fn publish(
     let published = state
         .store
         .publish_event(NewEvent {
-            id: EventId::generate(),
-            account,
-            event_type: event_type.as_str().to_owned(),
             timestamp,
-            data: body.data,
             idempotency,
+            ..NewEvent::new(account, event_type.as_str().to_owned(), body.data)
         })
         .await?;
     if published.deliveries > 0 && !published.replayed {

@@ -5,6 +5,8 @@ mod deliveries;
 pub mod error;
 mod events;
 pub mod extract;
+mod jobs;
+mod me;
 mod meta;
 mod webhooks;
 
@@ -37,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::routes())
         .merge(events::routes())
         .merge(deliveries::routes())
+        .merge(jobs::routes())
+        .merge(me::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

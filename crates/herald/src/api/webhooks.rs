@@ -1,15 +1,17 @@
 //! Webhooks: the subscription resource of seed 000, `POST /v1/webhooks {url, events, secret?}`.
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Actor, ApiJson, ApiQuery};
+use super::extract::{Actor, ApiJson, ApiQuery, OptionalJson};
 use super::{AppState, ListBody, page_request};
+use crate::domain::duration::parse_duration;
 use crate::domain::{
-    AccountId, EventFilter, RetryPolicy, RetryPolicyDoc, SigningSecret, Timestamp, Webhook,
-    WebhookId, WebhookStatus, WebhookUrl,
+    AccountId, EventFilter, PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode, SigningSecret,
+    Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
 };
+use crate::store::NewEvent;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -19,6 +21,9 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/webhooks", get(list).post(create))
         .route("/v1/webhooks/{id}", get(show).patch(update).delete(remove))
         .route("/v1/webhooks/{id}/secret", get(secret))
+        .route("/v1/webhooks/{id}/secret/rotate", post(rotate))
+        .route("/v1/webhooks/{id}/enable", post(enable))
+        .route("/v1/webhooks/{id}/test", post(send_test))
 }
 
 const MAX_FILTERS: usize = 100;
@@ -35,6 +40,11 @@ pub struct WebhookView {
     account: AccountId,
     description: String,
     retry: RetryPolicyDoc,
+    kind: WebhookKind,
+    signing: Value,
+    format: PayloadFormat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disabled_reason: Option<String>,
     updated_at: Timestamp,
 }
 
@@ -49,6 +59,10 @@ impl From<Webhook> for WebhookView {
             account: w.account_id,
             description: w.description,
             retry: w.retry.to_doc(),
+            kind: w.kind,
+            signing: w.signing.redacted(),
+            format: w.format,
+            disabled_reason: w.disabled_reason,
             updated_at: w.updated_at,
         }
     }
@@ -64,6 +78,8 @@ struct CreateWebhook {
     #[serde(default)]
     description: String,
     retry: Option<RetryPolicyDoc>,
+    signing: Option<SigningMode>,
+    format: Option<PayloadFormat>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +90,8 @@ struct UpdateWebhook {
     description: Option<String>,
     retry: Option<RetryPolicyDoc>,
     status: Option<WebhookStatus>,
+    signing: Option<SigningMode>,
+    format: Option<PayloadFormat>,
 }
 
 #[derive(Deserialize)]
@@ -134,14 +152,22 @@ async fn create(
     let account = actor.account(&state, body.account.as_deref()).await?;
     let url = parse_url(&state, &body.url)?;
     let events = parse_filters(&state, &body.events)?;
-    let secret = match &body.secret {
-        Some(s) => SigningSecret::parse(s).map_err(|e| ApiError::invalid("secret", e))?,
-        None => SigningSecret::generate(),
-    };
+    let defaults = &state.settings.registration.subscription;
+    let signing = body
+        .signing
+        .clone()
+        .unwrap_or_else(|| defaults.signing.clone());
+    signing
+        .validate()
+        .map_err(|e| ApiError::invalid("signing", e))?;
+    let secret = secret_for(&signing, body.secret.as_deref())?;
     let description = parse_description(&body.description)?;
     let retry = match &body.retry {
         Some(doc) => parse_retry(&state, doc)?,
-        None => (*state.default_retry).clone(),
+        None => state
+            .settings
+            .model_retry(defaults)
+            .map_err(|e| ApiError::invalid("retry", e))?,
     };
     let now = Timestamp::now();
     let webhook = Webhook {
@@ -155,6 +181,13 @@ async fn create(
         status: WebhookStatus::Active,
         created_at: now,
         updated_at: now,
+        kind: WebhookKind::Subscription,
+        job_id: None,
+        signing,
+        format: body.format.unwrap_or(defaults.format),
+        previous_secret: None,
+        disabled_reason: None,
+        failing_since: None,
     };
     state.store.insert_webhook(&webhook).await?;
     Ok((StatusCode::CREATED, Json(webhook.into())))
@@ -211,7 +244,16 @@ async fn secret(
     ApiQuery(q): ApiQuery<AccountParam>,
 ) -> ApiResult<Json<Value>> {
     let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
-    Ok(Json(json!({ "secret": webhook.secret.expose() })))
+    let mut answer = json!({ "secret": webhook.secret.expose(), "signing": webhook.signing });
+    if let Some(public_key) = webhook.secret.public_key() {
+        answer["public_key"] = json!(public_key);
+    }
+    if let Some((previous, until)) = &webhook.previous_secret
+        && *until > Timestamp::now()
+    {
+        answer["previous_secret"] = json!({ "secret": previous.expose(), "public_key": previous.public_key(), "expires_at": until });
+    }
+    Ok(Json(answer))
 }
 
 async fn update(
@@ -237,6 +279,23 @@ async fn update(
     }
     if let Some(status) = body.status {
         webhook.status = status;
+        webhook.disabled_reason = (status == WebhookStatus::Disabled).then(|| "manual".to_owned());
+    }
+    if let Some(format) = body.format {
+        webhook.format = format;
+    }
+    if let Some(signing) = &body.signing {
+        signing
+            .validate()
+            .map_err(|e| ApiError::invalid("signing", e))?;
+        // Moving between HMAC and ed25519 needs a key of the other kind.
+        if matches!(signing, SigningMode::Ed25519) != webhook.secret.is_ed25519()
+            && signing.signs_with_secret()
+        {
+            webhook.secret = secret_for(signing, None)?;
+            webhook.previous_secret = None;
+        }
+        webhook.signing = signing.clone();
     }
     webhook.updated_at = Timestamp::now();
     if !state.store.update_webhook(&webhook).await? {
@@ -260,4 +319,144 @@ async fn remove(
         return Err(ApiError::not_found("webhook"));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The secret a webhook signs with: the one given, or a new one of the mode's kind.
+fn secret_for(signing: &SigningMode, given: Option<&str>) -> ApiResult<SigningSecret> {
+    let ed25519 = matches!(signing, SigningMode::Ed25519);
+    match given {
+        None if ed25519 => Ok(SigningSecret::generate_ed25519()),
+        None => Ok(SigningSecret::generate()),
+        Some(text) => {
+            let secret = SigningSecret::parse(text).map_err(|e| ApiError::invalid("secret", e))?;
+            if secret.is_ed25519() != ed25519 {
+                let want = if ed25519 {
+                    "an ed25519 secret (whsk_…)"
+                } else {
+                    "an HMAC secret (whsec_…)"
+                };
+                return Err(ApiError::invalid(
+                    "secret",
+                    format!("this signing mode needs {want}"),
+                ));
+            }
+            Ok(secret)
+        }
+    }
+}
+
+/// Longest grace period a rotated-out secret may keep signing.
+const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateSecret {
+    secret: Option<String>,
+    grace_period: Option<String>,
+}
+
+/// Replaces the secret; during the grace period deliveries carry both signatures.
+async fn rotate(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<AccountParam>,
+    OptionalJson(body): OptionalJson<RotateSecret>,
+) -> ApiResult<Json<Value>> {
+    let mut webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    let grace = match &body.grace_period {
+        Some(g) => parse_duration(g).map_err(|e| ApiError::invalid("grace_period", e))?,
+        None => DEFAULT_GRACE,
+    };
+    if grace > MAX_GRACE {
+        return Err(ApiError::invalid(
+            "grace_period",
+            "grace_period is at most 7d",
+        ));
+    }
+    let new_secret = secret_for(&webhook.signing, body.secret.as_deref())?;
+    let now = Timestamp::now();
+    let old = std::mem::replace(&mut webhook.secret, new_secret);
+    webhook.previous_secret = (!grace.is_zero()).then(|| (old, now.plus(grace)));
+    webhook.updated_at = now;
+    if !state.store.update_webhook(&webhook).await? {
+        return Err(ApiError::not_found("webhook"));
+    }
+    let mut answer = json!({ "secret": webhook.secret.expose() });
+    if let Some(public_key) = webhook.secret.public_key() {
+        answer["public_key"] = json!(public_key);
+    }
+    if let Some((_, until)) = &webhook.previous_secret {
+        answer["previous_secret_expires_at"] = json!(until);
+    }
+    Ok(Json(answer))
+}
+
+/// Re-enables a webhook (after an automatic disable); its waiting deliveries go out again.
+async fn enable(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<AccountParam>,
+) -> ApiResult<Json<WebhookView>> {
+    let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    let enabled = state
+        .store
+        .set_webhook_status(
+            Some(&webhook.account_id),
+            &webhook.id,
+            WebhookStatus::Active,
+            None,
+            Timestamp::now(),
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook"))?;
+    state.waker.wake();
+    Ok(Json(enabled.into()))
+}
+
+/// Sends a `webhook.test` event to this webhook only.
+async fn send_test(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<AccountParam>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    if webhook.status != WebhookStatus::Active {
+        return Err(ApiError::conflict(
+            "webhook_disabled",
+            "the webhook is disabled; enable it first",
+        ));
+    }
+    let data = json!({ "webhook_id": webhook.id, "message": "This is a test event from Herald." });
+    let mut event = NewEvent::new(
+        webhook.account_id.clone(),
+        "webhook.test".to_owned(),
+        serde_json::value::to_raw_value(&data).expect("json serializes"),
+    );
+    event.only_webhook = Some(webhook.id.clone());
+    let published = state.store.publish_event(event).await?;
+    state.waker.wake();
+    let delivery = state
+        .store
+        .list_deliveries(
+            &crate::store::DeliveryQuery {
+                event: Some(published.event.id.clone()),
+                ..Default::default()
+            },
+            &crate::store::PageRequest {
+                after: None,
+                limit: 1,
+            },
+        )
+        .await?
+        .items
+        .into_iter()
+        .next();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "event_id": published.event.id, "delivery_id": delivery.map(|d| d.id) })),
+    ))
 }

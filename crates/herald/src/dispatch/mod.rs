@@ -8,11 +8,14 @@
 //!
 //! The queue itself stays in the store; memory holds at most `workers` claimed deliveries.
 
+mod message;
 pub mod sender;
 
 use crate::config::DeliverySettings;
 use crate::domain::{RetryPolicy, Timestamp, WebhookId};
-use crate::store::{AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, NextStep, Release};
+use crate::store::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, NextStep, Release,
+};
 use sender::Sender;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -118,6 +121,7 @@ impl Dispatcher {
             self.store.clone(),
             self.in_flight.clone(),
             self.waker.clone(),
+            self.settings.disable_after.0,
         ));
 
         self.schedule(&job_tx, &shutdown).await;
@@ -234,16 +238,24 @@ async fn work(
         let span = info_span!("attempt", delivery_id = %claim.delivery_id, webhook_id = %webhook,
             account_id = %claim.event.account, attempt = claim.attempt_number);
         let report = sender.attempt(&claim).instrument(span.clone()).await;
-        let next = next_step(&claim.webhook.retry, claim.attempt_number, &report);
+        // 410 Gone: the receiver says the endpoint is no more; stop now and disable it.
+        let gone = report.outcome.status_code() == Some(410);
+        let next = if gone {
+            NextStep::Failed
+        } else {
+            next_step(&claim.webhook.retry, claim.attempt_number, &report)
+        };
         span.in_scope(|| {
             tracing::debug!(status = ?report.attempt.status_code, error_kind = ?report.attempt.error_kind,
                 duration_ms = report.attempt.duration_ms, ?next, "attempt finished");
         });
         let record = AttemptRecord {
             delivery_id: claim.delivery_id,
+            webhook_id: webhook.clone(),
             lease: claim.lease,
             attempt: report.attempt,
             next,
+            gone,
         };
         let _ = done.send(Finished::Attempted(record, webhook));
     }
@@ -270,6 +282,7 @@ async fn record(
     store: DynStore,
     in_flight: Arc<Mutex<InFlight>>,
     waker: Waker,
+    disable_after: Duration,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while done.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -288,7 +301,14 @@ async fn record(
                 }
             }
         }
-        write_with_retries("recording attempts", || store.record_attempts(&records)).await;
+        let health = HealthPolicy {
+            now: Timestamp::now(),
+            disable_after,
+        };
+        write_with_retries("recording attempts", || {
+            store.record_attempts(&records, &health)
+        })
+        .await;
         if !releases.is_empty() {
             write_with_retries("releasing leases", || store.release(&releases)).await;
         }

@@ -1,13 +1,12 @@
 //! Making one attempt: build the body, sign it, POST it, and classify what happened.
 
+use super::message::MessageFormat;
 use crate::config::DeliverySettings;
 use crate::domain::url::is_forbidden_ip;
 use crate::domain::{Attempt, AttemptId, AttemptOutcome, Timestamp};
 use crate::store::ClaimedDelivery;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use serde::Serialize;
-use serde_json::value::RawValue;
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -26,17 +25,7 @@ pub struct Sender {
     block_private: bool,
     capture: usize,
     node: String,
-    event_type_header: HeaderName,
-    attempt_header: HeaderName,
-}
-
-/// The default body: `{"type", "timestamp", "data"}`.
-#[derive(Serialize)]
-struct Envelope<'a> {
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    timestamp: String,
-    data: &'a RawValue,
+    format: MessageFormat,
 }
 
 impl Sender {
@@ -56,8 +45,7 @@ impl Sender {
             block_private: !dev,
             capture: settings.response_capture_bytes,
             node,
-            event_type_header: HeaderName::try_from(settings.event_type_header.as_str())?,
-            attempt_header: HeaderName::try_from(settings.attempt_header.as_str())?,
+            format: MessageFormat::new(settings)?,
         })
     }
 
@@ -116,25 +104,12 @@ impl Sender {
         Option<String>,
         Option<Duration>,
     ) {
-        let event = &claim.event;
-        let body = serde_json::to_vec(&Envelope {
-            event_type: &event.event_type,
-            timestamp: event.timestamp.to_rfc3339(),
-            data: &event.data,
-        })
-        .expect("an envelope of valid JSON serializes");
-        let msg_id = claim.delivery_id.as_str();
-        let ts = now.unix_seconds();
-        let signature = claim.webhook.secret.sign(msg_id, ts, &body);
+        let body = self.format.body(claim);
+        let headers = self.format.headers(claim, &body, now);
         let request = self
             .client
             .post(claim.webhook.url.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header("webhook-id", msg_id)
-            .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", signature)
-            .header(&self.event_type_header, event.event_type.as_str())
-            .header(&self.attempt_header, claim.attempt_number.to_string())
+            .headers(headers)
             .body(body);
         let timeout = claim.webhook.retry.timeout;
         let exchange = async {

@@ -1,8 +1,10 @@
 //! Pure types and rules: validated inputs, policies, records. No I/O here.
 
+pub mod contract;
 pub mod duration;
 pub mod event_type;
 pub mod ids;
+pub mod job;
 pub mod model;
 pub mod outcome;
 pub mod retry;
@@ -10,8 +12,10 @@ pub mod secret;
 pub mod time;
 pub mod url;
 
+pub use contract::{PayloadFormat, SigningMode, WebhookKind};
 pub use event_type::{Catalog, EventFilter, EventType, EventTypeInfo};
 pub use ids::{AccountId, ApiKeyId, AttemptId, DeliveryId, EventId, WebhookId};
+pub use job::{Job, JobPatch, JobStatus};
 pub use model::{Account, Attempt, Delivery, DeliveryStatus, Event, Webhook, WebhookStatus};
 pub use outcome::{AttemptOutcome, ErrorKind};
 pub use retry::{RetryOn, RetryPolicy, RetryPolicyDoc};

@@ -1,5 +1,6 @@
 //! The records Herald keeps, as the store returns them and the API shows them.
 
+use super::contract::{PayloadFormat, SigningMode, WebhookKind};
 use super::event_type::EventFilter;
 use super::ids::{AccountId, AttemptId, DeliveryId, EventId, WebhookId};
 use super::outcome::ErrorKind;
@@ -53,6 +54,30 @@ pub struct Webhook {
     pub status: WebhookStatus,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    pub kind: WebhookKind,
+    /// For a job's own webhook: the job.
+    pub job_id: Option<String>,
+    pub signing: SigningMode,
+    pub format: PayloadFormat,
+    /// The secret before the last rotation, still signing until `previous_secret_until`.
+    pub previous_secret: Option<(SigningSecret, Timestamp)>,
+    /// Why it was disabled: `gone` (410), `failing`, or `manual`.
+    pub disabled_reason: Option<String>,
+    /// Since when every attempt has failed (none has succeeded since).
+    pub failing_since: Option<Timestamp>,
+}
+
+impl Webhook {
+    /// The secrets that sign a delivery made at `now`: the current one, and the previous one
+    /// during its grace period.
+    pub fn signing_secrets(&self, now: Timestamp) -> impl Iterator<Item = &SigningSecret> {
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .filter(|(_, until)| *until > now)
+            .map(|(s, _)| s);
+        std::iter::once(&self.secret).chain(previous)
+    }
 }
 
 /// An event as published: its `data` is kept as the exact JSON text the producer sent.

@@ -63,6 +63,10 @@ impl Default for RetryPolicy {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicyDoc {
+    /// A named schedule (`standard`, `fixed`, `burst-exponential`) in place of `schedule` and
+    /// `retry_on`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,8 +76,47 @@ pub struct RetryPolicyDoc {
 }
 
 impl RetryPolicy {
+    /// A named policy: `standard` (the default), `fixed` (seed 002: 1m, 5m, 30m, 2h, 12h on any
+    /// failure) or `burst-exponential` (seed 003: five immediate retries, then 1, 2, 4 … 4096
+    /// minutes, on transient failures only).
+    pub fn preset(name: &str) -> Option<Self> {
+        let min = |m: u64| Duration::from_secs(60 * m);
+        match name {
+            "standard" => Some(Self::default()),
+            "fixed" => Some(Self {
+                schedule: vec![min(1), min(5), min(30), min(120), min(720)],
+                retry_on: RetryOn::Any,
+                timeout: Duration::from_secs(10),
+            }),
+            "burst-exponential" => Some(Self {
+                schedule: std::iter::repeat_n(Duration::ZERO, 5)
+                    .chain((0..13).map(|i| min(1 << i)))
+                    .collect(),
+                retry_on: RetryOn::Transient,
+                timeout: Duration::from_secs(10),
+            }),
+            _ => None,
+        }
+    }
+
     /// Builds a policy from what the user gave, filling gaps from `defaults`.
     pub fn from_doc(doc: &RetryPolicyDoc, defaults: &RetryPolicy) -> Result<Self, String> {
+        let base = match &doc.preset {
+            None => defaults.clone(),
+            Some(name) => {
+                if doc.schedule.is_some() || doc.retry_on.is_some() {
+                    return Err(
+                        "a preset sets schedule and retry_on; give one or the other".to_owned()
+                    );
+                }
+                Self::preset(name).ok_or_else(|| {
+                    format!(
+                        "unknown retry preset {name:?}; known: standard, fixed, burst-exponential"
+                    )
+                })?
+            }
+        };
+        let defaults = &base;
         let schedule = match &doc.schedule {
             None => defaults.schedule.clone(),
             Some(items) => {
@@ -123,6 +166,7 @@ impl RetryPolicy {
     /// The effective policy, every field filled in.
     pub fn to_doc(&self) -> RetryPolicyDoc {
         RetryPolicyDoc {
+            preset: None,
             schedule: Some(self.schedule.iter().map(|d| format_duration(*d)).collect()),
             retry_on: Some(self.retry_on),
             timeout: Some(format_duration(self.timeout)),
@@ -268,6 +312,7 @@ mod tests {
     fn validates_documents() {
         let d = RetryPolicy::default();
         let doc = |schedule: &[&str], timeout: Option<&str>| RetryPolicyDoc {
+            preset: None,
             schedule: Some(schedule.iter().map(|s| s.to_string()).collect()),
             retry_on: None,
             timeout: timeout.map(str::to_owned),
@@ -280,5 +325,45 @@ mod tests {
         assert!(RetryPolicy::from_doc(&doc(&["5s"], Some("61s")), &d).is_err());
         assert!(RetryPolicy::from_doc(&doc(&vec!["1s"; 51], None), &d).is_err());
         assert_eq!(RetryPolicy::default().max_attempts(), 8);
+    }
+
+    #[test]
+    fn presets_are_the_seed_schedules() {
+        let fixed = RetryPolicy::preset("fixed").unwrap();
+        assert_eq!(
+            fixed.to_doc().schedule.unwrap(),
+            ["1m", "5m", "30m", "2h", "12h"]
+        );
+        assert_eq!((fixed.max_attempts(), fixed.retry_on), (6, RetryOn::Any));
+        let burst = RetryPolicy::preset("burst-exponential").unwrap();
+        let expected: Vec<String> = ["0s"; 5]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(
+                [
+                    "1m", "2m", "4m", "8m", "16m", "32m", "64m", "128m", "256m", "512m", "1024m",
+                    "2048m", "4096m",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        assert_eq!(burst.to_doc().schedule.unwrap(), expected);
+        assert_eq!(
+            (burst.schedule.len(), burst.retry_on),
+            (18, RetryOn::Transient)
+        );
+        let with_timeout = RetryPolicyDoc {
+            preset: Some("fixed".into()),
+            timeout: Some("3s".into()),
+            ..Default::default()
+        };
+        let p = RetryPolicy::from_doc(&with_timeout, &RetryPolicy::default()).unwrap();
+        assert_eq!((p.schedule.len(), p.timeout), (5, Duration::from_secs(3)));
+        let both = RetryPolicyDoc {
+            preset: Some("fixed".into()),
+            schedule: Some(vec![]),
+            ..Default::default()
+        };
+        assert!(RetryPolicy::from_doc(&both, &RetryPolicy::default()).is_err());
     }
 }

@@ -1,25 +1,44 @@
 //! Signing secrets and Standard Webhooks signatures.
 //!
-//! Spec: <https://www.standardwebhooks.com/> — the signed content is `{id}.{timestamp}.{body}`,
-//! the signature is `v1,` + base64(HMAC-SHA256(key, content)), and a secret is `whsec_` + the
-//! base64 of the key bytes.
+//! Spec: <https://www.standardwebhooks.com/> — the signed content is `{id}.{timestamp}.{body}`.
+//! Symmetric: the secret is `whsec_` + base64 of the key bytes and the signature
+//! `v1,` + base64(HMAC-SHA256(key, content)). Asymmetric: the secret is `whsk_` + base64 of the
+//! 32-byte ed25519 seed, the public key `whpk_` + base64 of the 32-byte verifying key, and the
+//! signature `v1a,` + base64(ed25519(content)).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::Signer as _;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-const PREFIX: &str = "whsec_";
+const HMAC_PREFIX: &str = "whsec_";
+const ED25519_PREFIX: &str = "whsk_";
+const PUBLIC_PREFIX: &str = "whpk_";
 const MIN_KEY: usize = 24;
 const MAX_KEY: usize = 64;
 
-/// A webhook's HMAC secret. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
+enum Key {
+    Hmac(Vec<u8>),
+    Ed25519(Box<ed25519_dalek::SigningKey>),
+}
+
+/// A webhook's signing secret, symmetric or ed25519. `Debug` never shows it.
+#[derive(Clone)]
 pub struct SigningSecret {
     text: String,
-    key: Vec<u8>,
+    key: Key,
 }
+
+impl PartialEq for SigningSecret {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for SigningSecret {}
 
 impl std::fmt::Debug for SigningSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,32 +46,59 @@ impl std::fmt::Debug for SigningSecret {
     }
 }
 
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
 impl SigningSecret {
-    /// A fresh secret of 32 random bytes.
+    /// A fresh symmetric secret of 32 random bytes.
     pub fn generate() -> Self {
-        let mut key = vec![0u8; 32];
-        rand::rng().fill_bytes(&mut key);
+        let key = random::<32>().to_vec();
         Self {
-            text: format!("{PREFIX}{}", STANDARD.encode(&key)),
-            key,
+            text: format!("{HMAC_PREFIX}{}", STANDARD.encode(&key)),
+            key: Key::Hmac(key),
         }
     }
 
-    /// Accepts `whsec_` followed by standard base64 of 24 to 64 bytes.
+    /// A fresh ed25519 key pair.
+    pub fn generate_ed25519() -> Self {
+        let seed = random::<32>();
+        Self {
+            text: format!("{ED25519_PREFIX}{}", STANDARD.encode(seed)),
+            key: Key::Ed25519(Box::new(ed25519_dalek::SigningKey::from_bytes(&seed))),
+        }
+    }
+
+    /// Accepts `whsec_` + standard base64 of 24 to 64 bytes, or `whsk_` + base64 of a 32-byte
+    /// ed25519 seed.
     pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(b64) = s.strip_prefix(ED25519_PREFIX) {
+            let seed: [u8; 32] = STANDARD
+                .decode(b64)
+                .ok()
+                .and_then(|k| k.try_into().ok())
+                .ok_or_else(|| format!("an ed25519 secret is \"{ED25519_PREFIX}\" followed by the base64 of a 32-byte seed"))?;
+            let key = Key::Ed25519(Box::new(ed25519_dalek::SigningKey::from_bytes(&seed)));
+            return Ok(Self {
+                text: s.to_owned(),
+                key,
+            });
+        }
         let bad = || {
             format!(
-                "secret must be \"{PREFIX}\" followed by the base64 of {MIN_KEY} to {MAX_KEY} random bytes"
+                "secret must be \"{HMAC_PREFIX}\" followed by the base64 of {MIN_KEY} to {MAX_KEY} random bytes"
             )
         };
-        let b64 = s.strip_prefix(PREFIX).ok_or_else(bad)?;
+        let b64 = s.strip_prefix(HMAC_PREFIX).ok_or_else(bad)?;
         let key = STANDARD.decode(b64).map_err(|_| bad())?;
         if !(MIN_KEY..=MAX_KEY).contains(&key.len()) {
             return Err(bad());
         }
         Ok(Self {
             text: s.to_owned(),
-            key,
+            key: Key::Hmac(key),
         })
     }
 
@@ -60,16 +106,38 @@ impl SigningSecret {
         &self.text
     }
 
-    /// The `webhook-signature` value for one message.
+    pub fn is_ed25519(&self) -> bool {
+        matches!(self.key, Key::Ed25519(_))
+    }
+
+    /// The `whpk_…` public key of an ed25519 secret.
+    pub fn public_key(&self) -> Option<String> {
+        match &self.key {
+            Key::Ed25519(k) => Some(format!(
+                "{PUBLIC_PREFIX}{}",
+                STANDARD.encode(k.verifying_key().to_bytes())
+            )),
+            Key::Hmac(_) => None,
+        }
+    }
+
+    /// One `webhook-signature` entry for a message: `v1,…` or `v1a,…`.
     pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
-        mac.update(msg_id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+        let mut content = Vec::with_capacity(msg_id.len() + body.len() + 24);
+        content.extend_from_slice(msg_id.as_bytes());
+        content.push(b'.');
+        content.extend_from_slice(timestamp.to_string().as_bytes());
+        content.push(b'.');
+        content.extend_from_slice(body);
+        match &self.key {
+            Key::Hmac(key) => {
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+                mac.update(&content);
+                format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+            }
+            Key::Ed25519(k) => format!("v1a,{}", STANDARD.encode(k.sign(&content).to_bytes())),
+        }
     }
 
     /// Whether any of the space-separated signatures in a `webhook-signature` header is this
@@ -109,15 +177,43 @@ mod tests {
 
     #[test]
     fn generated_secrets_round_trip_and_hide_in_debug() {
-        let s = SigningSecret::generate();
-        assert!(s.expose().starts_with("whsec_"));
-        assert_eq!(SigningSecret::parse(s.expose()).unwrap(), s);
-        assert!(!format!("{s:?}").contains(s.expose()));
+        for s in [SigningSecret::generate(), SigningSecret::generate_ed25519()] {
+            assert_eq!(SigningSecret::parse(s.expose()).unwrap(), s);
+            assert!(!format!("{s:?}").contains(s.expose()));
+        }
+        assert!(SigningSecret::generate().expose().starts_with("whsec_"));
+        assert!(
+            SigningSecret::generate_ed25519()
+                .expose()
+                .starts_with("whsk_")
+        );
+    }
+
+    #[test]
+    fn ed25519_signatures_verify_with_the_public_key() {
+        use ed25519_dalek::Verifier;
+        let s = SigningSecret::generate_ed25519();
+        let sig = s.sign("msg_1", 1_700_000_000, b"{}");
+        let raw = STANDARD.decode(sig.strip_prefix("v1a,").unwrap()).unwrap();
+        let public = STANDARD
+            .decode(s.public_key().unwrap().strip_prefix("whpk_").unwrap())
+            .unwrap();
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(&public.try_into().unwrap()).unwrap();
+        let signature = ed25519_dalek::Signature::from_slice(&raw).unwrap();
+        assert!(vk.verify(b"msg_1.1700000000.{}", &signature).is_ok());
+        assert!(vk.verify(b"msg_1.1700000001.{}", &signature).is_err());
     }
 
     #[test]
     fn rejects_malformed_secrets() {
-        for bad in ["", "secret", "whsec_", "whsec_!!!!", "whsec_c2hvcnQ="] {
+        for bad in [
+            "",
+            "secret",
+            "whsec_",
+            "whsec_!!!!",
+            "whsec_c2hvcnQ=",
+            "whsk_c2hvcnQ=",
+        ] {
             assert!(SigningSecret::parse(bad).is_err(), "{bad:?}");
         }
     }

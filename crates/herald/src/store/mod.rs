@@ -8,9 +8,10 @@ pub mod postgres;
 mod rows;
 pub mod sqlite;
 
+use crate::domain::job::JobConflict;
 use crate::domain::{
     Account, AccountId, ApiKeyId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId,
-    Timestamp, Webhook, WebhookId,
+    Job, JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus,
 };
 use async_trait::async_trait;
 use serde_json::value::RawValue;
@@ -100,6 +101,83 @@ pub struct NewEvent {
     pub timestamp: Timestamp,
     pub data: Box<RawValue>,
     pub idempotency: Option<Idempotency>,
+    /// The job whose status change this is; its own webhook gets the terminal event.
+    pub job: Option<JobRef>,
+    /// Deliver to this webhook only (a test event), not to the subscribers.
+    pub only_webhook: Option<WebhookId>,
+}
+
+#[derive(Clone, Debug)]
+pub struct JobRef {
+    pub id: String,
+    pub terminal: bool,
+}
+
+impl NewEvent {
+    /// An event for the subscribers of its type, now.
+    pub fn new(account: AccountId, event_type: String, data: Box<RawValue>) -> Self {
+        Self {
+            id: EventId::generate(),
+            account,
+            event_type,
+            timestamp: Timestamp::now(),
+            data,
+            idempotency: None,
+            job: None,
+            only_webhook: None,
+        }
+    }
+
+    /// The event a job's status publishes: `<kind>.<status>` with the job object as `data`.
+    pub fn for_job(job: &Job) -> Self {
+        let data = serde_json::value::to_raw_value(job).expect("a job serializes");
+        let mut e = Self::new(job.account.clone(), job.event_type(), data);
+        e.timestamp = job.updated_at;
+        e.job = Some(JobRef {
+            id: job.id.clone(),
+            terminal: job.status.is_terminal(),
+        });
+        e
+    }
+
+    /// `webhook.disabled`, for the account's other webhooks that subscribe to it.
+    pub fn webhook_disabled(webhook: &WebhookRef, reason: &str, now: Timestamp) -> Self {
+        let data = serde_json::json!({
+            "webhook_id": webhook.id, "url": webhook.url, "reason": reason, "disabled_at": now,
+        });
+        let data = serde_json::value::to_raw_value(&data).expect("json serializes");
+        let mut e = Self::new(webhook.account.clone(), "webhook.disabled".to_owned(), data);
+        e.timestamp = now;
+        e
+    }
+
+    /// Whether a webhook of the account gets this event.
+    pub(crate) fn is_for(
+        &self,
+        id: &str,
+        kind: WebhookKind,
+        job_id: Option<&str>,
+        filters: &[crate::domain::EventFilter],
+    ) -> bool {
+        if let Some(only) = &self.only_webhook {
+            return only.as_str() == id;
+        }
+        match kind {
+            WebhookKind::Job => self
+                .job
+                .as_ref()
+                .is_some_and(|j| j.terminal && job_id == Some(j.id.as_str())),
+            _ => crate::domain::event_type::any_matches(filters, &self.event_type),
+        }
+    }
+}
+
+/// Enough of a webhook to announce that it was disabled.
+#[derive(Clone, Debug)]
+pub struct WebhookRef {
+    pub id: String,
+    pub account: AccountId,
+    pub url: String,
 }
 
 /// What a publish did: stored a new event, or found the one an earlier request with the same
@@ -171,9 +249,40 @@ pub enum NextStep {
 #[derive(Clone, Debug)]
 pub struct AttemptRecord {
     pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
     pub lease: String,
     pub attempt: Attempt,
     pub next: NextStep,
+    /// The receiver answered 410 Gone: disable the webhook at once.
+    pub gone: bool,
+}
+
+/// When failing endpoints are disabled.
+#[derive(Clone, Copy, Debug)]
+pub struct HealthPolicy {
+    pub now: Timestamp,
+    /// A webhook whose attempts have all failed for this long is disabled.
+    pub disable_after: std::time::Duration,
+}
+
+/// What creating a job did.
+#[derive(Clone, Debug)]
+pub enum JobCreated {
+    Created,
+    /// A job with this id exists already.
+    Exists,
+}
+
+/// What a job update did.
+#[derive(Clone, Debug)]
+pub enum JobUpdate {
+    NotFound,
+    Refused(JobConflict),
+    /// Saved; `event` is the id of the status event published with it, if the status changed.
+    Updated {
+        job: Job,
+        event: Option<EventId>,
+    },
 }
 
 /// A lease given back without an attempt (shutdown).
@@ -194,8 +303,26 @@ pub trait Store: Send + Sync + 'static {
     /// The account owning the key with this hash, with the stored hash for a constant-time check.
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<(AccountId, String)>>;
 
+    /// The account's signing secret (for its callback URL and jobs' own webhooks), made on
+    /// first use.
+    async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret>;
+
     // Webhooks.
     async fn insert_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
+    /// The account's callback-URL webhook, if it has one.
+    async fn callback_webhook(&self, account: &AccountId) -> StoreResult<Option<Webhook>>;
+    /// Sets the account's callback URL: the existing callback webhook gets the new URL, or
+    /// `webhook` is stored. Returns the callback webhook.
+    async fn set_callback_webhook(&self, webhook: &Webhook) -> StoreResult<Webhook>;
+    /// Enables or disables a webhook; enabling clears its failure record.
+    async fn set_webhook_status(
+        &self,
+        account: Option<&AccountId>,
+        id: &WebhookId,
+        status: WebhookStatus,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<Option<Webhook>>;
     async fn get_webhook(
         &self,
         account: Option<&AccountId>,
@@ -227,6 +354,20 @@ pub trait Store: Send + Sync + 'static {
     async fn list_events(&self, query: &EventQuery, page: &PageRequest)
     -> StoreResult<Page<Event>>;
 
+    // Jobs.
+    /// Stores a new job (and its own webhook) and publishes its `queued` event, atomically.
+    async fn create_job(&self, job: &Job, webhook: Option<&Webhook>) -> StoreResult<JobCreated>;
+    async fn get_job(&self, account: Option<&AccountId>, id: &str) -> StoreResult<Option<Job>>;
+    /// Applies a change under a row lock; a status change publishes its event in the same
+    /// transaction, so a job has exactly one terminal event however many updates race.
+    async fn update_job(
+        &self,
+        account: Option<&AccountId>,
+        id: &str,
+        patch: &JobPatch,
+        now: Timestamp,
+    ) -> StoreResult<JobUpdate>;
+
     // Deliveries.
     async fn get_delivery(
         &self,
@@ -251,7 +392,13 @@ pub trait Store: Send + Sync + 'static {
     /// Leases up to `limit` due deliveries, oldest due first, within the per-webhook cap.
     async fn claim_due(&self, request: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>>;
     /// Writes finished attempts; an attempt whose lease was lost is kept but changes nothing.
-    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()>;
+    /// Keeps each webhook's failure record, disables webhooks that answered 410 or have failed
+    /// for `health.disable_after`, and publishes `webhook.disabled` for them.
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        health: &HealthPolicy,
+    ) -> StoreResult<()>;
     /// Gives leases back so the deliveries are due again at once.
     async fn release(&self, releases: &[Release]) -> StoreResult<()>;
     /// The earliest moment some pending delivery can be claimed, if any is pending.

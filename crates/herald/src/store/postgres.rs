@@ -5,15 +5,18 @@
 //! `NOTIFY herald_work`, which wakes idle nodes at once. Migrations take sqlx's advisory lock, so
 //! nodes starting together migrate once.
 
-use super::rows::{self, AttemptColumns, DeliveryColumns, WebhookColumns, corrupt, paginate};
-use super::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, NewApiKey, NewEvent,
-    NextStep, Page, PageRequest, Published, Release, RetryRequest, Store, StoreError, StoreResult,
+use super::rows::{
+    self, AttemptColumns, DeliveryColumns, JOB_COLUMNS, JobColumns, WEBHOOK_COLUMNS,
+    WebhookColumns, WebhookValues, corrupt, paginate,
 };
-use crate::domain::event_type::any_matches;
+use super::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
+    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, Release,
+    RetryRequest, Store, StoreError, StoreResult, WebhookRef,
+};
 use crate::domain::{
-    Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Timestamp,
-    Webhook, WebhookId,
+    Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
+    JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
@@ -23,8 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const WEBHOOK_COLUMNS: &str =
-    "id, account_id, url, events, secret, description, retry, status, created_at, updated_at";
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 const CHANNEL: &str = "herald_work";
 
@@ -145,22 +146,128 @@ impl Store for PgStore {
     }
 
     async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        )))
-        .bind(w.id.as_str())
-        .bind(w.account_id.as_str())
-        .bind(w.url.as_str())
-        .bind(rows::filters_to_json(&w.events))
-        .bind(w.secret.expose())
-        .bind(&w.description)
-        .bind(rows::policy_to_json(&w.retry))
-        .bind(w.status.as_str())
-        .bind(w.created_at.millis())
-        .bind(w.updated_at.millis())
-        .execute(&self.pool)
+        let mut conn = self.pool.acquire().await?;
+        insert_webhook_on(&mut conn, w).await
+    }
+
+    async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret> {
+        let fresh = SigningSecret::generate();
+        let text: String = sqlx::query_scalar(
+            "UPDATE accounts SET signing_secret = COALESCE(signing_secret, $1) WHERE id = $2 RETURNING signing_secret",
+        )
+        .bind(fresh.expose())
+        .bind(account.as_str())
+        .fetch_one(&self.pool)
         .await?;
-        Ok(())
+        SigningSecret::parse(&text).map_err(|e| corrupt("account signing secret", e))
+    }
+
+    async fn callback_webhook(&self, account: &AccountId) -> StoreResult<Option<Webhook>> {
+        let row: Option<WebhookColumns> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = $1 AND kind = 'callback' AND deleted_at IS NULL"
+        )))
+        .bind(account.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(WebhookColumns::into_webhook).transpose()
+    }
+
+    async fn set_callback_webhook(&self, w: &Webhook) -> StoreResult<Webhook> {
+        let mut tx = self.pool.begin().await?;
+        // Serialise concurrent PUTs of one account on its row.
+        sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+            .bind(w.account_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let updated = sqlx::query(
+            "UPDATE webhooks SET url = $1, updated_at = $2
+             WHERE account_id = $3 AND kind = 'callback' AND deleted_at IS NULL",
+        )
+        .bind(w.url.as_str())
+        .bind(w.updated_at.millis())
+        .bind(w.account_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            insert_webhook_on(&mut tx, w).await?;
+        }
+        let row: WebhookColumns = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = $1 AND kind = 'callback' AND deleted_at IS NULL"
+        )))
+        .bind(w.account_id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.into_webhook()
+    }
+
+    async fn set_webhook_status(
+        &self,
+        account: Option<&AccountId>,
+        id: &WebhookId,
+        status: WebhookStatus,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<Option<Webhook>> {
+        let mut q = QueryBuilder::new("UPDATE webhooks SET status = ");
+        q.push_bind(status.as_str())
+            .push(", disabled_reason = ")
+            .push_bind(reason.map(str::to_owned))
+            .push(", failing_since = NULL, updated_at = ")
+            .push_bind(now.millis())
+            .push(" WHERE deleted_at IS NULL AND id = ")
+            .push_bind(id.as_str().to_owned());
+        scope(&mut q, "account_id", account);
+        q.push(format!(" RETURNING {WEBHOOK_COLUMNS}"));
+        let row: Option<WebhookColumns> = q.build_query_as().fetch_optional(&self.pool).await?;
+        row.map(WebhookColumns::into_webhook).transpose()
+    }
+
+    async fn create_job(&self, job: &Job, webhook: Option<&Webhook>) -> StoreResult<JobCreated> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = write_job(&mut tx, job, true).await?;
+        if !inserted {
+            return Ok(JobCreated::Exists);
+        }
+        if let Some(w) = webhook {
+            insert_webhook_on(&mut tx, w).await?;
+        }
+        insert_event(&mut tx, &NewEvent::for_job(job), Timestamp::now()).await?;
+        tx.commit().await?;
+        Ok(JobCreated::Created)
+    }
+
+    async fn get_job(&self, account: Option<&AccountId>, id: &str) -> StoreResult<Option<Job>> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_job(&mut conn, account, id, false).await
+    }
+
+    async fn update_job(
+        &self,
+        account: Option<&AccountId>,
+        id: &str,
+        patch: &JobPatch,
+        now: Timestamp,
+    ) -> StoreResult<JobUpdate> {
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: concurrent updates of one job queue here, and each sees the one before.
+        let Some(job) = fetch_job(&mut tx, account, id, true).await? else {
+            return Ok(JobUpdate::NotFound);
+        };
+        let (next, changed) = match job.apply(patch, now) {
+            Ok(applied) => applied,
+            Err(conflict) => return Ok(JobUpdate::Refused(conflict)),
+        };
+        write_job(&mut tx, &next, false).await?;
+        let event = if changed {
+            let e = NewEvent::for_job(&next);
+            insert_event(&mut tx, &e, now).await?;
+            Some(e.id)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(JobUpdate::Updated { job: next, event })
     }
 
     async fn get_webhook(
@@ -183,7 +290,7 @@ impl Store for PgStore {
         page: &PageRequest,
     ) -> StoreResult<Page<Webhook>> {
         let mut q = QueryBuilder::new(format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND account_id = "
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND kind <> 'job' AND account_id = "
         ));
         q.push_bind(account.as_str().to_owned());
         push_page(&mut q, "id", page);
@@ -196,17 +303,25 @@ impl Store for PgStore {
     }
 
     async fn update_webhook(&self, w: &Webhook) -> StoreResult<bool> {
+        let v = WebhookValues::of(w);
         let done = sqlx::query(
             "UPDATE webhooks SET url = $1, events = $2, secret = $3, description = $4, retry = $5,
-             status = $6, updated_at = $7 WHERE id = $8 AND account_id = $9 AND deleted_at IS NULL",
+             status = $6, updated_at = $7, signing = $8, format = $9, previous_secret = $10,
+             previous_secret_until = $11, disabled_reason = $12
+             WHERE id = $13 AND account_id = $14 AND deleted_at IS NULL",
         )
         .bind(w.url.as_str())
-        .bind(rows::filters_to_json(&w.events))
+        .bind(&v.events)
         .bind(w.secret.expose())
         .bind(&w.description)
-        .bind(rows::policy_to_json(&w.retry))
+        .bind(&v.retry)
         .bind(w.status.as_str())
         .bind(w.updated_at.millis())
+        .bind(&v.signing)
+        .bind(w.format.as_str())
+        .bind(&v.previous_secret)
+        .bind(v.previous_secret_until)
+        .bind(&w.disabled_reason)
         .bind(w.id.as_str())
         .bind(w.account_id.as_str())
         .execute(&self.pool)
@@ -397,12 +512,12 @@ impl Store for PgStore {
         }
         let mut tx = self.pool.begin().await?;
         let candidates: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, webhook_id FROM deliveries
-             WHERE status = 'pending' AND next_attempt_at <= $1
-               AND (locked_until IS NULL OR locked_until <= $1)
-               AND NOT (webhook_id = ANY($2))
-             ORDER BY next_attempt_at LIMIT $3
-             FOR UPDATE SKIP LOCKED",
+            "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1
+               AND (d.locked_until IS NULL OR d.locked_until <= $1) AND w.status = 'active'
+               AND NOT (d.webhook_id = ANY($2))
+             ORDER BY d.next_attempt_at LIMIT $3
+             FOR UPDATE OF d SKIP LOCKED",
         )
         .bind(req.now.millis())
         .bind(super::saturated_webhooks(req))
@@ -447,11 +562,15 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        health: &HealthPolicy,
+    ) -> StoreResult<()> {
         if records.is_empty() {
             return Ok(());
         }
-        let now = Timestamp::now().millis();
+        let now = health.now.millis();
         let mut tx = self.pool.begin().await?;
         let mut attempts = QueryBuilder::<Postgres>::new(
             "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code,
@@ -492,6 +611,7 @@ impl Store for PgStore {
             ") AS v(id, lease, status, number, next_at) WHERE d.id = v.id AND d.lease = v.lease",
         );
         update.build().execute(&mut *tx).await?;
+        record_health(&mut tx, records, health).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -602,57 +722,7 @@ impl PgStore {
                     .await?;
             }
         }
-        let now = Timestamp::now();
-        sqlx::query(
-            "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key,
-             idempotency_fingerprint, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(new.id.as_str())
-        .bind(new.account.as_str())
-        .bind(&new.event_type)
-        .bind(new.timestamp.millis())
-        .bind(new.data.get())
-        .bind(new.idempotency.as_ref().map(|i| i.key.as_str()))
-        .bind(new.idempotency.as_ref().map(|i| i.fingerprint.as_str()))
-        .bind(now.millis())
-        .execute(&mut *tx)
-        .await?;
-        let candidates: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, events FROM webhooks
-             WHERE account_id = $1 AND status = 'active' AND deleted_at IS NULL ORDER BY id",
-        )
-        .bind(new.account.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut targets = Vec::new();
-        for (id, events) in candidates {
-            if any_matches(&rows::filters_from_json(&events)?, &new.event_type) {
-                targets.push(id);
-            }
-        }
-        if !targets.is_empty() {
-            let mut q = QueryBuilder::<Postgres>::new(
-                "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status,
-                 attempts_made, next_attempt_at, created_at, updated_at) ",
-            );
-            q.push_values(&targets, |mut b, webhook| {
-                b.push_bind(DeliveryId::generate().to_string())
-                    .push_bind(new.account.as_str().to_owned())
-                    .push_bind(new.id.as_str().to_owned())
-                    .push_bind(new.event_type.clone())
-                    .push_bind(webhook.clone())
-                    .push_bind("pending")
-                    .push_bind(0i64)
-                    .push_bind(now.millis())
-                    .push_bind(now.millis())
-                    .push_bind(now.millis());
-            });
-            q.build().execute(&mut *tx).await?;
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let deliveries = insert_event(&mut tx, new, Timestamp::now()).await?;
         tx.commit().await?;
         Ok(Published {
             event: Event {
@@ -662,8 +732,228 @@ impl PgStore {
                 timestamp: new.timestamp,
                 data: new.data.clone(),
             },
-            deliveries: targets.len() as u32,
+            deliveries,
             replayed: false,
         })
     }
+}
+
+/// Keeps the webhooks' failure records and disables those that answered 410 or kept failing.
+/// Only rows whose state changes are touched, so the usual all-is-well batch locks no webhook.
+async fn record_health(
+    conn: &mut sqlx::PgConnection,
+    records: &[AttemptRecord],
+    health: &HealthPolicy,
+) -> StoreResult<()> {
+    let ids = |pick: &dyn Fn(&AttemptRecord) -> bool| -> Vec<String> {
+        let mut v: Vec<String> = records
+            .iter()
+            .filter(|r| pick(r))
+            .map(|r| r.webhook_id.to_string())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let succeeded = ids(&|r| r.next == NextStep::Succeeded);
+    let failed = ids(&|r| r.next != NextStep::Succeeded);
+    let gone = ids(&|r| r.gone);
+    sqlx::query(
+        "UPDATE webhooks SET failing_since = NULL WHERE id = ANY($1) AND failing_since IS NOT NULL",
+    )
+    .bind(&succeeded)
+    .execute(&mut *conn)
+    .await?;
+    if let Some(first) = records
+        .iter()
+        .filter(|r| r.next != NextStep::Succeeded)
+        .map(|r| r.attempt.started_at)
+        .min()
+    {
+        sqlx::query(
+            "UPDATE webhooks SET failing_since = $1 WHERE id = ANY($2) AND failing_since IS NULL",
+        )
+        .bind(first.millis())
+        .bind(&failed)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let failing_before = health.now.minus(health.disable_after).millis();
+    for (reason, ids, extra) in [
+        ("gone", &gone, ""),
+        ("failing", &failed, " AND failing_since <= $4"),
+    ] {
+        if ids.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "UPDATE webhooks SET status = 'disabled', disabled_reason = $1, updated_at = $2
+             WHERE id = ANY($3) AND status = 'active'{extra} RETURNING id, account_id, url"
+        );
+        let mut q = sqlx::query_as::<_, (String, String, String)>(AssertSqlSafe(sql))
+            .bind(reason)
+            .bind(health.now.millis())
+            .bind(ids);
+        if !extra.is_empty() {
+            q = q.bind(failing_before);
+        }
+        for (id, account, url) in q.fetch_all(&mut *conn).await? {
+            tracing::warn!(webhook_id = %id, reason, "webhook disabled");
+            let who = WebhookRef {
+                id,
+                account: AccountId::from_trusted(account),
+                url,
+            };
+            insert_event(
+                &mut *conn,
+                &NewEvent::webhook_disabled(&who, reason, health.now),
+                health.now,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn insert_webhook_on(conn: &mut sqlx::PgConnection, w: &Webhook) -> StoreResult<()> {
+    let v = WebhookValues::of(w);
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    )))
+    .bind(w.id.as_str())
+    .bind(w.account_id.as_str())
+    .bind(w.url.as_str())
+    .bind(&v.events)
+    .bind(w.secret.expose())
+    .bind(&w.description)
+    .bind(&v.retry)
+    .bind(w.status.as_str())
+    .bind(w.created_at.millis())
+    .bind(w.updated_at.millis())
+    .bind(w.kind.as_str())
+    .bind(&w.job_id)
+    .bind(&v.signing)
+    .bind(w.format.as_str())
+    .bind(&v.previous_secret)
+    .bind(v.previous_secret_until)
+    .bind(&w.disabled_reason)
+    .bind(w.failing_since.map(Timestamp::millis))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores an event and one pending delivery per webhook that gets it, and wakes the nodes.
+async fn insert_event(
+    conn: &mut sqlx::PgConnection,
+    e: &NewEvent,
+    now: Timestamp,
+) -> StoreResult<u32> {
+    sqlx::query(
+        "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key,
+         idempotency_fingerprint, created_at, job_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(e.id.as_str())
+    .bind(e.account.as_str())
+    .bind(&e.event_type)
+    .bind(e.timestamp.millis())
+    .bind(e.data.get())
+    .bind(e.idempotency.as_ref().map(|i| i.key.as_str()))
+    .bind(e.idempotency.as_ref().map(|i| i.fingerprint.as_str()))
+    .bind(now.millis())
+    .bind(e.job.as_ref().map(|j| j.id.as_str()))
+    .execute(&mut *conn)
+    .await?;
+    let candidates: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, events, kind, job_id FROM webhooks
+         WHERE account_id = $1 AND status = 'active' AND deleted_at IS NULL
+           AND (kind <> 'job' OR job_id = $2)
+         ORDER BY id",
+    )
+    .bind(e.account.as_str())
+    .bind(e.job.as_ref().map(|j| j.id.as_str()))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut targets = Vec::new();
+    for (id, events, kind, job_id) in candidates {
+        let kind = WebhookKind::parse(&kind).ok_or_else(|| corrupt("webhook kind", &kind))?;
+        if e.is_for(
+            &id,
+            kind,
+            job_id.as_deref(),
+            &rows::filters_from_json(&events)?,
+        ) {
+            targets.push(id);
+        }
+    }
+    if targets.is_empty() {
+        return Ok(0);
+    }
+    let mut q = QueryBuilder::<Postgres>::new(
+        "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status,
+         attempts_made, next_attempt_at, created_at, updated_at) ",
+    );
+    q.push_values(&targets, |mut b, webhook| {
+        b.push_bind(DeliveryId::generate().to_string())
+            .push_bind(e.account.as_str().to_owned())
+            .push_bind(e.id.as_str().to_owned())
+            .push_bind(e.event_type.clone())
+            .push_bind(webhook.clone())
+            .push_bind("pending")
+            .push_bind(0i64)
+            .push_bind(now.millis())
+            .push_bind(now.millis())
+            .push_bind(now.millis());
+    });
+    q.build().execute(&mut *conn).await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(targets.len() as u32)
+}
+
+async fn fetch_job(
+    conn: &mut sqlx::PgConnection,
+    account: Option<&AccountId>,
+    id: &str,
+    for_update: bool,
+) -> StoreResult<Option<Job>> {
+    let mut q = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = "));
+    q.push_bind(id.to_owned());
+    scope(&mut q, "account_id", account);
+    if for_update {
+        q.push(" FOR UPDATE");
+    }
+    let row: Option<JobColumns> = q.build_query_as().fetch_optional(conn).await?;
+    row.map(JobColumns::into_job).transpose()
+}
+
+/// Inserts (false if the id is taken) or updates a job.
+async fn write_job(conn: &mut sqlx::PgConnection, j: &Job, insert: bool) -> StoreResult<bool> {
+    let sql = if insert {
+        "INSERT INTO jobs (status, progress, input, result, error, webhook_url, created_at, updated_at,
+         completed_at, id, account_id, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (id) DO NOTHING"
+    } else {
+        "UPDATE jobs SET status = $1, progress = $2, input = $3, result = $4, error = $5, webhook_url = $6,
+         created_at = $7, updated_at = $8, completed_at = $9 WHERE id = $10 AND account_id = $11 AND kind = $12"
+    };
+    let done = sqlx::query(sql)
+        .bind(j.status.as_str())
+        .bind(j.progress)
+        .bind(j.input.as_ref().map(|r| r.get()))
+        .bind(j.result.as_ref().map(|r| r.get()))
+        .bind(j.error.as_ref().map(|r| r.get()))
+        .bind(&j.webhook_url)
+        .bind(j.created_at.millis())
+        .bind(j.updated_at.millis())
+        .bind(j.completed_at.map(Timestamp::millis))
+        .bind(&j.id)
+        .bind(j.account.as_str())
+        .bind(&j.kind)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -4,8 +4,8 @@ use super::{StoreError, StoreResult};
 use crate::domain::retry::StoredPolicy;
 use crate::domain::{
     AccountId, Attempt, AttemptId, Delivery, DeliveryId, DeliveryStatus, ErrorKind, Event,
-    EventFilter, EventId, RetryPolicy, SigningSecret, Timestamp, Webhook, WebhookId, WebhookStatus,
-    WebhookUrl,
+    EventFilter, EventId, PayloadFormat, RetryPolicy, SigningSecret, Timestamp, Webhook, WebhookId,
+    WebhookKind, WebhookStatus, WebhookUrl,
 };
 use serde_json::value::RawValue;
 
@@ -49,6 +49,43 @@ pub(crate) struct WebhookColumns {
     pub status: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub kind: String,
+    pub job_id: Option<String>,
+    pub signing: String,
+    pub format: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<i64>,
+    pub disabled_reason: Option<String>,
+    pub failing_since: Option<i64>,
+}
+
+/// The column list that [`WebhookColumns`] reads.
+pub(crate) const WEBHOOK_COLUMNS: &str = "id, account_id, url, events, secret, description, retry, status, \
+     created_at, updated_at, kind, job_id, signing, format, previous_secret, previous_secret_until, \
+     disabled_reason, failing_since";
+
+/// A webhook's values in [`WEBHOOK_COLUMNS`] order, for inserts and updates.
+pub(crate) struct WebhookValues {
+    pub events: String,
+    pub retry: String,
+    pub signing: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_until: Option<i64>,
+}
+
+impl WebhookValues {
+    pub fn of(w: &Webhook) -> Self {
+        Self {
+            events: filters_to_json(&w.events),
+            retry: policy_to_json(&w.retry),
+            signing: serde_json::to_string(&w.signing).expect("modes serialize"),
+            previous_secret: w
+                .previous_secret
+                .as_ref()
+                .map(|(s, _)| s.expose().to_owned()),
+            previous_secret_until: w.previous_secret.as_ref().map(|(_, t)| t.millis()),
+        }
+    }
 }
 
 impl WebhookColumns {
@@ -67,6 +104,22 @@ impl WebhookColumns {
                 .ok_or_else(|| corrupt("webhook status", &self.status))?,
             created_at: Timestamp::from_millis(self.created_at),
             updated_at: Timestamp::from_millis(self.updated_at),
+            kind: WebhookKind::parse(&self.kind)
+                .ok_or_else(|| corrupt("webhook kind", &self.kind))?,
+            job_id: self.job_id,
+            signing: serde_json::from_str(&self.signing)
+                .map_err(|e| corrupt("webhook signing", e))?,
+            format: PayloadFormat::parse(&self.format)
+                .ok_or_else(|| corrupt("webhook format", &self.format))?,
+            previous_secret: match (self.previous_secret, self.previous_secret_until) {
+                (Some(s), Some(until)) => Some((
+                    SigningSecret::parse(&s).map_err(|e| corrupt("previous secret", e))?,
+                    Timestamp::from_millis(until),
+                )),
+                _ => None,
+            },
+            disabled_reason: self.disabled_reason,
+            failing_since: self.failing_since.map(Timestamp::from_millis),
         })
     }
 }
@@ -181,4 +234,47 @@ pub(crate) fn earliest_claimable(rows: &[(i64, Option<i64>)]) -> Option<i64> {
         }
     }
     earliest
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobColumns {
+    pub id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub status: String,
+    pub progress: f64,
+    pub input: Option<String>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub webhook_url: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+pub(crate) const JOB_COLUMNS: &str = "id, account_id, kind, status, progress, input, result, error, webhook_url, created_at, updated_at, completed_at";
+
+fn raw(what: &str, v: Option<String>) -> StoreResult<Option<Box<RawValue>>> {
+    v.map(|s| RawValue::from_string(s).map_err(|e| corrupt(what, e)))
+        .transpose()
+}
+
+impl JobColumns {
+    pub fn into_job(self) -> StoreResult<crate::domain::Job> {
+        Ok(crate::domain::Job {
+            id: self.id,
+            account: AccountId::from_trusted(self.account_id),
+            kind: self.kind,
+            status: crate::domain::JobStatus::parse(&self.status)
+                .ok_or_else(|| corrupt("job status", &self.status))?,
+            progress: self.progress,
+            input: raw("job input", self.input)?,
+            result: raw("job result", self.result)?,
+            error: raw("job error", self.error)?,
+            webhook_url: self.webhook_url,
+            created_at: Timestamp::from_millis(self.created_at),
+            updated_at: Timestamp::from_millis(self.updated_at),
+            completed_at: self.completed_at.map(Timestamp::from_millis),
+        })
+    }
 }

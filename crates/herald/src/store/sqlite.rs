@@ -5,15 +5,18 @@
 //! the database keeps a second `herald serve` off it, which is what makes releasing every lease at
 //! start-up safe: any lease found then belonged to a process that died.
 
-use super::rows::{self, AttemptColumns, DeliveryColumns, WebhookColumns, corrupt, paginate};
-use super::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, NewApiKey, NewEvent,
-    NextStep, Page, PageRequest, Published, Release, RetryRequest, Store, StoreError, StoreResult,
+use super::rows::{
+    self, AttemptColumns, DeliveryColumns, JOB_COLUMNS, JobColumns, WEBHOOK_COLUMNS,
+    WebhookColumns, WebhookValues, corrupt, paginate,
 };
-use crate::domain::event_type::any_matches;
+use super::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
+    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, Release,
+    RetryRequest, Store, StoreError, StoreResult, WebhookRef,
+};
 use crate::domain::{
-    Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Timestamp,
-    Webhook, WebhookId,
+    Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
+    JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -21,8 +24,6 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
-const WEBHOOK_COLUMNS: &str =
-    "id, account_id, url, events, secret, description, retry, status, created_at, updated_at";
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 
 pub struct SqliteStore {
@@ -160,22 +161,136 @@ impl Store for SqliteStore {
     }
 
     async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )))
-        .bind(w.id.as_str())
-        .bind(w.account_id.as_str())
-        .bind(w.url.as_str())
-        .bind(rows::filters_to_json(&w.events))
-        .bind(w.secret.expose())
-        .bind(&w.description)
-        .bind(rows::policy_to_json(&w.retry))
-        .bind(w.status.as_str())
-        .bind(w.created_at.millis())
-        .bind(w.updated_at.millis())
+        let mut conn = self.writer.acquire().await?;
+        insert_webhook_on(&mut conn, w).await
+    }
+
+    async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret> {
+        let fresh = SigningSecret::generate();
+        sqlx::query(
+            "UPDATE accounts SET signing_secret = ? WHERE id = ? AND signing_secret IS NULL",
+        )
+        .bind(fresh.expose())
+        .bind(account.as_str())
         .execute(&self.writer)
         .await?;
-        Ok(())
+        let text: String = sqlx::query_scalar("SELECT signing_secret FROM accounts WHERE id = ?")
+            .bind(account.as_str())
+            .fetch_one(&self.writer)
+            .await?;
+        SigningSecret::parse(&text).map_err(|e| corrupt("account signing secret", e))
+    }
+
+    async fn callback_webhook(&self, account: &AccountId) -> StoreResult<Option<Webhook>> {
+        let row: Option<WebhookColumns> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL"
+        )))
+        .bind(account.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(WebhookColumns::into_webhook).transpose()
+    }
+
+    async fn set_callback_webhook(&self, w: &Webhook) -> StoreResult<Webhook> {
+        let mut tx = self.writer.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE webhooks SET url = ?, updated_at = ? WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL",
+        )
+        .bind(w.url.as_str())
+        .bind(w.updated_at.millis())
+        .bind(w.account_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            insert_webhook_on(&mut tx, w).await?;
+        }
+        let row: WebhookColumns = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL"
+        )))
+        .bind(w.account_id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.into_webhook()
+    }
+
+    async fn set_webhook_status(
+        &self,
+        account: Option<&AccountId>,
+        id: &WebhookId,
+        status: WebhookStatus,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<Option<Webhook>> {
+        let mut q = QueryBuilder::new("UPDATE webhooks SET status = ");
+        q.push_bind(status.as_str())
+            .push(", disabled_reason = ")
+            .push_bind(reason.map(str::to_owned))
+            .push(", failing_since = NULL, updated_at = ")
+            .push_bind(now.millis())
+            .push(" WHERE deleted_at IS NULL AND id = ")
+            .push_bind(id.as_str().to_owned());
+        scope(&mut q, "account_id", account);
+        q.build().execute(&self.writer).await?;
+        let row: Option<WebhookColumns> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ? AND deleted_at IS NULL"
+        )))
+        .bind(id.as_str())
+        .fetch_optional(&self.writer)
+        .await?;
+        let webhook = row.map(WebhookColumns::into_webhook).transpose()?;
+        Ok(webhook.filter(|w| account.is_none_or(|a| *a == w.account_id)))
+    }
+
+    async fn create_job(&self, job: &Job, webhook: Option<&Webhook>) -> StoreResult<JobCreated> {
+        let mut tx = self.writer.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
+            .bind(&job.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Ok(JobCreated::Exists);
+        }
+        write_job(&mut tx, job, true).await?;
+        if let Some(w) = webhook {
+            insert_webhook_on(&mut tx, w).await?;
+        }
+        insert_event(&mut tx, &NewEvent::for_job(job), Timestamp::now()).await?;
+        tx.commit().await?;
+        Ok(JobCreated::Created)
+    }
+
+    async fn get_job(&self, account: Option<&AccountId>, id: &str) -> StoreResult<Option<Job>> {
+        let mut conn = self.reader.acquire().await?;
+        fetch_job(&mut conn, account, id).await
+    }
+
+    async fn update_job(
+        &self,
+        account: Option<&AccountId>,
+        id: &str,
+        patch: &JobPatch,
+        now: Timestamp,
+    ) -> StoreResult<JobUpdate> {
+        // The single writer connection serialises updates: the read below sees every earlier one.
+        let mut tx = self.writer.begin().await?;
+        let Some(job) = fetch_job(&mut tx, account, id).await? else {
+            return Ok(JobUpdate::NotFound);
+        };
+        let (next, changed) = match job.apply(patch, now) {
+            Ok(applied) => applied,
+            Err(conflict) => return Ok(JobUpdate::Refused(conflict)),
+        };
+        write_job(&mut tx, &next, false).await?;
+        let event = if changed {
+            let e = NewEvent::for_job(&next);
+            insert_event(&mut tx, &e, now).await?;
+            Some(e.id)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(JobUpdate::Updated { job: next, event })
     }
 
     async fn get_webhook(
@@ -198,7 +313,7 @@ impl Store for SqliteStore {
         page: &PageRequest,
     ) -> StoreResult<Page<Webhook>> {
         let mut q = QueryBuilder::new(format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND account_id = "
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND kind <> 'job' AND account_id = "
         ));
         q.push_bind(account.as_str().to_owned());
         push_page(&mut q, "id", page);
@@ -211,17 +326,24 @@ impl Store for SqliteStore {
     }
 
     async fn update_webhook(&self, w: &Webhook) -> StoreResult<bool> {
+        let v = WebhookValues::of(w);
         let done = sqlx::query(
-            "UPDATE webhooks SET url = ?, events = ?, secret = ?, description = ?, retry = ?, status = ?, updated_at = ?
+            "UPDATE webhooks SET url = ?, events = ?, secret = ?, description = ?, retry = ?, status = ?, updated_at = ?,
+             signing = ?, format = ?, previous_secret = ?, previous_secret_until = ?, disabled_reason = ?
              WHERE id = ? AND account_id = ? AND deleted_at IS NULL",
         )
         .bind(w.url.as_str())
-        .bind(rows::filters_to_json(&w.events))
+        .bind(&v.events)
         .bind(w.secret.expose())
         .bind(&w.description)
-        .bind(rows::policy_to_json(&w.retry))
+        .bind(&v.retry)
         .bind(w.status.as_str())
         .bind(w.updated_at.millis())
+        .bind(&v.signing)
+        .bind(w.format.as_str())
+        .bind(&v.previous_secret)
+        .bind(v.previous_secret_until)
+        .bind(&w.disabled_reason)
         .bind(w.id.as_str())
         .bind(w.account_id.as_str())
         .execute(&self.writer)
@@ -295,49 +417,7 @@ impl Store for SqliteStore {
                     .await?;
             }
         }
-        let now = Timestamp::now();
-        sqlx::query(
-            "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key, idempotency_fingerprint, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(new.id.as_str())
-        .bind(new.account.as_str())
-        .bind(&new.event_type)
-        .bind(new.timestamp.millis())
-        .bind(new.data.get())
-        .bind(new.idempotency.as_ref().map(|i| i.key.as_str()))
-        .bind(new.idempotency.as_ref().map(|i| i.fingerprint.as_str()))
-        .bind(now.millis())
-        .execute(&mut *tx)
-        .await?;
-        let candidates = sqlx::query(
-            "SELECT id, events FROM webhooks WHERE account_id = ? AND status = 'active' AND deleted_at IS NULL ORDER BY id",
-        )
-        .bind(new.account.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut deliveries = 0u32;
-        for row in candidates {
-            let filters = rows::filters_from_json(row.get("events"))?;
-            if !any_matches(&filters, &new.event_type) {
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status, attempts_made,
-                 next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
-            )
-            .bind(DeliveryId::generate().as_str())
-            .bind(new.account.as_str())
-            .bind(new.id.as_str())
-            .bind(&new.event_type)
-            .bind(row.get::<String, _>("id"))
-            .bind(now.millis())
-            .bind(now.millis())
-            .bind(now.millis())
-            .execute(&mut *tx)
-            .await?;
-            deliveries += 1;
-        }
+        let deliveries = insert_event(&mut tx, &new, Timestamp::now()).await?;
         tx.commit().await?;
         let event = Event {
             id: new.id,
@@ -496,10 +576,11 @@ impl Store for SqliteStore {
         let saturated = super::saturated_webhooks(req);
         let mut tx = self.writer.begin().await?;
         let candidates = sqlx::query(
-            "SELECT id, webhook_id FROM deliveries
-             WHERE status = 'pending' AND next_attempt_at <= ?1 AND (locked_until IS NULL OR locked_until <= ?1)
-               AND webhook_id NOT IN (SELECT value FROM json_each(?2))
-             ORDER BY next_attempt_at LIMIT ?3",
+            "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
+               AND (d.locked_until IS NULL OR d.locked_until <= ?1) AND w.status = 'active'
+               AND d.webhook_id NOT IN (SELECT value FROM json_each(?2))
+             ORDER BY d.next_attempt_at LIMIT ?3",
         )
         .bind(req.now.millis())
         .bind(serde_json::to_string(&saturated).expect("strings serialize"))
@@ -548,7 +629,11 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        health: &HealthPolicy,
+    ) -> StoreResult<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -556,8 +641,8 @@ impl Store for SqliteStore {
         for r in records {
             let a = &r.attempt;
             sqlx::query(
-                "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code, error_kind, error, response_body, node)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code, error_kind, error,
+                 response_body, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(a.id.as_str())
             .bind(r.delivery_id.as_str())
@@ -583,11 +668,60 @@ impl Store for SqliteStore {
             .bind(status.as_str())
             .bind(i64::from(a.number))
             .bind(next_at)
-            .bind(Timestamp::now().millis())
+            .bind(health.now.millis())
             .bind(r.delivery_id.as_str())
             .bind(&r.lease)
             .execute(&mut *tx)
             .await?;
+            // The webhook's failure record: cleared by a success, started by the first failure.
+            let health_sql = if r.next == NextStep::Succeeded {
+                "UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL AND ? > 0"
+            } else {
+                "UPDATE webhooks SET failing_since = ? WHERE id = ? AND failing_since IS NULL"
+            };
+            let q = sqlx::query(health_sql);
+            let q = if r.next == NextStep::Succeeded {
+                q.bind(r.webhook_id.as_str()).bind(1)
+            } else {
+                q.bind(a.started_at.millis()).bind(r.webhook_id.as_str())
+            };
+            q.execute(&mut *tx).await?;
+        }
+        let gone: Vec<&str> = records
+            .iter()
+            .filter(|r| r.gone)
+            .map(|r| r.webhook_id.as_str())
+            .collect();
+        let touched: Vec<&str> = records.iter().map(|r| r.webhook_id.as_str()).collect();
+        let failing_before = health.now.minus(health.disable_after).millis();
+        for (reason, ids, sql) in [
+            ("gone", &gone, "SELECT id, account_id, url FROM webhooks WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))"),
+            (
+                "failing",
+                &touched,
+                "SELECT id, account_id, url FROM webhooks WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))
+                 AND failing_since <= ?",
+            ),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
+            let disabled: Vec<(String, String, String)> = sqlx::query_as(sql)
+                .bind(serde_json::to_string(ids).expect("strings serialize"))
+                .bind(failing_before)
+                .fetch_all(&mut *tx)
+                .await?;
+            for (id, account, url) in disabled {
+                sqlx::query("UPDATE webhooks SET status = 'disabled', disabled_reason = ?, updated_at = ? WHERE id = ?")
+                    .bind(reason)
+                    .bind(health.now.millis())
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                tracing::warn!(webhook_id = %id, reason, "webhook disabled");
+                let who = WebhookRef { id, account: AccountId::from_trusted(account), url };
+                insert_event(&mut tx, &NewEvent::webhook_disabled(&who, reason, health.now), health.now).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -645,4 +779,130 @@ async fn fetch_event(conn: &mut sqlx::SqliteConnection, id: &str) -> StoreResult
         .fetch_one(conn)
         .await?;
     event_from_row(&row, "")
+}
+
+async fn insert_webhook_on(conn: &mut sqlx::SqliteConnection, w: &Webhook) -> StoreResult<()> {
+    let v = WebhookValues::of(w);
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )))
+    .bind(w.id.as_str())
+    .bind(w.account_id.as_str())
+    .bind(w.url.as_str())
+    .bind(&v.events)
+    .bind(w.secret.expose())
+    .bind(&w.description)
+    .bind(&v.retry)
+    .bind(w.status.as_str())
+    .bind(w.created_at.millis())
+    .bind(w.updated_at.millis())
+    .bind(w.kind.as_str())
+    .bind(&w.job_id)
+    .bind(&v.signing)
+    .bind(w.format.as_str())
+    .bind(&v.previous_secret)
+    .bind(v.previous_secret_until)
+    .bind(&w.disabled_reason)
+    .bind(w.failing_since.map(Timestamp::millis))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores an event and one pending delivery per webhook that gets it; returns how many.
+async fn insert_event(
+    conn: &mut sqlx::SqliteConnection,
+    e: &NewEvent,
+    now: Timestamp,
+) -> StoreResult<u32> {
+    sqlx::query(
+        "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key, idempotency_fingerprint,
+         created_at, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.id.as_str())
+    .bind(e.account.as_str())
+    .bind(&e.event_type)
+    .bind(e.timestamp.millis())
+    .bind(e.data.get())
+    .bind(e.idempotency.as_ref().map(|i| i.key.as_str()))
+    .bind(e.idempotency.as_ref().map(|i| i.fingerprint.as_str()))
+    .bind(now.millis())
+    .bind(e.job.as_ref().map(|j| j.id.as_str()))
+    .execute(&mut *conn)
+    .await?;
+    let candidates: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, events, kind, job_id FROM webhooks
+         WHERE account_id = ? AND status = 'active' AND deleted_at IS NULL AND (kind <> 'job' OR job_id = ?)
+         ORDER BY id",
+    )
+    .bind(e.account.as_str())
+    .bind(e.job.as_ref().map(|j| j.id.as_str()))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut deliveries = 0u32;
+    for (id, events, kind, job_id) in candidates {
+        let kind = WebhookKind::parse(&kind).ok_or_else(|| corrupt("webhook kind", &kind))?;
+        if !e.is_for(
+            &id,
+            kind,
+            job_id.as_deref(),
+            &rows::filters_from_json(&events)?,
+        ) {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status, attempts_made,
+             next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+        )
+        .bind(DeliveryId::generate().as_str())
+        .bind(e.account.as_str())
+        .bind(e.id.as_str())
+        .bind(&e.event_type)
+        .bind(&id)
+        .bind(now.millis())
+        .bind(now.millis())
+        .bind(now.millis())
+        .execute(&mut *conn)
+        .await?;
+        deliveries += 1;
+    }
+    Ok(deliveries)
+}
+
+async fn fetch_job(
+    conn: &mut sqlx::SqliteConnection,
+    account: Option<&AccountId>,
+    id: &str,
+) -> StoreResult<Option<Job>> {
+    let mut q = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = "));
+    q.push_bind(id.to_owned());
+    scope(&mut q, "account_id", account);
+    let row: Option<JobColumns> = q.build_query_as().fetch_optional(conn).await?;
+    row.map(JobColumns::into_job).transpose()
+}
+
+async fn write_job(conn: &mut sqlx::SqliteConnection, j: &Job, insert: bool) -> StoreResult<()> {
+    let sql = if insert {
+        "INSERT INTO jobs (status, progress, input, result, error, webhook_url, created_at, updated_at, completed_at,
+         id, account_id, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    } else {
+        "UPDATE jobs SET status = ?, progress = ?, input = ?, result = ?, error = ?, webhook_url = ?, created_at = ?,
+         updated_at = ?, completed_at = ? WHERE id = ? AND account_id = ? AND kind = ?"
+    };
+    sqlx::query(sql)
+        .bind(j.status.as_str())
+        .bind(j.progress)
+        .bind(j.input.as_ref().map(|r| r.get()))
+        .bind(j.result.as_ref().map(|r| r.get()))
+        .bind(j.error.as_ref().map(|r| r.get()))
+        .bind(&j.webhook_url)
+        .bind(j.created_at.millis())
+        .bind(j.updated_at.millis())
+        .bind(j.completed_at.map(Timestamp::millis))
+        .bind(&j.id)
+        .bind(j.account.as_str())
+        .bind(&j.kind)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

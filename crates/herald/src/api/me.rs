@@ -28,6 +28,8 @@ pub fn routes() -> Router<AppState> {
 struct SetCallback {
     callback_url: String,
     account: Option<String>,
+    /// How deliveries authenticate; the operator's `registration.callback.signing` if unset.
+    signing: Option<SigningMode>,
 }
 
 #[derive(Deserialize)]
@@ -52,7 +54,11 @@ async fn set_callback(
     let url = WebhookUrl::parse(&body.callback_url, state.settings.dev)
         .map_err(|e| ApiError::invalid("callback_url", e))?;
     let model = &state.settings.registration.callback;
-    let secret = match &model.signing {
+    let signing = body.signing.unwrap_or_else(|| model.signing.clone());
+    signing
+        .validate()
+        .map_err(|e| ApiError::invalid("signing", e))?;
+    let secret = match &signing {
         SigningMode::Ed25519 => SigningSecret::generate_ed25519(),
         _ => state.store.account_signing_secret(&account).await?,
     };
@@ -73,7 +79,7 @@ async fn set_callback(
         updated_at: now,
         kind: WebhookKind::Callback,
         job_id: None,
-        signing: model.signing.clone(),
+        signing,
         format: model.format,
         previous_secret: None,
         disabled_reason: None,

@@ -180,10 +180,12 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         let updated = sqlx::query(
-            "UPDATE webhooks SET url = $1, updated_at = $2
-             WHERE account_id = $3 AND kind = 'callback' AND deleted_at IS NULL",
+            "UPDATE webhooks SET url = $1, signing = $2, format = $3, updated_at = $4
+             WHERE account_id = $5 AND kind = 'callback' AND deleted_at IS NULL",
         )
         .bind(w.url.as_str())
+        .bind(WebhookValues::of(w).signing)
+        .bind(w.format.as_str())
         .bind(w.updated_at.millis())
         .bind(w.account_id.as_str())
         .execute(&mut *tx)

@@ -194,9 +194,12 @@ impl Store for SqliteStore {
     async fn set_callback_webhook(&self, w: &Webhook) -> StoreResult<Webhook> {
         let mut tx = self.writer.begin().await?;
         let updated = sqlx::query(
-            "UPDATE webhooks SET url = ?, updated_at = ? WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL",
+            "UPDATE webhooks SET url = ?, signing = ?, format = ?, updated_at = ?
+             WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL",
         )
         .bind(w.url.as_str())
+        .bind(WebhookValues::of(w).signing)
+        .bind(w.format.as_str())
         .bind(w.updated_at.millis())
         .bind(w.account_id.as_str())
         .execute(&mut *tx)

@@ -183,6 +183,30 @@ impl TestApp {
         app
     }
 
+    /// A dev-mode server configured from a TOML file (as `--config` would), on a fresh
+    /// database; `adjust` may change the settings further.
+    pub async fn spawn_with_file(
+        backend: Backend,
+        path: &str,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Self {
+        let env = TestEnv::new(backend).await;
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut settings: Settings =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let base = env.settings();
+        settings.listen = base.listen;
+        settings.data_dir = base.data_dir;
+        settings.database_url = base.database_url;
+        settings.admin_token = base.admin_token;
+        settings.dev = true;
+        adjust(&mut settings);
+        settings.check().expect("the configuration is valid");
+        let mut app = Self::start(settings).await;
+        app._env = Some(env);
+        app
+    }
+
     pub async fn start(settings: Settings) -> Self {
         let server = Herald::build(settings).await.expect("server builds");
         let addr = server.local_addr();

@@ -4,10 +4,8 @@ mod common;
 
 use common::Backend;
 
-use common::{Reply, TestApp, TestReceiver, python_with_standardwebhooks};
+use common::{Reply, TestApp, TestReceiver, verify_with_python};
 use serde_json::{Value, json};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -88,44 +86,9 @@ async fn a_published_event_arrives_signed_and_verifies_with_standardwebhooks(bac
         "receiver says hi"
     );
 
-    let case = json!([{
-        "secret": secret,
-        "body": String::from_utf8(req.body.to_vec()).unwrap(),
-        "headers": {
-            "webhook-id": req.header("webhook-id"),
-            "webhook-timestamp": req.header("webhook-timestamp"),
-            "webhook-signature": req.header("webhook-signature"),
-        },
-    }]);
-    verify_with_python(&case);
-}
-
-fn verify_with_python(cases: &Value) {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/verify_standardwebhooks.py"
-    );
-    let mut child = Command::new(python_with_standardwebhooks())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(cases.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "standardwebhooks rejected the delivery: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deliveries verified"));
+    let mut case = req.signed_case();
+    case["secret"] = json!(secret);
+    verify_with_python("verify_standardwebhooks.py", &json!([case]));
 }
 
 async fn only_subscribed_event_types_are_delivered(backend: Backend) {

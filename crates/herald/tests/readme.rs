@@ -126,3 +126,21 @@ async fn the_readme_quickstart_works_verbatim() {
         "{seen}"
     );
 }
+
+#[test]
+fn the_readme_configuration_example_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let block = readme
+        .split_once("```toml\n")
+        .expect("a toml block")
+        .1
+        .split_once("```")
+        .unwrap()
+        .0;
+    let settings: herald::config::Settings = toml::from_str(block).expect("the example parses");
+    settings
+        .check()
+        .expect("the example passes the start-up checks");
+    assert_eq!(settings.job_kinds.len(), 4);
+}

@@ -13,6 +13,7 @@ pub mod sender;
 use crate::config::DeliverySettings;
 use crate::domain::{RetryPolicy, Timestamp, WebhookId};
 use crate::store::{AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, NextStep, Release};
+use crate::telemetry::{Metrics, StoreOp};
 use sender::Sender;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -74,6 +75,7 @@ pub struct Dispatcher {
     settings: DeliverySettings,
     waker: Waker,
     in_flight: Arc<Mutex<InFlight>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -82,6 +84,7 @@ impl Dispatcher {
         settings: DeliverySettings,
         dev: bool,
         waker: Waker,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let sender = Arc::new(Sender::new(&settings, dev)?);
         Ok(Self {
@@ -90,6 +93,7 @@ impl Dispatcher {
             settings,
             waker,
             in_flight: Arc::default(),
+            metrics,
         })
     }
 
@@ -106,6 +110,7 @@ impl Dispatcher {
                 done_tx.clone(),
                 self.sender.clone(),
                 shutdown.clone(),
+                self.metrics.clone(),
             ));
         }
         drop(done_tx);
@@ -114,6 +119,7 @@ impl Dispatcher {
             self.store.clone(),
             self.in_flight.clone(),
             self.waker.clone(),
+            self.metrics.clone(),
         ));
 
         self.schedule(&job_tx, &shutdown).await;
@@ -156,7 +162,11 @@ impl Dispatcher {
                     per_webhook_cap: s.per_webhook_concurrency,
                     in_flight: snapshot,
                 };
-                match self.store.claim_due(&request).await {
+                let claimed = self
+                    .metrics
+                    .time_store(StoreOp::Claim, self.store.claim_due(&request))
+                    .await;
+                match claimed {
                     Ok(claims) => {
                         let got = claims.len();
                         for claim in claims {
@@ -216,6 +226,7 @@ async fn work(
     done: mpsc::UnboundedSender<Finished>,
     sender: Arc<Sender>,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
     while let Ok(claim) = jobs.recv().await {
         let webhook = claim.webhook.id.clone();
@@ -229,7 +240,11 @@ async fn work(
         }
         let span = info_span!("attempt", delivery_id = %claim.delivery_id, webhook_id = %webhook,
             account_id = %claim.event.account, attempt = claim.attempt_number);
+        metrics.attempts_in_flight.increment(1.0);
+        let started = std::time::Instant::now();
         let report = sender.attempt(&claim).instrument(span.clone()).await;
+        metrics.attempt_finished(&report.outcome, started.elapsed());
+        metrics.attempts_in_flight.decrement(1.0);
         let next = next_step(&claim.webhook.retry, claim.attempt_number, &report);
         span.in_scope(|| {
             tracing::debug!(status = ?report.attempt.status_code, error_kind = ?report.attempt.error_kind,
@@ -266,6 +281,7 @@ async fn record(
     store: DynStore,
     in_flight: Arc<Mutex<InFlight>>,
     waker: Waker,
+    metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while done.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -284,9 +300,24 @@ async fn record(
                 }
             }
         }
-        write_with_retries("recording attempts", || store.record_attempts(&records)).await;
+        if !records.is_empty() {
+            write_with_retries("recording attempts", || {
+                metrics.time_store(StoreOp::Record, store.record_attempts(&records))
+            })
+            .await;
+        }
+        for r in &records {
+            match r.next {
+                NextStep::Succeeded => metrics.deliveries_succeeded.increment(1),
+                NextStep::Failed => metrics.deliveries_failed.increment(1),
+                NextStep::RetryAt(_) => {}
+            }
+        }
         if !releases.is_empty() {
-            write_with_retries("releasing leases", || store.release(&releases)).await;
+            write_with_retries("releasing leases", || {
+                metrics.time_store(StoreOp::Release, store.release(&releases))
+            })
+            .await;
         }
         {
             let mut f = in_flight.lock().expect("in-flight lock");

@@ -6,19 +6,17 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The `herald` binary of this build, built first if `cargo test -p herald-bench` ran alone.
+/// The `herald` binary of this build, next to `herald-bench`. The workspace test run
+/// (scripts/test) builds it; `cargo test -p herald-bench` alone does not, and cannot build it
+/// from here while cargo holds the target directory.
 fn herald_binary() -> PathBuf {
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_herald-bench"));
     let herald = bench.with_file_name(format!("herald{}", std::env::consts::EXE_SUFFIX));
-    if !herald.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "herald", "--bin", "herald"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the herald binary failed");
-    }
-    assert!(herald.is_file(), "no herald binary at {}", herald.display());
+    assert!(
+        herald.is_file(),
+        "no herald binary at {}: run `cargo build -p herald` first, or the whole suite (scripts/test)",
+        herald.display()
+    );
     herald
 }
 

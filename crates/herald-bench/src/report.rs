@@ -25,7 +25,9 @@ pub struct Report {
     /// Named measurements, in the order they print.
     pub results: Vec<(String, Value)>,
     pub targets: Vec<Target>,
-    /// Publish→receipt (or request) latency distribution the plot draws: (µs, count).
+    /// What `latency_hist` measures, e.g. "publish → receipt".
+    pub latency_label: String,
+    /// The latency distribution the plot draws: (µs, count).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub latency_hist: Vec<(u64, u64)>,
     /// Throughput over time: (label, [(seconds since start, per second)]).
@@ -73,6 +75,12 @@ impl Report {
 
     pub fn add_latency(&mut self, name: &str, l: Latency) {
         self.add(name, l);
+    }
+
+    /// The distribution the plot draws, and what it measures.
+    pub fn plot_latency_of(&mut self, label: &str, hist: Vec<(u64, u64)>) {
+        self.latency_label = label.to_owned();
+        self.latency_hist = hist;
     }
 
     /// A rate target "≥ fraction × C".
@@ -158,6 +166,14 @@ impl Report {
         DB::ErrorType: 'static,
     {
         let total: u64 = self.latency_hist.iter().map(|(_, c)| c).sum();
+        if total == 0 {
+            area.draw(&Text::new(
+                "no latency recorded",
+                (200, 200),
+                ("sans-serif", 18),
+            ))?;
+            return Ok(());
+        }
         let max_ms = self
             .latency_hist
             .last()
@@ -170,7 +186,7 @@ impl Report {
             .clamp(0.001, max_ms / 2.0);
         let mut chart = ChartBuilder::on(area)
             .caption(
-                format!("{}: latency distribution (CDF)", self.scenario),
+                format!("{}: {} (CDF)", self.scenario, self.latency_label),
                 ("sans-serif", 18),
             )
             .margin(12)

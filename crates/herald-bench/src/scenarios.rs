@@ -92,6 +92,8 @@ impl Ctx {
         }
         report.ceiling_rps = run.rate();
         report.add_latency("ceiling request latency", run.latency());
+        // Drawn unless the scenario has a latency of its own to show.
+        report.plot_latency_of("ceiling request latency", stats::to_pairs(&run.latency));
         receiver.reset().await
     }
 }
@@ -241,7 +243,7 @@ pub async fn ingest(ctx: &Ctx, secs: f64, webhooks: usize) -> anyhow::Result<Rep
     report.add("events accepted", run.ok);
     report.add("accepted events/s", run.rate());
     report.add_latency("publish latency", run.latency());
-    report.latency_hist = stats::to_pairs(&run.latency);
+    report.plot_latency_of("publish latency", stats::to_pairs(&run.latency));
     report.add_series("published/s", &run.series, run.first_us);
     report.target_fraction("ingest events/s", run.rate(), 0.25);
     Ok(report)
@@ -280,7 +282,7 @@ pub async fn e2e(ctx: &Ctx, events: u64, webhooks: usize) -> anyhow::Result<Repo
     report.add("repeated attempts seen", got.retries);
     report.add_latency("publish → receipt", receipt_latency(&got));
     report.add_latency("publish latency", run.latency());
-    report.latency_hist = got.latency.clone();
+    report.plot_latency_of("publish → receipt", got.latency.clone());
     report.add_series("published/s", &run.series, run.first_us);
     report.add_series("delivered/s", &series_of(&got), run.first_us);
     let fraction = if webhooks >= 10 { 0.35 } else { 0.15 };
@@ -336,7 +338,7 @@ pub async fn steady(ctx: &Ctx, rate: f64, secs: f64) -> anyhow::Result<Report> {
     report.add("achieved events/s", run.rate());
     report.add_latency("publish → receipt", latency);
     report.add_latency("publish latency", run.latency());
-    report.latency_hist = got.latency.clone();
+    report.plot_latency_of("publish → receipt", got.latency.clone());
     report.add_series("published/s", &run.series, run.first_us);
     report.add_series("delivered/s", &series_of(&got), run.first_us);
     report.target(
@@ -419,7 +421,10 @@ pub async fn isolation(ctx: &Ctx, rate: f64, secs: f64, hang: Duration) -> anyho
         "healthy p99 / solo p99",
         mixed_l.p99_ms / solo_l.p99_ms.max(1e-9),
     );
-    report.latency_hist = mixed.latency.clone();
+    report.plot_latency_of(
+        "healthy beside bad: publish → receipt",
+        mixed.latency.clone(),
+    );
     report.add_series("published/s", &run.series, run.first_us);
     report.add_series("healthy delivered/s", &series_of(&mixed), run.first_us);
     if let Some(fail) = all.get("fail") {
@@ -484,6 +489,7 @@ pub async fn backlog(ctx: &Ctx, events: u64, hang: Duration) -> anyhow::Result<R
     check_errors(&fill, "publish")?;
     report.add("fill: events/s with the receiver down", fill.rate());
     report.add_latency("fill: publish latency", fill.latency());
+    report.plot_latency_of("fill: publish latency", stats::to_pairs(&fill.latency));
     let rss_filled = server.rss_bytes().unwrap_or(0);
     report.add("RSS with the backlog (MB)", rss_filled as f64 / 1e6);
 

@@ -81,15 +81,36 @@ impl Series {
         }
     }
 
-    /// (seconds since `origin_us`, events per second) for each bin.
+    /// (seconds since `origin_us`, events per second) for each bin from the first to the last,
+    /// empty bins included, so a stall shows as zero instead of a line bridging it.
     pub fn rates(&self, origin_us: u64) -> Vec<(f64, f64)> {
         let per_sec = 1000.0 / BIN_MS as f64;
-        self.0
-            .iter()
-            .map(|(bin, n)| {
+        let (Some(first), Some(last)) = (self.0.keys().next(), self.0.keys().next_back()) else {
+            return Vec::new();
+        };
+        (*first..=*last)
+            .map(|bin| {
                 let t = (bin * BIN_MS * 1000) as f64 - origin_us as f64;
-                (t / 1e6, *n as f64 * per_sec)
+                let n = self.0.get(&bin).copied().unwrap_or(0);
+                (t / 1e6, n as f64 * per_sec)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_fill_empty_bins_with_zero() {
+        let mut s = Series::default();
+        s.add(1_000_000); // bin 10
+        s.add(1_000_000);
+        s.add(1_300_000); // bin 13
+        let rates = s.rates(1_000_000);
+        let per_sec: Vec<f64> = rates.iter().map(|(_, r)| *r).collect();
+        assert_eq!(per_sec, vec![20.0, 0.0, 0.0, 10.0]);
+        assert!((rates[3].0 - 0.3).abs() < 1e-9);
     }
 }

@@ -5,6 +5,7 @@ use crate::api::{self, AppState};
 use crate::config::{AdminToken, Settings};
 use crate::dispatch::{Dispatcher, Waker};
 use crate::store::{self, DynStore};
+use crate::telemetry::{self, Metrics};
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -51,12 +52,14 @@ impl Herald {
         let catalog = settings.catalog().map_err(anyhow::Error::msg)?;
         let default_retry = settings.default_retry().map_err(anyhow::Error::msg)?;
         let waker = Waker::default();
+        let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(
             store.clone(),
             settings.delivery.clone(),
             settings.dev,
             settings.node_id(),
             waker.clone(),
+            metrics.clone(),
         )?;
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -68,6 +71,7 @@ impl Herald {
             default_retry: Arc::new(default_retry),
             admin_token: Arc::from(admin_token.0.as_str()),
             waker,
+            metrics,
         };
         Ok(Self {
             listener,
@@ -86,6 +90,12 @@ impl Herald {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         info!(addr = %self.local_addr(), "herald listening");
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
+        tokio::spawn(telemetry::refresh_queue_gauges(
+            self.state.metrics.clone(),
+            self.state.store.clone(),
+            QUEUE_GAUGE_INTERVAL,
+            shutdown.clone(),
+        ));
         let app = api::router(self.state);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -95,6 +105,9 @@ impl Herald {
         Ok(())
     }
 }
+
+/// How often the queue gauges of `/metrics` are read from the store (at most).
+const QUEUE_GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 const TOKEN_FILE: &str = "admin-token";
 

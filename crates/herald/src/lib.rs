@@ -2,7 +2,7 @@
 //!
 //! The parts follow DESIGN.md §4: [`config`] (typed settings), [`domain`] (pure rules),
 //! [`store`] (durable state behind one trait), [`dispatch`] (claim → sign → send → record),
-//! [`api`] (the HTTP interface), tied together by [`app`].
+//! [`api`] (the HTTP interface), tied together by [`app`]; [`telemetry`] counts what they do.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod listen;
 pub mod store;
+pub mod telemetry;
 
 /// Installs the TLS crypto provider (ring) for outbound HTTPS. Idempotent; call before building
 /// any HTTP client.

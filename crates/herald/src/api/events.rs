@@ -5,6 +5,7 @@ use super::extract::{Actor, ApiJson, ApiQuery};
 use super::{AppState, ListBody, page_request};
 use crate::domain::{EventId, Timestamp};
 use crate::store::{EventQuery, Idempotency, NewEvent};
+use crate::telemetry::StoreOp;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -100,16 +101,24 @@ async fn publish(
             valid_since: Timestamp::now().minus(state.settings.idempotency_window.0),
         }
     });
+    let new = NewEvent {
+        timestamp,
+        idempotency,
+        ..NewEvent::new(account, event_type.as_str().to_owned(), body.data)
+    };
     let published = state
-        .store
-        .publish_event(NewEvent {
-            timestamp,
-            idempotency,
-            ..NewEvent::new(account, event_type.as_str().to_owned(), body.data)
-        })
+        .metrics
+        .time_store(StoreOp::Publish, state.store.publish_event(new))
         .await?;
-    if published.deliveries > 0 && !published.replayed {
-        state.waker.wake();
+    if !published.replayed {
+        state.metrics.events_published.increment(1);
+        state
+            .metrics
+            .deliveries_created
+            .increment(u64::from(published.deliveries));
+        if published.deliveries > 0 {
+            state.waker.wake();
+        }
     }
     let answer = PublishAnswer {
         id: published.event.id,

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::dispatch::Waker;
 use crate::domain::{Catalog, RetryPolicy};
 use crate::store::{DynStore, Page, PageRequest};
+use crate::telemetry::Metrics;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use error::ApiError;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub default_retry: Arc<RetryPolicy>,
     pub admin_token: Arc<str>,
     pub waker: Waker,
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {

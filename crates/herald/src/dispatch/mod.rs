@@ -16,6 +16,7 @@ use crate::domain::{RetryPolicy, Timestamp, WebhookId};
 use crate::store::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, NextStep, Release,
 };
+use crate::telemetry::{Metrics, StoreOp};
 use sender::Sender;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -77,6 +78,7 @@ pub struct Dispatcher {
     settings: DeliverySettings,
     waker: Waker,
     in_flight: Arc<Mutex<InFlight>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -86,6 +88,7 @@ impl Dispatcher {
         dev: bool,
         node: String,
         waker: Waker,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let sender = Arc::new(Sender::new(&settings, dev, node)?);
         Ok(Self {
@@ -94,6 +97,7 @@ impl Dispatcher {
             settings,
             waker,
             in_flight: Arc::default(),
+            metrics,
         })
     }
 
@@ -113,6 +117,7 @@ impl Dispatcher {
                 done_tx.clone(),
                 self.sender.clone(),
                 shutdown.clone(),
+                self.metrics.clone(),
             ));
         }
         drop(done_tx);
@@ -122,6 +127,7 @@ impl Dispatcher {
             self.in_flight.clone(),
             self.waker.clone(),
             self.settings.disable_after.0,
+            self.metrics.clone(),
         ));
 
         self.schedule(&job_tx, &shutdown).await;
@@ -164,7 +170,11 @@ impl Dispatcher {
                     per_webhook_cap: s.per_webhook_concurrency,
                     in_flight: snapshot,
                 };
-                match self.store.claim_due(&request).await {
+                let claimed = self
+                    .metrics
+                    .time_store(StoreOp::Claim, self.store.claim_due(&request))
+                    .await;
+                match claimed {
                     Ok(claims) => {
                         let got = claims.len();
                         for claim in claims {
@@ -224,6 +234,7 @@ async fn work(
     done: mpsc::UnboundedSender<Finished>,
     sender: Arc<Sender>,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
     while let Ok(claim) = jobs.recv().await {
         let webhook = claim.webhook.id.clone();
@@ -237,7 +248,11 @@ async fn work(
         }
         let span = info_span!("attempt", delivery_id = %claim.delivery_id, webhook_id = %webhook,
             account_id = %claim.event.account, attempt = claim.attempt_number);
+        metrics.attempts_in_flight.increment(1.0);
+        let started = std::time::Instant::now();
         let report = sender.attempt(&claim).instrument(span.clone()).await;
+        metrics.attempt_finished(&report.outcome, started.elapsed());
+        metrics.attempts_in_flight.decrement(1.0);
         // 410 Gone: the receiver says the endpoint is no more; stop now and disable it.
         let gone = report.outcome.status_code() == Some(410);
         let next = if gone {
@@ -283,6 +298,7 @@ async fn record(
     in_flight: Arc<Mutex<InFlight>>,
     waker: Waker,
     disable_after: Duration,
+    metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while done.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -305,12 +321,24 @@ async fn record(
             now: Timestamp::now(),
             disable_after,
         };
-        write_with_retries("recording attempts", || {
-            store.record_attempts(&records, &health)
-        })
-        .await;
+        if !records.is_empty() {
+            write_with_retries("recording attempts", || {
+                metrics.time_store(StoreOp::Record, store.record_attempts(&records, &health))
+            })
+            .await;
+        }
+        for r in &records {
+            match r.next {
+                NextStep::Succeeded => metrics.deliveries_succeeded.increment(1),
+                NextStep::Failed => metrics.deliveries_failed.increment(1),
+                NextStep::RetryAt(_) => {}
+            }
+        }
         if !releases.is_empty() {
-            write_with_retries("releasing leases", || store.release(&releases)).await;
+            write_with_retries("releasing leases", || {
+                metrics.time_store(StoreOp::Release, store.release(&releases))
+            })
+            .await;
         }
         {
             let mut f = in_flight.lock().expect("in-flight lock");

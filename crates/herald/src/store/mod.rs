@@ -292,6 +292,17 @@ pub struct Release {
     pub lease: String,
 }
 
+/// How many pending deliveries wait, for the queue gauges of `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Due now and not leased by any node.
+    pub due: u64,
+    /// Waiting for a later retry time.
+    pub scheduled: u64,
+    /// When the oldest of the due ones fell due.
+    pub oldest_due: Option<Timestamp>,
+}
+
 /// Herald's durable state. `account: None` on a read means the admin's unscoped view;
 /// `Some(id)` restricts it to that account, so another account's ids are simply not found.
 #[async_trait]
@@ -403,6 +414,9 @@ pub trait Store: Send + Sync + 'static {
     async fn release(&self, releases: &[Release]) -> StoreResult<()>;
     /// The earliest moment some pending delivery can be claimed, if any is pending.
     async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>>;
+
+    /// Counts the pending deliveries that are due (and not leased) and those scheduled later.
+    async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth>;
 
     /// Calls `on_work` whenever another process commits new due work, until `shutdown`.
     /// Backends shared by several processes implement it (PostgreSQL: LISTEN/NOTIFY); for a

@@ -11,8 +11,8 @@ use super::rows::{
 };
 use super::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
-    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, Release,
-    RetryRequest, Store, StoreError, StoreResult, WebhookRef,
+    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, QueueDepth,
+    Release, RetryRequest, Store, StoreError, StoreResult, WebhookRef,
 };
 use crate::domain::{
     Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
@@ -642,6 +642,25 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
+    }
+
+    async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {
+        let (due, scheduled, oldest_due): (i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT
+               COUNT(*) FILTER (WHERE next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)),
+               COUNT(*) FILTER (WHERE next_attempt_at > $1),
+               MIN(next_attempt_at) FILTER (WHERE next_attempt_at <= $1
+                                            AND (locked_until IS NULL OR locked_until <= $1))
+             FROM deliveries WHERE status = 'pending'",
+        )
+        .bind(now.millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueDepth {
+            due: due.max(0) as u64,
+            scheduled: scheduled.max(0) as u64,
+            oldest_due: oldest_due.map(Timestamp::from_millis),
+        })
     }
 
     fn watch_for_work(&self, on_work: Arc<dyn Fn() + Send + Sync>, shutdown: CancellationToken) {

@@ -11,8 +11,8 @@ use super::rows::{
 };
 use super::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
-    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, Release,
-    RetryRequest, Store, StoreError, StoreResult, WebhookRef,
+    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, QueueDepth,
+    Release, RetryRequest, Store, StoreError, StoreResult, WebhookRef,
 };
 use crate::domain::{
     Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
@@ -752,6 +752,28 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
+    }
+
+    async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {
+        // One pass over the pending rows (the partial index `deliveries_due`), on a reader.
+        let row = sqlx::query(
+            "SELECT
+               COALESCE(SUM(next_attempt_at <= ?1 AND (locked_until IS NULL OR locked_until <= ?1)), 0) AS due,
+               COALESCE(SUM(next_attempt_at > ?1), 0) AS scheduled,
+               MIN(CASE WHEN next_attempt_at <= ?1 AND (locked_until IS NULL OR locked_until <= ?1)
+                        THEN next_attempt_at END) AS oldest_due
+             FROM deliveries WHERE status = 'pending'",
+        )
+        .bind(now.millis())
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(QueueDepth {
+            due: row.try_get::<i64, _>("due")?.max(0) as u64,
+            scheduled: row.try_get::<i64, _>("scheduled")?.max(0) as u64,
+            oldest_due: row
+                .try_get::<Option<i64>, _>("oldest_due")?
+                .map(Timestamp::from_millis),
+        })
     }
 }
 

@@ -1,0 +1,568 @@
+//! The scenarios of issue 5. Each measures the machine's ceiling first (load generator against
+//! the receiver, no Herald), then runs Herald as a child process and reports against the targets.
+
+use crate::load::{self, Conn, MakeReq, Req, Stop};
+use crate::procs::{ADMIN, Blackhole, Receiver, Server, ServerSpec, free_port};
+use crate::receiver::StreamStats;
+use crate::report::Report;
+use crate::stats::{self, Latency};
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hyper::Method;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What every scenario shares.
+pub struct Ctx {
+    pub herald: PathBuf,
+    pub database_url: Option<String>,
+    /// TOML for the server; `None` means the scenario's own (Herald's defaults for most).
+    pub server_config: Option<String>,
+    pub conns: usize,
+    pub ceiling_secs: f64,
+    pub timeout: Duration,
+    pub progress: bool,
+    /// Removed when the run ends, however it ends.
+    pub tmp: tempfile::TempDir,
+}
+
+impl Ctx {
+    fn spec(&self, name: &str, default_config: &str) -> ServerSpec {
+        ServerSpec {
+            binary: self.herald.clone(),
+            data_dir: self.tmp.path().join(name),
+            database_url: self.database_url.clone(),
+            config: self
+                .server_config
+                .clone()
+                .unwrap_or_else(|| default_config.to_owned()),
+        }
+    }
+
+    fn bar(&self, what: &str, len: Option<u64>) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = match len {
+            Some(n) => ProgressBar::new(n),
+            None => ProgressBar::new_spinner(),
+        };
+        let template = match len {
+            Some(_) => "{msg:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})",
+            None => "{msg:>12} [{elapsed_precise}] {spinner} {pos} ({per_sec})",
+        };
+        bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+        bar.set_message(what.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+
+    /// C: requests/s of our load generator against our receiver alone.
+    async fn ceiling(&self, receiver: &Receiver, report: &mut Report) -> anyhow::Result<()> {
+        if self.ceiling_secs <= 0.0 {
+            return Ok(());
+        }
+        let path: Arc<str> = Arc::from("/hook/ceiling");
+        let make: MakeReq = Arc::new(move |seq, at| Req {
+            method: Method::POST,
+            path: path.clone(),
+            token: None,
+            body: Bytes::from(format!(
+                r#"{{"type":"tts.completed","timestamp":"2026-01-01T00:00:00Z","data":{{"t":{at},"s":{seq}}}}}"#
+            )),
+        });
+        let bar = self.bar("ceiling", None);
+        let run = load::closed_loop(
+            receiver.addr,
+            self.conns,
+            Stop::After(Duration::from_secs_f64(self.ceiling_secs)),
+            make,
+            bar.clone(),
+        )
+        .await;
+        bar.finish_and_clear();
+        if run.ok == 0 {
+            bail!(
+                "the ceiling run got no answer: {}",
+                run.first_error.unwrap_or_default()
+            );
+        }
+        report.ceiling_rps = run.rate();
+        report.add_latency("ceiling request latency", run.latency());
+        // Drawn unless the scenario has a latency of its own to show.
+        report.plot_latency_of("ceiling request latency", stats::to_pairs(&run.latency));
+        receiver.reset().await
+    }
+}
+
+/// A fresh account with webhooks to the receiver's streams.
+struct Fixture {
+    account: Arc<str>,
+}
+
+struct Hook<'a> {
+    url: String,
+    events: &'a [&'a str],
+    retry: Option<Value>,
+}
+
+async fn setup(server: &Server, hooks: &[Hook<'_>]) -> anyhow::Result<Fixture> {
+    let mut conn = Conn::new(server.addr);
+    let admin: Arc<str> = Arc::from(ADMIN);
+    let post = |path: &str, token: &Arc<str>, body: Value| Req {
+        method: Method::POST,
+        path: Arc::from(path),
+        token: Some(token.clone()),
+        body: Bytes::from(body.to_string()),
+    };
+    let account = conn
+        .json(&post("/v1/accounts", &admin, json!({ "name": "bench" })))
+        .await
+        .context("creating the bench account")?;
+    let key: Arc<str> = Arc::from(account["api_key"].as_str().context("api_key")?);
+    for hook in hooks {
+        let mut body = json!({ "url": hook.url, "events": hook.events });
+        if let Some(retry) = &hook.retry {
+            body["retry"] = retry.clone();
+        }
+        conn.json(&post("/v1/webhooks", &key, body))
+            .await
+            .context("creating a webhook")?;
+    }
+    Ok(Fixture {
+        account: Arc::from(account["id"].as_str().context("account id")?),
+    })
+}
+
+/// Publishes `tts.completed` events whose data carries the send time (`t`, Unix µs).
+fn publisher(account: &Arc<str>) -> MakeReq {
+    let account = account.clone();
+    let path: Arc<str> = Arc::from("/v1/events");
+    let token: Arc<str> = Arc::from(ADMIN);
+    Arc::new(move |seq, at| Req {
+        method: Method::POST,
+        path: path.clone(),
+        token: Some(token.clone()),
+        body: Bytes::from(format!(
+            r#"{{"account":"{account}","type":"tts.completed","data":{{"t":{at},"s":{seq}}}}}"#
+        )),
+    })
+}
+
+fn ok_hook<'a>(receiver: &Receiver, stream: &str) -> Hook<'a> {
+    Hook {
+        url: receiver.url(stream),
+        events: &["*"],
+        retry: None,
+    }
+}
+
+/// Polls the receiver until `stream` has `want` receipts.
+async fn wait_receipts(
+    ctx: &Ctx,
+    receiver: &Receiver,
+    stream: &str,
+    want: u64,
+) -> anyhow::Result<StreamStats> {
+    let bar = ctx.bar("receipts", Some(want));
+    let deadline = Instant::now() + ctx.timeout;
+    loop {
+        let got = receiver.stream(stream).await?;
+        bar.set_position(got.count);
+        if got.count >= want {
+            bar.finish_and_clear();
+            return Ok(got);
+        }
+        if Instant::now() > deadline {
+            bar.finish_and_clear();
+            bail!(
+                "only {} of {want} deliveries reached the receiver within {:?}",
+                got.count,
+                ctx.timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn check_errors(run: &load::LoadResult, what: &str) -> anyhow::Result<()> {
+    if run.errors > 0 {
+        bail!(
+            "{} of {} {what} requests failed; first: {}",
+            run.errors,
+            run.errors + run.ok,
+            run.first_error.clone().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn receipt_latency(s: &StreamStats) -> Latency {
+    Latency::of(&stats::from_pairs(&s.latency))
+}
+
+fn series_of(s: &StreamStats) -> stats::Series {
+    stats::Series(s.series.iter().copied().collect())
+}
+
+pub async fn ceiling_only(ctx: &Ctx) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "ceiling",
+        json!({ "connections": ctx.conns, "secs": ctx.ceiling_secs }),
+    );
+    let receiver = Receiver::start(free_port()?).await?;
+    ctx.ceiling(&receiver, &mut report).await?;
+    Ok(report)
+}
+
+/// C publishers for T seconds; one event per request.
+pub async fn ingest(ctx: &Ctx, secs: f64, webhooks: usize) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "ingest",
+        json!({ "connections": ctx.conns, "secs": secs, "webhooks": webhooks }),
+    );
+    let receiver = Receiver::start(free_port()?).await?;
+    ctx.ceiling(&receiver, &mut report).await?;
+    let server = Server::start(&ctx.spec("ingest", "")).await?;
+    let hooks: Vec<Hook> = (0..webhooks).map(|_| ok_hook(&receiver, "ok")).collect();
+    let fixture = setup(&server, &hooks).await?;
+    let bar = ctx.bar("publish", None);
+    let run = load::closed_loop(
+        server.addr,
+        ctx.conns,
+        Stop::After(Duration::from_secs_f64(secs)),
+        publisher(&fixture.account),
+        bar.clone(),
+    )
+    .await;
+    bar.finish_and_clear();
+    check_errors(&run, "publish")?;
+    report.add("events accepted", run.ok);
+    report.add("accepted events/s", run.rate());
+    report.add_latency("publish latency", run.latency());
+    report.plot_latency_of("publish latency", stats::to_pairs(&run.latency));
+    report.add_series("published/s", &run.series, run.first_us);
+    report.target_fraction("ingest events/s", run.rate(), 0.25);
+    Ok(report)
+}
+
+/// N events to W webhooks as fast as possible; first publish → last receipt.
+pub async fn e2e(ctx: &Ctx, events: u64, webhooks: usize) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "e2e",
+        json!({ "connections": ctx.conns, "events": events, "webhooks": webhooks }),
+    );
+    let receiver = Receiver::start(free_port()?).await?;
+    ctx.ceiling(&receiver, &mut report).await?;
+    let server = Server::start(&ctx.spec("e2e", "")).await?;
+    let hooks: Vec<Hook> = (0..webhooks).map(|_| ok_hook(&receiver, "ok")).collect();
+    let fixture = setup(&server, &hooks).await?;
+    let bar = ctx.bar("publish", Some(events));
+    let run = load::closed_loop(
+        server.addr,
+        ctx.conns,
+        Stop::Count(events),
+        publisher(&fixture.account),
+        bar.clone(),
+    )
+    .await;
+    bar.finish_and_clear();
+    check_errors(&run, "publish")?;
+    let deliveries = events * webhooks as u64;
+    let got = wait_receipts(ctx, &receiver, "ok", deliveries).await?;
+    let span = (got.last_us.saturating_sub(run.first_us)) as f64 / 1e6;
+    let rate = deliveries as f64 / span.max(1e-9);
+    report.add("deliveries", deliveries);
+    report.add("publish events/s", run.rate());
+    report.add("first publish → last receipt (s)", span);
+    report.add("deliveries/s", rate);
+    report.add("repeated attempts seen", got.retries);
+    report.add_latency("publish → receipt", receipt_latency(&got));
+    report.add_latency("publish latency", run.latency());
+    report.plot_latency_of("publish → receipt", got.latency.clone());
+    report.add_series("published/s", &run.series, run.first_us);
+    report.add_series("delivered/s", &series_of(&got), run.first_us);
+    let fraction = if webhooks >= 10 { 0.35 } else { 0.15 };
+    report.target_fraction(
+        &format!("e2e deliveries/s, fan-out {webhooks}"),
+        rate,
+        fraction,
+    );
+    Ok(report)
+}
+
+/// Publishes at `rate` events/s for `secs` to `stream` and returns its receipts.
+async fn steady_run(
+    ctx: &Ctx,
+    server: &Server,
+    receiver: &Receiver,
+    account: &Arc<str>,
+    stream: &str,
+    rate: f64,
+    secs: f64,
+) -> anyhow::Result<(load::LoadResult, StreamStats)> {
+    let total = (rate * secs).round() as u64;
+    let bar = ctx.bar("publish", Some(total));
+    let run = load::open_loop(
+        server.addr,
+        ctx.conns,
+        rate,
+        Duration::from_secs_f64(secs),
+        publisher(account),
+        bar.clone(),
+    )
+    .await;
+    bar.finish_and_clear();
+    check_errors(&run, "publish")?;
+    let got = wait_receipts(ctx, receiver, stream, run.ok).await?;
+    Ok((run, got))
+}
+
+/// A fixed R events/s for T seconds to one webhook.
+pub async fn steady(ctx: &Ctx, rate: f64, secs: f64) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "steady",
+        json!({ "connections": ctx.conns, "rate": rate, "secs": secs }),
+    );
+    let receiver = Receiver::start(free_port()?).await?;
+    ctx.ceiling(&receiver, &mut report).await?;
+    let server = Server::start(&ctx.spec("steady", "")).await?;
+    let fixture = setup(&server, &[ok_hook(&receiver, "ok")]).await?;
+    let (run, got) =
+        steady_run(ctx, &server, &receiver, &fixture.account, "ok", rate, secs).await?;
+    let latency = receipt_latency(&got);
+    report.add("events published", run.ok);
+    report.add("achieved events/s", run.rate());
+    report.add_latency("publish → receipt", latency);
+    report.add_latency("publish latency", run.latency());
+    report.plot_latency_of("publish → receipt", got.latency.clone());
+    report.add_series("published/s", &run.series, run.first_us);
+    report.add_series("delivered/s", &series_of(&got), run.first_us);
+    report.target(
+        "steady p99 publish → receipt",
+        format!("≤ 10 ms (at 2,000 events/s; this run: {rate}/s)"),
+        latency.p99_ms,
+        latency.p99_ms <= 10.0,
+    );
+    Ok(report)
+}
+
+/// A healthy webhook alone, then beside one that hangs and one that answers 500.
+pub async fn isolation(ctx: &Ctx, rate: f64, secs: f64, hang: Duration) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "isolation",
+        json!({ "connections": ctx.conns, "rate": rate, "secs": secs, "hang_timeout_s": hang.as_secs_f64() }),
+    );
+    let receiver = Receiver::start(free_port()?).await?;
+    ctx.ceiling(&receiver, &mut report).await?;
+
+    let solo = {
+        let server = Server::start(&ctx.spec("isolation-solo", "")).await?;
+        let fixture = setup(&server, &[ok_hook(&receiver, "solo")]).await?;
+        let (_, got) = steady_run(
+            ctx,
+            &server,
+            &receiver,
+            &fixture.account,
+            "solo",
+            rate,
+            secs,
+        )
+        .await?;
+        got
+    };
+    let timeout = format!("{}ms", hang.as_millis());
+    let bad_retry = json!({ "schedule": ["0s", "0s", "0s"], "timeout": timeout });
+    let server = Server::start(&ctx.spec("isolation-mixed", "")).await?;
+    let fixture = setup(
+        &server,
+        &[
+            ok_hook(&receiver, "mixed"),
+            Hook {
+                url: receiver.url("hang"),
+                events: &["*"],
+                retry: Some(bad_retry.clone()),
+            },
+            Hook {
+                url: receiver.url("fail"),
+                events: &["*"],
+                retry: Some(bad_retry),
+            },
+        ],
+    )
+    .await?;
+    let (run, mixed) = steady_run(
+        ctx,
+        &server,
+        &receiver,
+        &fixture.account,
+        "mixed",
+        rate,
+        secs,
+    )
+    .await?;
+    let all = receiver.stats().await?;
+    let solo_l = receipt_latency(&solo);
+    let mixed_l = receipt_latency(&mixed);
+    report.add_latency("healthy alone: publish → receipt", solo_l);
+    report.add_latency("healthy beside bad: publish → receipt", mixed_l);
+    report.add(
+        "attempts at the hanging webhook",
+        all.get("hang").map_or(0, |s| s.count),
+    );
+    report.add(
+        "attempts at the failing webhook",
+        all.get("fail").map_or(0, |s| s.count),
+    );
+    report.add(
+        "healthy p99 / solo p99",
+        mixed_l.p99_ms / solo_l.p99_ms.max(1e-9),
+    );
+    report.plot_latency_of(
+        "healthy beside bad: publish → receipt",
+        mixed.latency.clone(),
+    );
+    report.add_series("published/s", &run.series, run.first_us);
+    report.add_series("healthy delivered/s", &series_of(&mixed), run.first_us);
+    if let Some(fail) = all.get("fail") {
+        report.add_series("failing attempts/s", &series_of(fail), run.first_us);
+    }
+    report.target(
+        "isolation: healthy p99 within 20 % of solo",
+        format!(
+            "≤ {:.2} ms (1.2 × {:.2})",
+            solo_l.p99_ms * 1.2,
+            solo_l.p99_ms
+        ),
+        mixed_l.p99_ms,
+        mixed_l.p99_ms <= solo_l.p99_ms * 1.2,
+    );
+    drop(server);
+    Ok(report)
+}
+
+/// Server settings for the backlog: a hanging receiver would otherwise hold the shutdown for
+/// the default 30 s grace, and with the per-webhook cap below the worker count every claim
+/// while the one webhook is saturated scans the whole backlog (see docs/BENCHMARKS.md).
+const BACKLOG_CONFIG: &str = "[delivery]\nper_webhook_concurrency = 64\nshutdown_grace = \"2s\"\n";
+
+/// N pending deliveries while the receiver is down; RSS, restart; then the receiver up: drain.
+pub async fn backlog(ctx: &Ctx, events: u64, hang: Duration) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "backlog",
+        json!({ "connections": ctx.conns, "events": events, "down_timeout_s": hang.as_secs_f64(),
+                "server_config": ctx.server_config.as_deref().unwrap_or(BACKLOG_CONFIG) }),
+    );
+    {
+        let receiver = Receiver::start(free_port()?).await?;
+        ctx.ceiling(&receiver, &mut report).await?;
+    }
+    let port = free_port()?;
+    let down = Blackhole::start(port).await?;
+    let spec = ctx.spec("backlog", BACKLOG_CONFIG);
+    let server = Server::start(&spec).await?;
+    report.add("first start, ready in (s)", server.ready_in.as_secs_f64());
+    let retry = json!({ "schedule": ["1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"],
+                        "timeout": format!("{}ms", hang.as_millis()) });
+    let fixture = setup(
+        &server,
+        &[Hook {
+            url: format!("http://127.0.0.1:{port}/hook/ok"),
+            events: &["*"],
+            retry: Some(retry),
+        }],
+    )
+    .await?;
+    let bar = ctx.bar("fill", Some(events));
+    let fill = load::closed_loop(
+        server.addr,
+        ctx.conns,
+        Stop::Count(events),
+        publisher(&fixture.account),
+        bar.clone(),
+    )
+    .await;
+    bar.finish_and_clear();
+    check_errors(&fill, "publish")?;
+    report.add("fill: events/s with the receiver down", fill.rate());
+    report.add_latency("fill: publish latency", fill.latency());
+    report.plot_latency_of("fill: publish latency", stats::to_pairs(&fill.latency));
+    let rss_filled = server.rss_bytes().unwrap_or(0);
+    report.add("RSS with the backlog (MB)", rss_filled as f64 / 1e6);
+
+    let stopped = Instant::now();
+    server.stop(Duration::from_secs(30));
+    report.add("stop took (s)", stopped.elapsed().as_secs_f64());
+    let server = Server::start(&spec).await?;
+    let restart = server.ready_in;
+    let rss_restarted = server.rss_bytes().unwrap_or(0);
+    report.add("restart: ready in (s)", restart.as_secs_f64());
+    report.add("RSS after restart (MB)", rss_restarted as f64 / 1e6);
+    let pending = async {
+        // The queue gauges refresh in the background; wait for the first reading.
+        for _ in 0..200 {
+            if let (Some(due), Some(scheduled)) = (
+                server.metric("herald_queue_due").await,
+                server.metric("herald_queue_scheduled").await,
+            ) && due + scheduled > 0.0
+            {
+                return Some(due + scheduled);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    };
+    let pending = pending.await.unwrap_or(0.0);
+    report.add("pending per /metrics after restart", pending);
+
+    down.stop().await;
+    let receiver = Receiver::start(port).await?;
+    let up_us = stats::now_us();
+    let mut rss_peak = rss_restarted;
+    let bar = ctx.bar("drain", Some(events));
+    let deadline = Instant::now() + ctx.timeout;
+    let got = loop {
+        let got = receiver.stream("ok").await?;
+        rss_peak = rss_peak.max(server.rss_bytes().unwrap_or(0));
+        bar.set_position(got.count);
+        if got.count >= events {
+            break got;
+        }
+        if Instant::now() > deadline {
+            bar.finish_and_clear();
+            bail!(
+                "drained only {} of {events} within {:?}",
+                got.count,
+                ctx.timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    bar.finish_and_clear();
+    let drain_s = got.last_us.saturating_sub(up_us) as f64 / 1e6;
+    let drain = events as f64 / drain_s.max(1e-9);
+    report.add("drain: deliveries", got.count);
+    report.add("drain: seconds", drain_s);
+    report.add("drain: deliveries/s", drain);
+    report.add("RSS peak while draining (MB)", rss_peak as f64 / 1e6);
+    report.add_series("published/s (fill)", &fill.series, fill.first_us);
+    report.add_series("delivered/s (drain)", &series_of(&got), fill.first_us);
+    let rss_max = rss_filled.max(rss_restarted).max(rss_peak) as f64 / 1e6;
+    report.target(
+        &format!("backlog RSS at {events} pending"),
+        "≤ 200 MB (largest of filled, restarted, draining)".to_owned(),
+        rss_max,
+        rss_max <= 200.0,
+    );
+    report.target(
+        "restart ready",
+        "≤ 5 s".to_owned(),
+        restart.as_secs_f64(),
+        restart.as_secs_f64() <= 5.0,
+    );
+    report.target_fraction("drain deliveries/s", drain, 0.2);
+    Ok(report)
+}

@@ -1,0 +1,116 @@
+//! Latency histograms (microseconds, via `hdrhistogram`) and counts over time.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Width of one bin of a time series.
+pub const BIN_MS: u64 = 100;
+
+/// Microseconds since the Unix epoch: the clock the load generator and the receiver share.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_micros() as u64
+}
+
+/// A histogram of microseconds from 1 µs to one hour, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+pub fn record(h: &mut Histogram<u64>, micros: u64) {
+    h.saturating_record(micros.max(1));
+}
+
+/// The (value, count) pairs a histogram holds, to ship between processes.
+pub fn to_pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+pub fn from_pairs(pairs: &[(u64, u64)]) -> Histogram<u64> {
+    let mut h = histogram();
+    for &(v, c) in pairs {
+        let _ = h.record_n(v.max(1), c);
+    }
+    h
+}
+
+/// p50 / p99 / max in milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+            mean_ms: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// Counts per `BIN_MS` bin, keyed by absolute bin number (Unix ms / `BIN_MS`).
+#[derive(Clone, Debug, Default)]
+pub struct Series(pub BTreeMap<u64, u64>);
+
+impl Series {
+    pub fn add(&mut self, at_us: u64) {
+        *self.0.entry(at_us / 1000 / BIN_MS).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: &Series) {
+        for (k, v) in &other.0 {
+            *self.0.entry(*k).or_default() += v;
+        }
+    }
+
+    /// (seconds since `origin_us`, events per second) for each bin from the first to the last,
+    /// empty bins included, so a stall shows as zero instead of a line bridging it.
+    pub fn rates(&self, origin_us: u64) -> Vec<(f64, f64)> {
+        let per_sec = 1000.0 / BIN_MS as f64;
+        let (Some(first), Some(last)) = (self.0.keys().next(), self.0.keys().next_back()) else {
+            return Vec::new();
+        };
+        (*first..=*last)
+            .map(|bin| {
+                let t = (bin * BIN_MS * 1000) as f64 - origin_us as f64;
+                let n = self.0.get(&bin).copied().unwrap_or(0);
+                (t / 1e6, n as f64 * per_sec)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_fill_empty_bins_with_zero() {
+        let mut s = Series::default();
+        s.add(1_000_000); // bin 10
+        s.add(1_000_000);
+        s.add(1_300_000); // bin 13
+        let rates = s.rates(1_000_000);
+        let per_sec: Vec<f64> = rates.iter().map(|(_, r)| *r).collect();
+        assert_eq!(per_sec, vec![20.0, 0.0, 0.0, 10.0]);
+        assert!((rates[3].0 - 0.3).abs() < 1e-9);
+    }
+}

@@ -19,16 +19,20 @@ use crate::domain::{
     JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus,
 };
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Publishes go to the group-commit task.
+    publisher: mpsc::Sender<PublishRequest>,
     _lock: Option<std::fs::File>,
 }
 
@@ -58,11 +62,41 @@ impl SqliteStore {
         )
         .execute(&writer)
         .await?;
+        let (publisher, requests) = mpsc::channel(GROUP_COMMIT * 4);
+        tokio::spawn(run_publisher(writer.clone(), requests));
         Ok(Self {
+            publisher,
             writer,
             reader,
             _lock: lock,
         })
+    }
+}
+
+impl SqliteStore {
+    /// The writer, set to fsync every commit: for anything acknowledged to a caller.
+    async fn durable_conn(&self) -> StoreResult<PoolConnection<Sqlite>> {
+        let mut conn = self.writer.acquire().await?;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        Ok(conn)
+    }
+
+    async fn durable_begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(Transaction::begin(self.durable_conn().await?, None).await?)
+    }
+
+    /// A transaction whose commit may be lost in a power cut (not in a process crash): for the
+    /// queue's own bookkeeping — leases, attempt results — which at worst repeats an attempt
+    /// (at-least-once), and never for an acknowledged event. A later durable commit makes these
+    /// durable too, since WAL is synced in order.
+    async fn relaxed_begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        let mut conn = self.writer.acquire().await?;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        Ok(Transaction::begin(conn, None).await?)
     }
 }
 
@@ -106,7 +140,7 @@ fn scope(q: &mut QueryBuilder<Sqlite>, column: &str, account: Option<&AccountId>
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_account(&self, account: &Account, key: &NewApiKey) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.durable_begin().await?;
         sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
             .bind(account.id.as_str())
             .bind(&account.name)
@@ -161,22 +195,23 @@ impl Store for SqliteStore {
     }
 
     async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
-        let mut conn = self.writer.acquire().await?;
+        let mut conn = self.durable_conn().await?;
         insert_webhook_on(&mut conn, w).await
     }
 
     async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret> {
         let fresh = SigningSecret::generate();
+        let mut conn = self.durable_conn().await?;
         sqlx::query(
             "UPDATE accounts SET signing_secret = ? WHERE id = ? AND signing_secret IS NULL",
         )
         .bind(fresh.expose())
         .bind(account.as_str())
-        .execute(&self.writer)
+        .execute(&mut *conn)
         .await?;
         let text: String = sqlx::query_scalar("SELECT signing_secret FROM accounts WHERE id = ?")
             .bind(account.as_str())
-            .fetch_one(&self.writer)
+            .fetch_one(&mut *conn)
             .await?;
         SigningSecret::parse(&text).map_err(|e| corrupt("account signing secret", e))
     }
@@ -192,7 +227,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_callback_webhook(&self, w: &Webhook) -> StoreResult<Webhook> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.durable_begin().await?;
         let updated = sqlx::query(
             "UPDATE webhooks SET url = ?, signing = ?, format = ?, updated_at = ?
              WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL",
@@ -234,19 +269,20 @@ impl Store for SqliteStore {
             .push(" WHERE deleted_at IS NULL AND id = ")
             .push_bind(id.as_str().to_owned());
         scope(&mut q, "account_id", account);
-        q.build().execute(&self.writer).await?;
+        let mut conn = self.durable_conn().await?;
+        q.build().execute(&mut *conn).await?;
         let row: Option<WebhookColumns> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ? AND deleted_at IS NULL"
         )))
         .bind(id.as_str())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *conn)
         .await?;
         let webhook = row.map(WebhookColumns::into_webhook).transpose()?;
         Ok(webhook.filter(|w| account.is_none_or(|a| *a == w.account_id)))
     }
 
     async fn create_job(&self, job: &Job, webhook: Option<&Webhook>) -> StoreResult<JobCreated> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.durable_begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
             .bind(&job.id)
             .fetch_optional(&mut *tx)
@@ -276,7 +312,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<JobUpdate> {
         // The single writer connection serialises updates: the read below sees every earlier one.
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.durable_begin().await?;
         let Some(job) = fetch_job(&mut tx, account, id).await? else {
             return Ok(JobUpdate::NotFound);
         };
@@ -330,6 +366,7 @@ impl Store for SqliteStore {
 
     async fn update_webhook(&self, w: &Webhook) -> StoreResult<bool> {
         let v = WebhookValues::of(w);
+        let mut conn = self.durable_conn().await?;
         let done = sqlx::query(
             "UPDATE webhooks SET url = ?, events = ?, secret = ?, description = ?, retry = ?, status = ?, updated_at = ?,
              signing = ?, format = ?, previous_secret = ?, previous_secret_until = ?, disabled_reason = ?
@@ -349,7 +386,7 @@ impl Store for SqliteStore {
         .bind(&w.disabled_reason)
         .bind(w.id.as_str())
         .bind(w.account_id.as_str())
-        .execute(&self.writer)
+        .execute(&mut *conn)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -360,7 +397,7 @@ impl Store for SqliteStore {
         id: &WebhookId,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.durable_begin().await?;
         let mut q = QueryBuilder::new("UPDATE webhooks SET deleted_at = ");
         q.push_bind(now.millis())
             .push(" WHERE deleted_at IS NULL AND id = ")
@@ -382,58 +419,14 @@ impl Store for SqliteStore {
     }
 
     async fn publish_event(&self, new: NewEvent) -> StoreResult<Published> {
-        let mut tx = self.writer.begin().await?;
-        if let Some(idem) = &new.idempotency {
-            let earlier = sqlx::query(
-                "SELECT id, idempotency_fingerprint, created_at FROM events WHERE account_id = ? AND idempotency_key = ?",
-            )
-            .bind(new.account.as_str())
-            .bind(&idem.key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = earlier {
-                let id: String = row.get("id");
-                if row.get::<i64, _>("created_at") >= idem.valid_since.millis() {
-                    if row
-                        .get::<Option<String>, _>("idempotency_fingerprint")
-                        .as_deref()
-                        != Some(&idem.fingerprint)
-                    {
-                        return Err(StoreError::IdempotencyConflict);
-                    }
-                    let event = fetch_event(&mut tx, &id).await?;
-                    let deliveries: i64 =
-                        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE event_id = ?")
-                            .bind(&id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    return Ok(Published {
-                        event,
-                        deliveries: deliveries as u32,
-                        replayed: true,
-                    });
-                }
-                // The earlier use has expired: the key is free again.
-                sqlx::query("UPDATE events SET idempotency_key = NULL WHERE id = ?")
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        let deliveries = insert_event(&mut tx, &new, Timestamp::now()).await?;
-        tx.commit().await?;
-        let event = Event {
-            id: new.id,
-            account: new.account,
-            event_type: new.event_type,
-            timestamp: new.timestamp,
-            data: new.data,
-        };
-        Ok(Published {
-            event,
-            deliveries,
-            replayed: false,
-        })
+        let (reply, answer) = oneshot::channel();
+        self.publisher
+            .send(PublishRequest { event: new, reply })
+            .await
+            .map_err(|_| closed("the publisher has stopped"))?;
+        answer
+            .await
+            .map_err(|_| closed("the publisher dropped a request"))?
     }
 
     async fn get_event(
@@ -536,7 +529,7 @@ impl Store for SqliteStore {
         id: &DeliveryId,
         now: Timestamp,
     ) -> StoreResult<RetryRequest> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.durable_begin().await?;
         let mut q = QueryBuilder::new(
             "SELECT d.status, d.lease, w.deleted_at FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ",
         );
@@ -577,7 +570,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let saturated = super::saturated_webhooks(req);
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.relaxed_begin().await?;
         let candidates = sqlx::query(
             "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
@@ -640,7 +633,7 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.relaxed_begin().await?;
         for r in records {
             let a = &r.attempt;
             sqlx::query(
@@ -731,7 +724,7 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, releases: &[Release]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.relaxed_begin().await?;
         for r in releases {
             sqlx::query("UPDATE deliveries SET lease = NULL, locked_until = NULL WHERE id = ? AND lease = ?")
                 .bind(r.delivery_id.as_str())
@@ -930,4 +923,117 @@ async fn write_job(conn: &mut sqlx::SqliteConnection, j: &Job, insert: bool) -> 
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// One publish waiting for the group commit.
+struct PublishRequest {
+    event: NewEvent,
+    reply: oneshot::Sender<StoreResult<Published>>,
+}
+
+/// Most publishes committed together.
+const GROUP_COMMIT: usize = 512;
+
+fn closed(what: &str) -> StoreError {
+    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(what.to_owned())))
+}
+
+/// Group commit: publishes that arrive while one transaction commits are written together in
+/// the next, so one fsync acknowledges many events. Each publish runs under its own savepoint:
+/// one that fails (an idempotency conflict, say) is rolled back alone and answered with its
+/// error; none is answered before the commit that makes it durable.
+async fn run_publisher(writer: SqlitePool, mut requests: mpsc::Receiver<PublishRequest>) {
+    let mut batch = Vec::with_capacity(GROUP_COMMIT);
+    while requests.recv_many(&mut batch, GROUP_COMMIT).await > 0 {
+        let results = publish_batch(&writer, &batch).await;
+        match results {
+            Ok(results) => {
+                for (request, result) in batch.drain(..).zip(results) {
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = batch.len(), "group commit failed; nothing of it was acknowledged");
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(Err(closed("the commit failed")));
+                }
+            }
+        }
+    }
+}
+
+async fn publish_batch(
+    writer: &SqlitePool,
+    batch: &[PublishRequest],
+) -> StoreResult<Vec<StoreResult<Published>>> {
+    let mut conn = writer.acquire().await?;
+    sqlx::query("PRAGMA synchronous = FULL")
+        .execute(&mut *conn)
+        .await?;
+    let mut tx = Transaction::begin(conn, None).await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        sqlx::query("SAVEPOINT publish").execute(&mut *tx).await?;
+        let result = publish_on(&mut tx, &request.event).await;
+        if result.is_err() {
+            sqlx::query("ROLLBACK TO publish").execute(&mut *tx).await?;
+        }
+        sqlx::query("RELEASE publish").execute(&mut *tx).await?;
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn publish_on(tx: &mut sqlx::SqliteConnection, new: &NewEvent) -> StoreResult<Published> {
+    if let Some(idem) = &new.idempotency {
+        let earlier = sqlx::query(
+            "SELECT id, idempotency_fingerprint, created_at FROM events WHERE account_id = ? AND idempotency_key = ?",
+        )
+        .bind(new.account.as_str())
+        .bind(&idem.key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = earlier {
+            let id: String = row.get("id");
+            if row.get::<i64, _>("created_at") >= idem.valid_since.millis() {
+                if row
+                    .get::<Option<String>, _>("idempotency_fingerprint")
+                    .as_deref()
+                    != Some(&idem.fingerprint)
+                {
+                    return Err(StoreError::IdempotencyConflict);
+                }
+                let event = fetch_event(&mut *tx, &id).await?;
+                let deliveries: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE event_id = ?")
+                        .bind(&id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                return Ok(Published {
+                    event,
+                    deliveries: deliveries as u32,
+                    replayed: true,
+                });
+            }
+            // The earlier use has expired: the key is free again.
+            sqlx::query("UPDATE events SET idempotency_key = NULL WHERE id = ?")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    let deliveries = insert_event(&mut *tx, new, Timestamp::now()).await?;
+    let event = Event {
+        id: new.id.clone(),
+        account: new.account.clone(),
+        event_type: new.event_type.clone(),
+        timestamp: new.timestamp,
+        data: new.data.clone(),
+    };
+    Ok(Published {
+        event,
+        deliveries,
+        replayed: false,
+    })
 }

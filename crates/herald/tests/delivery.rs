@@ -333,6 +333,38 @@ async fn a_slow_receiver_does_not_delay_deliveries_to_another_webhook(backend: B
     );
 }
 
+/// A slow endpoint's backlog fills the whole due window of a claim; the other webhook's
+/// deliveries must still be found (webhook by webhook) and sent at once.
+async fn a_slow_endpoints_backlog_does_not_hide_other_due_work(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.delivery.workers = 4;
+        s.delivery.per_webhook_concurrency = 1;
+    })
+    .await;
+    let slow = TestReceiver::start().await;
+    slow.set_default(Reply::status(200).after(Duration::from_secs(3)));
+    let fast = TestReceiver::start().await;
+    let acme = app.create_account("Acme").await;
+    app.create_webhook(&acme, json!({ "url": slow.url("/"), "events": ["tts.*"] }))
+        .await;
+    app.create_webhook(&acme, json!({ "url": fast.url("/"), "events": ["stt.*"] }))
+        .await;
+    for n in 0..60 {
+        app.publish(&acme, "tts.completed", json!({ "n": n })).await;
+    }
+    slow.wait_for(1, None, WAIT).await; // the slow webhook is at its cap now
+    let started = std::time::Instant::now();
+    for n in 0..10 {
+        app.publish(&acme, "stt.completed", json!({ "n": n })).await;
+    }
+    fast.wait_for(10, None, WAIT).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the fast webhook waited {:?}",
+        started.elapsed()
+    );
+}
+
 async fn an_idempotency_key_repeat_returns_the_first_answer_and_delivers_nothing_new(
     backend: Backend,
 ) {
@@ -385,6 +417,7 @@ async fn an_idempotency_key_repeat_returns_the_first_answer_and_delivers_nothing
 }
 
 on_both_backends!(
+    a_slow_endpoints_backlog_does_not_hide_other_due_work,
     a_published_event_arrives_signed_and_verifies_with_standardwebhooks,
     only_subscribed_event_types_are_delivered,
     failed_attempts_are_retried_on_schedule_until_success,

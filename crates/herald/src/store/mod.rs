@@ -426,12 +426,38 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Chooses, from due candidates in due order, those that fit the per-webhook cap (counting what
-/// is already in flight), up to the limit. Both backends claim with it.
+/// Chooses, from due candidates `(delivery, webhook)` in due order, those that fit the
+/// per-webhook cap (counting what is already in flight), up to the limit. Both backends claim
+/// with it.
 pub(crate) fn pick_within_caps(candidates: &[(String, String)], req: &ClaimRequest) -> Vec<String> {
+    pick_more(candidates, req, &[])
+}
+
+/// As [`pick_within_caps`], counting `already` (picked before) against the caps and the limit;
+/// returns only the new picks.
+pub(crate) fn pick_more(
+    candidates: &[(String, String)],
+    req: &ClaimRequest,
+    already: &[(String, String)],
+) -> Vec<String> {
     let mut used: HashMap<&str, usize> = HashMap::new();
-    let mut picked = Vec::with_capacity(req.limit);
+    for (_, webhook) in already {
+        *used.entry(webhook.as_str()).or_insert_with(|| {
+            req.in_flight
+                .get(&WebhookId::from_trusted(webhook.clone()))
+                .copied()
+                .unwrap_or(0)
+        }) += 1;
+    }
+    let taken: std::collections::HashSet<&str> = already.iter().map(|(d, _)| d.as_str()).collect();
+    let mut picked = Vec::new();
     for (delivery, webhook) in candidates {
+        if already.len() + picked.len() == req.limit {
+            break;
+        }
+        if taken.contains(delivery.as_str()) {
+            continue;
+        }
         let n = used.entry(webhook.as_str()).or_insert_with(|| {
             req.in_flight
                 .get(&WebhookId::from_trusted(webhook.clone()))
@@ -441,9 +467,6 @@ pub(crate) fn pick_within_caps(candidates: &[(String, String)], req: &ClaimReque
         if *n < req.per_webhook_cap {
             *n += 1;
             picked.push(delivery.clone());
-            if picked.len() == req.limit {
-                break;
-            }
         }
     }
     picked

@@ -569,35 +569,50 @@ impl Store for SqliteStore {
         if req.limit == 0 {
             return Ok(Vec::new());
         }
-        let saturated = super::saturated_webhooks(req);
-        let mut tx = self.relaxed_begin().await?;
-        let candidates = sqlx::query(
+        // Candidates are read on a reader connection: the scan never holds up the writer.
+        let mut conn = self.reader.acquire().await?;
+        let window = req.limit * 4;
+        let candidates: Vec<(String, String)> = sqlx::query_as(
             "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
                AND (d.locked_until IS NULL OR d.locked_until <= ?1) AND w.status = 'active'
-               AND d.webhook_id NOT IN (SELECT value FROM json_each(?2))
-             ORDER BY d.next_attempt_at LIMIT ?3",
+             ORDER BY d.next_attempt_at LIMIT ?2",
         )
         .bind(req.now.millis())
-        .bind(serde_json::to_string(&saturated).expect("strings serialize"))
-        .bind((req.limit * 4) as i64)
-        .fetch_all(&mut *tx)
+        .bind(window as i64)
+        .fetch_all(&mut *conn)
         .await?;
-        let candidates: Vec<(String, String)> = candidates
-            .iter()
-            .map(|r| (r.get("id"), r.get("webhook_id")))
-            .collect();
-        let picked = super::pick_within_caps(&candidates, req);
+        let mut picked: Vec<(String, String)> = {
+            let ids = super::pick_within_caps(&candidates, req);
+            candidates
+                .iter()
+                .filter(|(d, _)| ids.contains(d))
+                .cloned()
+                .collect()
+        };
+        if candidates.len() == window && picked.len() < req.limit {
+            // The due window is crowded by webhooks at their cap (a slow endpoint's backlog):
+            // look webhook by webhook, so that backlog never hides the others' due work.
+            claim_per_webhook(&mut conn, req, &mut picked).await?;
+        }
+        drop(conn);
         if picked.is_empty() {
             return Ok(Vec::new());
         }
+        let picked: Vec<String> = picked.into_iter().map(|(d, _)| d).collect();
+        let mut tx = self.relaxed_begin().await?;
         let lease = uuid::Uuid::new_v4().simple().to_string();
-        sqlx::query("UPDATE deliveries SET lease = ?, locked_until = ? WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(&lease)
-            .bind(req.lease_until.millis())
-            .bind(serde_json::to_string(&picked).expect("strings serialize"))
-            .execute(&mut *tx)
-            .await?;
+        // Leased only if still pending and free: the rows were read outside this transaction.
+        sqlx::query(
+            "UPDATE deliveries SET lease = ?1, locked_until = ?2 WHERE id IN (SELECT value FROM json_each(?3))
+             AND status = 'pending' AND (locked_until IS NULL OR locked_until <= ?4)",
+        )
+        .bind(&lease)
+        .bind(req.lease_until.millis())
+        .bind(serde_json::to_string(&picked).expect("strings serialize"))
+        .bind(req.now.millis())
+        .execute(&mut *tx)
+        .await?;
         let claimed = sqlx::query(AssertSqlSafe(format!(
             "SELECT d.id AS d_id, d.attempts_made AS d_attempts_made,
                     e.id AS e_id, e.account_id AS e_account_id, e.type AS e_type, e.timestamp AS e_timestamp, e.data AS e_data,
@@ -1036,4 +1051,65 @@ async fn publish_on(tx: &mut sqlx::SqliteConnection, new: &NewEvent) -> StoreRes
         deliveries,
         replayed: false,
     })
+}
+
+/// Most webhooks one claim looks at one by one.
+const MAX_WEBHOOKS_PER_CLAIM: i64 = 1000;
+
+/// Adds to `picked`, up to the limit, due deliveries of webhooks with room, looked up webhook by
+/// webhook through `deliveries_pending_by_webhook`. The webhooks with pending work are listed
+/// by a loose index scan (one index seek each), in random order for fairness.
+async fn claim_per_webhook(
+    conn: &mut sqlx::SqliteConnection,
+    req: &ClaimRequest,
+    picked: &mut Vec<(String, String)>,
+) -> StoreResult<()> {
+    let mut hooks: Vec<String> = sqlx::query_scalar(
+        "WITH RECURSIVE hooks(id, n) AS (
+           SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' ORDER BY webhook_id LIMIT 1), 1
+           UNION ALL
+           SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > hooks.id
+                   ORDER BY webhook_id LIMIT 1), n + 1
+           FROM hooks WHERE hooks.id IS NOT NULL AND n < ?1)
+         SELECT id FROM hooks WHERE id IS NOT NULL",
+    )
+    .bind(MAX_WEBHOOKS_PER_CLAIM)
+    .fetch_all(&mut *conn)
+    .await?;
+    {
+        use rand::seq::SliceRandom;
+        hooks.shuffle(&mut rand::rng());
+    }
+    for hook in hooks {
+        if picked.len() >= req.limit {
+            break;
+        }
+        let used = req
+            .in_flight
+            .get(&WebhookId::from_trusted(hook.clone()))
+            .copied()
+            .unwrap_or(0)
+            + picked.iter().filter(|(_, w)| *w == hook).count();
+        let room = req
+            .per_webhook_cap
+            .saturating_sub(used)
+            .min(req.limit - picked.len());
+        if room == 0 {
+            continue;
+        }
+        let due: Vec<(String, String)> = sqlx::query_as(
+            "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+             WHERE d.webhook_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
+               AND (d.locked_until IS NULL OR d.locked_until <= ?2) AND w.status = 'active'
+             ORDER BY d.next_attempt_at LIMIT ?3",
+        )
+        .bind(&hook)
+        .bind(req.now.millis())
+        .bind((room + req.per_webhook_cap) as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let more = super::pick_more(&due, req, picked);
+        picked.extend(due.into_iter().filter(|(d, _)| more.contains(d)));
+    }
+    Ok(())
 }

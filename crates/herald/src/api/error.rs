@@ -96,14 +96,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The body this error answers with: `{"error": {"code", "message", "field"?}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(field) = &self.field {
+            error["field"] = json!(field);
+        }
+        json!({ "error": error })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry_after = self.status == StatusCode::SERVICE_UNAVAILABLE;
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(field) = self.field {
-            error["field"] = json!(field);
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let mut response = (self.status, Json(self.to_json())).into_response();
         if retry_after {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

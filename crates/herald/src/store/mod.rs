@@ -357,6 +357,12 @@ pub trait Store: Send + Sync + 'static {
     // Events.
     /// Stores the event and one pending delivery per matching active webhook, atomically.
     async fn publish_event(&self, event: NewEvent) -> StoreResult<Published>;
+    /// Publishes several events in one transaction; each has its own result (one refused for
+    /// its idempotency key does not stop the others), and none is acknowledged before the commit.
+    async fn publish_events(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Vec<StoreResult<Published>>>;
     async fn get_event(
         &self,
         account: Option<&AccountId>,

@@ -358,6 +358,35 @@ impl Store for PgStore {
         Ok(true)
     }
 
+    async fn publish_events(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Vec<StoreResult<Published>>> {
+        let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(events.len());
+        for event in &events {
+            let mut result = Err(StoreError::IdempotencyConflict);
+            // A concurrent request may win the race for an idempotency key: then the second
+            // try, under a fresh savepoint, finds its event and answers as a repeat.
+            for _ in 0..2 {
+                sqlx::query("SAVEPOINT publish").execute(&mut *tx).await?;
+                result = publish_on(&mut tx, event).await;
+                let race =
+                    matches!(&result, Err(StoreError::Database(d)) if is_idempotency_race(d));
+                if result.is_err() {
+                    sqlx::query("ROLLBACK TO publish").execute(&mut *tx).await?;
+                }
+                sqlx::query("RELEASE publish").execute(&mut *tx).await?;
+                if !race {
+                    break;
+                }
+            }
+            results.push(result);
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
     async fn publish_event(&self, new: NewEvent) -> StoreResult<Published> {
         // A concurrent publish with the same Idempotency-Key can win the race to insert; then
         // the second try finds its event and answers as a repeat.
@@ -703,59 +732,9 @@ impl Store for PgStore {
 impl PgStore {
     async fn try_publish(&self, new: &NewEvent) -> StoreResult<Published> {
         let mut tx = self.pool.begin().await?;
-        if let Some(idem) = &new.idempotency {
-            let earlier = sqlx::query(
-                "SELECT id, idempotency_fingerprint, created_at FROM events
-                 WHERE account_id = $1 AND idempotency_key = $2",
-            )
-            .bind(new.account.as_str())
-            .bind(&idem.key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = earlier {
-                let id: String = row.get("id");
-                if row.get::<i64, _>("created_at") >= idem.valid_since.millis() {
-                    if row
-                        .get::<Option<String>, _>("idempotency_fingerprint")
-                        .as_deref()
-                        != Some(&idem.fingerprint)
-                    {
-                        return Err(StoreError::IdempotencyConflict);
-                    }
-                    let row = sqlx::query(
-                        "SELECT id, account_id, type, timestamp, data,
-                         (SELECT COUNT(*) FROM deliveries WHERE event_id = $1) AS deliveries
-                         FROM events WHERE id = $1",
-                    )
-                    .bind(&id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    let deliveries: i64 = row.get("deliveries");
-                    return Ok(Published {
-                        event: event_from_row(&row, "")?,
-                        deliveries: deliveries as u32,
-                        replayed: true,
-                    });
-                }
-                sqlx::query("UPDATE events SET idempotency_key = NULL WHERE id = $1")
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        let deliveries = insert_event(&mut tx, new, Timestamp::now()).await?;
+        let published = publish_on(&mut tx, new).await?;
         tx.commit().await?;
-        Ok(Published {
-            event: Event {
-                id: new.id.clone(),
-                account: new.account.clone(),
-                event_type: new.event_type.clone(),
-                timestamp: new.timestamp,
-                data: new.data.clone(),
-            },
-            deliveries,
-            replayed: false,
-        })
+        Ok(published)
     }
 }
 
@@ -977,4 +956,59 @@ async fn write_job(conn: &mut sqlx::PgConnection, j: &Job, insert: bool) -> Stor
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+async fn publish_on(tx: &mut sqlx::PgConnection, new: &NewEvent) -> StoreResult<Published> {
+    if let Some(idem) = &new.idempotency {
+        let earlier = sqlx::query(
+            "SELECT id, idempotency_fingerprint, created_at FROM events
+             WHERE account_id = $1 AND idempotency_key = $2",
+        )
+        .bind(new.account.as_str())
+        .bind(&idem.key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = earlier {
+            let id: String = row.get("id");
+            if row.get::<i64, _>("created_at") >= idem.valid_since.millis() {
+                if row
+                    .get::<Option<String>, _>("idempotency_fingerprint")
+                    .as_deref()
+                    != Some(&idem.fingerprint)
+                {
+                    return Err(StoreError::IdempotencyConflict);
+                }
+                let row = sqlx::query(
+                    "SELECT id, account_id, type, timestamp, data,
+                     (SELECT COUNT(*) FROM deliveries WHERE event_id = $1) AS deliveries
+                     FROM events WHERE id = $1",
+                )
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let deliveries: i64 = row.get("deliveries");
+                return Ok(Published {
+                    event: event_from_row(&row, "")?,
+                    deliveries: deliveries as u32,
+                    replayed: true,
+                });
+            }
+            sqlx::query("UPDATE events SET idempotency_key = NULL WHERE id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    let deliveries = insert_event(&mut *tx, new, Timestamp::now()).await?;
+    Ok(Published {
+        event: Event {
+            id: new.id.clone(),
+            account: new.account.clone(),
+            event_type: new.event_type.clone(),
+            timestamp: new.timestamp,
+            data: new.data.clone(),
+        },
+        deliveries,
+        replayed: false,
+    })
 }

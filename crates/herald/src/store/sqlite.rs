@@ -419,14 +419,22 @@ impl Store for SqliteStore {
     }
 
     async fn publish_event(&self, new: NewEvent) -> StoreResult<Published> {
+        let mut results = self.publish_events(vec![new]).await?;
+        results.pop().unwrap_or_else(|| Err(closed("no result")))
+    }
+
+    async fn publish_events(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Vec<StoreResult<Published>>> {
         let (reply, answer) = oneshot::channel();
         self.publisher
-            .send(PublishRequest { event: new, reply })
+            .send(PublishRequest { events, reply })
             .await
             .map_err(|_| closed("the publisher has stopped"))?;
         answer
             .await
-            .map_err(|_| closed("the publisher dropped a request"))?
+            .map_err(|_| closed("the publisher dropped a request"))
     }
 
     async fn get_event(
@@ -942,8 +950,8 @@ async fn write_job(conn: &mut sqlx::SqliteConnection, j: &Job, insert: bool) -> 
 
 /// One publish waiting for the group commit.
 struct PublishRequest {
-    event: NewEvent,
-    reply: oneshot::Sender<StoreResult<Published>>,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Vec<StoreResult<Published>>>,
 }
 
 /// Most publishes committed together.
@@ -963,14 +971,21 @@ async fn run_publisher(writer: SqlitePool, mut requests: mpsc::Receiver<PublishR
         let results = publish_batch(&writer, &batch).await;
         match results {
             Ok(results) => {
-                for (request, result) in batch.drain(..).zip(results) {
-                    let _ = request.reply.send(result);
+                let mut results = results.into_iter();
+                for request in batch.drain(..) {
+                    let mine = results.by_ref().take(request.events.len()).collect();
+                    let _ = request.reply.send(mine);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, events = batch.len(), "group commit failed; nothing of it was acknowledged");
                 for request in batch.drain(..) {
-                    let _ = request.reply.send(Err(closed("the commit failed")));
+                    let failed = request
+                        .events
+                        .iter()
+                        .map(|_| Err(closed("the commit failed")))
+                        .collect();
+                    let _ = request.reply.send(failed);
                 }
             }
         }
@@ -987,9 +1002,9 @@ async fn publish_batch(
         .await?;
     let mut tx = Transaction::begin(conn, None).await?;
     let mut results = Vec::with_capacity(batch.len());
-    for request in batch {
+    for event in batch.iter().flat_map(|r| &r.events) {
         sqlx::query("SAVEPOINT publish").execute(&mut *tx).await?;
-        let result = publish_on(&mut tx, &request.event).await;
+        let result = publish_on(&mut tx, event).await;
         if result.is_err() {
             sqlx::query("ROLLBACK TO publish").execute(&mut *tx).await?;
         }

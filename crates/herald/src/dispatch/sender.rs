@@ -149,12 +149,26 @@ impl Sender {
                 } else {
                     AttemptOutcome::Status { code }
                 };
-                let body =
-                    (!captured.is_empty()).then(|| String::from_utf8_lossy(&captured).into_owned());
+                let body = (!captured.is_empty()).then(|| captured_text(&captured, self.capture));
                 (outcome, None, body, retry_after)
             }
         }
     }
+}
+
+/// The captured bytes as text of at most `limit` bytes. Each invalid byte becomes U+FFFD
+/// (three bytes in UTF-8), so a binary answer would otherwise be kept at up to three times
+/// the limit.
+fn captured_text(captured: &[u8], limit: usize) -> String {
+    let mut text = String::from_utf8_lossy(captured).into_owned();
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.
@@ -248,5 +262,23 @@ impl Resolve for GuardedResolver {
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captured_text_stays_within_the_limit_in_bytes() {
+        assert_eq!(captured_text(b"hello", 4096), "hello");
+        let binary = captured_text(&[0xff; 4096], 4096);
+        assert!(
+            binary.len() <= 4096 && binary.len() > 4090,
+            "{}",
+            binary.len()
+        );
+        assert!(binary.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+        assert_eq!(captured_text("é".repeat(3).as_bytes(), 5), "éé");
     }
 }

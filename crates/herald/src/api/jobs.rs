@@ -114,7 +114,7 @@ async fn create(
         .webhook_url
         .as_deref()
         .map(|u| {
-            WebhookUrl::parse(u, state.settings.dev)
+            WebhookUrl::parse_with(u, &state.settings.address_policy())
                 .map_err(|e| ApiError::invalid("webhook_url", e))
         })
         .transpose()?;

@@ -2,7 +2,7 @@
 
 use super::message::MessageFormat;
 use crate::config::DeliverySettings;
-use crate::domain::url::is_forbidden_ip;
+use crate::domain::url::AddressPolicy;
 use crate::domain::{Attempt, AttemptId, AttemptOutcome, Timestamp};
 use crate::store::ClaimedDelivery;
 use http::HeaderValue;
@@ -22,7 +22,7 @@ pub struct AttemptReport {
 /// Sends deliveries over one shared HTTP client (connection reuse, no redirects).
 pub struct Sender {
     client: reqwest::Client,
-    block_private: bool,
+    policy: AddressPolicy,
     capture: usize,
     node: String,
     format: MessageFormat,
@@ -30,11 +30,12 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(settings: &DeliverySettings, dev: bool, node: String) -> anyhow::Result<Self> {
+        let policy = AddressPolicy::new(dev, settings.allow_networks.clone());
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(HeaderValue::try_from(settings.user_agent.as_str())?)
             .dns_resolver(Arc::new(GuardedResolver {
-                block_private: !dev,
+                policy: policy.clone(),
             }))
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -42,7 +43,7 @@ impl Sender {
             .build()?;
         Ok(Self {
             client,
-            block_private: !dev,
+            policy,
             capture: settings.response_capture_bytes,
             node,
             format: MessageFormat::new(settings)?,
@@ -76,10 +77,10 @@ impl Sender {
         }
     }
 
-    /// Outside dev mode, refuses plain http and literal private addresses up front (host names
-    /// are checked after DNS by the resolver).
+    /// Outside dev mode, refuses plain http and literal private addresses the policy does not
+    /// allow, up front (host names are checked after DNS by the resolver).
     fn refuse(&self, url: &str) -> Option<String> {
-        if !self.block_private {
+        if self.policy.is_dev() {
             return None;
         }
         let url = url::Url::parse(url).ok()?;
@@ -91,7 +92,7 @@ impl Sender {
             url::Host::Ipv6(ip) => IpAddr::V6(ip),
             url::Host::Domain(_) => return None,
         };
-        is_forbidden_ip(ip).then(|| format!("address {ip} is not allowed"))
+        (!self.policy.permits(ip)).then(|| format!("address {ip} is not allowed"))
     }
 
     async fn send(
@@ -231,15 +232,16 @@ enum ResolveRefusal {
     Lookup(String),
 }
 
-/// Resolves host names and, outside dev mode, drops private addresses. The client connects to
-/// exactly the addresses returned here, so a second lookup cannot smuggle in another answer.
+/// Resolves host names and, outside dev mode, drops private addresses the policy does not
+/// allow. The client connects to exactly the addresses returned here, so a second lookup
+/// cannot smuggle in another answer.
 struct GuardedResolver {
-    block_private: bool,
+    policy: AddressPolicy,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let block_private = self.block_private;
+        let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
@@ -253,7 +255,7 @@ impl Resolve for GuardedResolver {
             }
             let allowed: Vec<SocketAddr> = found
                 .into_iter()
-                .filter(|a| !block_private || !is_forbidden_ip(a.ip()))
+                .filter(|a| policy.permits(a.ip()))
                 .collect();
             if allowed.is_empty() {
                 return Err(

@@ -1,5 +1,6 @@
 //! Webhook URLs and the address policy that keeps deliveries off private networks.
 
+use super::shown::shown;
 use ipnet::IpNet;
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -70,7 +71,12 @@ impl WebhookUrl {
             "http" => {
                 return Err("URL must use https (http is allowed only in --dev mode)".to_owned());
             }
-            other => return Err(format!("URL scheme {other:?} is not allowed; use https")),
+            other => {
+                return Err(format!(
+                    "URL scheme {} is not allowed; use https",
+                    shown(other)
+                ));
+            }
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err("URL must not contain a user name or password".to_owned());

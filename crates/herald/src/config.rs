@@ -5,8 +5,10 @@
 
 use crate::domain::duration::HumanDuration;
 use crate::domain::event_type::{Catalog, EventTypeInfo, default_event_types};
+use crate::domain::url::AddressPolicy;
 use crate::domain::{PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode};
 use anyhow::{Context, bail};
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,6 +81,9 @@ pub struct DeliverySettings {
     pub retry: RetryPolicyDoc,
     /// How long shutdown waits for attempts in flight.
     pub shutdown_grace: HumanDuration,
+    /// Private networks deliveries may reach outside dev mode (CIDR, e.g. `"10.20.0.0/16"`):
+    /// let through both when a webhook URL is checked and at connect time, after DNS.
+    pub allow_networks: Vec<IpNet>,
 }
 
 impl Default for Settings {
@@ -122,6 +127,7 @@ impl Default for DeliverySettings {
             disable_after: HumanDuration(Duration::from_secs(5 * 86_400)),
             retry: RetryPolicyDoc::default(),
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
+            allow_networks: Vec::new(),
         }
     }
 }
@@ -354,6 +360,11 @@ impl Settings {
         }
     }
 
+    /// Where webhook URLs and deliveries may point.
+    pub fn address_policy(&self) -> AddressPolicy {
+        AddressPolicy::new(self.dev, self.delivery.allow_networks.clone())
+    }
+
     /// This node's name.
     pub fn node_id(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| {
@@ -383,6 +394,7 @@ mod tests {
             listen = "0.0.0.0:9000"
             [delivery]
             workers = 8
+            allow_networks = ["10.20.0.0/16", "fd00::/8"]
             retry = { schedule = ["1s", "5s"], retry_on = "transient" }
             [[event_types]]
             name = "render.done"
@@ -393,7 +405,13 @@ mod tests {
         assert_eq!(s.delivery.workers, 8);
         assert_eq!(s.default_retry().unwrap().schedule.len(), 2);
         assert_eq!(s.event_types.len(), 1);
+        assert!(s.address_policy().permits("10.20.3.4".parse().unwrap()));
+        assert!(!s.address_policy().permits("10.21.3.4".parse().unwrap()));
         s.check().unwrap();
+        let err = toml::from_str::<Settings>("[delivery]\nallow_networks = [\"10.0.0.0/33\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allow_networks"), "{err}");
 
         let err = toml::from_str::<Settings>("[delivery]\nworkerz = 3")
             .unwrap_err()

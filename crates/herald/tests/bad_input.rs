@@ -113,7 +113,7 @@ async fn check(app: &TestApp, account: &TestAccount, c: &Case) -> Option<String>
     ))
 }
 
-/// A dev server with a small body limit, one account, one webhook, one delivered event.
+/// A dev server with a small body limit (or the one given), one account, one webhook, one delivered event.
 struct Seeded {
     app: TestApp,
     _receiver: TestReceiver,
@@ -123,7 +123,11 @@ struct Seeded {
 }
 
 async fn seeded(backend: Backend) -> Seeded {
-    let app = TestApp::spawn_with(backend, |s| s.body_limit = BODY_LIMIT).await;
+    seeded_with_limit(backend, BODY_LIMIT).await
+}
+
+async fn seeded_with_limit(backend: Backend, body_limit: usize) -> Seeded {
+    let app = TestApp::spawn_with(backend, |s| s.body_limit = body_limit).await;
     let receiver = TestReceiver::start().await;
     let acme = app.create_account("Acme").await;
     let webhook = app
@@ -385,9 +389,85 @@ async fn without_dev_http_and_private_targets_are_refused_with_422(backend: Back
     assert_eq!(urls, vec![public], "only the public webhook is stored");
 }
 
+/// `depth` arrays nested inside one another, around `inner`.
+fn nested(depth: usize, inner: &str) -> String {
+    format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// Input limits: JSON nested deeper than 64 levels anywhere in a body is refused with 400
+/// before anything reads it; over-long strings in any field are refused with 422 naming it,
+/// and the message does not echo them back.
+#[rustfmt::skip]
+async fn deep_nesting_and_over_long_fields_are_refused_and_write_nothing(backend: Backend) {
+    use Cred::{Admin, Key};
+    let s = seeded_with_limit(backend, 256 * 1024).await;
+    let (post, patch, put) = ("POST", "PATCH", "PUT");
+    let hook = |extra: Value| merged(&json!({ "url": "https://example.com/hook", "events": ["tts.completed"] }), extra);
+    let wh = format!("/v1/webhooks/{}", s.webhook);
+    let rotate = format!("{wh}/secret/rotate");
+    let long = "a".repeat(10_000);
+    let publish = |data: &str| raw(&format!(r#"{{"account": "{}", "type": "tts.completed", "data": {data}}}"#, s.acme.id));
+    let cases = vec![
+        // Nesting: 65 levels in event data, in a job's input, in a webhook body, in a rotation
+        // body; and 100 000 levels, far past serde_json's own recursion limit.
+        case(post, "/v1/events", Admin, publish(&nested(64, "1"))).malformed(),
+        case(post, "/v1/events", Admin, publish(&format!(r#"{{"a": {}}}"#, nested(63, "{}")))).malformed(),
+        case(post, "/v1/events", Admin, publish(&nested(100_000, ""))).malformed(),
+        case(post, "/v1/jobs", Admin, raw(&format!(r#"{{"account": "{}", "kind": "tts", "input": {}}}"#, s.acme.id, nested(64, "")))).malformed(),
+        case(post, "/v1/webhooks", Key, hook(json!({ "retry": serde_json::from_str::<Value>(&nested(70, "")).unwrap() }))).malformed(),
+        case(post, &rotate, Key, raw(&format!(r#"{{"secret": {}}}"#, nested(65, "")))).malformed(),
+        // Over-long strings.
+        case(post, "/v1/accounts", Admin, raw(&json!({ "name": "n".repeat(201) }).to_string())).invalid("name"),
+        case(post, "/v1/events", Admin, merged(&json!({ "account": s.acme.id, "data": {} }), json!({ "type": long }))).invalid("type"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "events": [format!("{long}.*")] }))).invalid("events[0]"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "description": "é".repeat(1001) }))).invalid("description"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "secret": format!("whsec_{long}") }))).invalid("secret"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "signing": { "mode": "bearer", "token": "t".repeat(4097) } }))).invalid("signing"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "signing": { "mode": "header", "name": long, "value": "v" } }))).invalid("signing"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "retry": { "schedule": [long] } }))).invalid("retry"),
+        case(post, "/v1/webhooks", Key, hook(json!({ "retry": { "preset": long } }))).invalid("retry"),
+        case(patch, &wh, Key, raw(&json!({ "url": format!("https://example.com/{long}") }).to_string())).invalid("url"),
+        case(post, &rotate, Key, raw(&json!({ "grace_period": long }).to_string())).invalid("grace_period"),
+        case(put, "/v1/me/callback-url", Key, raw(&json!({ "callback_url": format!("https://example.com/{long}") }).to_string())).invalid("callback_url"),
+        case(post, "/v1/jobs", Admin, raw(&json!({ "account": s.acme.id, "kind": long }).to_string())).invalid("kind"),
+        case(post, "/v1/jobs", Admin, raw(&json!({ "account": s.acme.id, "kind": "tts", "id": "j".repeat(129) }).to_string())).invalid("id"),
+        case(post, "/v1/jobs", Admin, raw(&json!({ "account": s.acme.id, "kind": "tts", "webhook_url": format!("https://example.com/{long}") }).to_string())).invalid("webhook_url"),
+    ];
+    assert!(cases.len() >= 10);
+    run_table(&s, &cases).await;
+    for c in &cases {
+        let token = match c.cred { Admin => ADMIN, Key => s.acme.key.as_str() };
+        let (_, body) = s.app.call_raw(c.method, &c.path, Some(token), c.body.as_deref(), &[]).await;
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.len() <= 1024, "{} {}: a {}-byte message echoes the input", c.method, c.path, message.len());
+    }
+}
+
+/// 64 levels of nesting are accepted, and brackets inside strings are not nesting.
+async fn sixty_four_levels_of_nesting_are_accepted(backend: Backend) {
+    let s = seeded_with_limit(backend, 256 * 1024).await;
+    for data in [
+        nested(63, ""),
+        json!({ "text": "[".repeat(1000) }).to_string(),
+        json!({ "text": format!("\\\"{}", "{".repeat(1000)) }).to_string(),
+    ] {
+        let body = format!(
+            r#"{{"account": "{}", "type": "tts.completed", "data": {data}}}"#,
+            s.acme.id
+        );
+        let (status, answer) = s
+            .app
+            .call_raw("POST", "/v1/events", Some(ADMIN), Some(&body), &[])
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+}
+
 on_both_backends!(
     each_bad_input_answers_its_status_with_the_json_error_and_writes_nothing,
     an_unknown_field_is_refused_naming_that_field_once,
     a_json_array_body_is_refused_not_read_as_positional_fields,
     without_dev_http_and_private_targets_are_refused_with_422,
+    deep_nesting_and_over_long_fields_are_refused_and_write_nothing,
+    sixty_four_levels_of_nesting_are_accepted,
 );

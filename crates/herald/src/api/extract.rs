@@ -62,6 +62,41 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     }
 }
 
+/// Deepest nesting of arrays and objects a request body may have, the body itself counting
+/// as one. Free-form values (`data`, a job's `input`) are kept as raw JSON, which serde_json
+/// reads without its recursion limit; receivers and the store parse them again, so the limit
+/// is enforced here, on the whole text, before anything reads it.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Whether `bytes` nests arrays and objects deeper than `limit` (brackets inside strings do not
+/// count). One pass, no allocation; malformed text is left for the parser to report.
+fn nests_deeper_than(bytes: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Parses a JSON object, classifying errors as the API reports them.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
@@ -69,6 +104,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty; expected a JSON object",
         ));
     };
+    if nests_deeper_than(bytes, MAX_JSON_DEPTH) {
+        return Err(ApiError::malformed(format!(
+            "request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep"
+        )));
+    }
     // serde would read an array as the struct's fields in order; only an object is a request.
     if *first != b'{' {
         return Err(
@@ -238,5 +278,24 @@ impl Actor {
             (Actor::Admin, None) => Ok(None),
             _ => self.account(state, named).await.map(Some),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(!nests_deeper_than(deep(64).as_bytes(), 64));
+        assert!(nests_deeper_than(deep(65).as_bytes(), 64));
+        assert!(nests_deeper_than(
+            format!("{{\"a\": {}}}", deep(64)).as_bytes(),
+            64
+        ));
+        let quoted = format!(r#"{{"s": "{}\"{}"}}"#, "[".repeat(100), "{".repeat(100));
+        assert!(!nests_deeper_than(quoted.as_bytes(), 2));
+        assert!(!nests_deeper_than(br#"{"s": "\\"}"#, 1));
     }
 }

@@ -6,6 +6,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Actor, ApiJson, ApiQuery};
 use crate::domain::event_type::{EventFilter, EventType};
 use crate::domain::job::valid_job_id;
+use crate::domain::shown::shown;
 use crate::domain::{
     Job, JobPatch, JobStatus, SigningMode, SigningSecret, Timestamp, Webhook, WebhookId,
     WebhookKind, WebhookStatus, WebhookUrl,
@@ -97,7 +98,10 @@ async fn create(
         let known = state.settings.job_kinds.join(", ");
         return Err(ApiError::invalid(
             "kind",
-            format!("unknown job kind {:?}; known kinds: {known}", body.kind),
+            format!(
+                "unknown job kind {}; known kinds: {known}",
+                shown(&body.kind)
+            ),
         ));
     }
     let id = match body.id {
@@ -114,7 +118,7 @@ async fn create(
         .webhook_url
         .as_deref()
         .map(|u| {
-            WebhookUrl::parse(u, state.settings.dev)
+            WebhookUrl::parse_with(u, &state.settings.address_policy())
                 .map_err(|e| ApiError::invalid("webhook_url", e))
         })
         .transpose()?;

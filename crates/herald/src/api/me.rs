@@ -51,7 +51,7 @@ async fn set_callback(
     ApiJson(body): ApiJson<SetCallback>,
 ) -> ApiResult<Json<Value>> {
     let account = actor.account(&state, body.account.as_deref()).await?;
-    let url = WebhookUrl::parse(&body.callback_url, state.settings.dev)
+    let url = WebhookUrl::parse_with(&body.callback_url, &state.settings.address_policy())
         .map_err(|e| ApiError::invalid("callback_url", e))?;
     let model = &state.settings.registration.callback;
     let signing = body.signing.unwrap_or_else(|| model.signing.clone());

@@ -107,7 +107,8 @@ struct AccountParam {
 }
 
 fn parse_url(state: &AppState, url: &str) -> ApiResult<WebhookUrl> {
-    WebhookUrl::parse(url, state.settings.dev).map_err(|e| ApiError::invalid("url", e))
+    WebhookUrl::parse_with(url, &state.settings.address_policy())
+        .map_err(|e| ApiError::invalid("url", e))
 }
 
 fn parse_filters(state: &AppState, events: &[String]) -> ApiResult<Vec<EventFilter>> {

@@ -2,7 +2,7 @@
 
 use super::message::MessageFormat;
 use crate::config::DeliverySettings;
-use crate::domain::url::is_forbidden_ip;
+use crate::domain::url::AddressPolicy;
 use crate::domain::{Attempt, AttemptId, AttemptOutcome, Timestamp};
 use crate::store::ClaimedDelivery;
 use http::HeaderValue;
@@ -22,7 +22,7 @@ pub struct AttemptReport {
 /// Sends deliveries over one shared HTTP client (connection reuse, no redirects).
 pub struct Sender {
     client: reqwest::Client,
-    block_private: bool,
+    policy: AddressPolicy,
     capture: usize,
     node: String,
     format: MessageFormat,
@@ -30,11 +30,12 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(settings: &DeliverySettings, dev: bool, node: String) -> anyhow::Result<Self> {
+        let policy = AddressPolicy::new(dev, settings.allow_networks.clone());
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(HeaderValue::try_from(settings.user_agent.as_str())?)
             .dns_resolver(Arc::new(GuardedResolver {
-                block_private: !dev,
+                policy: policy.clone(),
             }))
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -42,7 +43,7 @@ impl Sender {
             .build()?;
         Ok(Self {
             client,
-            block_private: !dev,
+            policy,
             capture: settings.response_capture_bytes,
             node,
             format: MessageFormat::new(settings)?,
@@ -76,10 +77,10 @@ impl Sender {
         }
     }
 
-    /// Outside dev mode, refuses plain http and literal private addresses up front (host names
-    /// are checked after DNS by the resolver).
+    /// Outside dev mode, refuses plain http and literal private addresses the policy does not
+    /// allow, up front (host names are checked after DNS by the resolver).
     fn refuse(&self, url: &str) -> Option<String> {
-        if !self.block_private {
+        if self.policy.is_dev() {
             return None;
         }
         let url = url::Url::parse(url).ok()?;
@@ -91,7 +92,7 @@ impl Sender {
             url::Host::Ipv6(ip) => IpAddr::V6(ip),
             url::Host::Domain(_) => return None,
         };
-        is_forbidden_ip(ip).then(|| format!("address {ip} is not allowed"))
+        (!self.policy.permits(ip)).then(|| format!("address {ip} is not allowed"))
     }
 
     async fn send(
@@ -149,12 +150,26 @@ impl Sender {
                 } else {
                     AttemptOutcome::Status { code }
                 };
-                let body =
-                    (!captured.is_empty()).then(|| String::from_utf8_lossy(&captured).into_owned());
+                let body = (!captured.is_empty()).then(|| captured_text(&captured, self.capture));
                 (outcome, None, body, retry_after)
             }
         }
     }
+}
+
+/// The captured bytes as text of at most `limit` bytes. Each invalid byte becomes U+FFFD
+/// (three bytes in UTF-8), so a binary answer would otherwise be kept at up to three times
+/// the limit.
+fn captured_text(captured: &[u8], limit: usize) -> String {
+    let mut text = String::from_utf8_lossy(captured).into_owned();
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date.
@@ -217,15 +232,16 @@ enum ResolveRefusal {
     Lookup(String),
 }
 
-/// Resolves host names and, outside dev mode, drops private addresses. The client connects to
-/// exactly the addresses returned here, so a second lookup cannot smuggle in another answer.
+/// Resolves host names and, outside dev mode, drops private addresses the policy does not
+/// allow. The client connects to exactly the addresses returned here, so a second lookup
+/// cannot smuggle in another answer.
 struct GuardedResolver {
-    block_private: bool,
+    policy: AddressPolicy,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let block_private = self.block_private;
+        let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
@@ -239,7 +255,7 @@ impl Resolve for GuardedResolver {
             }
             let allowed: Vec<SocketAddr> = found
                 .into_iter()
-                .filter(|a| !block_private || !is_forbidden_ip(a.ip()))
+                .filter(|a| policy.permits(a.ip()))
                 .collect();
             if allowed.is_empty() {
                 return Err(
@@ -248,5 +264,23 @@ impl Resolve for GuardedResolver {
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captured_text_stays_within_the_limit_in_bytes() {
+        assert_eq!(captured_text(b"hello", 4096), "hello");
+        let binary = captured_text(&[0xff; 4096], 4096);
+        assert!(
+            binary.len() <= 4096 && binary.len() > 4090,
+            "{}",
+            binary.len()
+        );
+        assert!(binary.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+        assert_eq!(captured_text("é".repeat(3).as_bytes(), 5), "éé");
     }
 }

@@ -1,6 +1,7 @@
 //! How one webhook's deliveries are shaped and authenticated: the signing mode, the payload
 //! format, and which registration model made the webhook.
 
+use super::shown::shown;
 use serde::{Deserialize, Serialize};
 
 const MAX_CREDENTIAL: usize = 4096;
@@ -60,11 +61,15 @@ impl SigningMode {
             Self::Bearer { token } => check_value("signing.token", token),
             Self::Header { name, value } => {
                 if http::HeaderName::try_from(name.as_str()).is_err() || name.len() > 128 {
-                    return Err(format!("signing.name {name:?} is not a valid header name"));
+                    return Err(format!(
+                        "signing.name {} is not a valid header name",
+                        shown(name)
+                    ));
                 }
                 if is_reserved_header(name) {
                     return Err(format!(
-                        "signing.name {name:?} is reserved; use another header name"
+                        "signing.name {} is reserved; use another header name",
+                        shown(name)
                     ));
                 }
                 check_value("signing.value", value)

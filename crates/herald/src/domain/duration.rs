@@ -1,5 +1,6 @@
 //! Durations written the way people write them: `250ms`, `5s`, `5m`, `2h`, `1d`.
 
+use super::shown::shown;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::time::Duration;
 
@@ -21,7 +22,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     let (digits, unit) = s.split_at(split);
     let bad = || {
         format!(
-            "invalid duration {input:?}: expected a whole number and a unit (ms, s, m, h, d), like \"5s\""
+            "invalid duration {}: expected a whole number and a unit (ms, s, m, h, d), like \"5s\"",
+            shown(input)
         )
     };
     if digits.is_empty() || digits.len() > 12 {

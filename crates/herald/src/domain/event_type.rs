@@ -1,5 +1,6 @@
 //! Event types, the catalog of known ones, and the filters a webhook subscribes with.
 
+use super::shown::shown;
 use serde::{Deserialize, Serialize};
 
 const MAX_TYPE_LEN: usize = 128;
@@ -23,7 +24,8 @@ impl EventType {
             Ok(Self(s.to_owned()))
         } else {
             Err(format!(
-                "invalid event type {s:?}: use dot-separated lowercase segments of a-z, 0-9, '_' or '-', like \"tts.completed\""
+                "invalid event type {}: use dot-separated lowercase segments of a-z, 0-9, '_' or '-', like \"tts.completed\"",
+                shown(s)
             ))
         }
     }
@@ -51,7 +53,10 @@ impl EventFilter {
             return EventType::parse(prefix)
                 .map(|t| Self::Prefix(format!("{}.", t.as_str())))
                 .map_err(|_| {
-                    format!("invalid event filter {s:?}: a prefix filter looks like \"tts.*\"")
+                    format!(
+                        "invalid event filter {}: a prefix filter looks like \"tts.*\"",
+                        shown(s)
+                    )
                 });
         }
         EventType::parse(s).map(Self::Exact)
@@ -130,7 +135,8 @@ impl Catalog {
             Ok(t)
         } else {
             Err(format!(
-                "unknown event type {s:?}; known types: {}",
+                "unknown event type {}; known types: {}",
+                shown(s),
                 self.known_names()
             ))
         }
@@ -149,7 +155,8 @@ impl Catalog {
             Ok(f)
         } else {
             Err(format!(
-                "{s:?} matches no known event type; known types: {}",
+                "{} matches no known event type; known types: {}",
+                shown(s),
                 self.known_names()
             ))
         }

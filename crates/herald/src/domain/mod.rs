@@ -9,6 +9,7 @@ pub mod model;
 pub mod outcome;
 pub mod retry;
 pub mod secret;
+pub mod shown;
 pub mod time;
 pub mod url;
 

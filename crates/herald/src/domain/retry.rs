@@ -4,6 +4,7 @@
 
 use super::duration::{HumanDuration, format_duration, parse_duration};
 use super::outcome::AttemptOutcome;
+use super::shown::shown;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -111,7 +112,8 @@ impl RetryPolicy {
                 }
                 Self::preset(name).ok_or_else(|| {
                     format!(
-                        "unknown retry preset {name:?}; known: standard, fixed, burst-exponential"
+                        "unknown retry preset {}; known: standard, fixed, burst-exponential",
+                        shown(name)
                     )
                 })?
             }

@@ -1,5 +1,7 @@
 //! Webhook URLs and the address policy that keeps deliveries off private networks.
 
+use super::shown::shown;
+use ipnet::IpNet;
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use url::{Host, Url};
@@ -11,9 +13,54 @@ const MAX_URL_LEN: usize = 2048;
 #[serde(transparent)]
 pub struct WebhookUrl(String);
 
+/// Where deliveries may go: public addresses only, plus the networks the operator listed in
+/// `delivery.allow_networks`; anything in dev mode. Checked on the URL when a webhook is saved
+/// and again on every resolved address at connect time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddressPolicy {
+    dev: bool,
+    allow: Vec<IpNet>,
+}
+
+impl AddressPolicy {
+    pub fn new(dev: bool, allow: Vec<IpNet>) -> Self {
+        Self { dev, allow }
+    }
+
+    pub fn is_dev(&self) -> bool {
+        self.dev
+    }
+
+    /// May a delivery connect to `ip`?
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        // `::ffff:127.0.0.1` is checked as the IPv4 address it stands for.
+        let ip = ip.to_canonical();
+        self.dev || !is_forbidden_ip(ip) || self.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    fn permits_host(&self, host: &Host<&str>) -> bool {
+        match host {
+            Host::Ipv4(ip) => self.permits(IpAddr::V4(*ip)),
+            Host::Ipv6(ip) => self.permits(IpAddr::V6(*ip)),
+            // `localhost` names loopback whatever DNS says (RFC 6761 §6.3).
+            Host::Domain(d) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                let loopback = d == "localhost" || d.ends_with(".localhost");
+                !loopback || self.permits(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            }
+        }
+    }
+}
+
 impl WebhookUrl {
     /// HTTPS only and public hosts only, unless `dev` allows `http://` and private targets.
     pub fn parse(input: &str, dev: bool) -> Result<Self, String> {
+        Self::parse_with(input, &AddressPolicy::new(dev, Vec::new()))
+    }
+
+    /// As [`parse`](Self::parse), with private hosts the policy allows let through too.
+    pub fn parse_with(input: &str, policy: &AddressPolicy) -> Result<Self, String> {
+        let dev = policy.is_dev();
         if input.len() > MAX_URL_LEN {
             return Err(format!("URL is longer than {MAX_URL_LEN} characters"));
         }
@@ -24,7 +71,12 @@ impl WebhookUrl {
             "http" => {
                 return Err("URL must use https (http is allowed only in --dev mode)".to_owned());
             }
-            other => return Err(format!("URL scheme {other:?} is not allowed; use https")),
+            other => {
+                return Err(format!(
+                    "URL scheme {} is not allowed; use https",
+                    shown(other)
+                ));
+            }
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err("URL must not contain a user name or password".to_owned());
@@ -33,8 +85,8 @@ impl WebhookUrl {
             return Err("URL must not contain a fragment (#…)".to_owned());
         }
         let host = url.host().ok_or("URL must have a host")?;
-        if !dev && host_is_private(&host) {
-            return Err("URL points to a loopback, private or link-local address; allowed only in --dev mode".to_owned());
+        if !policy.permits_host(&host) {
+            return Err("URL points to a loopback, private or link-local address; allowed only in --dev mode or in delivery.allow_networks".to_owned());
         }
         Ok(Self(url.into()))
     }
@@ -46,17 +98,6 @@ impl WebhookUrl {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-fn host_is_private(host: &Host<&str>) -> bool {
-    match host {
-        Host::Ipv4(ip) => is_forbidden_ip(IpAddr::V4(*ip)),
-        Host::Ipv6(ip) => is_forbidden_ip(IpAddr::V6(*ip)),
-        Host::Domain(d) => {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            d == "localhost" || d.ends_with(".localhost")
-        }
     }
 }
 
@@ -141,6 +182,22 @@ mod tests {
     fn dev_mode_allows_http_and_loopback() {
         assert!(WebhookUrl::parse("http://127.0.0.1:9000/hook", true).is_ok());
         assert!(WebhookUrl::parse("ftp://127.0.0.1/", true).is_err());
+    }
+
+    #[test]
+    fn allowed_networks_let_their_addresses_through_and_nothing_else() {
+        let policy = AddressPolicy::new(false, vec!["127.0.0.0/8".parse().unwrap()]);
+        for ok in [
+            "https://127.0.0.1:8443/",
+            "https://127.1/",
+            "https://[::ffff:127.0.0.2]/",
+            "https://localhost/",
+        ] {
+            assert!(WebhookUrl::parse_with(ok, &policy).is_ok(), "{ok}");
+        }
+        for bad in ["http://127.0.0.1/", "https://10.0.0.1/", "https://[::1]/"] {
+            assert!(WebhookUrl::parse_with(bad, &policy).is_err(), "{bad}");
+        }
     }
 
     #[test]

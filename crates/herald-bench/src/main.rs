@@ -74,6 +74,9 @@ enum Scenario {
         /// Webhooks subscribed to the events (0: ingest only).
         #[arg(long, default_value_t = 0)]
         webhooks: usize,
+        /// Events per request: above 1, requests go to `POST /v1/events/batch`.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
     /// N events to W webhooks as fast as possible: deliveries/s and publish→receipt latency.
     E2e {
@@ -155,7 +158,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let report = match cli.scenario {
         Scenario::Ceiling => scenarios::ceiling_only(&ctx).await?,
-        Scenario::Ingest { secs, webhooks } => scenarios::ingest(&ctx, secs, webhooks).await?,
+        Scenario::Ingest {
+            secs,
+            webhooks,
+            batch,
+        } => scenarios::ingest(&ctx, secs, webhooks, batch.max(1)).await?,
         Scenario::E2e { events, webhooks } => scenarios::e2e(&ctx, events, webhooks).await?,
         Scenario::Steady { rate, secs } => scenarios::steady(&ctx, rate, secs).await?,
         Scenario::Isolation {

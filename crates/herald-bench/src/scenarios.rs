@@ -152,6 +152,26 @@ fn publisher(account: &Arc<str>) -> MakeReq {
     })
 }
 
+/// Requests to `POST /v1/events/batch`, `n` events each.
+fn batch_publisher(account: &Arc<str>, n: usize) -> MakeReq {
+    let account = account.clone();
+    let path: Arc<str> = Arc::from("/v1/events/batch");
+    let token: Arc<str> = Arc::from(ADMIN);
+    Arc::new(move |seq, at| {
+        let events: Vec<String> = (0..n)
+            .map(|i| {
+                format!(r#"{{"account":"{account}","type":"tts.completed","data":{{"t":{at},"s":{seq},"i":{i}}}}}"#)
+            })
+            .collect();
+        Req {
+            method: Method::POST,
+            path: path.clone(),
+            token: Some(token.clone()),
+            body: Bytes::from(format!(r#"{{"events":[{}]}}"#, events.join(","))),
+        }
+    })
+}
+
 fn ok_hook<'a>(receiver: &Receiver, stream: &str) -> Hook<'a> {
     Hook {
         url: receiver.url(stream),
@@ -218,11 +238,11 @@ pub async fn ceiling_only(ctx: &Ctx) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// C publishers for T seconds; one event per request.
-pub async fn ingest(ctx: &Ctx, secs: f64, webhooks: usize) -> anyhow::Result<Report> {
+/// C publishers for T seconds; `batch` events per request (1: the single-event endpoint).
+pub async fn ingest(ctx: &Ctx, secs: f64, webhooks: usize, batch: usize) -> anyhow::Result<Report> {
     let mut report = Report::new(
         "ingest",
-        json!({ "connections": ctx.conns, "secs": secs, "webhooks": webhooks }),
+        json!({ "connections": ctx.conns, "secs": secs, "webhooks": webhooks, "batch": batch }),
     );
     let receiver = Receiver::start(free_port()?).await?;
     ctx.ceiling(&receiver, &mut report).await?;
@@ -234,18 +254,36 @@ pub async fn ingest(ctx: &Ctx, secs: f64, webhooks: usize) -> anyhow::Result<Rep
         server.addr,
         ctx.conns,
         Stop::After(Duration::from_secs_f64(secs)),
-        publisher(&fixture.account),
+        if batch > 1 {
+            batch_publisher(&fixture.account, batch)
+        } else {
+            publisher(&fixture.account)
+        },
         bar.clone(),
     )
     .await;
     bar.finish_and_clear();
     check_errors(&run, "publish")?;
-    report.add("events accepted", run.ok);
-    report.add("accepted events/s", run.rate());
-    report.add_latency("publish latency", run.latency());
-    report.plot_latency_of("publish latency", stats::to_pairs(&run.latency));
-    report.add_series("published/s", &run.series, run.first_us);
-    report.target_fraction("ingest events/s", run.rate(), 0.25);
+    let events_per_s = run.rate() * batch as f64;
+    report.add("events accepted", run.ok * batch as u64);
+    report.add("accepted events/s", events_per_s);
+    report.add_latency("publish latency (per request)", run.latency());
+    report.plot_latency_of(
+        "publish latency (per request)",
+        stats::to_pairs(&run.latency),
+    );
+    report.add_series("requests/s", &run.series, run.first_us);
+    if batch > 1 {
+        let met = events_per_s >= 100_000.0;
+        report.target(
+            "ingest events/s, batched",
+            "≥ 100,000/s".to_owned(),
+            events_per_s,
+            met,
+        );
+    } else {
+        report.target_fraction("ingest events/s", events_per_s, 0.25);
+    }
     Ok(report)
 }
 

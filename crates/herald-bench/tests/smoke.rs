@@ -86,7 +86,19 @@ fn ingest_reports_accepted_events_and_latency() {
     let r = run(&["ingest", "--secs", "1", "--webhooks", "1"]);
     assert!(number(&r, "events accepted") > 0.0);
     assert!(number(&r, "accepted events/s") > 0.0);
-    assert!(result(&r, "publish latency")["p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        result(&r, "publish latency (per request)")["p99_ms"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[test]
+fn batched_ingest_counts_events_not_requests() {
+    let r = run(&["ingest", "--secs", "1", "--batch", "50"]);
+    let events = number(&r, "events accepted");
+    assert!(events >= 50.0 && events % 50.0 == 0.0, "{events}");
 }
 
 #[test]

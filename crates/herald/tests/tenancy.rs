@@ -158,6 +158,76 @@ async fn another_accounts_ids_answer_404_on_every_route_and_change_nothing(backe
     assert_eq!(delivery["attempts"].as_array().unwrap().len(), 1);
 }
 
+async fn the_newer_routes_answer_404_for_another_accounts_ids_too(backend: Backend) {
+    let World { app, a, b, .. } = world(backend).await;
+    let (s, job) = app
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(ADMIN),
+            Some(json!({ "account": a.account.id, "kind": "tts", "id": "a-job" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{job}");
+    let secret_before = app
+        .get(
+            &format!("/v1/webhooks/{}/secret", a.webhook),
+            &a.account.key,
+        )
+        .await;
+    let acc = &a.account.id;
+    let routes: Vec<(&str, String, Option<Value>)> = vec![
+        (
+            "POST",
+            format!("/v1/webhooks/{}/secret/rotate", a.webhook),
+            Some(json!({ "grace_period": "0s" })),
+        ),
+        ("POST", format!("/v1/webhooks/{}/enable", a.webhook), None),
+        ("POST", format!("/v1/webhooks/{}/test", a.webhook), None),
+        ("GET", "/v1/jobs/a-job".to_owned(), None),
+        ("GET", format!("/v1/me/callback-url?account={acc}"), None),
+        (
+            "PUT",
+            "/v1/me/callback-url".to_owned(),
+            Some(json!({ "callback_url": "http://127.0.0.1:9/x", "account": acc })),
+        ),
+        ("DELETE", format!("/v1/me/callback-url?account={acc}"), None),
+        ("GET", format!("/v1/me/signing-secret?account={acc}"), None),
+    ];
+    for (method, path, body) in &routes {
+        let (status, answer) = app
+            .call(method, path, Some(&b.account.key), body.clone())
+            .await;
+        assert_error(
+            status,
+            &answer,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("{method} {path} with B's key"),
+        );
+    }
+    let secret_after = app
+        .get(
+            &format!("/v1/webhooks/{}/secret", a.webhook),
+            &a.account.key,
+        )
+        .await;
+    assert_eq!(secret_before, secret_after, "B's rotate changed nothing");
+    let callback = app.get("/v1/me/callback-url", &a.account.key).await;
+    assert_eq!(
+        callback["callback_url"],
+        Value::Null,
+        "B's PUT set nothing for A"
+    );
+    let events = app
+        .get("/v1/events?type=webhook.test", &a.account.key)
+        .await;
+    assert!(
+        events["data"].as_array().unwrap().is_empty(),
+        "B's test sent nothing to A's webhook"
+    );
+}
+
 async fn naming_another_account_answers_404_on_lists_and_create(backend: Backend) {
     let World { app, a, b, .. } = world(backend).await;
     let acc = &a.account.id;
@@ -329,6 +399,7 @@ async fn an_account_key_on_admin_only_routes_answers_403(backend: Backend) {
 }
 
 on_both_backends!(
+    the_newer_routes_answer_404_for_another_accounts_ids_too,
     another_accounts_ids_answer_404_on_every_route_and_change_nothing,
     naming_another_account_answers_404_on_lists_and_create,
     each_accounts_lists_hold_only_its_own_resources,

@@ -1003,6 +1003,13 @@ async fn publish_batch(
     let mut tx = Transaction::begin(conn, None).await?;
     let mut results = Vec::with_capacity(batch.len());
     for event in batch.iter().flat_map(|r| &r.events) {
+        // Only an idempotency key can refuse one event alone, and it does so before writing
+        // anything; any other error fails the whole group (nothing of it is committed). So a
+        // savepoint is needed only around events that carry a key.
+        if event.idempotency.is_none() {
+            results.push(Ok(publish_on(&mut tx, event).await?));
+            continue;
+        }
         sqlx::query("SAVEPOINT publish").execute(&mut *tx).await?;
         let result = publish_on(&mut tx, event).await;
         if result.is_err() {

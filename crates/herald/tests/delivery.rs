@@ -169,12 +169,7 @@ async fn failed_attempts_are_retried_on_schedule_until_success(backend: Backend)
         "webhook-id is stable across retries: {ids:?}"
     );
 
-    let delivery_id = app
-        .deliveries_of(&acme, event["id"].as_str().unwrap())
-        .await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let delivery_id = app.first_delivery(&acme, &event).await;
     let done = app
         .wait_for_status(&acme, &delivery_id, "succeeded", WAIT)
         .await;
@@ -199,12 +194,7 @@ async fn a_delivery_that_never_succeeds_fails_after_one_plus_schedule_attempts(b
     )
     .await;
     let event = app.publish(&acme, "tts.failed", json!({})).await;
-    let delivery_id = app
-        .deliveries_of(&acme, event["id"].as_str().unwrap())
-        .await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let delivery_id = app.first_delivery(&acme, &event).await;
     let failed = app
         .wait_for_status(&acme, &delivery_id, "failed", WAIT)
         .await;
@@ -256,12 +246,7 @@ async fn a_transient_policy_gives_up_at_once_on_a_client_error_and_honours_retry
     )
     .await;
     let event = app.publish(&acme, "tts.completed", json!({})).await;
-    let delivery_id = app
-        .deliveries_of(&acme, event["id"].as_str().unwrap())
-        .await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let delivery_id = app.first_delivery(&acme, &event).await;
     let failed = app
         .wait_for_status(&acme, &delivery_id, "failed", WAIT)
         .await;
@@ -285,12 +270,7 @@ async fn a_receiver_that_hangs_past_the_timeout_is_recorded_as_a_timeout(backend
     )
     .await;
     let event = app.publish(&acme, "stt.completed", json!({})).await;
-    let delivery_id = app
-        .deliveries_of(&acme, event["id"].as_str().unwrap())
-        .await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let delivery_id = app.first_delivery(&acme, &event).await;
     let failed = app
         .wait_for_status(&acme, &delivery_id, "failed", WAIT)
         .await;

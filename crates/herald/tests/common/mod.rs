@@ -328,6 +328,14 @@ impl TestApp {
         page["data"].as_array().unwrap().clone()
     }
 
+    /// The id of the (first) delivery of a published event, from its publish answer.
+    pub async fn first_delivery(&self, account: &TestAccount, published: &Value) -> String {
+        let deliveries = self
+            .deliveries_of(account, published["id"].as_str().unwrap())
+            .await;
+        deliveries[0]["id"].as_str().unwrap().to_owned()
+    }
+
     /// Waits until the delivery reaches `status`, and returns it with its attempts.
     pub async fn wait_for_status(
         &self,

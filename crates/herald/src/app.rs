@@ -46,9 +46,14 @@ impl Herald {
             Some(t) => t.clone(),
             None => load_or_create_admin_token(&settings.data_dir)?,
         };
-        let store: DynStore = store::open(&settings.database_url(), settings.database_pool_size)
-            .await
-            .context("opening the store")?;
+        let sealer = store::seal::Sealer::new(settings.secrets_key.as_ref());
+        let store: DynStore = store::open(
+            &settings.database_url(),
+            settings.database_pool_size,
+            sealer,
+        )
+        .await
+        .context("opening the store")?;
         let catalog = settings.catalog().map_err(anyhow::Error::msg)?;
         let default_retry = settings.default_retry().map_err(anyhow::Error::msg)?;
         let waker = Waker::default();

@@ -7,6 +7,7 @@ use crate::domain::duration::HumanDuration;
 use crate::domain::event_type::{Catalog, EventTypeInfo, default_event_types};
 use crate::domain::url::AddressPolicy;
 use crate::domain::{PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode};
+use crate::store::seal::{KEY_VARIABLE, SecretsKey};
 use anyhow::{Context, bail};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -29,6 +30,10 @@ pub struct Settings {
     /// The operator's admin token; from `HERALD_ADMIN_TOKEN` only, never from a file or a flag.
     #[serde(skip)]
     pub admin_token: Option<AdminToken>,
+    /// The key webhook secrets are encrypted with at rest; from `HERALD_SECRETS_KEY` only,
+    /// never from a file or a flag. Unset: secrets are stored as they are.
+    #[serde(skip)]
+    pub secrets_key: Option<SecretsKey>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     /// How long an `Idempotency-Key` on publish is remembered.
@@ -96,6 +101,7 @@ impl Default for Settings {
             database_pool_size: 16,
             dev: false,
             admin_token: None,
+            secrets_key: None,
             body_limit: 256 * 1024,
             idempotency_window: HumanDuration(Duration::from_secs(24 * 3600)),
             allow_unknown_event_types: false,
@@ -255,6 +261,11 @@ impl Settings {
             && !token.is_empty()
         {
             settings.admin_token = Some(AdminToken(token));
+        }
+        if let Ok(key) = std::env::var(KEY_VARIABLE)
+            && !key.is_empty()
+        {
+            settings.secrets_key = Some(SecretsKey::parse(&key).map_err(anyhow::Error::msg)?);
         }
         settings.check()?;
         Ok(settings)

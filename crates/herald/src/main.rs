@@ -23,6 +23,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run a local receiver that prints the webhooks it gets and checks their signatures.
     Listen(herald::listen::ListenArgs),
+    /// Print a new random key for HERALD_SECRETS_KEY (encrypts webhook secrets at rest).
+    GenSecretsKey,
 }
 
 #[tokio::main]
@@ -42,6 +44,13 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             tokio::spawn(signal_shutdown(shutdown.clone()));
             server.run(shutdown).await
+        }
+        Command::GenSecretsKey => {
+            println!(
+                "{}",
+                herald::store::seal::SecretsKey::generate().to_base64()
+            );
+            Ok(())
         }
         Command::Listen(args) => {
             let shutdown = CancellationToken::new();

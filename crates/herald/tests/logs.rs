@@ -1,12 +1,14 @@
 //! Secrets never reach a log line: a server runs in this process under a DEBUG subscriber that
 //! writes to a buffer; after a full flow (account and API key, webhooks with known secrets and
-//! tokens, deliveries, a failing one, a retry, a rotation) the buffer holds none of them.
+//! tokens, deliveries, a failing one, a retry, a rotation, all under a `HERALD_SECRETS_KEY`)
+//! the buffer holds none of them.
 
 mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::{ADMIN, Backend, Reply, TestApp, TestReceiver};
+use herald::store::seal::SecretsKey;
 use serde_json::json;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -50,7 +52,8 @@ fn hmac_secret(fill: u8) -> String {
 
 async fn no_secret_or_token_appears_in_debug_logs(backend: Backend) {
     let logs = captured_logs();
-    let app = TestApp::spawn(backend).await;
+    let secrets_key = SecretsKey::generate();
+    let app = TestApp::spawn_with(backend, |s| s.secrets_key = Some(secrets_key.clone())).await;
     let good = TestReceiver::start().await;
     let failing = TestReceiver::start().await;
     failing.set_default(Reply::status(500));
@@ -185,6 +188,7 @@ async fn no_secret_or_token_appears_in_debug_logs(backend: Backend) {
         ("API key", acme.key.clone()),
         ("bearer token", bearer.to_owned()),
         ("header value", header_value.to_owned()),
+        ("secrets key", secrets_key.to_base64()),
     ];
     for (what, secret) in [
         ("HMAC secret", &standard),

@@ -6,6 +6,7 @@
 
 pub mod postgres;
 mod rows;
+pub mod seal;
 pub mod sqlite;
 
 use crate::domain::job::JobConflict;
@@ -33,6 +34,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
+    /// A stored secret cannot be read with the configured `HERALD_SECRETS_KEY` (or without one).
+    #[error(transparent)]
+    Sealed(#[from] seal::SealError),
     #[error("the Idempotency-Key was already used with a different request")]
     IdempotencyConflict,
     #[error("{0}")]
@@ -487,14 +491,21 @@ pub(crate) fn saturated_webhooks(req: &ClaimRequest) -> Vec<String> {
         .collect()
 }
 
-/// Opens the store a database URL names and runs its migrations.
+/// Opens the store a database URL names, runs its migrations, and brings the stored secrets in
+/// line with `sealer` ([`seal::Sealer::reseal`]): sealed with its key, or refused without it.
 /// `pool_size` bounds the PostgreSQL connections of this process (SQLite uses one writer).
-pub async fn open(database_url: &str, pool_size: u32) -> StoreResult<DynStore> {
+pub async fn open(
+    database_url: &str,
+    pool_size: u32,
+    sealer: seal::Sealer,
+) -> StoreResult<DynStore> {
     if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(database_url).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(database_url, sealer).await?,
+        ))
     } else if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
         Ok(Arc::new(
-            postgres::PgStore::open(database_url, pool_size).await?,
+            postgres::PgStore::open(database_url, pool_size, sealer).await?,
         ))
     } else {
         Err(StoreError::Unsupported(format!(

@@ -7,8 +7,9 @@
 
 use super::rows::{
     self, AttemptColumns, DeliveryColumns, JOB_COLUMNS, JobColumns, WEBHOOK_COLUMNS,
-    WebhookColumns, WebhookValues, corrupt, paginate,
+    WEBHOOK_SECRETS_QUERY, WebhookColumns, WebhookSecretColumns, WebhookValues, corrupt, paginate,
 };
+use super::seal::{Column, Sealer};
 use super::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
     JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, QueueDepth,
@@ -31,10 +32,14 @@ const CHANNEL: &str = "herald_work";
 
 pub struct PgStore {
     pool: PgPool,
+    /// Seals the secret columns on write, opens them on read.
+    sealer: Sealer,
 }
 
 impl PgStore {
-    pub async fn open(url: &str, pool_size: u32) -> StoreResult<Self> {
+    /// Connects, runs migrations, and seals or checks the stored secrets (see
+    /// [`Sealer::reseal`]).
+    pub async fn open(url: &str, pool_size: u32, sealer: Sealer) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
@@ -43,8 +48,59 @@ impl PgStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        reseal_stored_secrets(&pool, &sealer).await?;
+        Ok(Self { pool, sealer })
     }
+}
+
+/// The start-up pass over the stored secrets, in one transaction: with a key, plaintext values
+/// are sealed and sealed ones must open; without one, a sealed value stops the start. With a
+/// key the rows are locked, so nodes starting together seal each value once.
+async fn reseal_stored_secrets(pool: &PgPool, sealer: &Sealer) -> StoreResult<()> {
+    let lock = if sealer.has_key() { " FOR UPDATE" } else { "" };
+    let mut tx = pool.begin().await?;
+    let mut resealed = 0;
+    let webhooks: Vec<WebhookSecretColumns> =
+        sqlx::query_as(AssertSqlSafe(format!("{WEBHOOK_SECRETS_QUERY}{lock}")))
+            .fetch_all(&mut *tx)
+            .await?;
+    for row in webhooks {
+        if let Some(new) = row.resealed(sealer)? {
+            sqlx::query(
+                "UPDATE webhooks SET secret = $1, previous_secret = $2, signing = $3 WHERE id = $4",
+            )
+            .bind(&new.secret)
+            .bind(&new.previous_secret)
+            .bind(&new.signing)
+            .bind(&new.id)
+            .execute(&mut *tx)
+            .await?;
+            resealed += 1;
+        }
+    }
+    let accounts: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT id, signing_secret FROM accounts WHERE signing_secret IS NOT NULL{lock}"
+    )))
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id, stored) in accounts {
+        if let Some(new) = sealer.reseal(Column::AccountSigningSecret, &id, &stored)? {
+            sqlx::query("UPDATE accounts SET signing_secret = $1 WHERE id = $2")
+                .bind(new)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            resealed += 1;
+        }
+    }
+    tx.commit().await?;
+    if resealed > 0 {
+        tracing::info!(
+            rows = resealed,
+            "encrypted the secrets stored in plaintext with HERALD_SECRETS_KEY"
+        );
+    }
+    Ok(())
 }
 
 fn push_page(q: &mut QueryBuilder<Postgres>, id_column: &str, page: &PageRequest) {
@@ -147,18 +203,24 @@ impl Store for PgStore {
 
     async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
-        insert_webhook_on(&mut conn, w).await
+        insert_webhook_on(&mut conn, w, &self.sealer).await
     }
 
     async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret> {
         let fresh = SigningSecret::generate();
-        let text: String = sqlx::query_scalar(
+        let stored: String = sqlx::query_scalar(
             "UPDATE accounts SET signing_secret = COALESCE(signing_secret, $1) WHERE id = $2 RETURNING signing_secret",
         )
-        .bind(fresh.expose())
+        .bind(
+            self.sealer
+                .seal(Column::AccountSigningSecret, account.as_str(), fresh.expose()),
+        )
         .bind(account.as_str())
         .fetch_one(&self.pool)
         .await?;
+        let text = self
+            .sealer
+            .open(Column::AccountSigningSecret, account.as_str(), &stored)?;
         SigningSecret::parse(&text).map_err(|e| corrupt("account signing secret", e))
     }
 
@@ -169,7 +231,7 @@ impl Store for PgStore {
         .bind(account.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(WebhookColumns::into_webhook).transpose()
+        row.map(|r| r.into_webhook(&self.sealer)).transpose()
     }
 
     async fn set_callback_webhook(&self, w: &Webhook) -> StoreResult<Webhook> {
@@ -179,19 +241,31 @@ impl Store for PgStore {
             .bind(w.account_id.as_str())
             .execute(&mut *tx)
             .await?;
-        let updated = sqlx::query(
-            "UPDATE webhooks SET url = $1, signing = $2, format = $3, updated_at = $4
-             WHERE account_id = $5 AND kind = 'callback' AND deleted_at IS NULL",
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM webhooks WHERE account_id = $1 AND kind = 'callback' AND deleted_at IS NULL",
         )
-        .bind(w.url.as_str())
-        .bind(WebhookValues::of(w).signing)
-        .bind(w.format.as_str())
-        .bind(w.updated_at.millis())
         .bind(w.account_id.as_str())
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            insert_webhook_on(&mut tx, w).await?;
+        match existing {
+            Some(id) => {
+                // The row keeps its own id, which its sealed signing column is bound to.
+                let current = Webhook {
+                    id: WebhookId::from_trusted(id),
+                    ..w.clone()
+                };
+                sqlx::query(
+                    "UPDATE webhooks SET url = $1, signing = $2, format = $3, updated_at = $4 WHERE id = $5",
+                )
+                .bind(w.url.as_str())
+                .bind(rows::sealed_signing(&current, &self.sealer))
+                .bind(w.format.as_str())
+                .bind(w.updated_at.millis())
+                .bind(current.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => insert_webhook_on(&mut tx, w, &self.sealer).await?,
         }
         let row: WebhookColumns = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = $1 AND kind = 'callback' AND deleted_at IS NULL"
@@ -200,7 +274,7 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        row.into_webhook()
+        row.into_webhook(&self.sealer)
     }
 
     async fn set_webhook_status(
@@ -222,7 +296,7 @@ impl Store for PgStore {
         scope(&mut q, "account_id", account);
         q.push(format!(" RETURNING {WEBHOOK_COLUMNS}"));
         let row: Option<WebhookColumns> = q.build_query_as().fetch_optional(&self.pool).await?;
-        row.map(WebhookColumns::into_webhook).transpose()
+        row.map(|r| r.into_webhook(&self.sealer)).transpose()
     }
 
     async fn create_job(&self, job: &Job, webhook: Option<&Webhook>) -> StoreResult<JobCreated> {
@@ -232,7 +306,7 @@ impl Store for PgStore {
             return Ok(JobCreated::Exists);
         }
         if let Some(w) = webhook {
-            insert_webhook_on(&mut tx, w).await?;
+            insert_webhook_on(&mut tx, w, &self.sealer).await?;
         }
         insert_event(&mut tx, &NewEvent::for_job(job), Timestamp::now()).await?;
         tx.commit().await?;
@@ -283,7 +357,7 @@ impl Store for PgStore {
         q.push_bind(id.as_str().to_owned());
         scope(&mut q, "account_id", account);
         let row: Option<WebhookColumns> = q.build_query_as().fetch_optional(&self.pool).await?;
-        row.map(WebhookColumns::into_webhook).transpose()
+        row.map(|r| r.into_webhook(&self.sealer)).transpose()
     }
 
     async fn list_webhooks(
@@ -299,13 +373,13 @@ impl Store for PgStore {
         let rows: Vec<WebhookColumns> = q.build_query_as().fetch_all(&self.pool).await?;
         let items = rows
             .into_iter()
-            .map(WebhookColumns::into_webhook)
+            .map(|r| r.into_webhook(&self.sealer))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(paginate(items, page.limit, |w| w.id.to_string()))
     }
 
     async fn update_webhook(&self, w: &Webhook) -> StoreResult<bool> {
-        let v = WebhookValues::of(w);
+        let v = WebhookValues::of(w, &self.sealer);
         let done = sqlx::query(
             "UPDATE webhooks SET url = $1, events = $2, secret = $3, description = $4, retry = $5,
              status = $6, updated_at = $7, signing = $8, format = $9, previous_secret = $10,
@@ -314,7 +388,7 @@ impl Store for PgStore {
         )
         .bind(w.url.as_str())
         .bind(&v.events)
-        .bind(w.secret.expose())
+        .bind(&v.secret)
         .bind(&w.description)
         .bind(&v.retry)
         .bind(w.status.as_str())
@@ -587,7 +661,7 @@ impl Store for PgStore {
                     lease: lease.clone(),
                     attempt_number: row.get::<i64, _>("d_attempts_made") as u32 + 1,
                     event: event_from_row(row, "e_")?,
-                    webhook: webhook.into_webhook()?,
+                    webhook: webhook.into_webhook(&self.sealer)?,
                 })
             })
             .collect()
@@ -815,8 +889,12 @@ async fn record_health(
     Ok(())
 }
 
-async fn insert_webhook_on(conn: &mut sqlx::PgConnection, w: &Webhook) -> StoreResult<()> {
-    let v = WebhookValues::of(w);
+async fn insert_webhook_on(
+    conn: &mut sqlx::PgConnection,
+    w: &Webhook,
+    sealer: &Sealer,
+) -> StoreResult<()> {
+    let v = WebhookValues::of(w, sealer);
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
@@ -825,7 +903,7 @@ async fn insert_webhook_on(conn: &mut sqlx::PgConnection, w: &Webhook) -> StoreR
     .bind(w.account_id.as_str())
     .bind(w.url.as_str())
     .bind(&v.events)
-    .bind(w.secret.expose())
+    .bind(&v.secret)
     .bind(&w.description)
     .bind(&v.retry)
     .bind(w.status.as_str())

@@ -1,5 +1,6 @@
 //! Turning stored columns back into domain records, shared by the backends.
 
+use super::seal::{Column, SealError, Sealer};
 use super::{StoreError, StoreResult};
 use crate::domain::retry::StoredPolicy;
 use crate::domain::{
@@ -64,40 +65,91 @@ pub(crate) const WEBHOOK_COLUMNS: &str = "id, account_id, url, events, secret, d
      created_at, updated_at, kind, job_id, signing, format, previous_secret, previous_secret_until, \
      disabled_reason, failing_since";
 
-/// A webhook's values in [`WEBHOOK_COLUMNS`] order, for inserts and updates.
+/// A webhook's values in [`WEBHOOK_COLUMNS`] order, for inserts and updates; the secret
+/// columns (`secret`, `signing`, `previous_secret`) as the sealer stores them.
 pub(crate) struct WebhookValues {
     pub events: String,
     pub retry: String,
+    pub secret: String,
     pub signing: String,
     pub previous_secret: Option<String>,
     pub previous_secret_until: Option<i64>,
 }
 
 impl WebhookValues {
-    pub fn of(w: &Webhook) -> Self {
+    pub fn of(w: &Webhook, sealer: &Sealer) -> Self {
+        let id = w.id.as_str();
         Self {
             events: filters_to_json(&w.events),
             retry: policy_to_json(&w.retry),
-            signing: serde_json::to_string(&w.signing).expect("modes serialize"),
+            secret: sealer.seal(Column::WebhookSecret, id, w.secret.expose()),
+            signing: sealed_signing(w, sealer),
             previous_secret: w
                 .previous_secret
                 .as_ref()
-                .map(|(s, _)| s.expose().to_owned()),
+                .map(|(s, _)| sealer.seal(Column::WebhookPreviousSecret, id, s.expose())),
             previous_secret_until: w.previous_secret.as_ref().map(|(_, t)| t.millis()),
         }
     }
 }
 
+/// The `signing` column of a webhook (it holds the `bearer` token or the `header` value).
+pub(crate) fn sealed_signing(w: &Webhook, sealer: &Sealer) -> String {
+    let json = serde_json::to_string(&w.signing).expect("modes serialize");
+    sealer.seal(Column::WebhookSigning, w.id.as_str(), &json)
+}
+
+/// A webhook's secret columns as stored, for the start-up pass ([`Sealer::reseal`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct WebhookSecretColumns {
+    pub id: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub signing: String,
+}
+
+/// Reads [`WebhookSecretColumns`] of every webhook, deleted ones too.
+pub(crate) const WEBHOOK_SECRETS_QUERY: &str =
+    "SELECT id, secret, previous_secret, signing FROM webhooks";
+
+impl WebhookSecretColumns {
+    /// The row as the start-up pass leaves it, if the pass changes it.
+    pub fn resealed(&self, sealer: &Sealer) -> Result<Option<Self>, SealError> {
+        let id = self.id.as_str();
+        let secret = sealer.reseal(Column::WebhookSecret, id, &self.secret)?;
+        let signing = sealer.reseal(Column::WebhookSigning, id, &self.signing)?;
+        let previous = match &self.previous_secret {
+            Some(p) => sealer.reseal(Column::WebhookPreviousSecret, id, p)?,
+            None => None,
+        };
+        if secret.is_none() && signing.is_none() && previous.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            id: self.id.clone(),
+            secret: secret.unwrap_or_else(|| self.secret.clone()),
+            previous_secret: previous.or_else(|| self.previous_secret.clone()),
+            signing: signing.unwrap_or_else(|| self.signing.clone()),
+        }))
+    }
+}
+
 impl WebhookColumns {
-    pub fn into_webhook(self) -> StoreResult<Webhook> {
+    pub fn into_webhook(self, sealer: &Sealer) -> StoreResult<Webhook> {
         let retry: StoredPolicy =
             serde_json::from_str(&self.retry).map_err(|e| corrupt("webhook retry policy", e))?;
+        let secret = sealer.open(Column::WebhookSecret, &self.id, &self.secret)?;
+        let signing = sealer.open(Column::WebhookSigning, &self.id, &self.signing)?;
+        let previous_secret = self
+            .previous_secret
+            .map(|s| sealer.open(Column::WebhookPreviousSecret, &self.id, &s))
+            .transpose()?;
         Ok(Webhook {
             id: WebhookId::from_trusted(self.id),
             account_id: AccountId::from_trusted(self.account_id),
             url: WebhookUrl::from_trusted(self.url),
             events: filters_from_json(&self.events)?,
-            secret: SigningSecret::parse(&self.secret).map_err(|e| corrupt("webhook secret", e))?,
+            secret: SigningSecret::parse(&secret).map_err(|e| corrupt("webhook secret", e))?,
             description: self.description,
             retry: retry.into(),
             status: WebhookStatus::parse(&self.status)
@@ -107,11 +159,10 @@ impl WebhookColumns {
             kind: WebhookKind::parse(&self.kind)
                 .ok_or_else(|| corrupt("webhook kind", &self.kind))?,
             job_id: self.job_id,
-            signing: serde_json::from_str(&self.signing)
-                .map_err(|e| corrupt("webhook signing", e))?,
+            signing: serde_json::from_str(&signing).map_err(|e| corrupt("webhook signing", e))?,
             format: PayloadFormat::parse(&self.format)
                 .ok_or_else(|| corrupt("webhook format", &self.format))?,
-            previous_secret: match (self.previous_secret, self.previous_secret_until) {
+            previous_secret: match (previous_secret, self.previous_secret_until) {
                 (Some(s), Some(until)) => Some((
                     SigningSecret::parse(&s).map_err(|e| corrupt("previous secret", e))?,
                     Timestamp::from_millis(until),

@@ -7,8 +7,9 @@
 
 use super::rows::{
     self, AttemptColumns, DeliveryColumns, JOB_COLUMNS, JobColumns, WEBHOOK_COLUMNS,
-    WebhookColumns, WebhookValues, corrupt, paginate,
+    WEBHOOK_SECRETS_QUERY, WebhookColumns, WebhookSecretColumns, WebhookValues, corrupt, paginate,
 };
+use super::seal::{Column, Sealer};
 use super::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
     JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, QueueDepth,
@@ -33,13 +34,16 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Publishes go to the group-commit task.
     publisher: mpsc::Sender<PublishRequest>,
+    /// Seals the secret columns on write, opens them on read.
+    sealer: Sealer,
     _lock: Option<std::fs::File>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database, takes the single-process lock, runs migrations,
-    /// and releases leases left by a crashed predecessor.
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    /// seals or checks the stored secrets (see [`Sealer::reseal`]), and releases leases left by a
+    /// crashed predecessor.
+    pub async fn open(url: &str, sealer: Sealer) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -53,6 +57,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        reseal_stored_secrets(&writer, &sealer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -68,6 +73,7 @@ impl SqliteStore {
             publisher,
             writer,
             reader,
+            sealer,
             _lock: lock,
         })
     }
@@ -98,6 +104,52 @@ impl SqliteStore {
             .await?;
         Ok(Transaction::begin(conn, None).await?)
     }
+}
+
+/// The start-up pass over the stored secrets, in one transaction: with a key, plaintext values
+/// are sealed and sealed ones must open; without one, a sealed value stops the start.
+async fn reseal_stored_secrets(writer: &SqlitePool, sealer: &Sealer) -> StoreResult<()> {
+    let mut tx = writer.begin().await?;
+    let mut resealed = 0;
+    let webhooks: Vec<WebhookSecretColumns> = sqlx::query_as(WEBHOOK_SECRETS_QUERY)
+        .fetch_all(&mut *tx)
+        .await?;
+    for row in webhooks {
+        if let Some(new) = row.resealed(sealer)? {
+            sqlx::query(
+                "UPDATE webhooks SET secret = ?, previous_secret = ?, signing = ? WHERE id = ?",
+            )
+            .bind(&new.secret)
+            .bind(&new.previous_secret)
+            .bind(&new.signing)
+            .bind(&new.id)
+            .execute(&mut *tx)
+            .await?;
+            resealed += 1;
+        }
+    }
+    let accounts: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, signing_secret FROM accounts WHERE signing_secret IS NOT NULL")
+            .fetch_all(&mut *tx)
+            .await?;
+    for (id, stored) in accounts {
+        if let Some(new) = sealer.reseal(Column::AccountSigningSecret, &id, &stored)? {
+            sqlx::query("UPDATE accounts SET signing_secret = ? WHERE id = ?")
+                .bind(new)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            resealed += 1;
+        }
+    }
+    tx.commit().await?;
+    if resealed > 0 {
+        tracing::info!(
+            rows = resealed,
+            "encrypted the secrets stored in plaintext with HERALD_SECRETS_KEY"
+        );
+    }
+    Ok(())
 }
 
 /// Holds an exclusive lock on `<db>.lock` for the life of the process.
@@ -196,7 +248,7 @@ impl Store for SqliteStore {
 
     async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
         let mut conn = self.durable_conn().await?;
-        insert_webhook_on(&mut conn, w).await
+        insert_webhook_on(&mut conn, w, &self.sealer).await
     }
 
     async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret> {
@@ -205,14 +257,21 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE accounts SET signing_secret = ? WHERE id = ? AND signing_secret IS NULL",
         )
-        .bind(fresh.expose())
+        .bind(self.sealer.seal(
+            Column::AccountSigningSecret,
+            account.as_str(),
+            fresh.expose(),
+        ))
         .bind(account.as_str())
         .execute(&mut *conn)
         .await?;
-        let text: String = sqlx::query_scalar("SELECT signing_secret FROM accounts WHERE id = ?")
+        let stored: String = sqlx::query_scalar("SELECT signing_secret FROM accounts WHERE id = ?")
             .bind(account.as_str())
             .fetch_one(&mut *conn)
             .await?;
+        let text = self
+            .sealer
+            .open(Column::AccountSigningSecret, account.as_str(), &stored)?;
         SigningSecret::parse(&text).map_err(|e| corrupt("account signing secret", e))
     }
 
@@ -223,24 +282,36 @@ impl Store for SqliteStore {
         .bind(account.as_str())
         .fetch_optional(&self.reader)
         .await?;
-        row.map(WebhookColumns::into_webhook).transpose()
+        row.map(|r| r.into_webhook(&self.sealer)).transpose()
     }
 
     async fn set_callback_webhook(&self, w: &Webhook) -> StoreResult<Webhook> {
         let mut tx = self.durable_begin().await?;
-        let updated = sqlx::query(
-            "UPDATE webhooks SET url = ?, signing = ?, format = ?, updated_at = ?
-             WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL",
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM webhooks WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL",
         )
-        .bind(w.url.as_str())
-        .bind(WebhookValues::of(w).signing)
-        .bind(w.format.as_str())
-        .bind(w.updated_at.millis())
         .bind(w.account_id.as_str())
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
-            insert_webhook_on(&mut tx, w).await?;
+        match existing {
+            Some(id) => {
+                // The row keeps its own id, which its sealed signing column is bound to.
+                let current = Webhook {
+                    id: WebhookId::from_trusted(id),
+                    ..w.clone()
+                };
+                sqlx::query(
+                    "UPDATE webhooks SET url = ?, signing = ?, format = ?, updated_at = ? WHERE id = ?",
+                )
+                .bind(w.url.as_str())
+                .bind(rows::sealed_signing(&current, &self.sealer))
+                .bind(w.format.as_str())
+                .bind(w.updated_at.millis())
+                .bind(current.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => insert_webhook_on(&mut tx, w, &self.sealer).await?,
         }
         let row: WebhookColumns = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL"
@@ -249,7 +320,7 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        row.into_webhook()
+        row.into_webhook(&self.sealer)
     }
 
     async fn set_webhook_status(
@@ -277,7 +348,7 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .fetch_optional(&mut *conn)
         .await?;
-        let webhook = row.map(WebhookColumns::into_webhook).transpose()?;
+        let webhook = row.map(|r| r.into_webhook(&self.sealer)).transpose()?;
         Ok(webhook.filter(|w| account.is_none_or(|a| *a == w.account_id)))
     }
 
@@ -292,7 +363,7 @@ impl Store for SqliteStore {
         }
         write_job(&mut tx, job, true).await?;
         if let Some(w) = webhook {
-            insert_webhook_on(&mut tx, w).await?;
+            insert_webhook_on(&mut tx, w, &self.sealer).await?;
         }
         insert_event(&mut tx, &NewEvent::for_job(job), Timestamp::now()).await?;
         tx.commit().await?;
@@ -343,7 +414,7 @@ impl Store for SqliteStore {
         q.push_bind(id.as_str().to_owned());
         scope(&mut q, "account_id", account);
         let row: Option<WebhookColumns> = q.build_query_as().fetch_optional(&self.reader).await?;
-        row.map(WebhookColumns::into_webhook).transpose()
+        row.map(|r| r.into_webhook(&self.sealer)).transpose()
     }
 
     async fn list_webhooks(
@@ -359,13 +430,13 @@ impl Store for SqliteStore {
         let rows: Vec<WebhookColumns> = q.build_query_as().fetch_all(&self.reader).await?;
         let items = rows
             .into_iter()
-            .map(WebhookColumns::into_webhook)
+            .map(|r| r.into_webhook(&self.sealer))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(paginate(items, page.limit, |w| w.id.to_string()))
     }
 
     async fn update_webhook(&self, w: &Webhook) -> StoreResult<bool> {
-        let v = WebhookValues::of(w);
+        let v = WebhookValues::of(w, &self.sealer);
         let mut conn = self.durable_conn().await?;
         let done = sqlx::query(
             "UPDATE webhooks SET url = ?, events = ?, secret = ?, description = ?, retry = ?, status = ?, updated_at = ?,
@@ -374,7 +445,7 @@ impl Store for SqliteStore {
         )
         .bind(w.url.as_str())
         .bind(&v.events)
-        .bind(w.secret.expose())
+        .bind(&v.secret)
         .bind(&w.description)
         .bind(&v.retry)
         .bind(w.status.as_str())
@@ -642,7 +713,7 @@ impl Store for SqliteStore {
                     lease: lease.clone(),
                     attempt_number: row.get::<i64, _>("d_attempts_made") as u32 + 1,
                     event: event_from_row(row, "e_")?,
-                    webhook: webhook.into_webhook()?,
+                    webhook: webhook.into_webhook(&self.sealer)?,
                 })
             })
             .collect()
@@ -822,8 +893,12 @@ async fn fetch_event(conn: &mut sqlx::SqliteConnection, id: &str) -> StoreResult
     event_from_row(&row, "")
 }
 
-async fn insert_webhook_on(conn: &mut sqlx::SqliteConnection, w: &Webhook) -> StoreResult<()> {
-    let v = WebhookValues::of(w);
+async fn insert_webhook_on(
+    conn: &mut sqlx::SqliteConnection,
+    w: &Webhook,
+    sealer: &Sealer,
+) -> StoreResult<()> {
+    let v = WebhookValues::of(w, sealer);
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )))
@@ -831,7 +906,7 @@ async fn insert_webhook_on(conn: &mut sqlx::SqliteConnection, w: &Webhook) -> St
     .bind(w.account_id.as_str())
     .bind(w.url.as_str())
     .bind(&v.events)
-    .bind(w.secret.expose())
+    .bind(&v.secret)
     .bind(&w.description)
     .bind(&v.retry)
     .bind(w.status.as_str())

@@ -215,3 +215,32 @@ fn a_bad_config_stops_the_start_and_names_the_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("delivery.retry"));
 }
+
+#[test]
+fn gen_secrets_key_prints_a_fresh_key_that_serve_accepts_and_a_bad_key_stops_the_start() {
+    let generate = || {
+        let out = herald(&["gen-secrets-key"]).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let key = generate();
+    assert!(
+        herald::store::seal::SecretsKey::parse(&key).is_ok(),
+        "{key}"
+    );
+    assert_ne!(key, generate(), "a fresh key each time");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = "c2hvcnQta2V5LXNlY3JldA=="; // 16 bytes
+    let out = herald(&["serve", "--data-dir", dir.path().to_str().unwrap()])
+        .env("HERALD_SECRETS_KEY", bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("HERALD_SECRETS_KEY must be the base64 of 32 random bytes")
+            && !stderr.contains(bad),
+        "names the variable, never repeats its value: {stderr}"
+    );
+}

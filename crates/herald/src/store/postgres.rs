@@ -60,6 +60,23 @@ async fn reseal_stored_secrets(pool: &PgPool, sealer: &Sealer) -> StoreResult<()
     let lock = if sealer.has_key() { " FOR UPDATE" } else { "" };
     let mut tx = pool.begin().await?;
     let mut resealed = 0;
+    // Accounts first: requests lock an account row before its webhooks (setting a callback URL),
+    // so the pass takes its locks in the same order.
+    let accounts: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT id, signing_secret FROM accounts WHERE signing_secret IS NOT NULL{lock}"
+    )))
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id, stored) in accounts {
+        if let Some(new) = sealer.reseal(Column::AccountSigningSecret, &id, &stored)? {
+            sqlx::query("UPDATE accounts SET signing_secret = $1 WHERE id = $2")
+                .bind(new)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            resealed += 1;
+        }
+    }
     let webhooks: Vec<WebhookSecretColumns> =
         sqlx::query_as(AssertSqlSafe(format!("{WEBHOOK_SECRETS_QUERY}{lock}")))
             .fetch_all(&mut *tx)
@@ -75,21 +92,6 @@ async fn reseal_stored_secrets(pool: &PgPool, sealer: &Sealer) -> StoreResult<()
             .bind(&new.id)
             .execute(&mut *tx)
             .await?;
-            resealed += 1;
-        }
-    }
-    let accounts: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT id, signing_secret FROM accounts WHERE signing_secret IS NOT NULL{lock}"
-    )))
-    .fetch_all(&mut *tx)
-    .await?;
-    for (id, stored) in accounts {
-        if let Some(new) = sealer.reseal(Column::AccountSigningSecret, &id, &stored)? {
-            sqlx::query("UPDATE accounts SET signing_secret = $1 WHERE id = $2")
-                .bind(new)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
             resealed += 1;
         }
     }

@@ -163,6 +163,8 @@ async fn with_a_key_every_stored_secret_is_encrypted_and_deliveries_verify(backe
         ),
     )
     .await;
+    set_callback(&app, &acme, receiver.url("/callback-before")).await;
+    // Set again: the existing callback webhook is updated in place, its signing column resealed.
     let account_secret = set_callback(&app, &acme, receiver.url("/callback")).await;
     let old = secret_of(&app, &acme, &hmac).await["secret"]
         .as_str()

@@ -657,54 +657,84 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.relaxed_begin().await?;
-        for r in records {
-            let a = &r.attempt;
+        let attempts: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let a = &r.attempt;
+                (
+                    a.id.as_str(),
+                    r.delivery_id.as_str(),
+                    a.number,
+                    a.started_at.millis(),
+                    a.duration_ms,
+                    a.status_code,
+                    a.error_kind.map(|k| k.as_str()),
+                    a.error.as_deref(),
+                    a.response_body.as_deref(),
+                    a.node.as_deref(),
+                )
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code, error_kind, error,
+             response_body, node)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
+                    value->>8, value->>9
+             FROM json_each(?1)",
+        )
+        .bind(serde_json::to_string(&attempts).expect("attempts serialize"))
+        .execute(&mut *tx)
+        .await?;
+        let outcomes: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let (status, next_at) = match r.next {
+                    NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
+                    NextStep::Failed => (DeliveryStatus::Failed, None),
+                    NextStep::RetryAt(t) => (DeliveryStatus::Pending, Some(t.millis())),
+                };
+                (
+                    r.delivery_id.as_str(),
+                    r.lease.as_str(),
+                    status.as_str(),
+                    r.attempt.number,
+                    next_at,
+                )
+            })
+            .collect();
+        // Only while the lease is still ours: a lease that ran out may have been taken again.
+        sqlx::query(
+            "UPDATE deliveries SET status = o.status, attempts_made = o.number, next_attempt_at = o.next_at,
+                    lease = NULL, locked_until = NULL, updated_at = ?2
+             FROM (SELECT value->>0 AS id, value->>1 AS lease, value->>2 AS status, value->>3 AS number,
+                          value->>4 AS next_at FROM json_each(?1)) AS o
+             WHERE deliveries.id = o.id AND deliveries.lease = o.lease",
+        )
+        .bind(serde_json::to_string(&outcomes).expect("outcomes serialize"))
+        .bind(health.now.millis())
+        .execute(&mut *tx)
+        .await?;
+        // The webhooks' failure records: cleared by a success, started by the first failure
+        // since (taken in the order the attempts are listed).
+        let health_changes = super::failure_record_changes(records);
+        if !health_changes.cleared.is_empty() {
             sqlx::query(
-                "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code, error_kind, error,
-                 response_body, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "UPDATE webhooks SET failing_since = NULL
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND failing_since IS NOT NULL",
             )
-            .bind(a.id.as_str())
-            .bind(r.delivery_id.as_str())
-            .bind(i64::from(a.number))
-            .bind(a.started_at.millis())
-            .bind(a.duration_ms as i64)
-            .bind(a.status_code.map(i64::from))
-            .bind(a.error_kind.map(|k| k.as_str()))
-            .bind(a.error.as_deref())
-            .bind(a.response_body.as_deref())
-            .bind(a.node.as_deref())
+            .bind(serde_json::to_string(&health_changes.cleared).expect("ids serialize"))
             .execute(&mut *tx)
             .await?;
-            let (status, next_at) = match r.next {
-                NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
-                NextStep::Failed => (DeliveryStatus::Failed, None),
-                NextStep::RetryAt(t) => (DeliveryStatus::Pending, Some(t.millis())),
-            };
+        }
+        if !health_changes.started.is_empty() {
             sqlx::query(
-                "UPDATE deliveries SET status = ?, attempts_made = ?, next_attempt_at = ?, lease = NULL, locked_until = NULL,
-                 updated_at = ? WHERE id = ? AND lease = ?",
+                "UPDATE webhooks SET failing_since = s.since
+                 FROM (SELECT value->>0 AS id, value->>1 AS since FROM json_each(?1)) AS s
+                 WHERE webhooks.id = s.id AND webhooks.failing_since IS NULL",
             )
-            .bind(status.as_str())
-            .bind(i64::from(a.number))
-            .bind(next_at)
-            .bind(health.now.millis())
-            .bind(r.delivery_id.as_str())
-            .bind(&r.lease)
+            .bind(serde_json::to_string(&health_changes.started).expect("ids serialize"))
             .execute(&mut *tx)
             .await?;
-            // The webhook's failure record: cleared by a success, started by the first failure.
-            let health_sql = if r.next == NextStep::Succeeded {
-                "UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL AND ? > 0"
-            } else {
-                "UPDATE webhooks SET failing_since = ? WHERE id = ? AND failing_since IS NULL"
-            };
-            let q = sqlx::query(health_sql);
-            let q = if r.next == NextStep::Succeeded {
-                q.bind(r.webhook_id.as_str()).bind(1)
-            } else {
-                q.bind(a.started_at.millis()).bind(r.webhook_id.as_str())
-            };
-            q.execute(&mut *tx).await?;
         }
         let gone: Vec<&str> = records
             .iter()
@@ -856,58 +886,107 @@ async fn insert_event(
     e: &NewEvent,
     now: Timestamp,
 ) -> StoreResult<u32> {
+    let counts = insert_events(conn, &[e], now).await?;
+    Ok(counts[0])
+}
+
+/// Stores events and enqueues a delivery for every webhook that gets each, in three statements
+/// whatever the number of events (each statement is a round trip to sqlx's SQLite thread).
+/// Returns the number of deliveries of each event, in order.
+async fn insert_events(
+    conn: &mut sqlx::SqliteConnection,
+    events: &[&NewEvent],
+    now: Timestamp,
+) -> StoreResult<Vec<u32>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.id.as_str(),
+                e.account.as_str(),
+                &e.event_type,
+                e.timestamp.millis(),
+                e.data.get(),
+                e.idempotency.as_ref().map(|i| (&i.key, &i.fingerprint)),
+                e.job.as_ref().map(|j| j.id.as_str()),
+            )
+        })
+        .collect();
     sqlx::query(
         "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key, idempotency_fingerprint,
-         created_at, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_at, job_id)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>'$[5][0]', value->>'$[5][1]',
+                ?2, value->>6
+         FROM json_each(?1)",
     )
-    .bind(e.id.as_str())
-    .bind(e.account.as_str())
-    .bind(&e.event_type)
-    .bind(e.timestamp.millis())
-    .bind(e.data.get())
-    .bind(e.idempotency.as_ref().map(|i| i.key.as_str()))
-    .bind(e.idempotency.as_ref().map(|i| i.fingerprint.as_str()))
+    .bind(serde_json::to_string(&rows).expect("strings serialize"))
     .bind(now.millis())
-    .bind(e.job.as_ref().map(|j| j.id.as_str()))
     .execute(&mut *conn)
     .await?;
-    let candidates: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, events, kind, job_id FROM webhooks
-         WHERE account_id = ? AND status = 'active' AND deleted_at IS NULL AND (kind <> 'job' OR job_id = ?)
+
+    let mut accounts: Vec<&str> = events.iter().map(|e| e.account.as_str()).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    let jobs: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.job.as_ref().map(|j| j.id.as_str()))
+        .collect();
+    let candidates: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, account_id, events, kind, job_id FROM webhooks
+         WHERE account_id IN (SELECT value FROM json_each(?1)) AND status = 'active' AND deleted_at IS NULL
+           AND (kind <> 'job' OR job_id IN (SELECT value FROM json_each(?2)))
          ORDER BY id",
     )
-    .bind(e.account.as_str())
-    .bind(e.job.as_ref().map(|j| j.id.as_str()))
+    .bind(serde_json::to_string(&accounts).expect("strings serialize"))
+    .bind(serde_json::to_string(&jobs).expect("strings serialize"))
     .fetch_all(&mut *conn)
     .await?;
-    let mut deliveries = 0u32;
-    for (id, events, kind, job_id) in candidates {
+    let mut hooks = Vec::with_capacity(candidates.len());
+    for (id, account, filters, kind, job_id) in candidates {
         let kind = WebhookKind::parse(&kind).ok_or_else(|| corrupt("webhook kind", &kind))?;
-        if !e.is_for(
-            &id,
+        hooks.push((
+            id,
+            account,
             kind,
-            job_id.as_deref(),
-            &rows::filters_from_json(&events)?,
-        ) {
-            continue;
+            job_id,
+            rows::filters_from_json(&filters)?,
+        ));
+    }
+
+    let mut counts = Vec::with_capacity(events.len());
+    let mut deliveries = Vec::new();
+    for e in events {
+        let mut n = 0u32;
+        for (id, account, kind, job_id, filters) in &hooks {
+            if account == e.account.as_str() && e.is_for(id, *kind, job_id.as_deref(), filters) {
+                deliveries.push((
+                    DeliveryId::generate().to_string(),
+                    e.account.as_str(),
+                    e.id.as_str(),
+                    &e.event_type,
+                    id.as_str(),
+                ));
+                n += 1;
+            }
         }
+        counts.push(n);
+    }
+    if !deliveries.is_empty() {
         sqlx::query(
             "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status, attempts_made,
-             next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+             next_attempt_at, created_at, updated_at)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 'pending', 0, ?2, ?2, ?2
+             FROM json_each(?1)",
         )
-        .bind(DeliveryId::generate().as_str())
-        .bind(e.account.as_str())
-        .bind(e.id.as_str())
-        .bind(&e.event_type)
-        .bind(&id)
-        .bind(now.millis())
-        .bind(now.millis())
+        .bind(serde_json::to_string(&deliveries).expect("strings serialize"))
         .bind(now.millis())
         .execute(&mut *conn)
         .await?;
-        deliveries += 1;
     }
-    Ok(deliveries)
+    Ok(counts)
 }
 
 async fn fetch_job(
@@ -1001,13 +1080,14 @@ async fn publish_batch(
         .execute(&mut *conn)
         .await?;
     let mut tx = Transaction::begin(conn, None).await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for event in batch.iter().flat_map(|r| &r.events) {
-        // Only an idempotency key can refuse one event alone, and it does so before writing
-        // anything; any other error fails the whole group (nothing of it is committed). So a
-        // savepoint is needed only around events that carry a key.
+    let events: Vec<&NewEvent> = batch.iter().flat_map(|r| &r.events).collect();
+    let mut results: Vec<Option<StoreResult<Published>>> = Vec::with_capacity(events.len());
+    // Only an idempotency key can refuse one event alone, and it does so before writing
+    // anything; any other error fails the whole group (nothing of it is committed). So events
+    // with a key go one by one, each under a savepoint, and the rest are written together.
+    for event in &events {
         if event.idempotency.is_none() {
-            results.push(Ok(publish_on(&mut tx, event).await?));
+            results.push(None);
             continue;
         }
         sqlx::query("SAVEPOINT publish").execute(&mut *tx).await?;
@@ -1016,10 +1096,31 @@ async fn publish_batch(
             sqlx::query("ROLLBACK TO publish").execute(&mut *tx).await?;
         }
         sqlx::query("RELEASE publish").execute(&mut *tx).await?;
-        results.push(result);
+        results.push(Some(result));
     }
+    let plain: Vec<&NewEvent> = events
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_none())
+        .map(|(e, _)| *e)
+        .collect();
+    let mut counts = insert_events(&mut tx, &plain, Timestamp::now())
+        .await?
+        .into_iter();
     tx.commit().await?;
-    Ok(results)
+    Ok(events
+        .iter()
+        .zip(results)
+        .map(|(e, r)| {
+            r.unwrap_or_else(|| {
+                Ok(Published {
+                    event: e.to_event(),
+                    deliveries: counts.next().unwrap_or(0),
+                    replayed: false,
+                })
+            })
+        })
+        .collect())
 }
 
 async fn publish_on(tx: &mut sqlx::SqliteConnection, new: &NewEvent) -> StoreResult<Published> {
@@ -1061,15 +1162,8 @@ async fn publish_on(tx: &mut sqlx::SqliteConnection, new: &NewEvent) -> StoreRes
         }
     }
     let deliveries = insert_event(&mut *tx, new, Timestamp::now()).await?;
-    let event = Event {
-        id: new.id.clone(),
-        account: new.account.clone(),
-        event_type: new.event_type.clone(),
-        timestamp: new.timestamp,
-        data: new.data.clone(),
-    };
     Ok(Published {
-        event,
+        event: new.to_event(),
         deliveries,
         replayed: false,
     })

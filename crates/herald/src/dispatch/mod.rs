@@ -16,13 +16,13 @@ pub mod sender;
 use crate::config::DeliverySettings;
 use crate::domain::{RetryPolicy, Timestamp, WebhookId};
 use crate::store::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, NextStep, Release,
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, Intake, NextStep, Release,
 };
 use crate::telemetry::{Metrics, StoreOp};
 use sender::Sender;
 use std::collections::HashMap;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -55,13 +55,24 @@ struct Lanes {
     /// Webhooks that may have a waiting delivery and room to run it (checked when taken).
     ready: VecDeque<WebhookId>,
     running: usize,
+    /// Running, waiting and reserved, on all lanes.
     held: usize,
+    /// Set at shutdown: no more hand-overs.
+    closed: bool,
 }
 
 #[derive(Default)]
 struct Lane {
     running: usize,
     waiting: VecDeque<Held>,
+    /// Deliveries publishing has reserved room for and not yet handed over.
+    reserved: usize,
+}
+
+impl Lane {
+    fn held(&self) -> usize {
+        self.running + self.waiting.len() + self.reserved
+    }
 }
 
 /// A claimed delivery and the latest time its attempt may start here.
@@ -107,25 +118,41 @@ impl Lanes {
         None
     }
 
-    /// An attempt has finished (its result is on its way to the store).
-    fn finished(&mut self, webhook: &WebhookId) {
-        if let Some(lane) = self.by_webhook.get_mut(webhook) {
-            lane.running = lane.running.saturating_sub(1);
-            if lane.running == 0 && lane.waiting.is_empty() {
-                self.by_webhook.remove(webhook);
-            } else if !lane.waiting.is_empty() {
-                self.ready.push_back(webhook.clone());
-            }
-        }
+    /// An attempt has finished (its result is on its way to the store). Returns whether the
+    /// webhook's deliveries held ahead are running low.
+    fn finished(&mut self, webhook: &WebhookId) -> bool {
         self.running = self.running.saturating_sub(1);
         self.held = self.held.saturating_sub(1);
+        let Some(lane) = self.by_webhook.get_mut(webhook) else {
+            return true;
+        };
+        lane.running = lane.running.saturating_sub(1);
+        let low = lane.waiting.len() + lane.reserved < lane.running.max(1);
+        if lane.held() == 0 {
+            self.by_webhook.remove(webhook);
+        } else if !lane.waiting.is_empty() {
+            self.ready.push_back(webhook.clone());
+        }
+        low
+    }
+
+    /// Gives back a reservation of publishing's that was not handed over.
+    fn unreserve(&mut self, webhook: &WebhookId) {
+        let Some(lane) = self.by_webhook.get_mut(webhook) else {
+            return;
+        };
+        lane.reserved = lane.reserved.saturating_sub(1);
+        self.held = self.held.saturating_sub(1);
+        if lane.held() == 0 {
+            self.by_webhook.remove(webhook);
+        }
     }
 
     /// Deliveries held per webhook, for the claim's per-webhook cap.
     fn held_by_webhook(&self) -> HashMap<WebhookId, usize> {
         self.by_webhook
             .iter()
-            .map(|(id, lane)| (id.clone(), lane.running + lane.waiting.len()))
+            .map(|(id, lane)| (id.clone(), lane.held()))
             .collect()
     }
 
@@ -141,6 +168,64 @@ impl Lanes {
     }
 }
 
+/// The lanes, shared by the scheduler and publishing's hand-overs.
+struct Shared {
+    lanes: Mutex<Lanes>,
+    /// Rung when publishing hands deliveries over.
+    handed: Notify,
+    /// Most deliveries held per webhook, and in all.
+    hold_per_webhook: usize,
+    hold_total: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        self.lanes.lock().expect("lanes lock")
+    }
+}
+
+impl Intake for Shared {
+    fn reserve(&self, webhook: &WebhookId) -> bool {
+        let mut lanes = self.lock();
+        if lanes.closed || lanes.held >= self.hold_total {
+            return false;
+        }
+        let lane = lanes.by_webhook.entry(webhook.clone()).or_default();
+        if lane.held() >= self.hold_per_webhook {
+            return false;
+        }
+        lane.reserved += 1;
+        lanes.held += 1;
+        true
+    }
+
+    fn hand_over(
+        &self,
+        claims: Vec<ClaimedDelivery>,
+        claimed_at: Timestamp,
+        lease_until: Timestamp,
+    ) {
+        let mut lanes = self.lock();
+        for claim in claims {
+            lanes.unreserve(&claim.webhook.id);
+            // After shutdown began these are dropped; their leases run out (and SQLite, the
+            // backend that hands over, clears leases at start).
+            if !lanes.closed {
+                lanes.hold(claim, claimed_at, lease_until);
+            }
+        }
+        drop(lanes);
+        self.handed.notify_one();
+    }
+
+    fn cancel(&self, webhooks: &[WebhookId]) {
+        let mut lanes = self.lock();
+        for webhook in webhooks {
+            lanes.unreserve(webhook);
+        }
+    }
+}
+
 /// A worker's result, on its way to the recorder.
 enum Finished {
     Attempted(AttemptRecord),
@@ -153,6 +238,7 @@ pub struct Dispatcher {
     settings: DeliverySettings,
     waker: Waker,
     metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
 }
 
 impl Dispatcher {
@@ -165,7 +251,14 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let sender = Arc::new(Sender::new(&settings, dev, node)?);
+        let shared = Arc::new(Shared {
+            lanes: Mutex::default(),
+            handed: Notify::new(),
+            hold_per_webhook: settings.per_webhook_concurrency * HOLD_AHEAD,
+            hold_total: settings.workers * HOLD_AHEAD,
+        });
         Ok(Self {
+            shared,
             store,
             sender,
             settings,
@@ -181,8 +274,12 @@ impl Dispatcher {
         let waker = self.waker.clone();
         self.store
             .watch_for_work(Arc::new(move || waker.wake()), shutdown.clone());
+        self.store
+            .set_intake(self.shared.clone(), self.settings.lease.0);
         let (job_tx, job_rx) = async_channel::bounded::<ClaimedDelivery>(workers);
-        let (done_tx, done_rx) = mpsc::unbounded_channel::<Finished>();
+        // Bounded: a worker waits when results queue up, so an attempt is never more than
+        // `workers` results away from being written (which bounds what a crash repeats).
+        let (done_tx, done_rx) = mpsc::channel::<Finished>(workers);
         let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<WebhookId>();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers {
@@ -231,29 +328,40 @@ impl Dispatcher {
         &self,
         jobs: &async_channel::Sender<ClaimedDelivery>,
         freed: &mut mpsc::UnboundedReceiver<WebhookId>,
-        done: &mpsc::UnboundedSender<Finished>,
+        done: &mpsc::Sender<Finished>,
         shutdown: &CancellationToken,
     ) {
         let s = &self.settings;
         let cap = s.per_webhook_concurrency;
-        let mut lanes = Lanes::default();
+        let shared = &self.shared;
         let mut claiming: Option<ClaimFuture> = None;
         // Claim as soon as there is room: at start, after new work, after a full claim.
         let mut claim_now = true;
+        // Whether the last claim found anything: if not, only new work (a wake-up) or the
+        // next due time makes another worth it.
+        let mut found_any = true;
         let mut wake_at = tokio::time::Instant::now();
         loop {
-            while lanes.running < s.workers {
-                let Some(held) = lanes.next(cap) else { break };
-                let webhook = held.claim.webhook.id.clone();
+            let starts = {
+                let mut lanes = shared.lock();
+                let mut starts = Vec::new();
+                while lanes.running < s.workers {
+                    let Some(held) = lanes.next(cap) else { break };
+                    starts.push(held);
+                }
+                starts
+            };
+            for held in starts {
                 if Timestamp::now() > held.start_by {
                     // Held too long: the lease could run out mid-attempt and another node take
                     // the delivery. Give it back; it is claimed again with a fresh lease.
+                    let webhook = held.claim.webhook.id.clone();
                     let release = Release {
                         delivery_id: held.claim.delivery_id,
                         lease: held.claim.lease,
                     };
-                    let _ = done.send(Finished::Released(release));
-                    lanes.finished(&webhook);
+                    let _ = done.send(Finished::Released(release)).await;
+                    shared.lock().finished(&webhook);
                     continue;
                 }
                 if jobs.send(held.claim).await.is_err() {
@@ -263,10 +371,16 @@ impl Dispatcher {
             if shutdown.is_cancelled() {
                 break;
             }
-            let room = (s.workers * HOLD_AHEAD).saturating_sub(lanes.held);
+            let (room, in_flight) = {
+                let lanes = shared.lock();
+                (
+                    shared.hold_total.saturating_sub(lanes.held),
+                    lanes.held_by_webhook(),
+                )
+            };
             if claiming.is_none() && claim_now && room > 0 {
                 claim_now = false;
-                claiming = Some(self.claim(room.min(s.claim_batch), &lanes));
+                claiming = Some(self.claim(room.min(s.claim_batch), in_flight));
             }
             tokio::select! {
                 result = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
@@ -276,9 +390,12 @@ impl Dispatcher {
                             // A full claim: there may be more due now. (A wake-up during the claim
                             // has set `claim_now` already.)
                             claim_now |= claims.len() == asked;
+                            found_any = !claims.is_empty();
+                            let mut lanes = shared.lock();
                             for claim in claims {
                                 lanes.hold(claim, claimed_at, lease_until);
                             }
+                            drop(lanes);
                             let poll = s.poll_interval.0;
                             let idle = match next_due {
                                 Some(at) => Timestamp::now().until(at).min(poll),
@@ -293,40 +410,45 @@ impl Dispatcher {
                     }
                 }
                 Some(webhook) = freed.recv() => {
-                    lanes.finished(&webhook);
-                    // Refill a webhook whose deliveries held ahead are running out.
-                    let low = lanes.by_webhook.get(&webhook).is_none_or(|l| l.waiting.len() * 2 < cap);
-                    claim_now |= low;
+                    let mut lanes = shared.lock();
+                    let mut low = lanes.finished(&webhook);
                     while let Ok(webhook) = freed.try_recv() {
-                        lanes.finished(&webhook);
-                        claim_now |= lanes.by_webhook.get(&webhook).is_none_or(|l| l.waiting.len() * 2 < cap);
+                        low |= lanes.finished(&webhook);
                     }
+                    // Refill a webhook whose deliveries held ahead are running out, if the
+                    // store had some to give last time.
+                    claim_now |= low && found_any;
                 }
+                _ = shared.handed.notified() => {}
                 _ = self.waker.woken() => claim_now = true,
                 _ = tokio::time::sleep_until(wake_at), if !claim_now => claim_now = true,
                 _ = shutdown.cancelled() => {}
             }
         }
-        // Shutting down: give back every lease not started, including a claim in progress.
+        // Shutting down: take no more hand-overs, and give back every lease not started,
+        // including a claim in progress.
+        shared.lock().closed = true;
         if let Some(pending) = claiming
             && let Ok(result) = pending.await
         {
+            let mut lanes = shared.lock();
             for claim in result.claims {
                 lanes.hold(claim, result.claimed_at, result.lease_until);
             }
         }
-        for held in lanes.drain_waiting() {
+        let waiting = shared.lock().drain_waiting();
+        for held in waiting {
             let release = Release {
                 delivery_id: held.claim.delivery_id,
                 lease: held.claim.lease,
             };
-            let _ = done.send(Finished::Released(release));
+            let _ = done.send(Finished::Released(release)).await;
         }
     }
 
     /// A claim of up to `limit` due deliveries within the per-webhook hold, run beside the
     /// scheduler; when it finds fewer than asked, it also reads when the next one falls due.
-    fn claim(&self, limit: usize, lanes: &Lanes) -> ClaimFuture {
+    fn claim(&self, limit: usize, in_flight: HashMap<WebhookId, usize>) -> ClaimFuture {
         let s = &self.settings;
         let now = Timestamp::now();
         let request = ClaimRequest {
@@ -334,7 +456,7 @@ impl Dispatcher {
             lease_until: now.plus(s.lease.0),
             limit,
             per_webhook_cap: s.per_webhook_concurrency * HOLD_AHEAD,
-            in_flight: lanes.held_by_webhook(),
+            in_flight,
         };
         let store = self.store.clone();
         let metrics = self.metrics.clone();
@@ -381,7 +503,7 @@ struct ClaimResult {
 /// One worker: takes claimed deliveries off the channel and attempts them, one at a time.
 async fn work(
     jobs: async_channel::Receiver<ClaimedDelivery>,
-    done: mpsc::UnboundedSender<Finished>,
+    done: mpsc::Sender<Finished>,
     freed: mpsc::UnboundedSender<WebhookId>,
     sender: Arc<Sender>,
     shutdown: CancellationToken,
@@ -394,7 +516,7 @@ async fn work(
                 delivery_id: claim.delivery_id,
                 lease: claim.lease,
             };
-            let _ = done.send(Finished::Released(release));
+            let _ = done.send(Finished::Released(release)).await;
             let _ = freed.send(webhook);
             continue;
         }
@@ -424,7 +546,7 @@ async fn work(
             next,
             gone,
         };
-        let _ = done.send(Finished::Attempted(record));
+        let _ = done.send(Finished::Attempted(record)).await;
         // The webhook's slot is free as soon as the attempt ends; the result is written apart.
         let _ = freed.send(webhook);
     }
@@ -447,7 +569,7 @@ fn next_step(
 
 /// Writes finished attempts in batches until every worker has gone.
 async fn record(
-    mut done: mpsc::UnboundedReceiver<Finished>,
+    mut done: mpsc::Receiver<Finished>,
     store: DynStore,
     waker: Waker,
     disable_after: Duration,

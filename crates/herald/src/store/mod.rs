@@ -197,6 +197,8 @@ pub struct WebhookRef {
 pub struct Published {
     pub event: Event,
     pub deliveries: u32,
+    /// Of those, handed straight to this node's dispatcher (the rest wait for a claim).
+    pub handed_over: u32,
     pub replayed: bool,
 }
 
@@ -441,6 +443,29 @@ pub trait Store: Send + Sync + 'static {
     fn watch_for_work(&self, on_work: Arc<dyn Fn() + Send + Sync>, shutdown: CancellationToken) {
         let _ = (on_work, shutdown);
     }
+
+    /// Lets publishing hand new deliveries straight to this node's dispatcher, leased to it for
+    /// `lease`, so they need no claim. A backend that does not implement it leaves them all to
+    /// the claims.
+    fn set_intake(&self, intake: Arc<dyn Intake>, lease: std::time::Duration) {
+        let _ = (intake, lease);
+    }
+}
+
+/// The dispatcher's side of a hand-over from publishing (see [`Store::set_intake`]).
+pub trait Intake: Send + Sync {
+    /// Reserves room for one new delivery to `webhook`; false when its lane or the node is full
+    /// (the delivery is then left to the claims).
+    fn reserve(&self, webhook: &WebhookId) -> bool;
+    /// Hands over reserved deliveries, committed and leased until `lease_until`.
+    fn hand_over(
+        &self,
+        claims: Vec<ClaimedDelivery>,
+        claimed_at: Timestamp,
+        lease_until: Timestamp,
+    );
+    /// Gives back reservations whose deliveries were not committed.
+    fn cancel(&self, webhooks: &[WebhookId]);
 }
 
 /// Chooses, from due candidates `(delivery, webhook)` in due order, those that fit the
@@ -512,6 +537,68 @@ pub async fn open(database_url: &str, pool_size: u32) -> StoreResult<DynStore> {
             "unsupported database URL scheme in {:?}; expected sqlite: or postgres:",
             database_url.split(':').next().unwrap_or_default()
         )))
+    }
+}
+
+/// The deliveries one publish transaction hands to the dispatcher, all under one lease. Dropped
+/// without [`Handoff::finish`] (the transaction failed), it gives the reservations back.
+pub(crate) struct Handoff {
+    intake: Arc<dyn Intake>,
+    pub lease: String,
+    pub claimed_at: Timestamp,
+    pub lease_until: Timestamp,
+    reserved: Vec<WebhookId>,
+    claims: Vec<ClaimedDelivery>,
+}
+
+impl Handoff {
+    pub fn new(intake: Arc<dyn Intake>, now: Timestamp, lease: std::time::Duration) -> Self {
+        Self {
+            intake,
+            lease: uuid::Uuid::new_v4().simple().to_string(),
+            claimed_at: now,
+            lease_until: now.plus(lease),
+            reserved: Vec::new(),
+            claims: Vec::new(),
+        }
+    }
+
+    /// Whether the delivery about to be written to `webhook` goes to the dispatcher.
+    pub fn reserve(&mut self, webhook: &WebhookId) -> bool {
+        let ok = self.intake.reserve(webhook);
+        if ok {
+            self.reserved.push(webhook.clone());
+        }
+        ok
+    }
+
+    /// The reserved delivery, written with this hand-off's lease.
+    pub fn add(&mut self, delivery_id: DeliveryId, event: Event, webhook: Webhook) {
+        self.claims.push(ClaimedDelivery {
+            delivery_id,
+            lease: self.lease.clone(),
+            attempt_number: 1,
+            event,
+            webhook,
+        });
+    }
+
+    /// After the commit: hands the deliveries over.
+    pub fn finish(mut self) {
+        self.reserved.clear();
+        let claims = std::mem::take(&mut self.claims);
+        if !claims.is_empty() {
+            self.intake
+                .hand_over(claims, self.claimed_at, self.lease_until);
+        }
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if !self.reserved.is_empty() {
+            self.intake.cancel(&self.reserved);
+        }
     }
 }
 

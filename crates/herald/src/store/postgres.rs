@@ -990,6 +990,7 @@ async fn publish_on(tx: &mut sqlx::PgConnection, new: &NewEvent) -> StoreResult<
                 return Ok(Published {
                     event: event_from_row(&row, "")?,
                     deliveries: deliveries as u32,
+                    handed_over: 0,
                     replayed: true,
                 });
             }
@@ -1009,6 +1010,7 @@ async fn publish_on(tx: &mut sqlx::PgConnection, new: &NewEvent) -> StoreResult<
             data: new.data.clone(),
         },
         deliveries,
+        handed_over: 0,
         replayed: false,
     })
 }

@@ -10,19 +10,20 @@ use super::rows::{
     WebhookColumns, WebhookValues, corrupt, paginate,
 };
 use super::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
-    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, QueueDepth,
-    Release, RetryRequest, Store, StoreError, StoreResult, WebhookRef,
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, Handoff, HealthPolicy,
+    Intake, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published,
+    QueueDepth, Release, RetryRequest, Store, StoreError, StoreResult, WebhookRef,
 };
 use crate::domain::{
     Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
-    JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus,
+    JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookStatus,
 };
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,6 +34,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Publishes go to the group-commit task.
     publisher: mpsc::Sender<PublishRequest>,
+    /// Where the publisher hands new deliveries to this node's dispatcher, once it is set.
+    intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
     _lock: Option<std::fs::File>,
 }
 
@@ -63,9 +66,11 @@ impl SqliteStore {
         .execute(&writer)
         .await?;
         let (publisher, requests) = mpsc::channel(GROUP_COMMIT * 4);
-        tokio::spawn(run_publisher(writer.clone(), requests));
+        let intake = Arc::new(OnceLock::new());
+        tokio::spawn(run_publisher(writer.clone(), requests, intake.clone()));
         Ok(Self {
             publisher,
+            intake,
             writer,
             reader,
             _lock: lock,
@@ -821,6 +826,10 @@ impl Store for SqliteStore {
                 .map(Timestamp::from_millis),
         })
     }
+
+    fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
+        let _ = self.intake.set((intake, lease));
+    }
 }
 
 fn account_from_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<Account> {
@@ -886,18 +895,20 @@ async fn insert_event(
     e: &NewEvent,
     now: Timestamp,
 ) -> StoreResult<u32> {
-    let counts = insert_events(conn, &[e], now).await?;
-    Ok(counts[0])
+    let counts = insert_events(conn, &[e], now, None).await?;
+    Ok(counts[0].0)
 }
 
 /// Stores events and enqueues a delivery for every webhook that gets each, in three statements
 /// whatever the number of events (each statement is a round trip to sqlx's SQLite thread).
-/// Returns the number of deliveries of each event, in order.
+/// Returns, for each event in order, its number of deliveries and how many of those went to
+/// `handoff`.
 async fn insert_events(
     conn: &mut sqlx::SqliteConnection,
     events: &[&NewEvent],
     now: Timestamp,
-) -> StoreResult<Vec<u32>> {
+    mut handoff: Option<&mut Handoff>,
+) -> StoreResult<Vec<(u32, u32)>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -934,51 +945,63 @@ async fn insert_events(
         .iter()
         .filter_map(|e| e.job.as_ref().map(|j| j.id.as_str()))
         .collect();
-    let candidates: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, account_id, events, kind, job_id FROM webhooks
+    let candidates: Vec<WebhookColumns> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks
          WHERE account_id IN (SELECT value FROM json_each(?1)) AND status = 'active' AND deleted_at IS NULL
            AND (kind <> 'job' OR job_id IN (SELECT value FROM json_each(?2)))
-         ORDER BY id",
-    )
+         ORDER BY id"
+    )))
     .bind(serde_json::to_string(&accounts).expect("strings serialize"))
     .bind(serde_json::to_string(&jobs).expect("strings serialize"))
     .fetch_all(&mut *conn)
     .await?;
-    let mut hooks = Vec::with_capacity(candidates.len());
-    for (id, account, filters, kind, job_id) in candidates {
-        let kind = WebhookKind::parse(&kind).ok_or_else(|| corrupt("webhook kind", &kind))?;
-        hooks.push((
-            id,
-            account,
-            kind,
-            job_id,
-            rows::filters_from_json(&filters)?,
-        ));
-    }
+    let hooks = candidates
+        .into_iter()
+        .map(WebhookColumns::into_webhook)
+        .collect::<StoreResult<Vec<Webhook>>>()?;
 
     let mut counts = Vec::with_capacity(events.len());
     let mut deliveries = Vec::new();
     for e in events {
-        let mut n = 0u32;
-        for (id, account, kind, job_id, filters) in &hooks {
-            if account == e.account.as_str() && e.is_for(id, *kind, job_id.as_deref(), filters) {
-                deliveries.push((
-                    DeliveryId::generate().to_string(),
-                    e.account.as_str(),
-                    e.id.as_str(),
-                    &e.event_type,
-                    id.as_str(),
-                ));
-                n += 1;
+        let (mut n, mut handed) = (0u32, 0u32);
+        for hook in &hooks {
+            if hook.account_id != e.account
+                || !e.is_for(
+                    hook.id.as_str(),
+                    hook.kind,
+                    hook.job_id.as_deref(),
+                    &hook.events,
+                )
+            {
+                continue;
             }
+            let id = DeliveryId::generate();
+            let mut leased = None;
+            if let Some(h) = handoff.as_deref_mut()
+                && h.reserve(&hook.id)
+            {
+                h.add(id.clone(), e.to_event(), hook.clone());
+                leased = Some((h.lease.clone(), h.lease_until.millis()));
+                handed += 1;
+            }
+            deliveries.push((
+                id.to_string(),
+                e.account.as_str(),
+                e.id.as_str(),
+                &e.event_type,
+                hook.id.as_str(),
+                leased,
+            ));
+            n += 1;
         }
-        counts.push(n);
+        counts.push((n, handed));
     }
     if !deliveries.is_empty() {
         sqlx::query(
             "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status, attempts_made,
-             next_attempt_at, created_at, updated_at)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 'pending', 0, ?2, ?2, ?2
+             next_attempt_at, created_at, updated_at, lease, locked_until)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 'pending', 0, ?2, ?2, ?2,
+                    value->>'$[5][0]', value->>'$[5][1]'
              FROM json_each(?1)",
         )
         .bind(serde_json::to_string(&deliveries).expect("strings serialize"))
@@ -1044,10 +1067,17 @@ fn closed(what: &str) -> StoreError {
 /// the next, so one fsync acknowledges many events. Each publish runs under its own savepoint:
 /// one that fails (an idempotency conflict, say) is rolled back alone and answered with its
 /// error; none is answered before the commit that makes it durable.
-async fn run_publisher(writer: SqlitePool, mut requests: mpsc::Receiver<PublishRequest>) {
+async fn run_publisher(
+    writer: SqlitePool,
+    mut requests: mpsc::Receiver<PublishRequest>,
+    intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
+) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT);
     while requests.recv_many(&mut batch, GROUP_COMMIT).await > 0 {
-        let results = publish_batch(&writer, &batch).await;
+        let handoff = intake
+            .get()
+            .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease));
+        let results = publish_batch(&writer, &batch, handoff).await;
         match results {
             Ok(results) => {
                 let mut results = results.into_iter();
@@ -1071,9 +1101,12 @@ async fn run_publisher(writer: SqlitePool, mut requests: mpsc::Receiver<PublishR
     }
 }
 
+/// Writes a group of publishes in one transaction; deliveries reserved in `handoff` go to the
+/// dispatcher after the commit.
 async fn publish_batch(
     writer: &SqlitePool,
     batch: &[PublishRequest],
+    mut handoff: Option<Handoff>,
 ) -> StoreResult<Vec<StoreResult<Published>>> {
     let mut conn = writer.acquire().await?;
     sqlx::query("PRAGMA synchronous = FULL")
@@ -1104,18 +1137,23 @@ async fn publish_batch(
         .filter(|(_, r)| r.is_none())
         .map(|(e, _)| *e)
         .collect();
-    let mut counts = insert_events(&mut tx, &plain, Timestamp::now())
+    let mut counts = insert_events(&mut tx, &plain, Timestamp::now(), handoff.as_mut())
         .await?
         .into_iter();
     tx.commit().await?;
+    if let Some(handoff) = handoff {
+        handoff.finish();
+    }
     Ok(events
         .iter()
         .zip(results)
         .map(|(e, r)| {
             r.unwrap_or_else(|| {
+                let (deliveries, handed_over) = counts.next().unwrap_or((0, 0));
                 Ok(Published {
                     event: e.to_event(),
-                    deliveries: counts.next().unwrap_or(0),
+                    deliveries,
+                    handed_over,
                     replayed: false,
                 })
             })
@@ -1151,6 +1189,7 @@ async fn publish_on(tx: &mut sqlx::SqliteConnection, new: &NewEvent) -> StoreRes
                 return Ok(Published {
                     event,
                     deliveries: deliveries as u32,
+                    handed_over: 0,
                     replayed: true,
                 });
             }
@@ -1165,6 +1204,7 @@ async fn publish_on(tx: &mut sqlx::SqliteConnection, new: &NewEvent) -> StoreRes
     Ok(Published {
         event: new.to_event(),
         deliveries,
+        handed_over: 0,
         replayed: false,
     })
 }

@@ -1,6 +1,7 @@
 //! Builds a Herald server from settings and runs it until a shutdown token fires.
 //! Tests start exactly this, on port 0.
 
+use crate::api::rate_limit::RateLimiter;
 use crate::api::{self, AppState};
 use crate::config::{AdminToken, Settings};
 use crate::dispatch::{Dispatcher, Waker};
@@ -64,6 +65,10 @@ impl Herald {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        let limiter = Arc::new(RateLimiter::new(
+            settings.api.rate_limit,
+            settings.api.admin_rate_limit,
+        ));
         let state = AppState {
             store,
             settings: Arc::new(settings),
@@ -72,6 +77,7 @@ impl Herald {
             admin_token: Arc::from(admin_token.0.as_str()),
             waker,
             metrics,
+            limiter,
         };
         Ok(Self {
             listener,

@@ -46,6 +46,59 @@ pub struct Settings {
     pub job_kinds: Vec<String>,
     pub registration: RegistrationSettings,
     pub delivery: DeliverySettings,
+    pub api: ApiSettings,
+}
+
+/// Limits of the HTTP API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Requests each API key may make: a token bucket per key, kept in each node's memory (with
+    /// N nodes behind a load balancer a key may get up to N times this).
+    pub rate_limit: RateLimit,
+    /// The admin token's own bucket. Unlimited by default: the admin token is the provider's
+    /// own backend, and publishing is its hot path.
+    pub admin_rate_limit: RateLimit,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            rate_limit: RateLimit {
+                per_second: 1000,
+                burst: Some(2000),
+            },
+            admin_rate_limit: RateLimit::UNLIMITED,
+        }
+    }
+}
+
+/// A token bucket: `per_second` requests a second on average, up to `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second; 0 means unlimited.
+    pub per_second: u32,
+    /// Requests that may arrive at once after a quiet spell; by default twice `per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    pub const UNLIMITED: Self = Self {
+        per_second: 0,
+        burst: None,
+    };
+
+    pub fn is_unlimited(&self) -> bool {
+        self.per_second == 0
+    }
+
+    /// The bucket's size.
+    pub fn burst(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| self.per_second.saturating_mul(2))
+    }
 }
 
 /// How deliveries are made.
@@ -105,6 +158,7 @@ impl Default for Settings {
                 .to_vec(),
             registration: RegistrationSettings::default(),
             delivery: DeliverySettings::default(),
+            api: ApiSettings::default(),
         }
     }
 }
@@ -320,6 +374,14 @@ impl Settings {
         }
         self.catalog()
             .map_err(|e| anyhow::anyhow!("event_types: {e}"))?;
+        for (key, limit) in [
+            ("api.rate_limit", &self.api.rate_limit),
+            ("api.admin_rate_limit", &self.api.admin_rate_limit),
+        ] {
+            if !limit.is_unlimited() && limit.burst() == 0 {
+                bail!("{key}.burst must be at least 1 (or per_second 0 for no limit)");
+            }
+        }
         Ok(())
     }
 

@@ -68,6 +68,7 @@ pub struct Metrics {
     pub queue_due: Gauge,
     pub queue_scheduled: Gauge,
     pub queue_lag: Gauge,
+    pub requests_rate_limited: Counter,
     store_latency: [Histogram; StoreOp::ALL.len()],
 }
 
@@ -144,6 +145,11 @@ impl Metrics {
                 "herald_queue_lag_seconds",
                 Some(Unit::Seconds),
                 "Age of the oldest due delivery (0 when none is due)",
+            ),
+            requests_rate_limited: counter(
+                "herald_requests_rate_limited_total",
+                vec![],
+                "API requests refused with 429 because their credential was over its rate limit",
             ),
             store_latency: StoreOp::ALL.map(|op| {
                 histogram(

@@ -136,3 +136,31 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn retry_after(e: ApiError) -> Option<String> {
+        let response = e.into_response();
+        response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_only_where_it_helps() {
+        let limited = ApiError::rate_limited(Duration::from_millis(1200));
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.to_json()["error"]["code"], "rate_limited");
+        assert_eq!(retry_after(limited).as_deref(), Some("2"));
+        let soon = ApiError::rate_limited(Duration::from_millis(3));
+        assert_eq!(retry_after(soon).as_deref(), Some("1"));
+        let down = ApiError::from(StoreError::Unavailable(sqlx::Error::PoolTimedOut));
+        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after(down).as_deref(), Some("1"));
+        assert_eq!(retry_after(ApiError::not_found("webhook")), None);
+    }
+}

@@ -4,11 +4,15 @@
 
 mod common;
 
-use common::{ADMIN, Backend, TestAccount, TestApp, TestReceiver, eventually};
+use common::{ADMIN, Backend, TestAccount, TestApp, TestEnv, TestReceiver, eventually};
 use herald::domain::duration::HumanDuration;
+use herald::janitor::{Janitor, Pruned};
+use herald::telemetry::Metrics;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
 /// Events and jobs older than this are pruned once finished.
@@ -235,3 +239,54 @@ async fn old_finished_records_are_pruned_and_the_rest_kept(backend: Backend) {
 }
 
 on_both_backends!(old_finished_records_are_pruned_and_the_rest_kept);
+
+/// Two nodes' janitors on one PostgreSQL database, pass after pass at the same moments: every
+/// pass succeeds, and between them they prune every old event, delivery and attempt.
+#[tokio::test]
+async fn two_nodes_pruning_at_once_both_succeed_and_prune_everything() {
+    let env = TestEnv::new(Backend::Postgres).await;
+    let mut settings = env.settings();
+    settings.retention.events = HumanDuration(Duration::from_secs(1));
+    settings.retention.batch = 5;
+    settings.delivery.lease = HumanDuration(Duration::from_secs(1));
+    let app = TestApp::start(settings.clone()).await;
+    let receiver = TestReceiver::start().await;
+    let acme = app.create_account("Acme").await;
+    app.create_webhook(&acme, json!({ "url": receiver.url("/"), "events": ["*"] }))
+        .await;
+    for n in 0..40 {
+        app.publish(&acme, "tts.completed", json!({ "n": n })).await;
+    }
+    receiver.wait_for(40, None, WAIT).await;
+
+    let node = |name: &str| {
+        let settings = settings.clone();
+        let url = env.database_url.clone();
+        let name = name.to_owned();
+        async move {
+            let store = herald::store::open(&url, 4)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            Janitor::new(store, &settings, Arc::new(Metrics::new()))
+        }
+    };
+    let (a, b) = (node("a").await, node("b").await);
+    let shutdown = CancellationToken::new();
+    let deadline = Instant::now() + WAIT;
+    let mut total = Pruned::default();
+    while total.events < 40 {
+        assert!(Instant::now() < deadline, "pruned only {total:?}");
+        let (x, y) = tokio::join!(a.pass(&shutdown), b.pass(&shutdown));
+        for p in [x.expect("node a's pass"), y.expect("node b's pass")] {
+            total.events += p.events;
+            total.deliveries += p.deliveries;
+            total.attempts += p.attempts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (total.events, total.deliveries, total.attempts),
+        (40, 40, 40)
+    );
+    assert!(listed(&app, &acme, "tts.completed").await.is_empty());
+}

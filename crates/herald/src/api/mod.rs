@@ -8,6 +8,7 @@ pub mod extract;
 mod jobs;
 mod me;
 mod meta;
+pub mod rate_limit;
 mod webhooks;
 
 use crate::config::Settings;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     pub waker: Waker,
     pub metrics: Arc<Metrics>,
+    pub limiter: Arc<rate_limit::RateLimiter>,
 }
 
 pub fn router(state: AppState) -> Router {

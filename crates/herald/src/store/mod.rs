@@ -316,6 +316,31 @@ pub struct QueueDepth {
     pub oldest_due: Option<Timestamp>,
 }
 
+/// One batch of pruning old events (retention): the events among the next `limit` in id order
+/// (oldest first) that are old enough and finished go, with their deliveries and attempts.
+#[derive(Clone, Debug)]
+pub struct PruneEvents {
+    /// Events made before this are old enough…
+    pub created_before: Timestamp,
+    /// …once every delivery of theirs has finished (succeeded, failed or cancelled) before this.
+    pub finished_before: Timestamp,
+    /// The scan continues after this event id; `None` starts at the oldest.
+    pub after: Option<EventId>,
+    /// Most events looked at, and so deleted, in this batch.
+    pub limit: usize,
+}
+
+/// What one batch of [`PruneEvents`] deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrunedEvents {
+    pub events: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+    /// Where the next batch continues; `None` when the scan has passed every old event (or,
+    /// on PostgreSQL, another node is pruning right now).
+    pub next: Option<EventId>,
+}
+
 /// Herald's durable state. `account: None` on a read means the admin's unscoped view;
 /// `Some(id)` restricts it to that account, so another account's ids are simply not found.
 #[async_trait]
@@ -436,6 +461,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts the pending deliveries that are due (and not leased) and those scheduled later.
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth>;
+
+    // Retention. Each call is one short transaction, so publishes and the dispatcher's writes
+    // go on between batches.
+    /// Deletes the old, finished events of one batch, with their deliveries and attempts.
+    /// Pending deliveries (retrying, or in flight) keep their events.
+    async fn prune_events(&self, batch: &PruneEvents) -> StoreResult<PrunedEvents>;
+    /// Deletes up to `limit` jobs that finished before `finished_before`, with their own
+    /// webhooks, once those have no deliveries left. Returns how many jobs went.
+    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64>;
+    /// Frees up to `limit` idempotency keys of events published before `before` (expired keys,
+    /// which publishing already ignores). Returns how many.
+    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
 
     /// Calls `on_work` whenever another process commits new due work, until `shutdown`.
     /// Backends shared by several processes implement it (PostgreSQL: LISTEN/NOTIFY); for a

@@ -11,8 +11,9 @@ use super::rows::{
 };
 use super::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
-    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, QueueDepth,
-    Release, RetryRequest, Store, StoreError, StoreResult, WebhookRef,
+    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, PruneEvents,
+    PrunedEvents, Published, QueueDepth, Release, RetryRequest, Store, StoreError, StoreResult,
+    WebhookRef,
 };
 use crate::domain::{
     Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
@@ -25,6 +26,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+mod retention;
 
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 const CHANNEL: &str = "herald_work";
@@ -671,6 +674,18 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
+    }
+
+    async fn prune_events(&self, batch: &PruneEvents) -> StoreResult<PrunedEvents> {
+        self.prune_events_batch(batch).await
+    }
+
+    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.prune_jobs_batch(finished_before, limit).await
+    }
+
+    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.forget_idempotency_keys_batch(before, limit).await
     }
 
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {

@@ -11,8 +11,9 @@ use super::rows::{
 };
 use super::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, Handoff, HealthPolicy,
-    Intake, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published,
-    QueueDepth, Release, RetryRequest, Store, StoreError, StoreResult, WebhookRef,
+    Intake, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, PruneEvents,
+    PrunedEvents, Published, QueueDepth, Release, RetryRequest, Store, StoreError, StoreResult,
+    WebhookRef,
 };
 use crate::domain::{
     Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
@@ -26,6 +27,8 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+mod retention;
 
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 
@@ -803,6 +806,18 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
+    }
+
+    async fn prune_events(&self, batch: &PruneEvents) -> StoreResult<PrunedEvents> {
+        self.prune_events_batch(batch).await
+    }
+
+    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.prune_jobs_batch(finished_before, limit).await
+    }
+
+    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.forget_idempotency_keys_batch(before, limit).await
     }
 
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {

@@ -81,6 +81,7 @@ impl Herald {
             waker,
             metrics,
             limiter,
+            known_accounts: Arc::default(),
         };
         Ok(Self {
             listener,

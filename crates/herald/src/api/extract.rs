@@ -274,12 +274,17 @@ impl Actor {
             )),
             (Actor::Admin, Some(n)) => {
                 let id = AccountId::parse(n).ok_or_else(|| ApiError::not_found("account"))?;
-                state
+                if state.known_accounts.contains(&id) {
+                    return Ok(id);
+                }
+                let id = state
                     .store
                     .get_account(&id)
                     .await?
                     .map(|a| a.id)
-                    .ok_or_else(|| ApiError::not_found("account"))
+                    .ok_or_else(|| ApiError::not_found("account"))?;
+                state.known_accounts.insert(id.clone());
+                Ok(id)
             }
         }
     }

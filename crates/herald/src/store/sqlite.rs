@@ -24,6 +24,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -39,6 +40,8 @@ pub struct SqliteStore {
     publisher: mpsc::Sender<PublishRequest>,
     /// Where the publisher hands new deliveries to this node's dispatcher, once it is set.
     intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
+    /// Whether the writer connection is in `synchronous = NORMAL` (see [`set_synchronous`]).
+    relaxed: Arc<AtomicBool>,
     _lock: Option<std::fs::File>,
 }
 
@@ -70,10 +73,18 @@ impl SqliteStore {
         .await?;
         let (publisher, requests) = mpsc::channel(GROUP_COMMIT * 4);
         let intake = Arc::new(OnceLock::new());
-        tokio::spawn(run_publisher(writer.clone(), requests, intake.clone()));
+        // A new connection starts in `FULL`, as the options above set.
+        let relaxed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run_publisher(
+            writer.clone(),
+            relaxed.clone(),
+            requests,
+            intake.clone(),
+        ));
         Ok(Self {
             publisher,
             intake,
+            relaxed,
             writer,
             reader,
             _lock: lock,
@@ -85,9 +96,7 @@ impl SqliteStore {
     /// The writer, set to fsync every commit: for anything acknowledged to a caller.
     async fn durable_conn(&self) -> StoreResult<PoolConnection<Sqlite>> {
         let mut conn = self.writer.acquire().await?;
-        sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await?;
+        set_synchronous(&mut conn, &self.relaxed, false).await?;
         Ok(conn)
     }
 
@@ -101,11 +110,35 @@ impl SqliteStore {
     /// durable too, since WAL is synced in order.
     async fn relaxed_begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         let mut conn = self.writer.acquire().await?;
+        set_synchronous(&mut conn, &self.relaxed, true).await?;
+        Ok(Transaction::begin(conn, None).await?)
+    }
+}
+
+/// Sets the writer's `synchronous` mode: `NORMAL` when `relaxed`, else `FULL`, skipping the
+/// statement when the connection is known to be in that mode already. `relaxed_now` may only
+/// err towards `NORMAL` (a stale "relaxed" costs one extra statement; a stale "durable" would
+/// skip an fsync), so it is set before switching to `NORMAL` and after switching to `FULL`.
+async fn set_synchronous(
+    conn: &mut sqlx::SqliteConnection,
+    relaxed_now: &AtomicBool,
+    relaxed: bool,
+) -> StoreResult<()> {
+    if relaxed_now.load(Ordering::Acquire) == relaxed {
+        return Ok(());
+    }
+    if relaxed {
+        relaxed_now.store(true, Ordering::Release);
         sqlx::query("PRAGMA synchronous = NORMAL")
             .execute(&mut *conn)
             .await?;
-        Ok(Transaction::begin(conn, None).await?)
+    } else {
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        relaxed_now.store(false, Ordering::Release);
     }
+    Ok(())
 }
 
 /// Holds an exclusive lock on `<db>.lock` for the life of the process.
@@ -1084,6 +1117,7 @@ fn closed(what: &str) -> StoreError {
 /// error; none is answered before the commit that makes it durable.
 async fn run_publisher(
     writer: SqlitePool,
+    relaxed: Arc<AtomicBool>,
     mut requests: mpsc::Receiver<PublishRequest>,
     intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
 ) {
@@ -1092,7 +1126,7 @@ async fn run_publisher(
         let handoff = intake
             .get()
             .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease));
-        let results = publish_batch(&writer, &batch, handoff).await;
+        let results = publish_batch(&writer, &relaxed, &batch, handoff).await;
         match results {
             Ok(results) => {
                 let mut results = results.into_iter();
@@ -1120,13 +1154,12 @@ async fn run_publisher(
 /// dispatcher after the commit.
 async fn publish_batch(
     writer: &SqlitePool,
+    relaxed: &AtomicBool,
     batch: &[PublishRequest],
     mut handoff: Option<Handoff>,
 ) -> StoreResult<Vec<StoreResult<Published>>> {
     let mut conn = writer.acquire().await?;
-    sqlx::query("PRAGMA synchronous = FULL")
-        .execute(&mut *conn)
-        .await?;
+    set_synchronous(&mut conn, relaxed, false).await?;
     let mut tx = Transaction::begin(conn, None).await?;
     let events: Vec<&NewEvent> = batch.iter().flat_map(|r| &r.events).collect();
     let mut results: Vec<Option<StoreResult<Published>>> = Vec::with_capacity(events.len());

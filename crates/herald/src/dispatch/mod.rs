@@ -337,9 +337,10 @@ impl Dispatcher {
         let mut claiming: Option<ClaimFuture> = None;
         // Claim as soon as there is room: at start, after new work, after a full claim.
         let mut claim_now = true;
-        // Whether the last claim found anything: if not, only new work (a wake-up) or the
-        // next due time makes another worth it.
-        let mut found_any = true;
+        // Whether the last claim left due work behind (it was full, or the per-webhook holds
+        // stopped it): then an attempt that ends makes another claim worth it. If not, only
+        // new work (a wake-up) or the next due time does.
+        let mut backlog = true;
         let mut wake_at = tokio::time::Instant::now();
         loop {
             let starts = {
@@ -390,16 +391,19 @@ impl Dispatcher {
                             // A full claim: there may be more due now. (A wake-up during the claim
                             // has set `claim_now` already.)
                             claim_now |= claims.len() == asked;
-                            found_any = !claims.is_empty();
+                            let now = Timestamp::now();
+                            let due_left = next_due.is_some_and(|at| at <= now);
+                            backlog = claims.len() == asked || due_left;
                             let mut lanes = shared.lock();
                             for claim in claims {
                                 lanes.hold(claim, claimed_at, lease_until);
                             }
                             drop(lanes);
+                            // Due work left behind waits for a slot to free, not for the clock.
                             let poll = s.poll_interval.0;
                             let idle = match next_due {
-                                Some(at) => Timestamp::now().until(at).min(poll),
-                                None => poll,
+                                Some(at) if at > now => now.until(at).min(poll),
+                                _ => poll,
                             };
                             wake_at = tokio::time::Instant::now() + idle;
                         }
@@ -416,8 +420,8 @@ impl Dispatcher {
                         low |= lanes.finished(&webhook);
                     }
                     // Refill a webhook whose deliveries held ahead are running out, if the
-                    // store had some to give last time.
-                    claim_now |= low && found_any;
+                    // store had more than the holds let the last claim take.
+                    claim_now |= low && backlog;
                 }
                 _ = shared.handed.notified() => {}
                 _ = self.waker.woken() => claim_now = true,

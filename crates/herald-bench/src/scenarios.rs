@@ -31,14 +31,12 @@ pub struct Ctx {
 
 impl Ctx {
     fn spec(&self, name: &str, default_config: &str) -> ServerSpec {
+        let config = self.server_config.as_deref().unwrap_or(default_config);
         ServerSpec {
             binary: self.herald.clone(),
             data_dir: self.tmp.path().join(name),
             database_url: self.database_url.clone(),
-            config: self
-                .server_config
-                .clone()
-                .unwrap_or_else(|| default_config.to_owned()),
+            config: without_rate_limits(config),
         }
     }
 
@@ -482,6 +480,24 @@ pub async fn isolation(ctx: &Ctx, rate: f64, secs: f64, hang: Duration) -> anyho
     Ok(report)
 }
 
+/// The API's request rate limits, switched off: the load generator sends far more than a
+/// customer's key may, and a benchmark measures the server, not the limiter. A configuration
+/// that sets its own `[api]` table keeps it.
+const UNLIMITED_API: &str =
+    "\n[api]\nrate_limit = { per_second = 0 }\nadmin_rate_limit = { per_second = 0 }\n";
+
+fn without_rate_limits(config: &str) -> String {
+    let sets_api = config.lines().any(|l| {
+        let l = l.trim_start();
+        l.starts_with("[api]") || l.starts_with("api.") || l.starts_with("[api.")
+    });
+    if sets_api {
+        config.to_owned()
+    } else {
+        format!("{config}{UNLIMITED_API}")
+    }
+}
+
 /// Server settings for the backlog: a hanging receiver would otherwise hold the shutdown for
 /// the default 30 s grace, and with the per-webhook cap below the worker count every claim
 /// while the one webhook is saturated scans the whole backlog (see docs/BENCHMARKS.md).
@@ -603,4 +619,18 @@ pub async fn backlog(ctx: &Ctx, events: u64, hang: Duration) -> anyhow::Result<R
     );
     report.target_fraction("drain deliveries/s", drain, 0.2);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_configs_get_unlimited_api_rate_limits_unless_they_set_their_own() {
+        assert!(without_rate_limits("").contains("admin_rate_limit = { per_second = 0 }"));
+        let backlog = without_rate_limits(BACKLOG_CONFIG);
+        assert!(backlog.starts_with(BACKLOG_CONFIG) && backlog.contains("\n[api]\n"));
+        let own = "[api]\nrate_limit = { per_second = 10 }\n";
+        assert_eq!(without_rate_limits(own), own);
+    }
 }

@@ -1,9 +1,11 @@
 //! Builds a Herald server from settings and runs it until a shutdown token fires.
 //! Tests start exactly this, on port 0.
 
+use crate::api::rate_limit::RateLimiter;
 use crate::api::{self, AppState};
 use crate::config::{AdminToken, Settings};
 use crate::dispatch::{Dispatcher, Waker};
+use crate::janitor::Janitor;
 use crate::store::{self, DynStore};
 use crate::telemetry::{self, Metrics};
 use anyhow::Context;
@@ -23,6 +25,7 @@ pub struct Herald {
     listener: TcpListener,
     state: AppState,
     dispatcher: Dispatcher,
+    janitor: Janitor,
 }
 
 impl Herald {
@@ -66,9 +69,14 @@ impl Herald {
             waker.clone(),
             metrics.clone(),
         )?;
+        let janitor = Janitor::new(store.clone(), &settings, metrics.clone());
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        let limiter = Arc::new(RateLimiter::new(
+            settings.api.rate_limit,
+            settings.api.admin_rate_limit,
+        ));
         let state = AppState {
             store,
             settings: Arc::new(settings),
@@ -77,11 +85,14 @@ impl Herald {
             admin_token: Arc::from(admin_token.0.as_str()),
             waker,
             metrics,
+            limiter,
+            known_accounts: Arc::default(),
         };
         Ok(Self {
             listener,
             state,
             dispatcher,
+            janitor,
         })
     }
 
@@ -91,7 +102,8 @@ impl Herald {
             .expect("a bound listener has an address")
     }
 
-    /// Serves the API and runs the dispatcher until `shutdown` fires, then stops both gracefully.
+    /// Serves the API and runs the dispatcher and the janitor until `shutdown` fires, then stops
+    /// them gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         info!(addr = %self.local_addr(), "herald listening");
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
@@ -101,11 +113,13 @@ impl Herald {
             QUEUE_GAUGE_INTERVAL,
             shutdown.clone(),
         ));
+        let janitor = tokio::spawn(self.janitor.run(shutdown.clone()));
         let app = api::router(self.state);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await?;
         dispatcher.await.context("dispatcher task")?;
+        janitor.await.context("janitor task")?;
         info!("herald stopped");
         Ok(())
     }

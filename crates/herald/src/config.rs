@@ -51,6 +51,87 @@ pub struct Settings {
     pub job_kinds: Vec<String>,
     pub registration: RegistrationSettings,
     pub delivery: DeliverySettings,
+    pub api: ApiSettings,
+    pub retention: RetentionSettings,
+}
+
+/// Limits of the HTTP API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Requests each API key may make: a token bucket per key, kept in each node's memory (with
+    /// N nodes behind a load balancer a key may get up to N times this).
+    pub rate_limit: RateLimit,
+    /// The admin token's own bucket. Unlimited by default: the admin token is the provider's
+    /// own backend, and publishing is its hot path.
+    pub admin_rate_limit: RateLimit,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            rate_limit: RateLimit {
+                per_second: 1000,
+                burst: Some(2000),
+            },
+            admin_rate_limit: RateLimit::UNLIMITED,
+        }
+    }
+}
+
+/// A token bucket: `per_second` requests a second on average, up to `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second; 0 means unlimited.
+    pub per_second: u32,
+    /// Requests that may arrive at once after a quiet spell; by default twice `per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    pub const UNLIMITED: Self = Self {
+        per_second: 0,
+        burst: None,
+    };
+
+    pub fn is_unlimited(&self) -> bool {
+        self.per_second == 0
+    }
+
+    /// The bucket's size.
+    pub fn burst(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| self.per_second.saturating_mul(2))
+    }
+}
+
+/// How long finished records are kept before the janitor prunes them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Events whose deliveries have all finished (succeeded, failed or cancelled) are deleted
+    /// with their deliveries and attempts once this old; `0` keeps them forever.
+    pub events: HumanDuration,
+    /// Finished (completed or failed) jobs are deleted this long after they finished, with
+    /// their own webhook once its deliveries are gone; `0` keeps them forever.
+    pub jobs: HumanDuration,
+    /// How often a pruning pass runs (the first one a minute after start, or sooner).
+    pub interval: HumanDuration,
+    /// Most events (or jobs, or idempotency keys) deleted in one transaction.
+    pub batch: usize,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            events: HumanDuration(Duration::from_secs(30 * 86_400)),
+            jobs: HumanDuration(Duration::from_secs(30 * 86_400)),
+            interval: HumanDuration(Duration::from_secs(600)),
+            batch: 500,
+        }
+    }
 }
 
 /// How deliveries are made.
@@ -111,6 +192,8 @@ impl Default for Settings {
                 .to_vec(),
             registration: RegistrationSettings::default(),
             delivery: DeliverySettings::default(),
+            api: ApiSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }
@@ -331,6 +414,21 @@ impl Settings {
         }
         self.catalog()
             .map_err(|e| anyhow::anyhow!("event_types: {e}"))?;
+        for (key, limit) in [
+            ("api.rate_limit", &self.api.rate_limit),
+            ("api.admin_rate_limit", &self.api.admin_rate_limit),
+        ] {
+            if !limit.is_unlimited() && limit.burst() == 0 {
+                bail!("{key}.burst must be at least 1 (or per_second 0 for no limit)");
+            }
+        }
+        let r = &self.retention;
+        if r.interval.0 < Duration::from_millis(10) {
+            bail!("retention.interval must be at least 10ms");
+        }
+        if !(1..=10_000).contains(&r.batch) {
+            bail!("retention.batch must be between 1 and 10000");
+        }
         Ok(())
     }
 
@@ -436,5 +534,43 @@ mod tests {
                 .to_string()
                 .contains("delivery.retry")
         );
+    }
+
+    #[test]
+    fn rate_limits_and_retention_parse_with_their_defaults_and_are_checked() {
+        let d = Settings::default();
+        assert_eq!(
+            (d.api.rate_limit.per_second, d.api.rate_limit.burst()),
+            (1000, 2000)
+        );
+        assert!(d.api.admin_rate_limit.is_unlimited());
+        assert_eq!(d.retention.events.0, Duration::from_secs(30 * 86_400));
+        d.check().unwrap();
+
+        let s: Settings = toml::from_str(
+            "[api]\nrate_limit = { per_second = 5 }\nadmin_rate_limit = { per_second = 50, burst = 1 }\n\
+             [retention]\nevents = \"0\"\njobs = \"7d\"\ninterval = \"1m\"\nbatch = 100\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.api.rate_limit.burst(),
+            10,
+            "burst defaults to twice the rate"
+        );
+        assert_eq!(s.api.admin_rate_limit.burst(), 1);
+        assert!(s.retention.events.0.is_zero());
+        s.check().unwrap();
+
+        let no_burst: Settings =
+            toml::from_str("[api]\nrate_limit = { per_second = 5, burst = 0 }").unwrap();
+        let err = no_burst.check().unwrap_err().to_string();
+        assert!(err.contains("api.rate_limit.burst"), "{err}");
+        let zero_batch: Settings = toml::from_str("[retention]\nbatch = 0").unwrap();
+        let err = zero_batch.check().unwrap_err().to_string();
+        assert!(err.contains("retention.batch"), "{err}");
+        let err = toml::from_str::<Settings>("[retention]\nevent = \"1d\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("event"), "{err}");
     }
 }

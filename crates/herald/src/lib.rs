@@ -2,7 +2,8 @@
 //!
 //! The parts follow DESIGN.md §4: [`config`] (typed settings), [`domain`] (pure rules),
 //! [`store`] (durable state behind one trait), [`dispatch`] (claim → sign → send → record),
-//! [`api`] (the HTTP interface), tied together by [`app`]; [`telemetry`] counts what they do.
+//! [`api`] (the HTTP interface), [`janitor`] (retention), tied together by [`app`]; [`telemetry`]
+//! counts what they do.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -10,6 +11,7 @@ pub mod app;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod janitor;
 pub mod listen;
 pub mod store;
 pub mod telemetry;

@@ -25,6 +25,15 @@ pub const ATTEMPT_CLASSES: [&str; 10] = [
     "2xx", "3xx", "4xx", "5xx", "other", "timeout", "connect", "dns", "tls", "blocked",
 ];
 
+/// What retention prunes, as counted by `herald_pruned_total{kind}`.
+pub const PRUNED_KINDS: [&str; 5] = [
+    "events",
+    "deliveries",
+    "attempts",
+    "jobs",
+    "idempotency_keys",
+];
+
 /// The store operations whose latency is measured.
 #[derive(Clone, Copy, Debug)]
 pub enum StoreOp {
@@ -68,6 +77,8 @@ pub struct Metrics {
     pub queue_due: Gauge,
     pub queue_scheduled: Gauge,
     pub queue_lag: Gauge,
+    pub requests_rate_limited: Counter,
+    pruned: [Counter; PRUNED_KINDS.len()],
     store_latency: [Histogram; StoreOp::ALL.len()],
 }
 
@@ -145,6 +156,18 @@ impl Metrics {
                 Some(Unit::Seconds),
                 "Age of the oldest due delivery (0 when none is due)",
             ),
+            requests_rate_limited: counter(
+                "herald_requests_rate_limited_total",
+                vec![],
+                "API requests refused with 429 because their credential was over its rate limit",
+            ),
+            pruned: PRUNED_KINDS.map(|kind| {
+                counter(
+                    "herald_pruned_total",
+                    vec![Label::new("kind", kind)],
+                    "Records deleted by retention, by kind (idempotency keys are freed, not deleted)",
+                )
+            }),
             store_latency: StoreOp::ALL.map(|op| {
                 histogram(
                     "herald_store_operation_duration_seconds",
@@ -164,6 +187,15 @@ impl Metrics {
     pub fn attempt_finished(&self, outcome: &AttemptOutcome, took: Duration) {
         self.attempts[class_index(outcome)].increment(1);
         self.attempt_duration.record(took.as_secs_f64());
+    }
+
+    /// Counts `n` records of `kind` (one of [`PRUNED_KINDS`]) pruned by retention.
+    pub fn pruned(&self, kind: &str, n: u64) {
+        let i = PRUNED_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .expect("a listed kind");
+        self.pruned[i].increment(n);
     }
 
     pub fn store_op(&self, op: StoreOp, took: Duration) {

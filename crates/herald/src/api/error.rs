@@ -12,6 +12,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Whole seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -23,6 +25,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -64,6 +67,19 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 429: the caller's credential is over its request rate; a request fits again after
+    /// `retry_after` (rounded up to whole seconds, at least one).
+    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests with this credential; retry after the time in Retry-After",
+        );
+        e.retry_after = Some(seconds.max(1));
+        e
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,11 +97,13 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "store unavailable");
-                Self::new(
+                let mut e = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",
                     "the database is unavailable; nothing was acknowledged, retry shortly",
-                )
+                );
+                e.retry_after = Some(1);
+                e
             }
             other => {
                 // Logged once, here at the boundary; the cause never reaches the client.
@@ -109,14 +127,40 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let retry_after = self.status == StatusCode::SERVICE_UNAVAILABLE;
         let mut response = (self.status, Json(self.to_json())).into_response();
-        if retry_after {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn retry_after(e: ApiError) -> Option<String> {
+        let response = e.into_response();
+        response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_only_where_it_helps() {
+        let limited = ApiError::rate_limited(Duration::from_millis(1200));
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.to_json()["error"]["code"], "rate_limited");
+        assert_eq!(retry_after(limited).as_deref(), Some("2"));
+        let soon = ApiError::rate_limited(Duration::from_millis(3));
+        assert_eq!(retry_after(soon).as_deref(), Some("1"));
+        let down = ApiError::from(StoreError::Unavailable(sqlx::Error::PoolTimedOut));
+        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after(down).as_deref(), Some("1"));
+        assert_eq!(retry_after(ApiError::not_found("webhook")), None);
     }
 }

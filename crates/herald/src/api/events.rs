@@ -125,7 +125,7 @@ fn published(state: &AppState, p: &Published) {
             .metrics
             .deliveries_created
             .increment(u64::from(p.deliveries));
-        if p.deliveries > 0 {
+        if p.deliveries > p.handed_over {
             state.waker.wake();
         }
     }

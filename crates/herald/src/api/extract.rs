@@ -3,6 +3,7 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::rate_limit::{Credential, Verdict};
 use crate::domain::AccountId;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -221,14 +222,30 @@ impl FromRequestParts<AppState> for Actor {
             .filter(|t| !t.is_empty() && t.len() <= 256)
             .ok_or_else(ApiError::unauthorized)?;
         if bool::from(token.as_bytes().ct_eq(state.admin_token.as_bytes())) {
+            admit(state, &Credential::Admin)?;
             return Ok(Actor::Admin);
         }
         let hash = hash_key(token);
         match state.store.find_api_key(&hash).await? {
             Some((account, stored)) if bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) => {
+                admit(state, &Credential::Key(hash.into())).inspect_err(|_| {
+                    tracing::debug!(account_id = %account, "request rate limited");
+                })?;
                 Ok(Actor::Account(account))
             }
             _ => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// Takes a token from an authenticated caller's bucket, or refuses with 429. Runs before the
+/// handler reads the body, so a refused request writes nothing.
+fn admit(state: &AppState, who: &Credential) -> Result<(), ApiError> {
+    match state.limiter.check(who, std::time::Instant::now()) {
+        Verdict::Allowed => Ok(()),
+        Verdict::Limited { retry_after } => {
+            state.metrics.requests_rate_limited.increment(1);
+            Err(ApiError::rate_limited(retry_after))
         }
     }
 }
@@ -257,12 +274,17 @@ impl Actor {
             )),
             (Actor::Admin, Some(n)) => {
                 let id = AccountId::parse(n).ok_or_else(|| ApiError::not_found("account"))?;
-                state
+                if state.known_accounts.contains(&id) {
+                    return Ok(id);
+                }
+                let id = state
                     .store
                     .get_account(&id)
                     .await?
                     .map(|a| a.id)
-                    .ok_or_else(|| ApiError::not_found("account"))
+                    .ok_or_else(|| ApiError::not_found("account"))?;
+                state.known_accounts.insert(id.clone());
+                Ok(id)
             }
         }
     }

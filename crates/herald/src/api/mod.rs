@@ -8,6 +8,7 @@ pub mod extract;
 mod jobs;
 mod me;
 mod meta;
+pub mod rate_limit;
 mod webhooks;
 
 use crate::config::Settings;
@@ -31,6 +32,31 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     pub waker: Waker,
     pub metrics: Arc<Metrics>,
+    pub limiter: Arc<rate_limit::RateLimiter>,
+    /// Accounts known to exist (accounts are never deleted), so publishing under the admin
+    /// token need not read the account on every request.
+    pub known_accounts: Arc<KnownAccounts>,
+}
+
+/// A bounded set of account ids seen to exist.
+#[derive(Default)]
+pub struct KnownAccounts(std::sync::Mutex<std::collections::HashSet<crate::domain::AccountId>>);
+
+impl KnownAccounts {
+    /// Most ids remembered; past that the set starts again (misses only cost a read).
+    const MAX: usize = 100_000;
+
+    pub fn contains(&self, id: &crate::domain::AccountId) -> bool {
+        self.0.lock().expect("known accounts lock").contains(id)
+    }
+
+    pub fn insert(&self, id: crate::domain::AccountId) {
+        let mut set = self.0.lock().expect("known accounts lock");
+        if set.len() >= Self::MAX {
+            set.clear();
+        }
+        set.insert(id);
+    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -1,12 +1,14 @@
 //! The dispatcher: claim due deliveries → sign and send → record the outcome.
 //!
 //! Three roles share one shutdown token:
-//! - the scheduler leases due deliveries in batches while workers are free, within a
-//!   per-webhook cap so one slow endpoint cannot take every worker (no head-of-line blocking);
+//! - the scheduler claims due deliveries in batches and holds them in a lane per webhook, a few
+//!   ahead of the per-webhook cap, so one slow endpoint cannot take every worker (no
+//!   head-of-line blocking) and a worker that finishes goes on with the webhook's next delivery
+//!   without waiting for the store;
 //! - a fixed pool of workers, each looping over the job channel, makes the attempts;
-//! - the recorder writes finished attempts in batches and wakes the scheduler.
+//! - the recorder writes finished attempts in batches, apart from the attempts themselves.
 //!
-//! The queue itself stays in the store; memory holds at most `workers` claimed deliveries.
+//! The queue itself stays in the store; memory holds at most `2 × workers` claimed deliveries.
 
 mod message;
 pub mod sender;
@@ -14,11 +16,12 @@ pub mod sender;
 use crate::config::DeliverySettings;
 use crate::domain::{RetryPolicy, Timestamp, WebhookId};
 use crate::store::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, NextStep, Release,
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, Intake, NextStep, Release,
 };
 use crate::telemetry::{Metrics, StoreOp};
 use sender::Sender;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -42,34 +45,191 @@ impl Waker {
     }
 }
 
-/// Attempts claimed by this node and not yet recorded, per webhook.
+/// Deliveries this node holds a lease on and has not finished, per webhook: those being
+/// attempted (at most the per-webhook cap) and those claimed ahead, waiting for a turn. Holding
+/// a few ahead lets a worker that finishes go straight to the webhook's next delivery, without a
+/// round trip to the store in between.
 #[derive(Default)]
-struct InFlight {
-    by_webhook: HashMap<WebhookId, usize>,
-    total: usize,
+struct Lanes {
+    by_webhook: HashMap<WebhookId, Lane>,
+    /// Webhooks that may have a waiting delivery and room to run it (checked when taken).
+    ready: VecDeque<WebhookId>,
+    running: usize,
+    /// Running, waiting and reserved, on all lanes.
+    held: usize,
+    /// Set at shutdown: no more hand-overs.
+    closed: bool,
 }
 
-impl InFlight {
-    fn add(&mut self, webhook: &WebhookId) {
-        *self.by_webhook.entry(webhook.clone()).or_default() += 1;
-        self.total += 1;
+#[derive(Default)]
+struct Lane {
+    running: usize,
+    waiting: VecDeque<Held>,
+    /// Deliveries publishing has reserved room for and not yet handed over.
+    reserved: usize,
+}
+
+impl Lane {
+    fn held(&self) -> usize {
+        self.running + self.waiting.len() + self.reserved
+    }
+}
+
+/// A claimed delivery and the latest time its attempt may start here.
+struct Held {
+    claim: ClaimedDelivery,
+    start_by: Timestamp,
+}
+
+impl Lanes {
+    /// Holds a delivery claimed at `claimed_at` with a lease until `lease_until`. Its attempt
+    /// must start early enough to end (timeout included) before the lease does, or, with a
+    /// lease shorter than that (a configuration the start-up warns about), within half the
+    /// lease.
+    fn hold(&mut self, claim: ClaimedDelivery, claimed_at: Timestamp, lease_until: Timestamp) {
+        let id = claim.webhook.id.clone();
+        let latest = lease_until.minus(claim.webhook.retry.timeout + LEASE_MARGIN);
+        let start_by = latest.max(claimed_at.plus(claimed_at.until(lease_until) / 2));
+        let lane = self.by_webhook.entry(id.clone()).or_default();
+        lane.waiting.push_back(Held { claim, start_by });
+        self.held += 1;
+        self.ready.push_back(id);
     }
 
-    fn remove(&mut self, webhook: &WebhookId) {
-        if let Some(n) = self.by_webhook.get_mut(webhook) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_webhook.remove(webhook);
+    /// The next delivery to attempt: the first waiting one of a webhook below `cap`.
+    fn next(&mut self, cap: usize) -> Option<Held> {
+        while let Some(id) = self.ready.pop_front() {
+            let Some(lane) = self.by_webhook.get_mut(&id) else {
+                continue;
+            };
+            if lane.running >= cap {
+                continue; // put back on the list when one of its attempts finishes
+            }
+            let Some(held) = lane.waiting.pop_front() else {
+                continue;
+            };
+            lane.running += 1;
+            self.running += 1;
+            if !lane.waiting.is_empty() {
+                self.ready.push_back(id);
+            }
+            return Some(held);
+        }
+        None
+    }
+
+    /// An attempt has finished (its result is on its way to the store). Returns whether the
+    /// webhook's deliveries held ahead are running low.
+    fn finished(&mut self, webhook: &WebhookId) -> bool {
+        self.running = self.running.saturating_sub(1);
+        self.held = self.held.saturating_sub(1);
+        let Some(lane) = self.by_webhook.get_mut(webhook) else {
+            return true;
+        };
+        lane.running = lane.running.saturating_sub(1);
+        let low = lane.waiting.len() + lane.reserved < lane.running.max(1);
+        if lane.held() == 0 {
+            self.by_webhook.remove(webhook);
+        } else if !lane.waiting.is_empty() {
+            self.ready.push_back(webhook.clone());
+        }
+        low
+    }
+
+    /// Gives back a reservation of publishing's that was not handed over.
+    fn unreserve(&mut self, webhook: &WebhookId) {
+        let Some(lane) = self.by_webhook.get_mut(webhook) else {
+            return;
+        };
+        lane.reserved = lane.reserved.saturating_sub(1);
+        self.held = self.held.saturating_sub(1);
+        if lane.held() == 0 {
+            self.by_webhook.remove(webhook);
+        }
+    }
+
+    /// Deliveries held per webhook, for the claim's per-webhook cap.
+    fn held_by_webhook(&self) -> HashMap<WebhookId, usize> {
+        self.by_webhook
+            .iter()
+            .map(|(id, lane)| (id.clone(), lane.held()))
+            .collect()
+    }
+
+    /// Every waiting delivery, leaving only those being attempted.
+    fn drain_waiting(&mut self) -> Vec<Held> {
+        let mut all = Vec::new();
+        for lane in self.by_webhook.values_mut() {
+            all.extend(lane.waiting.drain(..));
+        }
+        self.held -= all.len();
+        self.ready.clear();
+        all
+    }
+}
+
+/// The lanes, shared by the scheduler and publishing's hand-overs.
+struct Shared {
+    lanes: Mutex<Lanes>,
+    /// Rung when publishing hands deliveries over.
+    handed: Notify,
+    /// Most deliveries held per webhook, and in all.
+    hold_per_webhook: usize,
+    hold_total: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        self.lanes.lock().expect("lanes lock")
+    }
+}
+
+impl Intake for Shared {
+    fn reserve(&self, webhook: &WebhookId) -> bool {
+        let mut lanes = self.lock();
+        if lanes.closed || lanes.held >= self.hold_total {
+            return false;
+        }
+        let lane = lanes.by_webhook.entry(webhook.clone()).or_default();
+        if lane.held() >= self.hold_per_webhook {
+            return false;
+        }
+        lane.reserved += 1;
+        lanes.held += 1;
+        true
+    }
+
+    fn hand_over(
+        &self,
+        claims: Vec<ClaimedDelivery>,
+        claimed_at: Timestamp,
+        lease_until: Timestamp,
+    ) {
+        let mut lanes = self.lock();
+        for claim in claims {
+            lanes.unreserve(&claim.webhook.id);
+            // After shutdown began these are dropped; their leases run out (and SQLite, the
+            // backend that hands over, clears leases at start).
+            if !lanes.closed {
+                lanes.hold(claim, claimed_at, lease_until);
             }
         }
-        self.total = self.total.saturating_sub(1);
+        drop(lanes);
+        self.handed.notify_one();
+    }
+
+    fn cancel(&self, webhooks: &[WebhookId]) {
+        let mut lanes = self.lock();
+        for webhook in webhooks {
+            lanes.unreserve(webhook);
+        }
     }
 }
 
 /// A worker's result, on its way to the recorder.
 enum Finished {
-    Attempted(AttemptRecord, WebhookId),
-    Released(Release, WebhookId),
+    Attempted(AttemptRecord),
+    Released(Release),
 }
 
 pub struct Dispatcher {
@@ -77,8 +237,8 @@ pub struct Dispatcher {
     sender: Arc<Sender>,
     settings: DeliverySettings,
     waker: Waker,
-    in_flight: Arc<Mutex<InFlight>>,
     metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
 }
 
 impl Dispatcher {
@@ -91,12 +251,18 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let sender = Arc::new(Sender::new(&settings, dev, node)?);
+        let shared = Arc::new(Shared {
+            lanes: Mutex::default(),
+            handed: Notify::new(),
+            hold_per_webhook: settings.per_webhook_concurrency * HOLD_AHEAD,
+            hold_total: settings.workers * HOLD_AHEAD,
+        });
         Ok(Self {
+            shared,
             store,
             sender,
             settings,
             waker,
-            in_flight: Arc::default(),
             metrics,
         })
     }
@@ -108,30 +274,37 @@ impl Dispatcher {
         let waker = self.waker.clone();
         self.store
             .watch_for_work(Arc::new(move || waker.wake()), shutdown.clone());
+        self.store
+            .set_intake(self.shared.clone(), self.settings.lease.0);
         let (job_tx, job_rx) = async_channel::bounded::<ClaimedDelivery>(workers);
-        let (done_tx, done_rx) = mpsc::unbounded_channel::<Finished>();
+        // Bounded: a worker waits when results queue up, so an attempt is never more than
+        // `workers` results away from being written (which bounds what a crash repeats).
+        let (done_tx, done_rx) = mpsc::channel::<Finished>(workers);
+        let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<WebhookId>();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers {
             tasks.spawn(work(
                 job_rx.clone(),
                 done_tx.clone(),
+                freed_tx.clone(),
                 self.sender.clone(),
                 shutdown.clone(),
                 self.metrics.clone(),
             ));
         }
-        drop(done_tx);
+        drop(freed_tx);
         let recorder = tokio::spawn(record(
             done_rx,
             self.store.clone(),
-            self.in_flight.clone(),
             self.waker.clone(),
             self.settings.disable_after.0,
             self.metrics.clone(),
         ));
 
-        self.schedule(&job_tx, &shutdown).await;
+        self.schedule(&job_tx, &mut freed_rx, &done_tx, &shutdown)
+            .await;
         job_tx.close();
+        drop(done_tx);
 
         let grace = self.settings.shutdown_grace.0;
         if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
@@ -149,89 +322,193 @@ impl Dispatcher {
         }
     }
 
+    /// Starts attempts from the held deliveries while workers are free, and claims more from the
+    /// store (one claim at a time, never blocking the starts) when there is room and maybe work.
     async fn schedule(
         &self,
         jobs: &async_channel::Sender<ClaimedDelivery>,
+        freed: &mut mpsc::UnboundedReceiver<WebhookId>,
+        done: &mpsc::Sender<Finished>,
         shutdown: &CancellationToken,
     ) {
         let s = &self.settings;
-        while !shutdown.is_cancelled() {
-            let (snapshot, total) = {
-                let f = self.in_flight.lock().expect("in-flight lock");
-                (f.by_webhook.clone(), f.total)
+        let cap = s.per_webhook_concurrency;
+        let shared = &self.shared;
+        let mut claiming: Option<ClaimFuture> = None;
+        // Claim as soon as there is room: at start, after new work, after a full claim.
+        let mut claim_now = true;
+        // Whether the last claim left due work behind (it was full, or the per-webhook holds
+        // stopped it): then an attempt that ends makes another claim worth it. If not, only
+        // new work (a wake-up) or the next due time does.
+        let mut backlog = true;
+        let mut wake_at = tokio::time::Instant::now();
+        loop {
+            let starts = {
+                let mut lanes = shared.lock();
+                let mut starts = Vec::new();
+                while lanes.running < s.workers {
+                    let Some(held) = lanes.next(cap) else { break };
+                    starts.push(held);
+                }
+                starts
             };
-            let want = s.workers.saturating_sub(total).min(s.claim_batch);
-            let now = Timestamp::now();
-            if want > 0 {
-                let request = ClaimRequest {
-                    now,
-                    lease_until: now.plus(s.lease.0),
-                    limit: want,
-                    per_webhook_cap: s.per_webhook_concurrency,
-                    in_flight: snapshot,
-                };
-                let claimed = self
-                    .metrics
-                    .time_store(StoreOp::Claim, self.store.claim_due(&request))
-                    .await;
-                match claimed {
-                    Ok(claims) => {
-                        let got = claims.len();
-                        for claim in claims {
-                            self.in_flight
-                                .lock()
-                                .expect("in-flight lock")
-                                .add(&claim.webhook.id);
-                            if jobs.send(claim).await.is_err() {
-                                return;
-                            }
-                        }
-                        if got == want {
-                            continue; // there may be more due right now
-                        }
-                    }
-                    Err(e) => {
-                        error!(error = %e, "claiming due deliveries failed; retrying shortly");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = shutdown.cancelled() => return,
-                        }
-                        continue;
-                    }
+            for held in starts {
+                if Timestamp::now() > held.start_by {
+                    // Held too long: the lease could run out mid-attempt and another node take
+                    // the delivery. Give it back; it is claimed again with a fresh lease.
+                    let webhook = held.claim.webhook.id.clone();
+                    let release = Release {
+                        delivery_id: held.claim.delivery_id,
+                        lease: held.claim.lease,
+                    };
+                    let _ = done.send(Finished::Released(release)).await;
+                    shared.lock().finished(&webhook);
+                    continue;
+                }
+                if jobs.send(held.claim).await.is_err() {
+                    return;
                 }
             }
-            let wait = self.idle_wait(want, now).await;
-            tokio::select! {
-                _ = self.waker.woken() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.cancelled() => return,
+            if shutdown.is_cancelled() {
+                break;
             }
+            let (room, in_flight) = {
+                let lanes = shared.lock();
+                (
+                    shared.hold_total.saturating_sub(lanes.held),
+                    lanes.held_by_webhook(),
+                )
+            };
+            if claiming.is_none() && claim_now && room > 0 {
+                claim_now = false;
+                claiming = Some(self.claim(room.min(s.claim_batch), in_flight));
+            }
+            tokio::select! {
+                result = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
+                    claiming = None;
+                    match result {
+                        Ok(ClaimResult { claims, asked, claimed_at, lease_until, next_due }) => {
+                            // A full claim: there may be more due now. (A wake-up during the claim
+                            // has set `claim_now` already.)
+                            claim_now |= claims.len() == asked;
+                            let now = Timestamp::now();
+                            let due_left = next_due.is_some_and(|at| at <= now);
+                            backlog = claims.len() == asked || due_left;
+                            let mut lanes = shared.lock();
+                            for claim in claims {
+                                lanes.hold(claim, claimed_at, lease_until);
+                            }
+                            drop(lanes);
+                            // Due work left behind waits for a slot to free, not for the clock.
+                            let poll = s.poll_interval.0;
+                            let idle = match next_due {
+                                Some(at) if at > now => now.until(at).min(poll),
+                                _ => poll,
+                            };
+                            wake_at = tokio::time::Instant::now() + idle;
+                        }
+                        Err(e) => {
+                            error!(error = %e, "claiming due deliveries failed; retrying shortly");
+                            wake_at = tokio::time::Instant::now() + Duration::from_secs(1);
+                        }
+                    }
+                }
+                Some(webhook) = freed.recv() => {
+                    let mut lanes = shared.lock();
+                    let mut low = lanes.finished(&webhook);
+                    while let Ok(webhook) = freed.try_recv() {
+                        low |= lanes.finished(&webhook);
+                    }
+                    // Refill a webhook whose deliveries held ahead are running out, if the
+                    // store had more than the holds let the last claim take.
+                    claim_now |= low && backlog;
+                }
+                _ = shared.handed.notified() => {}
+                _ = self.waker.woken() => claim_now = true,
+                _ = tokio::time::sleep_until(wake_at), if !claim_now => claim_now = true,
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        // Shutting down: take no more hand-overs, and give back every lease not started,
+        // including a claim in progress.
+        shared.lock().closed = true;
+        if let Some(pending) = claiming
+            && let Ok(result) = pending.await
+        {
+            let mut lanes = shared.lock();
+            for claim in result.claims {
+                lanes.hold(claim, result.claimed_at, result.lease_until);
+            }
+        }
+        let waiting = shared.lock().drain_waiting();
+        for held in waiting {
+            let release = Release {
+                delivery_id: held.claim.delivery_id,
+                lease: held.claim.lease,
+            };
+            let _ = done.send(Finished::Released(release)).await;
         }
     }
 
-    /// How long to sleep when nothing more can be claimed now. With free workers, until the next
-    /// delivery falls due; otherwise (all workers busy, or the due work is capped) until a
-    /// recorded attempt wakes us, bounded by the poll interval.
-    async fn idle_wait(&self, free: usize, now: Timestamp) -> Duration {
-        let poll = self.settings.poll_interval.0;
-        if free == 0 {
-            return poll;
-        }
-        match self.store.next_due_at(self.settings.workers + 1).await {
-            Ok(Some(at)) if at > now => now.until(at).min(poll),
-            Ok(_) => poll,
-            Err(e) => {
-                error!(error = %e, "reading the next due time failed");
-                poll
-            }
-        }
+    /// A claim of up to `limit` due deliveries within the per-webhook hold, run beside the
+    /// scheduler; when it finds fewer than asked, it also reads when the next one falls due.
+    fn claim(&self, limit: usize, in_flight: HashMap<WebhookId, usize>) -> ClaimFuture {
+        let s = &self.settings;
+        let now = Timestamp::now();
+        let request = ClaimRequest {
+            now,
+            lease_until: now.plus(s.lease.0),
+            limit,
+            per_webhook_cap: s.per_webhook_concurrency * HOLD_AHEAD,
+            in_flight,
+        };
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let scan = s.workers + 1;
+        Box::pin(async move {
+            let claims = metrics
+                .time_store(StoreOp::Claim, store.claim_due(&request))
+                .await?;
+            let next_due = if claims.len() < limit {
+                store.next_due_at(scan).await?
+            } else {
+                None
+            };
+            Ok(ClaimResult {
+                claims,
+                asked: limit,
+                claimed_at: now,
+                lease_until: request.lease_until,
+                next_due,
+            })
+        })
     }
+}
+
+/// Deliveries held per worker (and per unit of per-webhook concurrency): one being attempted,
+/// one claimed ahead.
+const HOLD_AHEAD: usize = 2;
+
+/// Time kept in hand, beyond the webhook's timeout, before a held lease runs out.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+type ClaimFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = crate::store::StoreResult<ClaimResult>> + Send>,
+>;
+
+struct ClaimResult {
+    claims: Vec<ClaimedDelivery>,
+    asked: usize,
+    claimed_at: Timestamp,
+    lease_until: Timestamp,
+    next_due: Option<Timestamp>,
 }
 
 /// One worker: takes claimed deliveries off the channel and attempts them, one at a time.
 async fn work(
     jobs: async_channel::Receiver<ClaimedDelivery>,
-    done: mpsc::UnboundedSender<Finished>,
+    done: mpsc::Sender<Finished>,
+    freed: mpsc::UnboundedSender<WebhookId>,
     sender: Arc<Sender>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
@@ -243,7 +520,8 @@ async fn work(
                 delivery_id: claim.delivery_id,
                 lease: claim.lease,
             };
-            let _ = done.send(Finished::Released(release, webhook));
+            let _ = done.send(Finished::Released(release)).await;
+            let _ = freed.send(webhook);
             continue;
         }
         let span = info_span!("attempt", delivery_id = %claim.delivery_id, webhook_id = %webhook,
@@ -272,7 +550,9 @@ async fn work(
             next,
             gone,
         };
-        let _ = done.send(Finished::Attempted(record, webhook));
+        let _ = done.send(Finished::Attempted(record)).await;
+        // The webhook's slot is free as soon as the attempt ends; the result is written apart.
+        let _ = freed.send(webhook);
     }
 }
 
@@ -293,9 +573,8 @@ fn next_step(
 
 /// Writes finished attempts in batches until every worker has gone.
 async fn record(
-    mut done: mpsc::UnboundedReceiver<Finished>,
+    mut done: mpsc::Receiver<Finished>,
     store: DynStore,
-    in_flight: Arc<Mutex<InFlight>>,
     waker: Waker,
     disable_after: Duration,
     metrics: Arc<Metrics>,
@@ -304,17 +583,10 @@ async fn record(
     while done.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let mut records = Vec::new();
         let mut releases = Vec::new();
-        let mut webhooks = Vec::with_capacity(batch.len());
         for finished in batch.drain(..) {
             match finished {
-                Finished::Attempted(r, w) => {
-                    records.push(r);
-                    webhooks.push(w);
-                }
-                Finished::Released(r, w) => {
-                    releases.push(r);
-                    webhooks.push(w);
-                }
+                Finished::Attempted(r) => records.push(r),
+                Finished::Released(r) => releases.push(r),
             }
         }
         let health = HealthPolicy {
@@ -327,11 +599,12 @@ async fn record(
             })
             .await;
         }
+        let mut retries = false;
         for r in &records {
             match r.next {
                 NextStep::Succeeded => metrics.deliveries_succeeded.increment(1),
                 NextStep::Failed => metrics.deliveries_failed.increment(1),
-                NextStep::RetryAt(_) => {}
+                NextStep::RetryAt(_) => retries = true,
             }
         }
         if !releases.is_empty() {
@@ -340,13 +613,10 @@ async fn record(
             })
             .await;
         }
-        {
-            let mut f = in_flight.lock().expect("in-flight lock");
-            for w in &webhooks {
-                f.remove(w);
-            }
+        // A retry may be due at once, and a released delivery is: look at the queue again.
+        if retries || !releases.is_empty() {
+            waker.wake();
         }
-        waker.wake();
     }
 }
 

@@ -3,6 +3,7 @@
 //! The suffix is a UUIDv7 in lowercase hex: its leading 48 bits are the creation time in
 //! milliseconds, so ids sort by creation time and serve directly as pagination cursors.
 
+use super::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 macro_rules! prefixed_id {
@@ -71,9 +72,36 @@ prefixed_id!(
     AttemptId, "att"
 );
 
+impl EventId {
+    /// A bound between event ids by creation time: every id made before `at` sorts before it,
+    /// every id made at or after it sorts after. (The suffix begins with the creation time in
+    /// milliseconds, as 12 hex digits.) Lets the store find old events through the primary key.
+    pub fn bound_at(at: Timestamp) -> String {
+        let millis = at.millis().clamp(0, 0xffff_ffff_ffff);
+        format!("{}_{millis:012x}", Self::PREFIX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_bound_splits_ids_by_creation_time() {
+        let before = EventId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let at = Timestamp::now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let after = EventId::generate();
+        let bound = EventId::bound_at(at);
+        assert!(before.as_str() < bound.as_str(), "{before} < {bound}");
+        assert!(after.as_str() > bound.as_str(), "{after} > {bound}");
+        let same_ms = format!("{bound}{}", "0".repeat(20));
+        assert!(
+            same_ms.as_str() > bound.as_str(),
+            "made at `at` is not before it"
+        );
+    }
 
     #[test]
     fn generated_ids_parse_and_sort_by_creation() {

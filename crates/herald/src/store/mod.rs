@@ -155,6 +155,17 @@ impl NewEvent {
         e
     }
 
+    /// The event as stored.
+    pub fn to_event(&self) -> Event {
+        Event {
+            id: self.id.clone(),
+            account: self.account.clone(),
+            event_type: self.event_type.clone(),
+            timestamp: self.timestamp,
+            data: self.data.clone(),
+        }
+    }
+
     /// Whether a webhook of the account gets this event.
     pub(crate) fn is_for(
         &self,
@@ -190,6 +201,8 @@ pub struct WebhookRef {
 pub struct Published {
     pub event: Event,
     pub deliveries: u32,
+    /// Of those, handed straight to this node's dispatcher (the rest wait for a claim).
+    pub handed_over: u32,
     pub replayed: bool,
 }
 
@@ -305,6 +318,31 @@ pub struct QueueDepth {
     pub scheduled: u64,
     /// When the oldest of the due ones fell due.
     pub oldest_due: Option<Timestamp>,
+}
+
+/// One batch of pruning old events (retention): the events among the next `limit` in id order
+/// (oldest first) that are old enough and finished go, with their deliveries and attempts.
+#[derive(Clone, Debug)]
+pub struct PruneEvents {
+    /// Events made before this are old enough…
+    pub created_before: Timestamp,
+    /// …once every delivery of theirs has finished (succeeded, failed or cancelled) before this.
+    pub finished_before: Timestamp,
+    /// The scan continues after this event id; `None` starts at the oldest.
+    pub after: Option<EventId>,
+    /// Most events looked at, and so deleted, in this batch.
+    pub limit: usize,
+}
+
+/// What one batch of [`PruneEvents`] deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrunedEvents {
+    pub events: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+    /// Where the next batch continues; `None` when the scan has passed every old event (or,
+    /// on PostgreSQL, another node is pruning right now).
+    pub next: Option<EventId>,
 }
 
 /// Herald's durable state. `account: None` on a read means the admin's unscoped view;
@@ -428,12 +466,47 @@ pub trait Store: Send + Sync + 'static {
     /// Counts the pending deliveries that are due (and not leased) and those scheduled later.
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth>;
 
+    // Retention. Each call is one short transaction, so publishes and the dispatcher's writes
+    // go on between batches.
+    /// Deletes the old, finished events of one batch, with their deliveries and attempts.
+    /// Pending deliveries (retrying, or in flight) keep their events.
+    async fn prune_events(&self, batch: &PruneEvents) -> StoreResult<PrunedEvents>;
+    /// Deletes up to `limit` jobs that finished before `finished_before`, with their own
+    /// webhooks, once those have no deliveries left. Returns how many jobs went.
+    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64>;
+    /// Frees up to `limit` idempotency keys of events published before `before` (expired keys,
+    /// which publishing already ignores). Returns how many.
+    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
+
     /// Calls `on_work` whenever another process commits new due work, until `shutdown`.
     /// Backends shared by several processes implement it (PostgreSQL: LISTEN/NOTIFY); for a
     /// store only this process writes, the in-process waker already covers it.
     fn watch_for_work(&self, on_work: Arc<dyn Fn() + Send + Sync>, shutdown: CancellationToken) {
         let _ = (on_work, shutdown);
     }
+
+    /// Lets publishing hand new deliveries straight to this node's dispatcher, leased to it for
+    /// `lease`, so they need no claim. A backend that does not implement it leaves them all to
+    /// the claims.
+    fn set_intake(&self, intake: Arc<dyn Intake>, lease: std::time::Duration) {
+        let _ = (intake, lease);
+    }
+}
+
+/// The dispatcher's side of a hand-over from publishing (see [`Store::set_intake`]).
+pub trait Intake: Send + Sync {
+    /// Reserves room for one new delivery to `webhook`; false when its lane or the node is full
+    /// (the delivery is then left to the claims).
+    fn reserve(&self, webhook: &WebhookId) -> bool;
+    /// Hands over reserved deliveries, committed and leased until `lease_until`.
+    fn hand_over(
+        &self,
+        claims: Vec<ClaimedDelivery>,
+        claimed_at: Timestamp,
+        lease_until: Timestamp,
+    );
+    /// Gives back reservations whose deliveries were not committed.
+    fn cancel(&self, webhooks: &[WebhookId]);
 }
 
 /// Chooses, from due candidates `(delivery, webhook)` in due order, those that fit the
@@ -512,5 +585,153 @@ pub async fn open(
             "unsupported database URL scheme in {:?}; expected sqlite: or postgres:",
             database_url.split(':').next().unwrap_or_default()
         )))
+    }
+}
+
+/// The deliveries one publish transaction hands to the dispatcher, all under one lease. Dropped
+/// without [`Handoff::finish`] (the transaction failed), it gives the reservations back.
+pub(crate) struct Handoff {
+    intake: Arc<dyn Intake>,
+    pub lease: String,
+    pub claimed_at: Timestamp,
+    pub lease_until: Timestamp,
+    reserved: Vec<WebhookId>,
+    claims: Vec<ClaimedDelivery>,
+}
+
+impl Handoff {
+    pub fn new(intake: Arc<dyn Intake>, now: Timestamp, lease: std::time::Duration) -> Self {
+        Self {
+            intake,
+            lease: uuid::Uuid::new_v4().simple().to_string(),
+            claimed_at: now,
+            lease_until: now.plus(lease),
+            reserved: Vec::new(),
+            claims: Vec::new(),
+        }
+    }
+
+    /// Whether the delivery about to be written to `webhook` goes to the dispatcher.
+    pub fn reserve(&mut self, webhook: &WebhookId) -> bool {
+        let ok = self.intake.reserve(webhook);
+        if ok {
+            self.reserved.push(webhook.clone());
+        }
+        ok
+    }
+
+    /// The reserved delivery, written with this hand-off's lease.
+    pub fn add(&mut self, delivery_id: DeliveryId, event: Event, webhook: Webhook) {
+        self.claims.push(ClaimedDelivery {
+            delivery_id,
+            lease: self.lease.clone(),
+            attempt_number: 1,
+            event,
+            webhook,
+        });
+    }
+
+    /// After the commit: hands the deliveries over.
+    pub fn finish(mut self) {
+        self.reserved.clear();
+        let claims = std::mem::take(&mut self.claims);
+        if !claims.is_empty() {
+            self.intake
+                .hand_over(claims, self.claimed_at, self.lease_until);
+        }
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if !self.reserved.is_empty() {
+            self.intake.cancel(&self.reserved);
+        }
+    }
+}
+
+/// How a batch of attempt results changes its webhooks' failure records (`failing_since`).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct FailureRecordChanges {
+    /// Webhooks with a success in the batch: their record is cleared.
+    pub cleared: Vec<String>,
+    /// Webhooks whose last attempts in the batch failed, with the first of those failures'
+    /// start: the record starts then, unless one is already running.
+    pub started: Vec<(String, i64)>,
+}
+
+/// Folds attempt results, in order, into one change per webhook: the same end state as
+/// applying them one by one (a success clears the record, a failure starts one if none runs).
+pub(crate) fn failure_record_changes(records: &[AttemptRecord]) -> FailureRecordChanges {
+    let mut by_webhook: HashMap<&str, (bool, Option<i64>)> = HashMap::new();
+    let mut order = Vec::new();
+    for r in records {
+        let entry = by_webhook.entry(r.webhook_id.as_str()).or_insert_with(|| {
+            order.push(r.webhook_id.as_str());
+            (false, None)
+        });
+        if r.next == NextStep::Succeeded {
+            *entry = (true, None);
+        } else if entry.1.is_none() {
+            entry.1 = Some(r.attempt.started_at.millis());
+        }
+    }
+    let mut changes = FailureRecordChanges::default();
+    for id in order {
+        let (succeeded, failing_since) = by_webhook[id];
+        if succeeded {
+            changes.cleared.push(id.to_owned());
+        }
+        if let Some(since) = failing_since {
+            changes.started.push((id.to_owned(), since));
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::AttemptId;
+
+    fn record(webhook: &str, started: i64, next: NextStep) -> AttemptRecord {
+        AttemptRecord {
+            delivery_id: DeliveryId::generate(),
+            webhook_id: WebhookId::from_trusted(webhook.to_owned()),
+            lease: "l".to_owned(),
+            attempt: Attempt {
+                id: AttemptId::generate(),
+                number: 1,
+                started_at: Timestamp::from_millis(started),
+                duration_ms: 1,
+                status_code: None,
+                error_kind: None,
+                error: None,
+                response_body: None,
+                node: None,
+            },
+            next,
+            gone: false,
+        }
+    }
+
+    #[test]
+    fn failure_records_fold_as_if_applied_one_by_one() {
+        let fail = NextStep::Failed;
+        let ok = NextStep::Succeeded;
+        let records = [
+            record("a", 1, fail),
+            record("b", 2, ok),
+            record("a", 3, ok),
+            record("a", 4, fail),
+            record("a", 5, NextStep::RetryAt(Timestamp::from_millis(9))),
+            record("c", 6, fail),
+            record("c", 7, fail),
+            record("b", 8, ok),
+        ];
+        let changes = failure_record_changes(&records);
+        assert_eq!(changes.cleared, ["a", "b"]);
+        // a: its success at 3 clears, then the failure at 4 starts a new record; c: from 6.
+        assert_eq!(changes.started, [("a".to_owned(), 4), ("c".to_owned(), 6)]);
     }
 }

@@ -12,8 +12,9 @@ use super::rows::{
 use super::seal::{Column, Sealer};
 use super::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
-    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, QueueDepth,
-    Release, RetryRequest, Store, StoreError, StoreResult, WebhookRef,
+    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, PruneEvents,
+    PrunedEvents, Published, QueueDepth, Release, RetryRequest, Store, StoreError, StoreResult,
+    WebhookRef,
 };
 use crate::domain::{
     Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
@@ -26,6 +27,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+mod retention;
 
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 const CHANNEL: &str = "herald_work";
@@ -618,19 +621,24 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        let candidates: Vec<(String, String)> = sqlx::query_as(
-            "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-               AND (d.locked_until IS NULL OR d.locked_until <= $1) AND w.status = 'active'
-               AND NOT (d.webhook_id = ANY($2))
-             ORDER BY d.next_attempt_at LIMIT $3
-             FOR UPDATE OF d SKIP LOCKED",
-        )
-        .bind(req.now.millis())
-        .bind(super::saturated_webhooks(req))
-        .bind((req.limit * 4) as i64)
-        .fetch_all(&mut *tx)
-        .await?;
+        let saturated = super::saturated_webhooks(req);
+        let candidates: Vec<(String, String)> = if saturated.is_empty() {
+            sqlx::query_as(
+                "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+                 WHERE d.status = 'pending' AND d.next_attempt_at <= $1
+                   AND (d.locked_until IS NULL OR d.locked_until <= $1) AND w.status = 'active'
+                 ORDER BY d.next_attempt_at LIMIT $2
+                 FOR UPDATE OF d SKIP LOCKED",
+            )
+            .bind(req.now.millis())
+            .bind((req.limit * 4) as i64)
+            .fetch_all(&mut *tx)
+            .await?
+        } else {
+            // Webhooks at their cap may own most due rows (a slow endpoint's backlog): rather
+            // than scan past them in due order, look webhook by webhook.
+            claim_candidates_per_webhook(&mut tx, req, &saturated).await?
+        };
         let picked = super::pick_within_caps(&candidates, req);
         if picked.is_empty() {
             return Ok(Vec::new());
@@ -747,6 +755,18 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
+    }
+
+    async fn prune_events(&self, batch: &PruneEvents) -> StoreResult<PrunedEvents> {
+        self.prune_events_batch(batch).await
+    }
+
+    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.prune_jobs_batch(finished_before, limit).await
+    }
+
+    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.forget_idempotency_keys_batch(before, limit).await
     }
 
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {
@@ -1070,6 +1090,7 @@ async fn publish_on(tx: &mut sqlx::PgConnection, new: &NewEvent) -> StoreResult<
                 return Ok(Published {
                     event: event_from_row(&row, "")?,
                     deliveries: deliveries as u32,
+                    handed_over: 0,
                     replayed: true,
                 });
             }
@@ -1089,6 +1110,64 @@ async fn publish_on(tx: &mut sqlx::PgConnection, new: &NewEvent) -> StoreResult<
             data: new.data.clone(),
         },
         deliveries,
+        handed_over: 0,
         replayed: false,
     })
+}
+
+/// Most webhooks one claim looks at one by one.
+const MAX_WEBHOOKS_PER_CLAIM: i64 = 1000;
+
+/// Due deliveries of the webhooks with room, locked (`SKIP LOCKED`), taken webhook by webhook
+/// through `deliveries_pending_by_webhook`: the webhooks with pending work are listed by a loose
+/// index scan (one index seek each), in random order for fairness, leaving out `saturated`.
+async fn claim_candidates_per_webhook(
+    tx: &mut sqlx::PgConnection,
+    req: &ClaimRequest,
+    saturated: &[String],
+) -> StoreResult<Vec<(String, String)>> {
+    let mut hooks: Vec<String> = sqlx::query_scalar(
+        "WITH RECURSIVE hooks(id, n) AS (
+           (SELECT webhook_id, 1 FROM deliveries WHERE status = 'pending' ORDER BY webhook_id LIMIT 1)
+           UNION ALL
+           SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > hooks.id
+                   ORDER BY webhook_id LIMIT 1), n + 1
+           FROM hooks WHERE hooks.id IS NOT NULL AND n < $1)
+         SELECT id FROM hooks WHERE id IS NOT NULL AND NOT (id = ANY($2))",
+    )
+    .bind(MAX_WEBHOOKS_PER_CLAIM)
+    .bind(saturated)
+    .fetch_all(&mut *tx)
+    .await?;
+    {
+        use rand::seq::SliceRandom;
+        hooks.shuffle(&mut rand::rng());
+    }
+    let rooms: Vec<i64> = hooks
+        .iter()
+        .map(|h| {
+            let used = req
+                .in_flight
+                .get(&WebhookId::from_trusted(h.clone()))
+                .copied()
+                .unwrap_or(0);
+            req.per_webhook_cap.saturating_sub(used).min(req.limit) as i64
+        })
+        .collect();
+    Ok(sqlx::query_as(
+        "SELECT d.id, d.webhook_id
+         FROM unnest($1::text[], $2::int8[]) AS h(id, room)
+         JOIN webhooks w ON w.id = h.id AND w.status = 'active'
+         CROSS JOIN LATERAL (
+           SELECT d.id, d.webhook_id FROM deliveries d
+           WHERE d.webhook_id = h.id AND d.status = 'pending' AND d.next_attempt_at <= $3
+             AND (d.locked_until IS NULL OR d.locked_until <= $3)
+           ORDER BY d.next_attempt_at LIMIT h.room
+           FOR UPDATE OF d SKIP LOCKED) d",
+    )
+    .bind(&hooks)
+    .bind(&rooms)
+    .bind(req.now.millis())
+    .fetch_all(&mut *tx)
+    .await?)
 }

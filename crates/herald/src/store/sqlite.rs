@@ -11,21 +11,26 @@ use super::rows::{
 };
 use super::seal::{Column, Sealer};
 use super::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
-    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, Published, QueueDepth,
-    Release, RetryRequest, Store, StoreError, StoreResult, WebhookRef,
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, Handoff, HealthPolicy,
+    Intake, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, PruneEvents,
+    PrunedEvents, Published, QueueDepth, Release, RetryRequest, Store, StoreError, StoreResult,
+    WebhookRef,
 };
 use crate::domain::{
     Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
-    JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus,
+    JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookStatus,
 };
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+mod retention;
 
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 
@@ -34,6 +39,10 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Publishes go to the group-commit task.
     publisher: mpsc::Sender<PublishRequest>,
+    /// Where the publisher hands new deliveries to this node's dispatcher, once it is set.
+    intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
+    /// Whether the writer connection is in `synchronous = NORMAL` (see [`set_synchronous`]).
+    relaxed: Arc<AtomicBool>,
     /// Seals the secret columns on write, opens them on read.
     sealer: Sealer,
     _lock: Option<std::fs::File>,
@@ -68,9 +77,20 @@ impl SqliteStore {
         .execute(&writer)
         .await?;
         let (publisher, requests) = mpsc::channel(GROUP_COMMIT * 4);
-        tokio::spawn(run_publisher(writer.clone(), requests));
+        let intake = Arc::new(OnceLock::new());
+        // A new connection starts in `FULL`, as the options above set.
+        let relaxed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run_publisher(
+            writer.clone(),
+            relaxed.clone(),
+            requests,
+            intake.clone(),
+            sealer.clone(),
+        ));
         Ok(Self {
             publisher,
+            intake,
+            relaxed,
             writer,
             reader,
             sealer,
@@ -83,9 +103,7 @@ impl SqliteStore {
     /// The writer, set to fsync every commit: for anything acknowledged to a caller.
     async fn durable_conn(&self) -> StoreResult<PoolConnection<Sqlite>> {
         let mut conn = self.writer.acquire().await?;
-        sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await?;
+        set_synchronous(&mut conn, &self.relaxed, false).await?;
         Ok(conn)
     }
 
@@ -99,11 +117,35 @@ impl SqliteStore {
     /// durable too, since WAL is synced in order.
     async fn relaxed_begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         let mut conn = self.writer.acquire().await?;
+        set_synchronous(&mut conn, &self.relaxed, true).await?;
+        Ok(Transaction::begin(conn, None).await?)
+    }
+}
+
+/// Sets the writer's `synchronous` mode: `NORMAL` when `relaxed`, else `FULL`, skipping the
+/// statement when the connection is known to be in that mode already. `relaxed_now` may only
+/// err towards `NORMAL` (a stale "relaxed" costs one extra statement; a stale "durable" would
+/// skip an fsync), so it is set before switching to `NORMAL` and after switching to `FULL`.
+async fn set_synchronous(
+    conn: &mut sqlx::SqliteConnection,
+    relaxed_now: &AtomicBool,
+    relaxed: bool,
+) -> StoreResult<()> {
+    if relaxed_now.load(Ordering::Acquire) == relaxed {
+        return Ok(());
+    }
+    if relaxed {
+        relaxed_now.store(true, Ordering::Release);
         sqlx::query("PRAGMA synchronous = NORMAL")
             .execute(&mut *conn)
             .await?;
-        Ok(Transaction::begin(conn, None).await?)
+    } else {
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        relaxed_now.store(false, Ordering::Release);
     }
+    Ok(())
 }
 
 /// The start-up pass over the stored secrets, in one transaction: with a key, plaintext values
@@ -365,7 +407,13 @@ impl Store for SqliteStore {
         if let Some(w) = webhook {
             insert_webhook_on(&mut tx, w, &self.sealer).await?;
         }
-        insert_event(&mut tx, &NewEvent::for_job(job), Timestamp::now()).await?;
+        insert_event(
+            &mut tx,
+            &NewEvent::for_job(job),
+            Timestamp::now(),
+            &self.sealer,
+        )
+        .await?;
         tx.commit().await?;
         Ok(JobCreated::Created)
     }
@@ -394,7 +442,7 @@ impl Store for SqliteStore {
         write_job(&mut tx, &next, false).await?;
         let event = if changed {
             let e = NewEvent::for_job(&next);
-            insert_event(&mut tx, &e, now).await?;
+            insert_event(&mut tx, &e, now, &self.sealer).await?;
             Some(e.id)
         } else {
             None
@@ -728,54 +776,84 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.relaxed_begin().await?;
-        for r in records {
-            let a = &r.attempt;
+        let attempts: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let a = &r.attempt;
+                (
+                    a.id.as_str(),
+                    r.delivery_id.as_str(),
+                    a.number,
+                    a.started_at.millis(),
+                    a.duration_ms,
+                    a.status_code,
+                    a.error_kind.map(|k| k.as_str()),
+                    a.error.as_deref(),
+                    a.response_body.as_deref(),
+                    a.node.as_deref(),
+                )
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code, error_kind, error,
+             response_body, node)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
+                    value->>8, value->>9
+             FROM json_each(?1)",
+        )
+        .bind(serde_json::to_string(&attempts).expect("attempts serialize"))
+        .execute(&mut *tx)
+        .await?;
+        let outcomes: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let (status, next_at) = match r.next {
+                    NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
+                    NextStep::Failed => (DeliveryStatus::Failed, None),
+                    NextStep::RetryAt(t) => (DeliveryStatus::Pending, Some(t.millis())),
+                };
+                (
+                    r.delivery_id.as_str(),
+                    r.lease.as_str(),
+                    status.as_str(),
+                    r.attempt.number,
+                    next_at,
+                )
+            })
+            .collect();
+        // Only while the lease is still ours: a lease that ran out may have been taken again.
+        sqlx::query(
+            "UPDATE deliveries SET status = o.status, attempts_made = o.number, next_attempt_at = o.next_at,
+                    lease = NULL, locked_until = NULL, updated_at = ?2
+             FROM (SELECT value->>0 AS id, value->>1 AS lease, value->>2 AS status, value->>3 AS number,
+                          value->>4 AS next_at FROM json_each(?1)) AS o
+             WHERE deliveries.id = o.id AND deliveries.lease = o.lease",
+        )
+        .bind(serde_json::to_string(&outcomes).expect("outcomes serialize"))
+        .bind(health.now.millis())
+        .execute(&mut *tx)
+        .await?;
+        // The webhooks' failure records: cleared by a success, started by the first failure
+        // since (taken in the order the attempts are listed).
+        let health_changes = super::failure_record_changes(records);
+        if !health_changes.cleared.is_empty() {
             sqlx::query(
-                "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code, error_kind, error,
-                 response_body, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "UPDATE webhooks SET failing_since = NULL
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND failing_since IS NOT NULL",
             )
-            .bind(a.id.as_str())
-            .bind(r.delivery_id.as_str())
-            .bind(i64::from(a.number))
-            .bind(a.started_at.millis())
-            .bind(a.duration_ms as i64)
-            .bind(a.status_code.map(i64::from))
-            .bind(a.error_kind.map(|k| k.as_str()))
-            .bind(a.error.as_deref())
-            .bind(a.response_body.as_deref())
-            .bind(a.node.as_deref())
+            .bind(serde_json::to_string(&health_changes.cleared).expect("ids serialize"))
             .execute(&mut *tx)
             .await?;
-            let (status, next_at) = match r.next {
-                NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
-                NextStep::Failed => (DeliveryStatus::Failed, None),
-                NextStep::RetryAt(t) => (DeliveryStatus::Pending, Some(t.millis())),
-            };
+        }
+        if !health_changes.started.is_empty() {
             sqlx::query(
-                "UPDATE deliveries SET status = ?, attempts_made = ?, next_attempt_at = ?, lease = NULL, locked_until = NULL,
-                 updated_at = ? WHERE id = ? AND lease = ?",
+                "UPDATE webhooks SET failing_since = s.since
+                 FROM (SELECT value->>0 AS id, value->>1 AS since FROM json_each(?1)) AS s
+                 WHERE webhooks.id = s.id AND webhooks.failing_since IS NULL",
             )
-            .bind(status.as_str())
-            .bind(i64::from(a.number))
-            .bind(next_at)
-            .bind(health.now.millis())
-            .bind(r.delivery_id.as_str())
-            .bind(&r.lease)
+            .bind(serde_json::to_string(&health_changes.started).expect("ids serialize"))
             .execute(&mut *tx)
             .await?;
-            // The webhook's failure record: cleared by a success, started by the first failure.
-            let health_sql = if r.next == NextStep::Succeeded {
-                "UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL AND ? > 0"
-            } else {
-                "UPDATE webhooks SET failing_since = ? WHERE id = ? AND failing_since IS NULL"
-            };
-            let q = sqlx::query(health_sql);
-            let q = if r.next == NextStep::Succeeded {
-                q.bind(r.webhook_id.as_str()).bind(1)
-            } else {
-                q.bind(a.started_at.millis()).bind(r.webhook_id.as_str())
-            };
-            q.execute(&mut *tx).await?;
         }
         let gone: Vec<&str> = records
             .iter()
@@ -810,7 +888,7 @@ impl Store for SqliteStore {
                     .await?;
                 tracing::warn!(webhook_id = %id, reason, "webhook disabled");
                 let who = WebhookRef { id, account: AccountId::from_trusted(account), url };
-                insert_event(&mut tx, &NewEvent::webhook_disabled(&who, reason, health.now), health.now).await?;
+                insert_event(&mut tx, &NewEvent::webhook_disabled(&who, reason, health.now), health.now, &self.sealer).await?;
             }
         }
         tx.commit().await?;
@@ -841,6 +919,18 @@ impl Store for SqliteStore {
         Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
     }
 
+    async fn prune_events(&self, batch: &PruneEvents) -> StoreResult<PrunedEvents> {
+        self.prune_events_batch(batch).await
+    }
+
+    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.prune_jobs_batch(finished_before, limit).await
+    }
+
+    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.forget_idempotency_keys_batch(before, limit).await
+    }
+
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {
         // One pass over the pending rows (the partial index `deliveries_due`), on a reader.
         let row = sqlx::query(
@@ -861,6 +951,10 @@ impl Store for SqliteStore {
                 .try_get::<Option<i64>, _>("oldest_due")?
                 .map(Timestamp::from_millis),
         })
+    }
+
+    fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
+        let _ = self.intake.set((intake, lease));
     }
 }
 
@@ -930,59 +1024,124 @@ async fn insert_event(
     conn: &mut sqlx::SqliteConnection,
     e: &NewEvent,
     now: Timestamp,
+    sealer: &Sealer,
 ) -> StoreResult<u32> {
+    let counts = insert_events(conn, &[e], now, None, sealer).await?;
+    Ok(counts[0].0)
+}
+
+/// Stores events and enqueues a delivery for every webhook that gets each, in three statements
+/// whatever the number of events (each statement is a round trip to sqlx's SQLite thread).
+/// Returns, for each event in order, its number of deliveries and how many of those went to
+/// `handoff`.
+async fn insert_events(
+    conn: &mut sqlx::SqliteConnection,
+    events: &[&NewEvent],
+    now: Timestamp,
+    mut handoff: Option<&mut Handoff>,
+    sealer: &Sealer,
+) -> StoreResult<Vec<(u32, u32)>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.id.as_str(),
+                e.account.as_str(),
+                &e.event_type,
+                e.timestamp.millis(),
+                e.data.get(),
+                e.idempotency.as_ref().map(|i| (&i.key, &i.fingerprint)),
+                e.job.as_ref().map(|j| j.id.as_str()),
+            )
+        })
+        .collect();
     sqlx::query(
         "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key, idempotency_fingerprint,
-         created_at, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_at, job_id)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>'$[5][0]', value->>'$[5][1]',
+                ?2, value->>6
+         FROM json_each(?1)",
     )
-    .bind(e.id.as_str())
-    .bind(e.account.as_str())
-    .bind(&e.event_type)
-    .bind(e.timestamp.millis())
-    .bind(e.data.get())
-    .bind(e.idempotency.as_ref().map(|i| i.key.as_str()))
-    .bind(e.idempotency.as_ref().map(|i| i.fingerprint.as_str()))
+    .bind(serde_json::to_string(&rows).expect("strings serialize"))
     .bind(now.millis())
-    .bind(e.job.as_ref().map(|j| j.id.as_str()))
     .execute(&mut *conn)
     .await?;
-    let candidates: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, events, kind, job_id FROM webhooks
-         WHERE account_id = ? AND status = 'active' AND deleted_at IS NULL AND (kind <> 'job' OR job_id = ?)
-         ORDER BY id",
-    )
-    .bind(e.account.as_str())
-    .bind(e.job.as_ref().map(|j| j.id.as_str()))
+
+    let mut accounts: Vec<&str> = events.iter().map(|e| e.account.as_str()).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    let jobs: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.job.as_ref().map(|j| j.id.as_str()))
+        .collect();
+    let candidates: Vec<WebhookColumns> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks
+         WHERE account_id IN (SELECT value FROM json_each(?1)) AND status = 'active' AND deleted_at IS NULL
+           AND (kind <> 'job' OR job_id IN (SELECT value FROM json_each(?2)))
+         ORDER BY id"
+    )))
+    .bind(serde_json::to_string(&accounts).expect("strings serialize"))
+    .bind(serde_json::to_string(&jobs).expect("strings serialize"))
     .fetch_all(&mut *conn)
     .await?;
-    let mut deliveries = 0u32;
-    for (id, events, kind, job_id) in candidates {
-        let kind = WebhookKind::parse(&kind).ok_or_else(|| corrupt("webhook kind", &kind))?;
-        if !e.is_for(
-            &id,
-            kind,
-            job_id.as_deref(),
-            &rows::filters_from_json(&events)?,
-        ) {
-            continue;
+    let hooks = candidates
+        .into_iter()
+        .map(|r| r.into_webhook(sealer))
+        .collect::<StoreResult<Vec<Webhook>>>()?;
+
+    let mut counts = Vec::with_capacity(events.len());
+    let mut deliveries = Vec::new();
+    for e in events {
+        let (mut n, mut handed) = (0u32, 0u32);
+        for hook in &hooks {
+            if hook.account_id != e.account
+                || !e.is_for(
+                    hook.id.as_str(),
+                    hook.kind,
+                    hook.job_id.as_deref(),
+                    &hook.events,
+                )
+            {
+                continue;
+            }
+            let id = DeliveryId::generate();
+            let mut leased = None;
+            if let Some(h) = handoff.as_deref_mut()
+                && h.reserve(&hook.id)
+            {
+                h.add(id.clone(), e.to_event(), hook.clone());
+                leased = Some((h.lease.clone(), h.lease_until.millis()));
+                handed += 1;
+            }
+            deliveries.push((
+                id.to_string(),
+                e.account.as_str(),
+                e.id.as_str(),
+                &e.event_type,
+                hook.id.as_str(),
+                leased,
+            ));
+            n += 1;
         }
+        counts.push((n, handed));
+    }
+    if !deliveries.is_empty() {
         sqlx::query(
             "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status, attempts_made,
-             next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+             next_attempt_at, created_at, updated_at, lease, locked_until)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 'pending', 0, ?2, ?2, ?2,
+                    value->>'$[5][0]', value->>'$[5][1]'
+             FROM json_each(?1)",
         )
-        .bind(DeliveryId::generate().as_str())
-        .bind(e.account.as_str())
-        .bind(e.id.as_str())
-        .bind(&e.event_type)
-        .bind(&id)
-        .bind(now.millis())
-        .bind(now.millis())
+        .bind(serde_json::to_string(&deliveries).expect("strings serialize"))
         .bind(now.millis())
         .execute(&mut *conn)
         .await?;
-        deliveries += 1;
     }
-    Ok(deliveries)
+    Ok(counts)
 }
 
 async fn fetch_job(
@@ -1040,10 +1199,19 @@ fn closed(what: &str) -> StoreError {
 /// the next, so one fsync acknowledges many events. Each publish runs under its own savepoint:
 /// one that fails (an idempotency conflict, say) is rolled back alone and answered with its
 /// error; none is answered before the commit that makes it durable.
-async fn run_publisher(writer: SqlitePool, mut requests: mpsc::Receiver<PublishRequest>) {
+async fn run_publisher(
+    writer: SqlitePool,
+    relaxed: Arc<AtomicBool>,
+    mut requests: mpsc::Receiver<PublishRequest>,
+    intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
+    sealer: Sealer,
+) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT);
     while requests.recv_many(&mut batch, GROUP_COMMIT).await > 0 {
-        let results = publish_batch(&writer, &batch).await;
+        let handoff = intake
+            .get()
+            .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease));
+        let results = publish_batch(&writer, &relaxed, &batch, handoff, &sealer).await;
         match results {
             Ok(results) => {
                 let mut results = results.into_iter();
@@ -1067,37 +1235,71 @@ async fn run_publisher(writer: SqlitePool, mut requests: mpsc::Receiver<PublishR
     }
 }
 
+/// Writes a group of publishes in one transaction; deliveries reserved in `handoff` go to the
+/// dispatcher after the commit.
 async fn publish_batch(
     writer: &SqlitePool,
+    relaxed: &AtomicBool,
     batch: &[PublishRequest],
+    mut handoff: Option<Handoff>,
+    sealer: &Sealer,
 ) -> StoreResult<Vec<StoreResult<Published>>> {
     let mut conn = writer.acquire().await?;
-    sqlx::query("PRAGMA synchronous = FULL")
-        .execute(&mut *conn)
-        .await?;
+    set_synchronous(&mut conn, relaxed, false).await?;
     let mut tx = Transaction::begin(conn, None).await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for event in batch.iter().flat_map(|r| &r.events) {
-        // Only an idempotency key can refuse one event alone, and it does so before writing
-        // anything; any other error fails the whole group (nothing of it is committed). So a
-        // savepoint is needed only around events that carry a key.
+    let events: Vec<&NewEvent> = batch.iter().flat_map(|r| &r.events).collect();
+    let mut results: Vec<Option<StoreResult<Published>>> = Vec::with_capacity(events.len());
+    // Only an idempotency key can refuse one event alone, and it does so before writing
+    // anything; any other error fails the whole group (nothing of it is committed). So events
+    // with a key go one by one, each under a savepoint, and the rest are written together.
+    for event in &events {
         if event.idempotency.is_none() {
-            results.push(Ok(publish_on(&mut tx, event).await?));
+            results.push(None);
             continue;
         }
         sqlx::query("SAVEPOINT publish").execute(&mut *tx).await?;
-        let result = publish_on(&mut tx, event).await;
+        let result = publish_on(&mut tx, event, sealer).await;
         if result.is_err() {
             sqlx::query("ROLLBACK TO publish").execute(&mut *tx).await?;
         }
         sqlx::query("RELEASE publish").execute(&mut *tx).await?;
-        results.push(result);
+        results.push(Some(result));
     }
+    let plain: Vec<&NewEvent> = events
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_none())
+        .map(|(e, _)| *e)
+        .collect();
+    let mut counts = insert_events(&mut tx, &plain, Timestamp::now(), handoff.as_mut(), sealer)
+        .await?
+        .into_iter();
     tx.commit().await?;
-    Ok(results)
+    if let Some(handoff) = handoff {
+        handoff.finish();
+    }
+    Ok(events
+        .iter()
+        .zip(results)
+        .map(|(e, r)| {
+            r.unwrap_or_else(|| {
+                let (deliveries, handed_over) = counts.next().unwrap_or((0, 0));
+                Ok(Published {
+                    event: e.to_event(),
+                    deliveries,
+                    handed_over,
+                    replayed: false,
+                })
+            })
+        })
+        .collect())
 }
 
-async fn publish_on(tx: &mut sqlx::SqliteConnection, new: &NewEvent) -> StoreResult<Published> {
+async fn publish_on(
+    tx: &mut sqlx::SqliteConnection,
+    new: &NewEvent,
+    sealer: &Sealer,
+) -> StoreResult<Published> {
     if let Some(idem) = &new.idempotency {
         let earlier = sqlx::query(
             "SELECT id, idempotency_fingerprint, created_at FROM events WHERE account_id = ? AND idempotency_key = ?",
@@ -1125,6 +1327,7 @@ async fn publish_on(tx: &mut sqlx::SqliteConnection, new: &NewEvent) -> StoreRes
                 return Ok(Published {
                     event,
                     deliveries: deliveries as u32,
+                    handed_over: 0,
                     replayed: true,
                 });
             }
@@ -1135,17 +1338,11 @@ async fn publish_on(tx: &mut sqlx::SqliteConnection, new: &NewEvent) -> StoreRes
                 .await?;
         }
     }
-    let deliveries = insert_event(&mut *tx, new, Timestamp::now()).await?;
-    let event = Event {
-        id: new.id.clone(),
-        account: new.account.clone(),
-        event_type: new.event_type.clone(),
-        timestamp: new.timestamp,
-        data: new.data.clone(),
-    };
+    let deliveries = insert_event(&mut *tx, new, Timestamp::now(), sealer).await?;
     Ok(Published {
-        event,
+        event: new.to_event(),
         deliveries,
+        handed_over: 0,
         replayed: false,
     })
 }

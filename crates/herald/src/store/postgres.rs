@@ -13,12 +13,11 @@ use super::seal::{Column, Sealer};
 use super::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
     JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, PruneEvents,
-    PrunedEvents, Published, QueueDepth, Release, RetryRequest, Store, StoreError, StoreResult,
-    WebhookRef,
+    PrunedEvents, Published, QueueDepth, Release, RetryRequest, Store, StoreResult, WebhookRef,
 };
 use crate::domain::{
     Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
-    JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus,
+    JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookStatus,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
@@ -26,9 +25,13 @@ use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+mod publish;
 mod retention;
+
+use publish::{PublishRequest, closed, insert_event};
 
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 const CHANNEL: &str = "herald_work";
@@ -37,6 +40,8 @@ pub struct PgStore {
     pool: PgPool,
     /// Seals the secret columns on write, opens them on read.
     sealer: Sealer,
+    /// Publishes go to the group-commit tasks.
+    publisher: mpsc::Sender<PublishRequest>,
 }
 
 impl PgStore {
@@ -52,7 +57,12 @@ impl PgStore {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         reseal_stored_secrets(&pool, &sealer).await?;
-        Ok(Self { pool, sealer })
+        let publisher = publish::start_publishers(&pool, pool_size);
+        Ok(Self {
+            pool,
+            sealer,
+            publisher,
+        })
     }
 }
 
@@ -142,11 +152,6 @@ fn event_from_row(r: &PgRow, prefix: &str) -> StoreResult<Event> {
         r.try_get(col("data").as_str())?,
     )
     .map_err(|e| corrupt("event", e))
-}
-
-/// Is this the unique index that guards idempotency keys?
-fn is_idempotency_race(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.constraint() == Some("events_idempotency"))
 }
 
 #[async_trait]
@@ -441,38 +446,19 @@ impl Store for PgStore {
         &self,
         events: Vec<NewEvent>,
     ) -> StoreResult<Vec<StoreResult<Published>>> {
-        let mut tx = self.pool.begin().await?;
-        let mut results = Vec::with_capacity(events.len());
-        for event in &events {
-            let mut result = Err(StoreError::IdempotencyConflict);
-            // A concurrent request may win the race for an idempotency key: then the second
-            // try, under a fresh savepoint, finds its event and answers as a repeat.
-            for _ in 0..2 {
-                sqlx::query("SAVEPOINT publish").execute(&mut *tx).await?;
-                result = publish_on(&mut tx, event).await;
-                let race =
-                    matches!(&result, Err(StoreError::Database(d)) if is_idempotency_race(d));
-                if result.is_err() {
-                    sqlx::query("ROLLBACK TO publish").execute(&mut *tx).await?;
-                }
-                sqlx::query("RELEASE publish").execute(&mut *tx).await?;
-                if !race {
-                    break;
-                }
-            }
-            results.push(result);
-        }
-        tx.commit().await?;
-        Ok(results)
+        let (reply, answer) = oneshot::channel();
+        self.publisher
+            .send(PublishRequest { events, reply })
+            .await
+            .map_err(|_| closed("the publisher has stopped"))?;
+        answer
+            .await
+            .map_err(|_| closed("the publisher dropped a request"))
     }
 
     async fn publish_event(&self, new: NewEvent) -> StoreResult<Published> {
-        // A concurrent publish with the same Idempotency-Key can win the race to insert; then
-        // the second try finds its event and answers as a repeat.
-        match self.try_publish(&new).await {
-            Err(StoreError::Database(e)) if is_idempotency_race(&e) => self.try_publish(&new).await,
-            other => other,
-        }
+        let mut results = self.publish_events(vec![new]).await?;
+        results.pop().unwrap_or_else(|| Err(closed("no result")))
     }
 
     async fn get_event(
@@ -825,15 +811,6 @@ impl Store for PgStore {
     }
 }
 
-impl PgStore {
-    async fn try_publish(&self, new: &NewEvent) -> StoreResult<Published> {
-        let mut tx = self.pool.begin().await?;
-        let published = publish_on(&mut tx, new).await?;
-        tx.commit().await?;
-        Ok(published)
-    }
-}
-
 /// Keeps the webhooks' failure records and disables those that answered 410 or kept failing.
 /// Only rows whose state changes are touched, so the usual all-is-well batch locks no webhook.
 async fn record_health(
@@ -944,76 +921,6 @@ async fn insert_webhook_on(
     Ok(())
 }
 
-/// Stores an event and one pending delivery per webhook that gets it, and wakes the nodes.
-async fn insert_event(
-    conn: &mut sqlx::PgConnection,
-    e: &NewEvent,
-    now: Timestamp,
-) -> StoreResult<u32> {
-    sqlx::query(
-        "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key,
-         idempotency_fingerprint, created_at, job_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(e.id.as_str())
-    .bind(e.account.as_str())
-    .bind(&e.event_type)
-    .bind(e.timestamp.millis())
-    .bind(e.data.get())
-    .bind(e.idempotency.as_ref().map(|i| i.key.as_str()))
-    .bind(e.idempotency.as_ref().map(|i| i.fingerprint.as_str()))
-    .bind(now.millis())
-    .bind(e.job.as_ref().map(|j| j.id.as_str()))
-    .execute(&mut *conn)
-    .await?;
-    let candidates: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, events, kind, job_id FROM webhooks
-         WHERE account_id = $1 AND status = 'active' AND deleted_at IS NULL
-           AND (kind <> 'job' OR job_id = $2)
-         ORDER BY id",
-    )
-    .bind(e.account.as_str())
-    .bind(e.job.as_ref().map(|j| j.id.as_str()))
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut targets = Vec::new();
-    for (id, events, kind, job_id) in candidates {
-        let kind = WebhookKind::parse(&kind).ok_or_else(|| corrupt("webhook kind", &kind))?;
-        if e.is_for(
-            &id,
-            kind,
-            job_id.as_deref(),
-            &rows::filters_from_json(&events)?,
-        ) {
-            targets.push(id);
-        }
-    }
-    if targets.is_empty() {
-        return Ok(0);
-    }
-    let mut q = QueryBuilder::<Postgres>::new(
-        "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status,
-         attempts_made, next_attempt_at, created_at, updated_at) ",
-    );
-    q.push_values(&targets, |mut b, webhook| {
-        b.push_bind(DeliveryId::generate().to_string())
-            .push_bind(e.account.as_str().to_owned())
-            .push_bind(e.id.as_str().to_owned())
-            .push_bind(e.event_type.clone())
-            .push_bind(webhook.clone())
-            .push_bind("pending")
-            .push_bind(0i64)
-            .push_bind(now.millis())
-            .push_bind(now.millis())
-            .push_bind(now.millis());
-    });
-    q.build().execute(&mut *conn).await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(&mut *conn)
-        .await?;
-    Ok(targets.len() as u32)
-}
-
 async fn fetch_job(
     conn: &mut sqlx::PgConnection,
     account: Option<&AccountId>,
@@ -1056,63 +963,6 @@ async fn write_job(conn: &mut sqlx::PgConnection, j: &Job, insert: bool) -> Stor
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)
-}
-
-async fn publish_on(tx: &mut sqlx::PgConnection, new: &NewEvent) -> StoreResult<Published> {
-    if let Some(idem) = &new.idempotency {
-        let earlier = sqlx::query(
-            "SELECT id, idempotency_fingerprint, created_at FROM events
-             WHERE account_id = $1 AND idempotency_key = $2",
-        )
-        .bind(new.account.as_str())
-        .bind(&idem.key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = earlier {
-            let id: String = row.get("id");
-            if row.get::<i64, _>("created_at") >= idem.valid_since.millis() {
-                if row
-                    .get::<Option<String>, _>("idempotency_fingerprint")
-                    .as_deref()
-                    != Some(&idem.fingerprint)
-                {
-                    return Err(StoreError::IdempotencyConflict);
-                }
-                let row = sqlx::query(
-                    "SELECT id, account_id, type, timestamp, data,
-                     (SELECT COUNT(*) FROM deliveries WHERE event_id = $1) AS deliveries
-                     FROM events WHERE id = $1",
-                )
-                .bind(&id)
-                .fetch_one(&mut *tx)
-                .await?;
-                let deliveries: i64 = row.get("deliveries");
-                return Ok(Published {
-                    event: event_from_row(&row, "")?,
-                    deliveries: deliveries as u32,
-                    handed_over: 0,
-                    replayed: true,
-                });
-            }
-            sqlx::query("UPDATE events SET idempotency_key = NULL WHERE id = $1")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    let deliveries = insert_event(&mut *tx, new, Timestamp::now()).await?;
-    Ok(Published {
-        event: Event {
-            id: new.id.clone(),
-            account: new.account.clone(),
-            event_type: new.event_type.clone(),
-            timestamp: new.timestamp,
-            data: new.data.clone(),
-        },
-        deliveries,
-        handed_over: 0,
-        replayed: false,
-    })
 }
 
 /// Most webhooks one claim looks at one by one.

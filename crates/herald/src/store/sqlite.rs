@@ -18,7 +18,7 @@ use super::{
 };
 use crate::domain::{
     Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
-    JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookStatus,
+    JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus,
 };
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -1097,7 +1097,12 @@ async fn insert_events(
     for e in events {
         let (mut n, mut handed) = (0u32, 0u32);
         for hook in &hooks {
+            // The lookup covered the whole group: a job's webhook is only ever a candidate for
+            // its own job's events, as when events are written one by one.
+            let other_job = hook.kind == WebhookKind::Job
+                && e.job.as_ref().map(|j| j.id.as_str()) != hook.job_id.as_deref();
             if hook.account_id != e.account
+                || other_job
                 || !e.is_for(
                     hook.id.as_str(),
                     hook.kind,

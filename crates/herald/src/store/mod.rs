@@ -4,6 +4,7 @@
 //! that stores their event, claimed with a lease in a short transaction, and their outcome is
 //! written in another; no transaction is ever held across an HTTP call.
 
+mod group_commit;
 pub mod postgres;
 mod rows;
 pub mod seal;

@@ -25,13 +25,14 @@ use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 mod publish;
 mod retention;
 
-use publish::{PublishRequest, closed, insert_event};
+use super::group_commit::{self, PublishRequest, closed};
+use publish::insert_event;
 
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 const CHANNEL: &str = "herald_work";
@@ -460,14 +461,7 @@ impl Store for PgStore {
         &self,
         events: Vec<NewEvent>,
     ) -> StoreResult<Vec<StoreResult<Published>>> {
-        let (reply, answer) = oneshot::channel();
-        self.publisher
-            .send(PublishRequest { events, reply })
-            .await
-            .map_err(|_| closed("the publisher has stopped"))?;
-        answer
-            .await
-            .map_err(|_| closed("the publisher dropped a request"))
+        group_commit::submit(&self.publisher, events).await
     }
 
     async fn publish_event(&self, new: NewEvent) -> StoreResult<Published> {

@@ -5,6 +5,7 @@
 //! the database keeps a second `herald serve` off it, which is what makes releasing every lease at
 //! start-up safe: any lease found then belonged to a process that died.
 
+use super::group_commit::{self, GROUP_COMMIT, PublishRequest, closed};
 use super::rows::{
     self, AttemptColumns, DeliveryColumns, JOB_COLUMNS, JobColumns, WEBHOOK_COLUMNS,
     WEBHOOK_SECRETS_QUERY, WebhookColumns, WebhookSecretColumns, WebhookValues, corrupt, paginate,
@@ -28,7 +29,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 mod retention;
 
@@ -76,7 +77,7 @@ impl SqliteStore {
         )
         .execute(&writer)
         .await?;
-        let (publisher, requests) = mpsc::channel(GROUP_COMMIT * 4);
+        let (publisher, requests) = group_commit::channel();
         let intake = Arc::new(OnceLock::new());
         // A new connection starts in `FULL`, as the options above set.
         let relaxed = Arc::new(AtomicBool::new(false));
@@ -546,14 +547,7 @@ impl Store for SqliteStore {
         &self,
         events: Vec<NewEvent>,
     ) -> StoreResult<Vec<StoreResult<Published>>> {
-        let (reply, answer) = oneshot::channel();
-        self.publisher
-            .send(PublishRequest { events, reply })
-            .await
-            .map_err(|_| closed("the publisher has stopped"))?;
-        answer
-            .await
-            .map_err(|_| closed("the publisher dropped a request"))
+        group_commit::submit(&self.publisher, events).await
     }
 
     async fn get_event(
@@ -1187,19 +1181,6 @@ async fn write_job(conn: &mut sqlx::SqliteConnection, j: &Job, insert: bool) -> 
     Ok(())
 }
 
-/// One publish waiting for the group commit.
-struct PublishRequest {
-    events: Vec<NewEvent>,
-    reply: oneshot::Sender<Vec<StoreResult<Published>>>,
-}
-
-/// Most publishes committed together.
-const GROUP_COMMIT: usize = 512;
-
-fn closed(what: &str) -> StoreError {
-    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(what.to_owned())))
-}
-
 /// Group commit: publishes that arrive while one transaction commits are written together in
 /// the next, so one fsync acknowledges many events. Each publish runs under its own savepoint:
 /// one that fails (an idempotency conflict, say) is rolled back alone and answered with its
@@ -1216,27 +1197,8 @@ async fn run_publisher(
         let handoff = intake
             .get()
             .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease));
-        let results = publish_batch(&writer, &relaxed, &batch, handoff, &sealer).await;
-        match results {
-            Ok(results) => {
-                let mut results = results.into_iter();
-                for request in batch.drain(..) {
-                    let mine = results.by_ref().take(request.events.len()).collect();
-                    let _ = request.reply.send(mine);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, events = batch.len(), "group commit failed; nothing of it was acknowledged");
-                for request in batch.drain(..) {
-                    let failed = request
-                        .events
-                        .iter()
-                        .map(|_| Err(closed("the commit failed")))
-                        .collect();
-                    let _ = request.reply.send(failed);
-                }
-            }
-        }
+        let outcome = publish_batch(&writer, &relaxed, &batch, handoff, &sealer).await;
+        group_commit::answer(&mut batch, outcome);
     }
 }
 

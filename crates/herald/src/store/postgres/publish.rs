@@ -8,20 +8,12 @@
 
 use super::{CHANNEL, event_from_row};
 use crate::domain::{DeliveryId, Timestamp, WebhookKind};
+use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
 use crate::store::rows::{self, corrupt};
 use crate::store::{NewEvent, Published, StoreError, StoreResult};
 use sqlx::{PgConnection, PgPool, Row};
 use std::sync::Arc;
-use tokio::sync::{Mutex, mpsc, oneshot};
-
-/// One publish waiting for a group commit.
-pub(super) struct PublishRequest {
-    pub events: Vec<NewEvent>,
-    pub reply: oneshot::Sender<Vec<StoreResult<Published>>>,
-}
-
-/// Most publishes committed together.
-const GROUP_COMMIT: usize = 512;
+use tokio::sync::{Mutex, mpsc};
 
 /// Most committers; fewer when the pool is small, so publishing never holds most of it. With
 /// the benchmark on 2 cores, three overlapping commits took about 25% more events/s than one.
@@ -29,16 +21,12 @@ const COMMITTERS: u32 = 3;
 
 /// Starts the committers and returns where publishes go to them.
 pub(super) fn start_publishers(pool: &PgPool, pool_size: u32) -> mpsc::Sender<PublishRequest> {
-    let (publisher, requests) = mpsc::channel(GROUP_COMMIT * 4);
+    let (publisher, requests) = group_commit::channel();
     let requests = Arc::new(Mutex::new(requests));
     for _ in 0..(pool_size / 4).clamp(1, COMMITTERS) {
         tokio::spawn(run_publisher(pool.clone(), requests.clone()));
     }
     publisher
-}
-
-pub(super) fn closed(what: &str) -> StoreError {
-    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(what.to_owned())))
 }
 
 /// One committer: it waits for publishes (one committer waits at a time), takes all that have
@@ -55,26 +43,8 @@ async fn run_publisher(pool: PgPool, requests: Arc<Mutex<mpsc::Receiver<PublishR
         if received == 0 {
             return;
         }
-        match publish_batch(&pool, &batch).await {
-            Ok(results) => {
-                let mut results = results.into_iter();
-                for request in batch.drain(..) {
-                    let mine = results.by_ref().take(request.events.len()).collect();
-                    let _ = request.reply.send(mine);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, publishes = batch.len(), "group commit failed; nothing of it was acknowledged");
-                for request in batch.drain(..) {
-                    let failed = request
-                        .events
-                        .iter()
-                        .map(|_| Err(closed("the commit failed")))
-                        .collect();
-                    let _ = request.reply.send(failed);
-                }
-            }
-        }
+        let outcome = publish_batch(&pool, &batch).await;
+        group_commit::answer(&mut batch, outcome);
     }
 }
 

@@ -159,15 +159,7 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_while_other_keys_go_on() 
         "the refused publish left no event: {stored:?}"
     );
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     let refusals: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("herald_requests_rate_limited_total "))

@@ -20,15 +20,7 @@ const AGE: Duration = Duration::from_secs(4);
 
 /// The value of a `/metrics` series (0 when absent).
 async fn metric(app: &TestApp, series: &str) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0, |n| n.trim().parse::<f64>().unwrap() as u64)

@@ -235,6 +235,12 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The `/metrics` page, as text.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self.client.get(self.url("/metrics")).send().await.unwrap();
+        resp.text().await.unwrap()
+    }
+
     /// Sends a request with an optional bearer token and JSON body; returns status and JSON.
     pub async fn call(
         &self,

@@ -5,7 +5,7 @@
 //! the database keeps a second `herald serve` off it, which is what makes releasing every lease at
 //! start-up safe: any lease found then belonged to a process that died.
 
-use super::group_commit::{self, GROUP_COMMIT, PublishRequest, closed};
+use super::group_commit::{self, PublishRequest, closed};
 use super::rows::{
     self, AttemptColumns, DeliveryColumns, JOB_COLUMNS, JobColumns, WEBHOOK_COLUMNS,
     WEBHOOK_SECRETS_QUERY, WebhookColumns, WebhookSecretColumns, WebhookValues, corrupt, paginate,
@@ -13,13 +13,12 @@ use super::rows::{
 use super::seal::{Column, Sealer};
 use super::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, Handoff, HealthPolicy,
-    Intake, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, PruneEvents,
+    Intake, JobCreated, JobUpdate, NewApiKey, NewEvent, Page, PageRequest, PruneEvents,
     PrunedEvents, Published, QueueDepth, Release, RetryRequest, Store, StoreError, StoreResult,
-    WebhookRef,
 };
 use crate::domain::{
-    Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
-    JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus,
+    Account, AccountId, Attempt, Delivery, DeliveryId, Event, EventId, Job, JobPatch,
+    SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus,
 };
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -29,17 +28,22 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 mod retention;
+mod writer;
+
+use writer::{Hop, LeaseRequest, QueueWrite, RecordRequest};
 
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Publishes go to the group-commit task.
+    /// Publishes go to the group-commit task ([`run_writer`]).
     publisher: mpsc::Sender<PublishRequest>,
+    /// So do attempt results and claims' leases, which ride along in its transactions.
+    queue: mpsc::Sender<QueueWrite>,
     /// Where the publisher hands new deliveries to this node's dispatcher, once it is set.
     intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
     /// Whether the writer connection is in `synchronous = NORMAL` (see [`set_synchronous`]).
@@ -62,14 +66,25 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let lock = lock_beside(options.get_filename())?;
+        // No ping before each acquire: it would be one more hop to sqlx's worker thread per
+        // transaction, and an embedded database has no connection to lose.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .test_before_acquire(false)
+            // Room for the writer task's statement batches (see `writer::Hop`), and for a
+            // claim's rows without the thread waiting on this side.
+            .connect_with(
+                options
+                    .clone()
+                    .statement_cache_capacity(512)
+                    .row_buffer_size(1024),
+            )
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         reseal_stored_secrets(&writer, &sealer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
         sqlx::query(
@@ -81,15 +96,18 @@ impl SqliteStore {
         let intake = Arc::new(OnceLock::new());
         // A new connection starts in `FULL`, as the options above set.
         let relaxed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(run_publisher(
+        let (queue, queued) = mpsc::channel(64);
+        tokio::spawn(writer::run(
             writer.clone(),
             relaxed.clone(),
             requests,
+            queued,
             intake.clone(),
             sealer.clone(),
         ));
         Ok(Self {
             publisher,
+            queue,
             intake,
             relaxed,
             writer,
@@ -120,6 +138,21 @@ impl SqliteStore {
         let mut conn = self.writer.acquire().await?;
         set_synchronous(&mut conn, &self.relaxed, true).await?;
         Ok(Transaction::begin(conn, None).await?)
+    }
+
+    /// Queues a write for the writer task and waits for its answer.
+    async fn write<T>(
+        &self,
+        write: QueueWrite,
+        answer: oneshot::Receiver<StoreResult<T>>,
+    ) -> StoreResult<T> {
+        self.queue
+            .send(write)
+            .await
+            .map_err(|_| closed("the writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| closed("the writer dropped a request"))?
     }
 }
 
@@ -720,45 +753,15 @@ impl Store for SqliteStore {
         if picked.is_empty() {
             return Ok(Vec::new());
         }
-        let picked: Vec<String> = picked.into_iter().map(|(d, _)| d).collect();
-        let mut tx = self.relaxed_begin().await?;
-        let lease = uuid::Uuid::new_v4().simple().to_string();
-        // Leased only if still pending and free: the rows were read outside this transaction.
-        sqlx::query(
-            "UPDATE deliveries SET lease = ?1, locked_until = ?2 WHERE id IN (SELECT value FROM json_each(?3))
-             AND status = 'pending' AND (locked_until IS NULL OR locked_until <= ?4)",
-        )
-        .bind(&lease)
-        .bind(req.lease_until.millis())
-        .bind(serde_json::to_string(&picked).expect("strings serialize"))
-        .bind(req.now.millis())
-        .execute(&mut *tx)
-        .await?;
-        let claimed = sqlx::query(AssertSqlSafe(format!(
-            "SELECT d.id AS d_id, d.attempts_made AS d_attempts_made,
-                    e.id AS e_id, e.account_id AS e_account_id, e.type AS e_type, e.timestamp AS e_timestamp, e.data AS e_data,
-                    {}
-             FROM deliveries d JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id
-             WHERE d.lease = ? ORDER BY d.next_attempt_at",
-            WEBHOOK_COLUMNS.split(", ").map(|c| format!("w.{c} AS {c}")).collect::<Vec<_>>().join(", ")
-        )))
-        .bind(&lease)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        claimed
-            .iter()
-            .map(|row| {
-                let webhook: WebhookColumns = sqlx::FromRow::from_row(row)?;
-                Ok(ClaimedDelivery {
-                    delivery_id: DeliveryId::from_trusted(row.get("d_id")),
-                    lease: lease.clone(),
-                    attempt_number: row.get::<i64, _>("d_attempts_made") as u32 + 1,
-                    event: event_from_row(row, "e_")?,
-                    webhook: webhook.into_webhook(&self.sealer)?,
-                })
-            })
-            .collect()
+        let (reply, answer) = oneshot::channel();
+        let request = LeaseRequest {
+            picked: picked.into_iter().map(|(d, _)| d).collect(),
+            lease: uuid::Uuid::new_v4().simple().to_string(),
+            now: req.now,
+            lease_until: req.lease_until,
+            reply,
+        };
+        self.write(QueueWrite::Lease(request), answer).await
     }
 
     async fn record_attempts(
@@ -769,124 +772,13 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut tx = self.relaxed_begin().await?;
-        let attempts: Vec<_> = records
-            .iter()
-            .map(|r| {
-                let a = &r.attempt;
-                (
-                    a.id.as_str(),
-                    r.delivery_id.as_str(),
-                    a.number,
-                    a.started_at.millis(),
-                    a.duration_ms,
-                    a.status_code,
-                    a.error_kind.map(|k| k.as_str()),
-                    a.error.as_deref(),
-                    a.response_body.as_deref(),
-                    a.node.as_deref(),
-                )
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code, error_kind, error,
-             response_body, node)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
-                    value->>8, value->>9
-             FROM json_each(?1)",
-        )
-        .bind(serde_json::to_string(&attempts).expect("attempts serialize"))
-        .execute(&mut *tx)
-        .await?;
-        let outcomes: Vec<_> = records
-            .iter()
-            .map(|r| {
-                let (status, next_at) = match r.next {
-                    NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
-                    NextStep::Failed => (DeliveryStatus::Failed, None),
-                    NextStep::RetryAt(t) => (DeliveryStatus::Pending, Some(t.millis())),
-                };
-                (
-                    r.delivery_id.as_str(),
-                    r.lease.as_str(),
-                    status.as_str(),
-                    r.attempt.number,
-                    next_at,
-                )
-            })
-            .collect();
-        // Only while the lease is still ours: a lease that ran out may have been taken again.
-        sqlx::query(
-            "UPDATE deliveries SET status = o.status, attempts_made = o.number, next_attempt_at = o.next_at,
-                    lease = NULL, locked_until = NULL, updated_at = ?2
-             FROM (SELECT value->>0 AS id, value->>1 AS lease, value->>2 AS status, value->>3 AS number,
-                          value->>4 AS next_at FROM json_each(?1)) AS o
-             WHERE deliveries.id = o.id AND deliveries.lease = o.lease",
-        )
-        .bind(serde_json::to_string(&outcomes).expect("outcomes serialize"))
-        .bind(health.now.millis())
-        .execute(&mut *tx)
-        .await?;
-        // The webhooks' failure records: cleared by a success, started by the first failure
-        // since (taken in the order the attempts are listed).
-        let health_changes = super::failure_record_changes(records);
-        if !health_changes.cleared.is_empty() {
-            sqlx::query(
-                "UPDATE webhooks SET failing_since = NULL
-                 WHERE id IN (SELECT value FROM json_each(?1)) AND failing_since IS NOT NULL",
-            )
-            .bind(serde_json::to_string(&health_changes.cleared).expect("ids serialize"))
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !health_changes.started.is_empty() {
-            sqlx::query(
-                "UPDATE webhooks SET failing_since = s.since
-                 FROM (SELECT value->>0 AS id, value->>1 AS since FROM json_each(?1)) AS s
-                 WHERE webhooks.id = s.id AND webhooks.failing_since IS NULL",
-            )
-            .bind(serde_json::to_string(&health_changes.started).expect("ids serialize"))
-            .execute(&mut *tx)
-            .await?;
-        }
-        let gone: Vec<&str> = records
-            .iter()
-            .filter(|r| r.gone)
-            .map(|r| r.webhook_id.as_str())
-            .collect();
-        let touched: Vec<&str> = records.iter().map(|r| r.webhook_id.as_str()).collect();
-        let failing_before = health.now.minus(health.disable_after).millis();
-        for (reason, ids, sql) in [
-            ("gone", &gone, "SELECT id, account_id, url FROM webhooks WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))"),
-            (
-                "failing",
-                &touched,
-                "SELECT id, account_id, url FROM webhooks WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))
-                 AND failing_since <= ?",
-            ),
-        ] {
-            if ids.is_empty() {
-                continue;
-            }
-            let disabled: Vec<(String, String, String)> = sqlx::query_as(sql)
-                .bind(serde_json::to_string(ids).expect("strings serialize"))
-                .bind(failing_before)
-                .fetch_all(&mut *tx)
-                .await?;
-            for (id, account, url) in disabled {
-                sqlx::query("UPDATE webhooks SET status = 'disabled', disabled_reason = ?, updated_at = ? WHERE id = ?")
-                    .bind(reason)
-                    .bind(health.now.millis())
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-                tracing::warn!(webhook_id = %id, reason, "webhook disabled");
-                let who = WebhookRef { id, account: AccountId::from_trusted(account), url };
-                insert_event(&mut tx, &NewEvent::webhook_disabled(&who, reason, health.now), health.now, &self.sealer).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        let (reply, answer) = oneshot::channel();
+        let request = RecordRequest {
+            records: records.to_vec(),
+            health: *health,
+            reply,
+        };
+        self.write(QueueWrite::Record(request), answer).await
     }
 
     async fn release(&self, releases: &[Release]) -> StoreResult<()> {
@@ -1024,20 +916,39 @@ async fn insert_event(
     Ok(counts[0].0)
 }
 
-/// Stores events and enqueues a delivery for every webhook that gets each, in three statements
-/// whatever the number of events (each statement is a round trip to sqlx's SQLite thread).
-/// Returns, for each event in order, its number of deliveries and how many of those went to
-/// `handoff`.
+/// Stores events and enqueues a delivery for every webhook that gets each, in two round trips
+/// to sqlx's SQLite thread whatever the number of events. Returns, for each event in order, its
+/// number of deliveries and how many of those went to `handoff`.
 async fn insert_events(
     conn: &mut sqlx::SqliteConnection,
     events: &[&NewEvent],
     now: Timestamp,
-    mut handoff: Option<&mut Handoff>,
+    handoff: Option<&mut Handoff>,
     sealer: &Sealer,
 ) -> StoreResult<Vec<(u32, u32)>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
+    let mut hop = Hop::new();
+    push_insert_events(&mut hop, events, now);
+    push_webhook_lookup(&mut hop, events);
+    let webhooks = hop
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            let columns: WebhookColumns = sqlx::FromRow::from_row(row)?;
+            columns.into_webhook(sealer)
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let mut hop = Hop::new();
+    let counts = plan_deliveries(&mut hop, events, &webhooks, now, handoff);
+    hop.execute(conn).await?;
+    Ok(counts)
+}
+
+/// The insert of `events` (none with an idempotency key to check).
+fn push_insert_events(hop: &mut Hop, events: &[&NewEvent], now: Timestamp) {
     let rows: Vec<_> = events
         .iter()
         .map(|e| {
@@ -1052,18 +963,20 @@ async fn insert_events(
             )
         })
         .collect();
-    sqlx::query(
+    let now = hop.arg(now.millis());
+    let rows = hop.arg(serde_json::to_string(&rows).expect("strings serialize"));
+    hop.push(&format!(
         "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key, idempotency_fingerprint,
          created_at, job_id)
          SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>'$[5][0]', value->>'$[5][1]',
-                ?2, value->>6
-         FROM json_each(?1)",
-    )
-    .bind(serde_json::to_string(&rows).expect("strings serialize"))
-    .bind(now.millis())
-    .execute(&mut *conn)
-    .await?;
+                {now}, value->>6
+         FROM json_each({rows})"
+    ));
+}
 
+/// The lookup of every webhook that may get one of `events`: the active webhooks of their
+/// accounts, a job's webhook only for its own job's events; rows of [`WEBHOOK_COLUMNS`].
+fn push_webhook_lookup(hop: &mut Hop, events: &[&NewEvent]) {
     let mut accounts: Vec<&str> = events.iter().map(|e| e.account.as_str()).collect();
     accounts.sort_unstable();
     accounts.dedup();
@@ -1071,26 +984,31 @@ async fn insert_events(
         .iter()
         .filter_map(|e| e.job.as_ref().map(|j| j.id.as_str()))
         .collect();
-    let candidates: Vec<WebhookColumns> = sqlx::query_as(AssertSqlSafe(format!(
+    let accounts = hop.arg(serde_json::to_string(&accounts).expect("strings serialize"));
+    let jobs = hop.arg(serde_json::to_string(&jobs).expect("strings serialize"));
+    hop.push(&format!(
         "SELECT {WEBHOOK_COLUMNS} FROM webhooks
-         WHERE account_id IN (SELECT value FROM json_each(?1)) AND status = 'active' AND deleted_at IS NULL
-           AND (kind <> 'job' OR job_id IN (SELECT value FROM json_each(?2)))
+         WHERE account_id IN (SELECT value FROM json_each({accounts})) AND status = 'active' AND deleted_at IS NULL
+           AND (kind <> 'job' OR job_id IN (SELECT value FROM json_each({jobs})))
          ORDER BY id"
-    )))
-    .bind(serde_json::to_string(&accounts).expect("strings serialize"))
-    .bind(serde_json::to_string(&jobs).expect("strings serialize"))
-    .fetch_all(&mut *conn)
-    .await?;
-    let hooks = candidates
-        .into_iter()
-        .map(|r| r.into_webhook(sealer))
-        .collect::<StoreResult<Vec<Webhook>>>()?;
+    ));
+}
 
+/// Chooses the webhooks that get each event from the looked-up `hooks`, and adds the insert
+/// of their deliveries to `hop` (those `handoff` reserves are written leased to this node).
+/// Returns, for each event, its number of deliveries and how many were handed over.
+fn plan_deliveries(
+    hop: &mut Hop,
+    events: &[&NewEvent],
+    hooks: &[Webhook],
+    now: Timestamp,
+    mut handoff: Option<&mut Handoff>,
+) -> Vec<(u32, u32)> {
     let mut counts = Vec::with_capacity(events.len());
     let mut deliveries = Vec::new();
     for e in events {
         let (mut n, mut handed) = (0u32, 0u32);
-        for hook in &hooks {
+        for hook in hooks {
             // The lookup covered the whole group: a job's webhook is only ever a candidate for
             // its own job's events, as when events are written one by one.
             let other_job = hook.kind == WebhookKind::Job
@@ -1128,19 +1046,18 @@ async fn insert_events(
         counts.push((n, handed));
     }
     if !deliveries.is_empty() {
-        sqlx::query(
+        let now_ms = now.millis();
+        let (now, now2, now3) = (hop.arg(now_ms), hop.arg(now_ms), hop.arg(now_ms));
+        let rows = hop.arg(serde_json::to_string(&deliveries).expect("strings serialize"));
+        hop.push(&format!(
             "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status, attempts_made,
              next_attempt_at, created_at, updated_at, lease, locked_until)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 'pending', 0, ?2, ?2, ?2,
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 'pending', 0, {now}, {now2}, {now3},
                     value->>'$[5][0]', value->>'$[5][1]'
-             FROM json_each(?1)",
-        )
-        .bind(serde_json::to_string(&deliveries).expect("strings serialize"))
-        .bind(now.millis())
-        .execute(&mut *conn)
-        .await?;
+             FROM json_each({rows})"
+        ));
     }
-    Ok(counts)
+    counts
 }
 
 async fn fetch_job(
@@ -1179,87 +1096,6 @@ async fn write_job(conn: &mut sqlx::SqliteConnection, j: &Job, insert: bool) -> 
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// Group commit: publishes that arrive while one transaction commits are written together in
-/// the next, so one fsync acknowledges many events. Each publish runs under its own savepoint:
-/// one that fails (an idempotency conflict, say) is rolled back alone and answered with its
-/// error; none is answered before the commit that makes it durable.
-async fn run_publisher(
-    writer: SqlitePool,
-    relaxed: Arc<AtomicBool>,
-    mut requests: mpsc::Receiver<PublishRequest>,
-    intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
-    sealer: Sealer,
-) {
-    let mut batch = Vec::with_capacity(GROUP_COMMIT);
-    while requests.recv_many(&mut batch, GROUP_COMMIT).await > 0 {
-        let handoff = intake
-            .get()
-            .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease));
-        let outcome = publish_batch(&writer, &relaxed, &batch, handoff, &sealer).await;
-        group_commit::answer(&mut batch, outcome);
-    }
-}
-
-/// Writes a group of publishes in one transaction; deliveries reserved in `handoff` go to the
-/// dispatcher after the commit.
-async fn publish_batch(
-    writer: &SqlitePool,
-    relaxed: &AtomicBool,
-    batch: &[PublishRequest],
-    mut handoff: Option<Handoff>,
-    sealer: &Sealer,
-) -> StoreResult<Vec<StoreResult<Published>>> {
-    let mut conn = writer.acquire().await?;
-    set_synchronous(&mut conn, relaxed, false).await?;
-    let mut tx = Transaction::begin(conn, None).await?;
-    let events: Vec<&NewEvent> = batch.iter().flat_map(|r| &r.events).collect();
-    let mut results: Vec<Option<StoreResult<Published>>> = Vec::with_capacity(events.len());
-    // Only an idempotency key can refuse one event alone, and it does so before writing
-    // anything; any other error fails the whole group (nothing of it is committed). So events
-    // with a key go one by one, each under a savepoint, and the rest are written together.
-    for event in &events {
-        if event.idempotency.is_none() {
-            results.push(None);
-            continue;
-        }
-        sqlx::query("SAVEPOINT publish").execute(&mut *tx).await?;
-        let result = publish_on(&mut tx, event, sealer).await;
-        if result.is_err() {
-            sqlx::query("ROLLBACK TO publish").execute(&mut *tx).await?;
-        }
-        sqlx::query("RELEASE publish").execute(&mut *tx).await?;
-        results.push(Some(result));
-    }
-    let plain: Vec<&NewEvent> = events
-        .iter()
-        .zip(&results)
-        .filter(|(_, r)| r.is_none())
-        .map(|(e, _)| *e)
-        .collect();
-    let mut counts = insert_events(&mut tx, &plain, Timestamp::now(), handoff.as_mut(), sealer)
-        .await?
-        .into_iter();
-    tx.commit().await?;
-    if let Some(handoff) = handoff {
-        handoff.finish();
-    }
-    Ok(events
-        .iter()
-        .zip(results)
-        .map(|(e, r)| {
-            r.unwrap_or_else(|| {
-                let (deliveries, handed_over) = counts.next().unwrap_or((0, 0));
-                Ok(Published {
-                    event: e.to_event(),
-                    deliveries,
-                    handed_over,
-                    replayed: false,
-                })
-            })
-        })
-        .collect())
 }
 
 async fn publish_on(

@@ -1,9 +1,10 @@
 //! The PostgreSQL backend: any number of `herald serve` processes share one database.
 //!
 //! Due deliveries are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`locked_until`), so
-//! nodes never take the same work and a dead node's leases simply run out. Commits of new work
-//! `NOTIFY herald_work`, which wakes idle nodes at once. Migrations take sqlx's advisory lock, so
-//! nodes starting together migrate once.
+//! nodes never take the same work and a dead node's leases simply run out. New deliveries that
+//! this node's dispatcher has room for are written leased to it and handed over after the commit
+//! (see `publish`); commits that leave work for the claims `NOTIFY herald_work`, which wakes idle
+//! nodes at once. Migrations take sqlx's advisory lock, so nodes starting together migrate once.
 
 use super::rows::{
     self, AttemptColumns, DeliveryColumns, JOB_COLUMNS, JobColumns, WEBHOOK_COLUMNS,
@@ -11,7 +12,7 @@ use super::rows::{
 };
 use super::seal::{Column, Sealer};
 use super::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy, Intake,
     JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, PruneEvents,
     PrunedEvents, Published, QueueDepth, Release, RetryRequest, Store, StoreResult, WebhookRef,
 };
@@ -44,6 +45,8 @@ pub struct PgStore {
     sealer: Sealer,
     /// Publishes go to the group-commit tasks.
     publisher: mpsc::Sender<PublishRequest>,
+    /// Where those tasks hand new deliveries to this node's dispatcher, once it is set.
+    intake: publish::IntakeSlot,
 }
 
 impl PgStore {
@@ -59,11 +62,13 @@ impl PgStore {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         reseal_stored_secrets(&pool, &sealer).await?;
-        let publisher = publish::start_publishers(&pool, pool_size);
+        let intake = publish::IntakeSlot::default();
+        let publisher = publish::start_publishers(&pool, pool_size, &intake, &sealer);
         Ok(Self {
             pool,
             sealer,
             publisher,
+            intake,
         })
     }
 }
@@ -723,6 +728,10 @@ impl Store for PgStore {
             scheduled: scheduled.max(0) as u64,
             oldest_due: oldest_due.map(Timestamp::from_millis),
         })
+    }
+
+    fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
+        let _ = self.intake.set((intake, lease));
     }
 
     fn watch_for_work(&self, on_work: Arc<dyn Fn() + Send + Sync>, shutdown: CancellationToken) {

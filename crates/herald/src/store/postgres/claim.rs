@@ -9,8 +9,13 @@
 //! less room between them than the claim asks for (one busy endpoint, a few), each webhook's
 //! room is taken from its own index (`deliveries_pending_by_webhook`), oldest first; with more
 //! room than that, one due-order window of the claim's size, the per-webhook cap applied inside
-//! the statement. Claims run with custom plans (`plan_cache_mode`): a generic plan cannot see
-//! that the `LIMIT` is small and the due range large, and sorts the backlog again.
+//! the statement.
+//!
+//! Every table access of a claim is an index lookup or an ordered index scan that stops at the
+//! `LIMIT`, and the claim's transaction tells the planner so (`enable_seqscan` and
+//! `enable_bitmapscan` off, custom plans): with the statistics of a table that has just grown
+//! (estimates of a dozen due rows among tens of thousands), or with a generic plan that cannot
+//! see how small the `LIMIT` is, it chose a bitmap scan of every due row and a sort again.
 
 use super::{PgStore, event_from_row};
 use crate::domain::{DeliveryId, WebhookId};
@@ -23,9 +28,10 @@ use std::sync::LazyLock;
 const MAX_WEBHOOKS_PER_CLAIM: i64 = 1000;
 
 /// A claim's transaction: its commit needs no WAL flush (see [`PgStore::relaxed_begin`]), and
-/// its statements are planned for their actual parameters.
+/// its statements are planned for their actual parameters, as index scans (see above).
 const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off; \
-                           SET LOCAL plan_cache_mode = force_custom_plan";
+                           SET LOCAL plan_cache_mode = force_custom_plan; \
+                           SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off";
 
 /// The webhooks with pending deliveries (leased or not, due or not), and whether each is
 /// active: a loose index scan over `deliveries_pending_by_webhook`, one index seek per webhook.

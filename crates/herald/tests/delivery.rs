@@ -5,6 +5,7 @@ mod common;
 use common::Backend;
 
 use common::{Reply, TestApp, TestReceiver, verify_with_python};
+use herald::domain::duration::HumanDuration;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -396,6 +397,52 @@ async fn an_idempotency_key_repeat_returns_the_first_answer_and_delivers_nothing
     assert_eq!(receiver.received().len(), 1);
 }
 
+/// The claims the store has made so far, per `/metrics`.
+async fn claims_made(app: &TestApp) -> u64 {
+    let text = app.metrics_text().await;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"herald_store_operation_duration_seconds_count{op="claim"} "#)
+        })
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+async fn a_published_event_goes_to_the_dispatcher_without_a_claim(backend: Backend) {
+    // No poll tick during the test: only publishing's hand-over can start the attempt (a
+    // wake-up would show as a claim).
+    let app = TestApp::spawn_with(backend, |s| {
+        s.delivery.poll_interval = HumanDuration(Duration::from_secs(3600));
+    })
+    .await;
+    let receiver = TestReceiver::start().await;
+    let acme = app.create_account("Acme").await;
+    app.create_webhook(
+        &acme,
+        json!({ "url": receiver.url("/hook"), "events": ["*"] }),
+    )
+    .await;
+    // The dispatcher's claims at start (they find nothing) are over: none for 200 ms.
+    let before = common::eventually("the start-up claims to end", WAIT, || async {
+        let n = claims_made(&app).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (n > 0 && claims_made(&app).await == n).then_some(n)
+    })
+    .await;
+
+    let published = app.publish(&acme, "tts.completed", json!({ "n": 1 })).await;
+    receiver.wait_for(1, None, WAIT).await;
+    let delivery = app.first_delivery(&acme, &published).await;
+    let delivered = app
+        .wait_for_status(&acme, &delivery, "succeeded", WAIT)
+        .await;
+    assert_eq!(delivered["attempts_made"], 1, "{delivered}");
+    assert_eq!(
+        claims_made(&app).await,
+        before,
+        "the delivery was handed over by publishing, not claimed"
+    );
+}
+
 on_both_backends!(
     a_slow_endpoints_backlog_does_not_hide_other_due_work,
     a_published_event_arrives_signed_and_verifies_with_standardwebhooks,
@@ -406,4 +453,5 @@ on_both_backends!(
     a_receiver_that_hangs_past_the_timeout_is_recorded_as_a_timeout,
     a_slow_receiver_does_not_delay_deliveries_to_another_webhook,
     an_idempotency_key_repeat_returns_the_first_answer_and_delivers_nothing_new,
+    a_published_event_goes_to_the_dispatcher_without_a_claim,
 );

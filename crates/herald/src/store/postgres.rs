@@ -1,9 +1,10 @@
 //! The PostgreSQL backend: any number of `herald serve` processes share one database.
 //!
 //! Due deliveries are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`locked_until`), so
-//! nodes never take the same work and a dead node's leases simply run out. Commits of new work
-//! `NOTIFY herald_work`, which wakes idle nodes at once. Migrations take sqlx's advisory lock, so
-//! nodes starting together migrate once.
+//! nodes never take the same work and a dead node's leases simply run out. New deliveries that
+//! this node's dispatcher has room for are written leased to it and handed over after the commit
+//! (see `publish`); commits that leave work for the claims `NOTIFY herald_work`, which wakes idle
+//! nodes at once. Migrations take sqlx's advisory lock, so nodes starting together migrate once.
 
 use super::rows::{
     self, AttemptColumns, DeliveryColumns, JOB_COLUMNS, JobColumns, WEBHOOK_COLUMNS,
@@ -11,7 +12,7 @@ use super::rows::{
 };
 use super::seal::{Column, Sealer};
 use super::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy, Intake,
     JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, PruneEvents,
     PrunedEvents, Published, QueueDepth, Release, RetryRequest, Store, StoreResult, WebhookRef,
 };
@@ -28,6 +29,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+mod claim;
 mod publish;
 mod retention;
 
@@ -43,6 +45,8 @@ pub struct PgStore {
     sealer: Sealer,
     /// Publishes go to the group-commit tasks.
     publisher: mpsc::Sender<PublishRequest>,
+    /// Where those tasks hand new deliveries to this node's dispatcher, once it is set.
+    intake: publish::IntakeSlot,
 }
 
 impl PgStore {
@@ -58,11 +62,13 @@ impl PgStore {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         reseal_stored_secrets(&pool, &sealer).await?;
-        let publisher = publish::start_publishers(&pool, pool_size);
+        let intake = publish::IntakeSlot::default();
+        let publisher = publish::start_publishers(&pool, pool_size, &intake, &sealer);
         Ok(Self {
             pool,
             sealer,
             publisher,
+            intake,
         })
     }
 }
@@ -73,11 +79,10 @@ impl PgStore {
     /// worst roll back by a few milliseconds, repeating an attempt (at-least-once); never for an
     /// acknowledged event. Commits are still atomic and in order.
     async fn relaxed_begin(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        Ok(self
+            .pool
+            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            .await?)
     }
 }
 
@@ -611,64 +616,7 @@ impl Store for PgStore {
     }
 
     async fn claim_due(&self, req: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
-        if req.limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.relaxed_begin().await?;
-        let saturated = super::saturated_webhooks(req);
-        let candidates: Vec<(String, String)> = if saturated.is_empty() {
-            sqlx::query_as(
-                "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-                 WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-                   AND (d.locked_until IS NULL OR d.locked_until <= $1) AND w.status = 'active'
-                 ORDER BY d.next_attempt_at LIMIT $2
-                 FOR UPDATE OF d SKIP LOCKED",
-            )
-            .bind(req.now.millis())
-            .bind((req.limit * 4) as i64)
-            .fetch_all(&mut *tx)
-            .await?
-        } else {
-            // Webhooks at their cap may own most due rows (a slow endpoint's backlog): rather
-            // than scan past them in due order, look webhook by webhook.
-            claim_candidates_per_webhook(&mut tx, req, &saturated).await?
-        };
-        let picked = super::pick_within_caps(&candidates, req);
-        if picked.is_empty() {
-            return Ok(Vec::new());
-        }
-        let lease = uuid::Uuid::new_v4().simple().to_string();
-        sqlx::query("UPDATE deliveries SET lease = $1, locked_until = $2 WHERE id = ANY($3)")
-            .bind(&lease)
-            .bind(req.lease_until.millis())
-            .bind(&picked)
-            .execute(&mut *tx)
-            .await?;
-        let claimed = sqlx::query(AssertSqlSafe(format!(
-            "SELECT d.id AS d_id, d.attempts_made AS d_attempts_made,
-                    e.id AS e_id, e.account_id AS e_account_id, e.type AS e_type,
-                    e.timestamp AS e_timestamp, e.data AS e_data, {}
-             FROM deliveries d JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id
-             WHERE d.lease = $1 ORDER BY d.next_attempt_at",
-            WEBHOOK_COLUMNS.split(", ").map(|c| format!("w.{c} AS {c}")).collect::<Vec<_>>().join(", ")
-        )))
-        .bind(&lease)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        claimed
-            .iter()
-            .map(|row| {
-                let webhook: WebhookColumns = sqlx::FromRow::from_row(row)?;
-                Ok(ClaimedDelivery {
-                    delivery_id: DeliveryId::from_trusted(row.get("d_id")),
-                    lease: lease.clone(),
-                    attempt_number: row.get::<i64, _>("d_attempts_made") as u32 + 1,
-                    event: event_from_row(row, "e_")?,
-                    webhook: webhook.into_webhook(&self.sealer)?,
-                })
-            })
-            .collect()
+        self.claim_due_deliveries(req).await
     }
 
     async fn record_attempts(
@@ -780,6 +728,10 @@ impl Store for PgStore {
             scheduled: scheduled.max(0) as u64,
             oldest_due: oldest_due.map(Timestamp::from_millis),
         })
+    }
+
+    fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
+        let _ = self.intake.set((intake, lease));
     }
 
     fn watch_for_work(&self, on_work: Arc<dyn Fn() + Send + Sync>, shutdown: CancellationToken) {
@@ -971,61 +923,4 @@ async fn write_job(conn: &mut sqlx::PgConnection, j: &Job, insert: bool) -> Stor
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)
-}
-
-/// Most webhooks one claim looks at one by one.
-const MAX_WEBHOOKS_PER_CLAIM: i64 = 1000;
-
-/// Due deliveries of the webhooks with room, locked (`SKIP LOCKED`), taken webhook by webhook
-/// through `deliveries_pending_by_webhook`: the webhooks with pending work are listed by a loose
-/// index scan (one index seek each), in random order for fairness, leaving out `saturated`.
-async fn claim_candidates_per_webhook(
-    tx: &mut sqlx::PgConnection,
-    req: &ClaimRequest,
-    saturated: &[String],
-) -> StoreResult<Vec<(String, String)>> {
-    let mut hooks: Vec<String> = sqlx::query_scalar(
-        "WITH RECURSIVE hooks(id, n) AS (
-           (SELECT webhook_id, 1 FROM deliveries WHERE status = 'pending' ORDER BY webhook_id LIMIT 1)
-           UNION ALL
-           SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > hooks.id
-                   ORDER BY webhook_id LIMIT 1), n + 1
-           FROM hooks WHERE hooks.id IS NOT NULL AND n < $1)
-         SELECT id FROM hooks WHERE id IS NOT NULL AND NOT (id = ANY($2))",
-    )
-    .bind(MAX_WEBHOOKS_PER_CLAIM)
-    .bind(saturated)
-    .fetch_all(&mut *tx)
-    .await?;
-    {
-        use rand::seq::SliceRandom;
-        hooks.shuffle(&mut rand::rng());
-    }
-    let rooms: Vec<i64> = hooks
-        .iter()
-        .map(|h| {
-            let used = req
-                .in_flight
-                .get(&WebhookId::from_trusted(h.clone()))
-                .copied()
-                .unwrap_or(0);
-            req.per_webhook_cap.saturating_sub(used).min(req.limit) as i64
-        })
-        .collect();
-    Ok(sqlx::query_as(
-        "SELECT d.id, d.webhook_id
-         FROM unnest($1::text[], $2::int8[]) AS h(id, room)
-         JOIN webhooks w ON w.id = h.id AND w.status = 'active'
-         CROSS JOIN LATERAL (
-           SELECT d.id, d.webhook_id FROM deliveries d
-           WHERE d.webhook_id = h.id AND d.status = 'pending' AND d.next_attempt_at <= $3
-             AND (d.locked_until IS NULL OR d.locked_until <= $3)
-           ORDER BY d.next_attempt_at LIMIT h.room
-           FOR UPDATE OF d SKIP LOCKED) d",
-    )
-    .bind(&hooks)
-    .bind(&rooms)
-    .bind(req.now.millis())
-    .fetch_all(&mut *tx)
-    .await?)
 }

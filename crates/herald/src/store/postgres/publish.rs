@@ -5,26 +5,46 @@
 //! the committers' commits overlap. Events without an Idempotency-Key are written with three
 //! statements for the whole group; events with one go one by one under a savepoint, as only
 //! they can be refused alone. Nothing is answered before the commit that makes it durable.
+//!
+//! As on SQLite, new deliveries go straight to this node's dispatcher when it has room for them
+//! ([`Handoff`]): they are written already leased to it, handed over after the commit, and need
+//! no claim. Should the node die first, their lease runs out and any node claims them.
 
 use super::{CHANNEL, event_from_row};
-use crate::domain::{DeliveryId, Timestamp, WebhookKind};
+use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookKind};
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
-use crate::store::rows::{self, corrupt};
-use crate::store::{NewEvent, Published, StoreError, StoreResult};
-use sqlx::{PgConnection, PgPool, Row};
-use std::sync::Arc;
+use crate::store::rows::{self, WEBHOOK_COLUMNS, WebhookColumns, corrupt};
+use crate::store::seal::Sealer;
+use crate::store::{Handoff, Intake, NewEvent, Published, StoreError, StoreResult};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
+
+/// Where the committers hand new deliveries to this node's dispatcher, once it is set, and the
+/// lease they get.
+pub(super) type IntakeSlot = Arc<OnceLock<(Arc<dyn Intake>, Duration)>>;
 
 /// Most committers; fewer when the pool is small, so publishing never holds most of it. With
 /// the benchmark on 2 cores, three overlapping commits took about 25% more events/s than one.
 const COMMITTERS: u32 = 3;
 
 /// Starts the committers and returns where publishes go to them.
-pub(super) fn start_publishers(pool: &PgPool, pool_size: u32) -> mpsc::Sender<PublishRequest> {
+pub(super) fn start_publishers(
+    pool: &PgPool,
+    pool_size: u32,
+    intake: &IntakeSlot,
+    sealer: &Sealer,
+) -> mpsc::Sender<PublishRequest> {
     let (publisher, requests) = group_commit::channel();
     let requests = Arc::new(Mutex::new(requests));
     for _ in 0..(pool_size / 4).clamp(1, COMMITTERS) {
-        tokio::spawn(run_publisher(pool.clone(), requests.clone()));
+        tokio::spawn(run_publisher(
+            pool.clone(),
+            requests.clone(),
+            intake.clone(),
+            sealer.clone(),
+        ));
     }
     publisher
 }
@@ -32,7 +52,12 @@ pub(super) fn start_publishers(pool: &PgPool, pool_size: u32) -> mpsc::Sender<Pu
 /// One committer: it waits for publishes (one committer waits at a time), takes all that have
 /// queued, and writes them while the next committer waits for more. Any error but a refused
 /// Idempotency-Key fails the whole group, and nothing of it is acknowledged.
-async fn run_publisher(pool: PgPool, requests: Arc<Mutex<mpsc::Receiver<PublishRequest>>>) {
+async fn run_publisher(
+    pool: PgPool,
+    requests: Arc<Mutex<mpsc::Receiver<PublishRequest>>>,
+    intake: IntakeSlot,
+    sealer: Sealer,
+) {
     let mut batch = Vec::with_capacity(GROUP_COMMIT);
     loop {
         let received = requests
@@ -43,7 +68,10 @@ async fn run_publisher(pool: PgPool, requests: Arc<Mutex<mpsc::Receiver<PublishR
         if received == 0 {
             return;
         }
-        let outcome = publish_batch(&pool, &batch).await;
+        let handoff = intake
+            .get()
+            .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease));
+        let outcome = publish_batch(&pool, &batch, handoff, &sealer).await;
         group_commit::answer(&mut batch, outcome);
     }
 }
@@ -53,14 +81,18 @@ fn is_idempotency_race(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.constraint() == Some("events_idempotency"))
 }
 
-/// Writes a group of publishes in one transaction and wakes the nodes once if it made work.
+/// Writes a group of publishes in one transaction, wakes the nodes once if it left work for
+/// the claims, and hands the deliveries reserved in `handoff` over after the commit.
 async fn publish_batch(
     pool: &PgPool,
     batch: &[PublishRequest],
+    mut handoff: Option<Handoff>,
+    sealer: &Sealer,
 ) -> StoreResult<Vec<StoreResult<Published>>> {
     let events: Vec<&NewEvent> = batch.iter().flat_map(|r| &r.events).collect();
     let mut results: Vec<Option<StoreResult<Published>>> = events.iter().map(|_| None).collect();
     let mut tx = pool.begin().await?;
+    // Deliveries left for the claims: what other nodes (and this one's claims) are woken for.
     let mut made = 0u32;
     // Keyed events in (account, key) order: concurrent committers and nodes then wait on the
     // idempotency index in one order and cannot deadlock. The sort is stable, so repeats of a
@@ -101,22 +133,27 @@ async fn publish_batch(
         .filter(|(_, r)| r.is_none())
         .map(|(e, _)| *e)
         .collect();
-    let counts = insert_events(&mut tx, &plain, Timestamp::now()).await?;
-    made += counts.iter().sum::<u32>();
+    let to_dispatcher = handoff.as_mut().map(|h| (h, sealer));
+    let counts = insert_events(&mut tx, &plain, Timestamp::now(), to_dispatcher).await?;
+    made += counts.iter().map(|(n, handed)| n - handed).sum::<u32>();
     if made > 0 {
         notify(&mut tx).await?;
     }
     tx.commit().await?;
+    if let Some(handoff) = handoff {
+        handoff.finish();
+    }
     let mut counts = counts.into_iter();
     Ok(events
         .iter()
         .zip(results)
         .map(|(e, r)| {
             r.unwrap_or_else(|| {
+                let (deliveries, handed_over) = counts.next().unwrap_or((0, 0));
                 Ok(Published {
                     event: e.to_event(),
-                    deliveries: counts.next().unwrap_or(0),
-                    handed_over: 0,
+                    deliveries,
+                    handed_over,
                     replayed: false,
                 })
             })
@@ -178,10 +215,10 @@ async fn publish_keyed(tx: &mut PgConnection, new: &NewEvent) -> StoreResult<Pub
                 .await?;
         }
     }
-    let counts = insert_events(&mut *tx, &[new], Timestamp::now()).await?;
+    let counts = insert_events(&mut *tx, &[new], Timestamp::now(), None).await?;
     Ok(Published {
         event: new.to_event(),
-        deliveries: counts[0],
+        deliveries: counts[0].0,
         handed_over: 0,
         replayed: false,
     })
@@ -194,7 +231,7 @@ pub(super) async fn insert_event(
     e: &NewEvent,
     now: Timestamp,
 ) -> StoreResult<u32> {
-    let made = insert_events(&mut *conn, &[e], now).await?[0];
+    let (made, _) = insert_events(&mut *conn, &[e], now, None).await?[0];
     if made > 0 {
         notify(conn).await?;
     }
@@ -208,15 +245,33 @@ struct Candidate {
     kind: WebhookKind,
     job_id: Option<String>,
     filters: Vec<crate::domain::EventFilter>,
+    /// The whole webhook, read when deliveries may be handed over.
+    webhook: Option<Webhook>,
+}
+
+impl Candidate {
+    fn of(webhook: Webhook) -> Self {
+        Self {
+            id: webhook.id.to_string(),
+            account_id: webhook.account_id.to_string(),
+            kind: webhook.kind,
+            job_id: webhook.job_id.clone(),
+            filters: webhook.events.clone(),
+            webhook: Some(webhook),
+        }
+    }
 }
 
 /// Stores events and a pending delivery for every webhook that gets each, in three statements
-/// whatever the number of events. Returns each event's number of deliveries, in order.
+/// whatever the number of events. Deliveries `handoff` reserves are written leased to this
+/// node. Returns, for each event in order, its number of deliveries and how many of those went
+/// to `handoff`.
 async fn insert_events(
     conn: &mut PgConnection,
     events: &[&NewEvent],
     now: Timestamp,
-) -> StoreResult<Vec<u32>> {
+    mut handoff: Option<(&mut Handoff, &Sealer)>,
+) -> StoreResult<Vec<(u32, u32)>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -253,34 +308,17 @@ async fn insert_events(
         .iter()
         .filter_map(|e| e.job.as_ref().map(|j| j.id.as_str()))
         .collect();
-    let rows: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, account_id, events, kind, job_id FROM webhooks
-         WHERE account_id = ANY($1) AND status = 'active' AND deleted_at IS NULL
-           AND (kind <> 'job' OR job_id = ANY($2))
-         ORDER BY id",
-    )
-    .bind(&accounts)
-    .bind(&jobs)
-    .fetch_all(&mut *conn)
-    .await?;
-    let candidates = rows
-        .into_iter()
-        .map(|(id, account_id, events, kind, job_id)| {
-            Ok(Candidate {
-                kind: WebhookKind::parse(&kind).ok_or_else(|| corrupt("webhook kind", &kind))?,
-                filters: rows::filters_from_json(&events)?,
-                id,
-                account_id,
-                job_id,
-            })
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
+    let candidates = match &handoff {
+        Some((_, sealer)) => whole_candidates(&mut *conn, &accounts, &jobs, sealer).await?,
+        None => candidates(&mut *conn, &accounts, &jobs).await?,
+    };
 
     let mut counts = Vec::with_capacity(events.len());
     let mut deliveries: [Vec<String>; 5] = Default::default();
+    let (mut leases, mut locked_until) = (Vec::new(), Vec::new());
     for e in events {
         let job = e.job.as_ref().map(|j| j.id.as_str());
-        let mut n = 0u32;
+        let (mut n, mut handed) = (0u32, 0u32);
         for hook in &candidates {
             // The lookup was for the whole group: a job's webhook is only a candidate for
             // its own job's events, as when events are looked up one by one.
@@ -289,8 +327,20 @@ async fn insert_events(
             if !candidate || !e.is_for(&hook.id, hook.kind, hook.job_id.as_deref(), &hook.filters) {
                 continue;
             }
+            let id = DeliveryId::generate();
+            let (mut lease, mut until) = (None, None);
+            if let Some((h, _)) = handoff.as_mut()
+                && let Some(webhook) = &hook.webhook
+                && h.reserve(&webhook.id)
+            {
+                h.add(id.clone(), e.to_event(), webhook.clone());
+                (lease, until) = (Some(h.lease.clone()), Some(h.lease_until.millis()));
+                handed += 1;
+            }
+            leases.push(lease);
+            locked_until.push(until);
             for (column, value) in deliveries.iter_mut().zip([
-                DeliveryId::generate().to_string(),
+                id.to_string(),
                 e.account.as_str().to_owned(),
                 e.id.as_str().to_owned(),
                 e.event_type.clone(),
@@ -300,16 +350,18 @@ async fn insert_events(
             }
             n += 1;
         }
-        counts.push(n);
+        counts.push((n, handed));
     }
     if !deliveries[0].is_empty() {
         let [ids, accounts, event_ids, types, webhooks] = deliveries;
         sqlx::query(
             "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status,
-             attempts_made, next_attempt_at, created_at, updated_at)
-             SELECT id, account_id, event_id, event_type, webhook_id, 'pending', 0, $6, $6, $6
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-                  AS d(id, account_id, event_id, event_type, webhook_id)",
+             attempts_made, next_attempt_at, created_at, updated_at, lease, locked_until)
+             SELECT id, account_id, event_id, event_type, webhook_id, 'pending', 0, $6, $6, $6,
+                    lease, locked_until
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $7::text[],
+                         $8::int8[])
+                  AS d(id, account_id, event_id, event_type, webhook_id, lease, locked_until)",
         )
         .bind(ids)
         .bind(accounts)
@@ -317,8 +369,63 @@ async fn insert_events(
         .bind(types)
         .bind(webhooks)
         .bind(now.millis())
+        .bind(leases)
+        .bind(locked_until)
         .execute(&mut *conn)
         .await?;
     }
     Ok(counts)
 }
+
+/// The active webhooks of `accounts` (and the own webhooks of `jobs`), enough to match events.
+async fn candidates(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+    jobs: &[&str],
+) -> StoreResult<Vec<Candidate>> {
+    let rows: Vec<(String, String, String, String, Option<String>)> =
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT id, account_id, events, kind, job_id {CANDIDATES}"
+        )))
+        .bind(accounts)
+        .bind(jobs)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.into_iter()
+        .map(|(id, account_id, events, kind, job_id)| {
+            Ok(Candidate {
+                kind: WebhookKind::parse(&kind).ok_or_else(|| corrupt("webhook kind", &kind))?,
+                filters: rows::filters_from_json(&events)?,
+                id,
+                account_id,
+                job_id,
+                webhook: None,
+            })
+        })
+        .collect()
+}
+
+/// As [`candidates`], each with the whole webhook (secrets opened), to hand deliveries over.
+async fn whole_candidates(
+    conn: &mut PgConnection,
+    accounts: &[&str],
+    jobs: &[&str],
+    sealer: &Sealer,
+) -> StoreResult<Vec<Candidate>> {
+    let rows: Vec<WebhookColumns> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {WEBHOOK_COLUMNS} {CANDIDATES}"
+    )))
+    .bind(accounts)
+    .bind(jobs)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| Ok(Candidate::of(r.into_webhook(sealer)?)))
+        .collect()
+}
+
+/// Where the candidate webhooks of a group's accounts ($1) and jobs ($2) come from.
+const CANDIDATES: &str = "FROM webhooks
+     WHERE account_id = ANY($1) AND status = 'active' AND deleted_at IS NULL
+       AND (kind <> 'job' OR job_id = ANY($2))
+     ORDER BY id";

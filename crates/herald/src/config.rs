@@ -203,7 +203,7 @@ impl Default for DeliverySettings {
         Self {
             workers: 64,
             per_webhook_concurrency: 16,
-            claim_batch: 64,
+            claim_batch: 256,
             lease: HumanDuration(Duration::from_secs(120)),
             poll_interval: HumanDuration(Duration::from_secs(1)),
             response_capture_bytes: 4096,

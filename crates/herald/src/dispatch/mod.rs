@@ -59,6 +59,9 @@ struct Lanes {
     held: usize,
     /// Set at shutdown: no more hand-overs.
     closed: bool,
+    /// Deliveries handed over after shutdown began (their publish had reserved room before):
+    /// their leases are given back with the others'.
+    late: Vec<Release>,
 }
 
 #[derive(Default)]
@@ -208,9 +211,12 @@ impl Intake for Shared {
         let mut lanes = self.lock();
         for claim in claims {
             lanes.unreserve(&claim.webhook.id);
-            // After shutdown began these are dropped; their leases run out (and SQLite, the
-            // backend that hands over, clears leases at start).
-            if !lanes.closed {
+            if lanes.closed {
+                lanes.late.push(Release {
+                    delivery_id: claim.delivery_id,
+                    lease: claim.lease,
+                });
+            } else {
                 lanes.hold(claim, claimed_at, lease_until);
             }
         }
@@ -281,12 +287,14 @@ impl Dispatcher {
         // `workers` results away from being written (which bounds what a crash repeats).
         let (done_tx, done_rx) = mpsc::channel::<Finished>(workers);
         let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<WebhookId>();
+        let (aborted_tx, mut aborted_rx) = mpsc::unbounded_channel::<Release>();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers {
             tasks.spawn(work(
                 job_rx.clone(),
                 done_tx.clone(),
                 freed_tx.clone(),
+                aborted_tx.clone(),
                 self.sender.clone(),
                 shutdown.clone(),
                 self.metrics.clone(),
@@ -313,12 +321,40 @@ impl Dispatcher {
         {
             warn!(
                 ?grace,
-                "attempts still in flight at the end of the shutdown grace; their leases will expire"
+                "attempts still in flight at the end of the shutdown grace; stopping them and giving back their leases"
             );
             tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
         }
         if let Err(e) = recorder.await {
             error!(error = %e, "the attempt recorder stopped abnormally");
+        }
+        // Attempts stopped half-way and deliveries handed over too late to start: give their
+        // leases back, so that this node after a restart, or another node, need not wait for
+        // them to run out. (A stopped attempt may have reached its receiver: trying it again
+        // is the at-least-once promise, as after a crash.)
+        drop(aborted_tx);
+        let mut releases = std::mem::take(&mut self.shared.lock().late);
+        while let Ok(r) = aborted_rx.try_recv() {
+            releases.push(r);
+        }
+        if !releases.is_empty() {
+            let n = releases.len();
+            let written =
+                tokio::time::timeout(Duration::from_secs(5), self.store.release(&releases));
+            match written.await {
+                Ok(Ok(())) => tracing::info!(
+                    deliveries = n,
+                    "gave back the leases of deliveries not finished"
+                ),
+                Ok(Err(e)) => {
+                    warn!(error = %e, deliveries = n, "could not give back leases; they will expire")
+                }
+                Err(_) => warn!(
+                    deliveries = n,
+                    "giving back leases timed out; they will expire"
+                ),
+            }
         }
     }
 
@@ -487,7 +523,7 @@ impl Dispatcher {
 
 /// Deliveries held per worker (and per unit of per-webhook concurrency): one being attempted,
 /// one claimed ahead.
-const HOLD_AHEAD: usize = 2;
+const HOLD_AHEAD: usize = 8;
 
 /// Time kept in hand, beyond the webhook's timeout, before a held lease runs out.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -509,6 +545,7 @@ async fn work(
     jobs: async_channel::Receiver<ClaimedDelivery>,
     done: mpsc::Sender<Finished>,
     freed: mpsc::UnboundedSender<WebhookId>,
+    aborted: mpsc::UnboundedSender<Release>,
     sender: Arc<Sender>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
@@ -528,7 +565,15 @@ async fn work(
             account_id = %claim.event.account, attempt = claim.attempt_number);
         metrics.attempts_in_flight.increment(1.0);
         let started = std::time::Instant::now();
+        let in_flight = InFlight {
+            release: Some(Release {
+                delivery_id: claim.delivery_id.clone(),
+                lease: claim.lease.clone(),
+            }),
+            aborted: &aborted,
+        };
         let report = sender.attempt(&claim).instrument(span.clone()).await;
+        in_flight.finished();
         metrics.attempt_finished(&report.outcome, started.elapsed());
         metrics.attempts_in_flight.decrement(1.0);
         // 410 Gone: the receiver says the endpoint is no more; stop now and disable it.
@@ -553,6 +598,27 @@ async fn work(
         let _ = done.send(Finished::Attempted(record)).await;
         // The webhook's slot is free as soon as the attempt ends; the result is written apart.
         let _ = freed.send(webhook);
+    }
+}
+
+/// An attempt under way: if its worker is stopped before it ends (at the end of the shutdown
+/// grace), the delivery's lease goes to be given back.
+struct InFlight<'a> {
+    release: Option<Release>,
+    aborted: &'a mpsc::UnboundedSender<Release>,
+}
+
+impl InFlight<'_> {
+    fn finished(mut self) {
+        self.release = None;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = self.aborted.send(release);
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 
 use super::{event_from_row, publish_on};
 use crate::domain::{AccountId, DeliveryStatus};
-use crate::domain::{DeliveryId, Timestamp};
+use crate::domain::{DeliveryId, Timestamp, Webhook};
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest, closed};
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns};
 use crate::store::seal::Sealer;
@@ -22,6 +22,7 @@ use crate::store::{
 };
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, AssertSqlSafe, Encode, Row, Sqlite, SqlitePool, Type};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -380,16 +381,28 @@ impl Round<'_> {
         Ok(Done { published, leased })
     }
 
+    /// The leased deliveries from their rows. Each webhook is decoded (and its secrets
+    /// opened) once per claim, not once per delivery: a claim is mostly a few webhooks' backlog.
     fn claimed(&self, rows: &[SqliteRow], lease: &str) -> StoreResult<Vec<ClaimedDelivery>> {
+        let mut webhooks: HashMap<String, Webhook> = HashMap::new();
         rows.iter()
             .map(|row| {
-                let webhook: WebhookColumns = sqlx::FromRow::from_row(row)?;
+                let id: String = row.try_get("id")?;
+                let webhook = match webhooks.get(&id) {
+                    Some(w) => w.clone(),
+                    None => {
+                        let columns: WebhookColumns = sqlx::FromRow::from_row(row)?;
+                        let w = columns.into_webhook(self.sealer)?;
+                        webhooks.insert(id, w.clone());
+                        w
+                    }
+                };
                 Ok(ClaimedDelivery {
                     delivery_id: DeliveryId::from_trusted(row.get("d_id")),
                     lease: lease.to_owned(),
                     attempt_number: row.get::<i64, _>("d_attempts_made") as u32 + 1,
                     event: event_from_row(row, "e_")?,
-                    webhook: webhook.into_webhook(self.sealer)?,
+                    webhook,
                 })
             })
             .collect()

@@ -8,7 +8,7 @@
 //! - a fixed pool of workers, each looping over the job channel, makes the attempts;
 //! - the recorder writes finished attempts in batches, apart from the attempts themselves.
 //!
-//! The queue itself stays in the store; memory holds at most `2 × workers` claimed deliveries.
+//! The queue itself stays in the store; memory holds at most `8 × workers` claimed deliveries.
 
 mod message;
 pub mod sender;
@@ -160,6 +160,11 @@ impl Lanes {
     }
 
     /// Every waiting delivery, leaving only those being attempted.
+    /// Room publishing has reserved and not yet handed over or given back.
+    fn reserved(&self) -> usize {
+        self.by_webhook.values().map(|l| l.reserved).sum()
+    }
+
     fn drain_waiting(&mut self) -> Vec<Held> {
         let mut all = Vec::new();
         for lane in self.by_webhook.values_mut() {
@@ -334,9 +339,23 @@ impl Dispatcher {
         // them to run out. (A stopped attempt may have reached its receiver: trying it again
         // is the at-least-once promise, as after a crash.)
         drop(aborted_tx);
+        // Publishes that reserved room before shutdown began may still be committing (the API
+        // finishes its requests in flight): wait a little for their hand-overs.
+        let deadline = tokio::time::Instant::now() + LATE_HAND_OVER_WAIT;
+        while self.shared.lock().reserved() > 0 && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.shared.handed.notified())
+                .await;
+        }
         let mut releases = std::mem::take(&mut self.shared.lock().late);
         while let Ok(r) = aborted_rx.try_recv() {
             releases.push(r);
+        }
+        // Claims no worker took before the workers were stopped.
+        while let Ok(claim) = job_rx.try_recv() {
+            releases.push(Release {
+                delivery_id: claim.delivery_id,
+                lease: claim.lease,
+            });
         }
         if !releases.is_empty() {
             let n = releases.len();
@@ -522,8 +541,13 @@ impl Dispatcher {
 }
 
 /// Deliveries held per worker (and per unit of per-webhook concurrency): one being attempted,
-/// one claimed ahead.
+/// seven claimed ahead, so that one claim feeds a busy webhook for a while (claims of 2 × drained
+/// one webhook at one claim per 32 deliveries). A held delivery not started in time (see
+/// [`Lanes::hold`]) is given back, so a slow endpoint's surplus returns to the queue.
 const HOLD_AHEAD: usize = 8;
+
+/// Longest wait at shutdown for hand-overs from publishes that were committing.
+const LATE_HAND_OVER_WAIT: Duration = Duration::from_secs(2);
 
 /// Time kept in hand, beyond the webhook's timeout, before a held lease runs out.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -573,7 +597,6 @@ async fn work(
             aborted: &aborted,
         };
         let report = sender.attempt(&claim).instrument(span.clone()).await;
-        in_flight.finished();
         metrics.attempt_finished(&report.outcome, started.elapsed());
         metrics.attempts_in_flight.decrement(1.0);
         // 410 Gone: the receiver says the endpoint is no more; stop now and disable it.
@@ -596,6 +619,9 @@ async fn work(
             gone,
         };
         let _ = done.send(Finished::Attempted(record)).await;
+        // Only now: a worker stopped while its result waited for room would lose the result,
+        // and then its lease must be given back.
+        in_flight.finished();
         // The webhook's slot is free as soon as the attempt ends; the result is written apart.
         let _ = freed.send(webhook);
     }

@@ -13,7 +13,7 @@
 use super::{event_from_row, publish_on};
 use crate::domain::{AccountId, DeliveryStatus};
 use crate::domain::{DeliveryId, Timestamp, Webhook};
-use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest, closed};
+use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns};
 use crate::store::seal::Sealer;
 use crate::store::{
@@ -169,12 +169,11 @@ pub(super) async fn run(
                     }
                 }
             }
-            Err(e) => {
-                group_commit::answer(&mut publishes, Err(e));
-                for w in writes.drain(..) {
-                    answer_alone(w, Err(closed("the commit failed")));
-                }
-            }
+            // A single request: its own error.
+            Err(e) => match writes.pop() {
+                Some(w) => answer_alone(w, Err(e)),
+                None => group_commit::answer(&mut publishes, Err(e)),
+            },
         }
     }
 }
@@ -211,6 +210,23 @@ fn answer_alone(write: QueueWrite, done: StoreResult<Done>) {
     }
 }
 
+/// The writer connection during a round. The round's transaction is begun and ended by raw
+/// statements, which sqlx does not track: a round that ends neither committed nor rolled back
+/// (a failed `ROLLBACK`, a panic) closes the connection instead of giving it back to the pool
+/// inside an open transaction, where the next writer's acknowledged writes would never commit.
+struct RoundConn {
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+    settled: bool,
+}
+
+impl Drop for RoundConn {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 struct Round<'a> {
     writer: &'a SqlitePool,
     relaxed: &'a AtomicBool,
@@ -226,20 +242,33 @@ impl Round<'_> {
         publishes: &[PublishRequest],
         writes: &[QueueWrite],
     ) -> StoreResult<Done> {
-        let mut conn = self.writer.acquire().await?;
+        let mut conn = RoundConn {
+            conn: self.writer.acquire().await?,
+            settled: false,
+        };
         let mut handoff = self
             .intake
             .get()
             .filter(|_| !publishes.is_empty())
             .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease));
         let result = self
-            .write_on(&mut conn, publishes, writes, handoff.as_mut())
+            .write_on(&mut conn.conn, publishes, writes, handoff.as_mut())
             .await;
-        if result.is_err() {
-            // Harmless if the transaction never began or has ended.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        } else if let Some(handoff) = handoff {
-            handoff.finish();
+        match &result {
+            Ok(_) => {
+                conn.settled = true;
+                if let Some(handoff) = handoff {
+                    handoff.finish();
+                }
+            }
+            // A failed ROLLBACK (also when no transaction had begun) leaves `settled` false:
+            // the connection is then closed, never pooled inside a transaction.
+            Err(_) => {
+                conn.settled = sqlx::query("ROLLBACK")
+                    .execute(&mut *conn.conn)
+                    .await
+                    .is_ok();
+            }
         }
         result
     }

@@ -107,7 +107,7 @@ impl Herald {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         info!(addr = %self.local_addr(), "herald listening");
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
-        tokio::spawn(telemetry::refresh_queue_gauges(
+        let gauges = tokio::spawn(telemetry::refresh_queue_gauges(
             self.state.metrics.clone(),
             self.state.store.clone(),
             QUEUE_GAUGE_INTERVAL,
@@ -120,6 +120,9 @@ impl Herald {
             .await?;
         dispatcher.await.context("dispatcher task")?;
         janitor.await.context("janitor task")?;
+        // Every task holding the store has ended when this returns, so the store (and on
+        // SQLite its lock file) is released with the last of them.
+        gauges.await.context("queue gauge task")?;
         info!("herald stopped");
         Ok(())
     }

@@ -265,7 +265,11 @@ pub async fn refresh_queue_gauges(
     while !shutdown.is_cancelled() {
         let now = Timestamp::now();
         let started = Instant::now();
-        let result = store.queue_depth(now).await;
+        // A large queue takes a while to count; shutdown does not wait for it.
+        let result = tokio::select! {
+            result = store.queue_depth(now) => result,
+            _ = shutdown.cancelled() => break,
+        };
         let took = started.elapsed();
         metrics.store_op(StoreOp::QueueDepth, took);
         match result {

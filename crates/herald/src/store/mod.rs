@@ -31,6 +31,9 @@ pub enum StoreError {
     Unavailable(sqlx::Error),
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// An error of the SQLite writer thread's own connection.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored record is unreadable: {0}")]

@@ -1,7 +1,11 @@
 //! The embedded SQLite backend: one file in the data directory, WAL mode.
 //!
-//! SQLite has one writer at a time, so writes go through a single-connection pool (no lock
-//! contention, no `SQLITE_BUSY` storms) and reads through a pool of their own. A lock file beside
+//! SQLite has one writer at a time. The hot writes (publishes, attempt results, leases) go to the
+//! writer thread ([`writer`]), which drives a connection of its own; the rest go through a
+//! single-connection sqlx pool, which the writer thread holds while it writes, so the two take
+//! turns (no lock contention, no `SQLITE_BUSY` storms). Reads use a pool of their own. Both
+//! drivers link the same SQLite library: two copies in one process would clear each other's
+//! POSIX locks on the file. A lock file beside
 //! the database keeps a second `herald serve` off it, which is what makes releasing every lease at
 //! start-up safe: any lease found then belonged to a process that died.
 
@@ -30,10 +34,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+mod hop;
 mod retention;
 mod writer;
 
-use writer::{Hop, LeaseRequest, QueueWrite, RecordRequest};
+use hop::Hop;
+use writer::{LeaseRequest, QueueWrite, RecordRequest};
 
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 
@@ -66,13 +72,15 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let lock = lock_beside(options.get_filename())?;
+        // The writer thread opens the same file again (see `writer`).
+        let path = options.get_filename().to_owned();
         // No ping before each acquire: it would be one more hop to sqlx's worker thread per
         // transaction, and an embedded database has no connection to lose.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
-            // Room for the writer task's statement batches (see `writer::Hop`), and for a
-            // claim's rows without the thread waiting on this side.
+            // Room for statement batches (see `hop::Hop`), and for a query's rows without
+            // sqlx's thread waiting on this side.
             .connect_with(
                 options
                     .clone()
@@ -97,14 +105,14 @@ impl SqliteStore {
         // A new connection starts in `FULL`, as the options above set.
         let relaxed = Arc::new(AtomicBool::new(false));
         let (queue, queued) = mpsc::channel(64);
-        tokio::spawn(writer::run(
+        writer::spawn(
+            &path,
             writer.clone(),
-            relaxed.clone(),
             requests,
             queued,
             intake.clone(),
             sealer.clone(),
-        ));
+        )?;
         Ok(Self {
             publisher,
             queue,
@@ -865,14 +873,6 @@ fn event_from_row(r: &sqlx::sqlite::SqliteRow, prefix: &str) -> StoreResult<Even
     .map_err(|e| corrupt("event", e))
 }
 
-async fn fetch_event(conn: &mut sqlx::SqliteConnection, id: &str) -> StoreResult<Event> {
-    let row = sqlx::query("SELECT id, account_id, type, timestamp, data FROM events WHERE id = ?")
-        .bind(id)
-        .fetch_one(conn)
-        .await?;
-    event_from_row(&row, "")
-}
-
 async fn insert_webhook_on(
     conn: &mut sqlx::SqliteConnection,
     w: &Webhook,
@@ -1096,58 +1096,6 @@ async fn write_job(conn: &mut sqlx::SqliteConnection, j: &Job, insert: bool) -> 
         .execute(conn)
         .await?;
     Ok(())
-}
-
-async fn publish_on(
-    tx: &mut sqlx::SqliteConnection,
-    new: &NewEvent,
-    sealer: &Sealer,
-) -> StoreResult<Published> {
-    if let Some(idem) = &new.idempotency {
-        let earlier = sqlx::query(
-            "SELECT id, idempotency_fingerprint, created_at FROM events WHERE account_id = ? AND idempotency_key = ?",
-        )
-        .bind(new.account.as_str())
-        .bind(&idem.key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = earlier {
-            let id: String = row.get("id");
-            if row.get::<i64, _>("created_at") >= idem.valid_since.millis() {
-                if row
-                    .get::<Option<String>, _>("idempotency_fingerprint")
-                    .as_deref()
-                    != Some(&idem.fingerprint)
-                {
-                    return Err(StoreError::IdempotencyConflict);
-                }
-                let event = fetch_event(&mut *tx, &id).await?;
-                let deliveries: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE event_id = ?")
-                        .bind(&id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                return Ok(Published {
-                    event,
-                    deliveries: deliveries as u32,
-                    handed_over: 0,
-                    replayed: true,
-                });
-            }
-            // The earlier use has expired: the key is free again.
-            sqlx::query("UPDATE events SET idempotency_key = NULL WHERE id = ?")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    let deliveries = insert_event(&mut *tx, new, Timestamp::now(), sealer).await?;
-    Ok(Published {
-        event: new.to_event(),
-        deliveries,
-        handed_over: 0,
-        replayed: false,
-    })
 }
 
 /// Most webhooks one claim looks at one by one.

@@ -1,29 +1,34 @@
-//! The writer task: publishes, attempt results and claims' leases, written together in one
-//! transaction per round and in as few round trips to sqlx's SQLite thread as the statements
-//! allow.
+//! The writer thread: publishes, attempt results and claims' leases, written together in one
+//! transaction per round, on a SQLite connection of its own driven right here.
 //!
-//! Each round trip (a "hop") wakes that thread and then this task again; on two cores those
-//! wake-ups, not SQLite, were most of a write's cost. So a round sends its statements in
-//! batches: the synchronous mode, `BEGIN`, every attempt result and the first lease (or the
-//! events and their webhook lookup) in one hop, the deliveries and `COMMIT` in another.
+//! sqlx's SQLite driver runs every query on a thread of its own and sends each statement's
+//! result and each row back through a channel; on two cores, those wake-ups, not SQLite, were
+//! most of a round's time (a round was 2.7 ms for 16 events, the SQLite thread busy a quarter
+//! of it). So the rounds run on this thread with rusqlite, every statement prepared once and
+//! taken from the connection's cache: the only wake-ups left are the request that starts a
+//! round and the answers that end it.
+//!
+//! The other writes (webhooks, accounts, jobs, retention) stay on sqlx's single writer
+//! connection. The two never write at once: a round holds that connection, unused, from its
+//! pool for as long as it runs, so they take turns as before, in the pool's fair order, with no
+//! `SQLITE_BUSY`.
 //!
 //! If a round with several requests fails, each is written again alone, so one bad request
 //! fails alone.
 
-use super::{event_from_row, publish_on};
-use crate::domain::{AccountId, DeliveryStatus};
+use super::hop::{Hop, Value};
+use crate::domain::{AccountId, DeliveryStatus, Event};
 use crate::domain::{DeliveryId, Timestamp, Webhook};
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
-use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns};
+use crate::store::rows::{self, WEBHOOK_COLUMNS, WebhookColumns, corrupt};
 use crate::store::seal::Sealer;
 use crate::store::{
     AttemptRecord, ClaimedDelivery, Handoff, HealthPolicy, Intake, NewEvent, NextStep, Published,
-    StoreResult, WebhookRef,
+    StoreError, StoreResult, WebhookRef,
 };
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Arguments, AssertSqlSafe, Encode, Row, Sqlite, SqlitePool, Type};
+use sqlx::SqlitePool;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -53,71 +58,73 @@ pub(super) struct LeaseRequest {
 /// Most queue writes in one round.
 const QUEUE_WRITES_PER_ROUND: usize = 16;
 
-/// Statements sent to sqlx's SQLite thread in one go, with all their arguments.
-///
-/// The placeholders are plain `?`, bound in order across the statements, so each statement's
-/// arguments must be added in the order its placeholders appear (a value used twice is added
-/// twice). Numbered ones (`?3`) would not do: sqlx counts the gaps below a statement's numbers
-/// as arguments used, and stops binding a later statement once that count passes the end.
-pub(super) struct Hop {
-    sql: String,
-    args: SqliteArguments,
-    /// Arguments added since the last statement.
-    pending: usize,
+/// The writer thread's connection to the database file.
+struct Conn {
+    path: PathBuf,
+    conn: rusqlite::Connection,
 }
 
-impl Hop {
-    pub fn new() -> Self {
-        Self {
-            sql: String::new(),
-            args: SqliteArguments::default(),
-            pending: 0,
+impl Conn {
+    fn open(path: &Path) -> StoreResult<Self> {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // As sqlx's connections: foreign keys enforced, the same busy timeout (a checkpoint
+        // by a reader can still hold a lock briefly), and FULL unless a round says otherwise.
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+        conn.set_prepared_statement_cache_capacity(128);
+        Ok(Self {
+            path: path.to_owned(),
+            conn,
+        })
+    }
+
+    /// After a round that failed: makes sure no transaction is left open, opening the
+    /// connection again if a `ROLLBACK` cannot end it.
+    fn settle(&mut self) {
+        if self.conn.is_autocommit() {
+            return;
         }
-    }
-
-    /// Adds the argument for the next `?` of the statement being built.
-    pub fn arg<T>(&mut self, value: T) -> &'static str
-    where
-        T: for<'q> Encode<'q, Sqlite> + Type<Sqlite> + 'static,
-    {
-        self.args.add(value).expect("SQLite arguments encode");
-        self.pending += 1;
-        "?"
-    }
-
-    /// Adds a statement, whose `?`s take the arguments added since the last one.
-    pub fn push(&mut self, statement: &str) {
-        assert_eq!(
-            statement.matches('?').count(),
-            std::mem::take(&mut self.pending),
-            "one argument per placeholder in {statement}"
-        );
-        self.sql.push_str(statement);
-        self.sql.push_str(";\n");
-    }
-
-    pub async fn execute(self, conn: &mut sqlx::SqliteConnection) -> StoreResult<()> {
-        if !self.sql.is_empty() {
-            sqlx::query_with(AssertSqlSafe(self.sql), self.args)
-                .execute(conn)
-                .await?;
+        let _ = self.conn.execute_batch("ROLLBACK");
+        if !self.conn.is_autocommit() {
+            match Self::open(&self.path) {
+                Ok(fresh) => *self = fresh,
+                Err(e) => tracing::error!(error = %e, "cannot reopen the SQLite writer connection"),
+            }
         }
-        Ok(())
-    }
-
-    /// Runs the statements; the rows are those of the (one) statement that returns rows.
-    pub async fn fetch_all(self, conn: &mut sqlx::SqliteConnection) -> StoreResult<Vec<SqliteRow>> {
-        Ok(sqlx::query_with(AssertSqlSafe(self.sql), self.args)
-            .fetch_all(conn)
-            .await?)
     }
 }
 
-/// The writer task: waits for work, takes everything waiting (up to a round's limits), writes
+/// Starts the writer thread on `path`. It stops when both request channels are closed.
+pub(super) fn spawn(
+    path: &Path,
+    turn: SqlitePool,
+    requests: mpsc::Receiver<PublishRequest>,
+    queue: mpsc::Receiver<QueueWrite>,
+    intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
+    sealer: Sealer,
+) -> StoreResult<()> {
+    let conn = Conn::open(path)?;
+    // A runtime of its own, for the channels and the turn's pool; it has nothing else to run,
+    // so the synchronous SQLite calls block no one.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| StoreError::Unsupported(format!("cannot start the SQLite writer: {e}")))?;
+    std::thread::Builder::new()
+        .name("herald-sqlite-writer".into())
+        .spawn(move || runtime.block_on(run(conn, turn, requests, queue, intake, sealer)))
+        .map_err(|e| StoreError::Unsupported(format!("cannot start the SQLite writer: {e}")))?;
+    Ok(())
+}
+
+/// The writer loop: waits for work, takes everything waiting (up to a round's limits), writes
 /// it in one round and answers each request.
-pub(super) async fn run(
-    writer: SqlitePool,
-    relaxed: Arc<AtomicBool>,
+async fn run(
+    mut conn: Conn,
+    turn: SqlitePool,
     mut requests: mpsc::Receiver<PublishRequest>,
     mut queue: mpsc::Receiver<QueueWrite>,
     intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
@@ -144,25 +151,36 @@ pub(super) async fn run(
                 }
             }
         }
-        let round = Round {
-            writer: &writer,
-            relaxed: &relaxed,
+        // sqlx's writer connection, held while the round writes: the other writers' turn.
+        let held = match turn.acquire().await {
+            Ok(held) => held,
+            Err(e) => {
+                let e = StoreError::from(e);
+                for w in writes.drain(..) {
+                    answer_alone(w, Err(closed_like(&e)));
+                }
+                group_commit::answer(&mut publishes, Err(e));
+                continue;
+            }
+        };
+        let mut round = Round {
+            conn: &mut conn,
             intake: &intake,
             sealer: &sealer,
         };
-        match round.write(&publishes, &writes).await {
+        match round.write(&publishes, &writes) {
             Ok(done) => answer(&mut publishes, &mut writes, done),
             Err(e) if publishes.len() + writes.len() > 1 => {
                 tracing::warn!(error = %e, "a combined write failed; writing its parts one by one");
                 for w in writes.drain(..) {
                     let one = [w];
-                    let done = round.write(&[], &one).await;
+                    let done = round.write(&[], &one);
                     let [w] = one;
                     answer_alone(w, done);
                 }
                 for p in std::mem::take(&mut publishes) {
                     let mut one = vec![p];
-                    let done = round.write(&one, &[]).await;
+                    let done = round.write(&one, &[]);
                     match done {
                         Ok(done) => answer(&mut one, &mut Vec::new(), done),
                         Err(e) => group_commit::answer(&mut one, Err(e)),
@@ -175,7 +193,13 @@ pub(super) async fn run(
                 None => group_commit::answer(&mut publishes, Err(e)),
             },
         }
+        drop(held);
     }
+}
+
+/// The same failure, for each of the requests it stopped.
+fn closed_like(e: &StoreError) -> StoreError {
+    group_commit::closed(&e.to_string())
 }
 
 /// What a committed round answers.
@@ -210,26 +234,8 @@ fn answer_alone(write: QueueWrite, done: StoreResult<Done>) {
     }
 }
 
-/// The writer connection during a round. The round's transaction is begun and ended by raw
-/// statements, which sqlx does not track: a round that ends neither committed nor rolled back
-/// (a failed `ROLLBACK`, a panic) closes the connection instead of giving it back to the pool
-/// inside an open transaction, where the next writer's acknowledged writes would never commit.
-struct RoundConn {
-    conn: sqlx::pool::PoolConnection<Sqlite>,
-    settled: bool,
-}
-
-impl Drop for RoundConn {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.conn.close_on_drop();
-        }
-    }
-}
-
 struct Round<'a> {
-    writer: &'a SqlitePool,
-    relaxed: &'a AtomicBool,
+    conn: &'a mut Conn,
     intake: &'a OnceLock<(Arc<dyn Intake>, Duration)>,
     sealer: &'a Sealer,
 }
@@ -237,150 +243,77 @@ struct Round<'a> {
 impl Round<'_> {
     /// One transaction: durable (fsync at commit) when it holds publishes, else relaxed (see
     /// `SqliteStore::relaxed_begin`). Rolled back on any error.
-    async fn write(
-        &self,
-        publishes: &[PublishRequest],
-        writes: &[QueueWrite],
-    ) -> StoreResult<Done> {
-        let mut conn = RoundConn {
-            conn: self.writer.acquire().await?,
-            settled: false,
-        };
+    fn write(&mut self, publishes: &[PublishRequest], writes: &[QueueWrite]) -> StoreResult<Done> {
         let mut handoff = self
             .intake
             .get()
             .filter(|_| !publishes.is_empty())
             .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease));
-        let result = self
-            .write_on(&mut conn.conn, publishes, writes, handoff.as_mut())
-            .await;
+        let result = self.write_on(publishes, writes, handoff.as_mut());
         match &result {
             Ok(_) => {
-                conn.settled = true;
                 if let Some(handoff) = handoff {
                     handoff.finish();
                 }
             }
-            // A failed ROLLBACK (also when no transaction had begun) leaves `settled` false:
-            // the connection is then closed, never pooled inside a transaction.
-            Err(_) => {
-                conn.settled = sqlx::query("ROLLBACK")
-                    .execute(&mut *conn.conn)
-                    .await
-                    .is_ok();
-            }
+            Err(_) => self.conn.settle(),
         }
         result
     }
 
-    async fn write_on(
+    fn write_on(
         &self,
-        conn: &mut sqlx::SqliteConnection,
         publishes: &[PublishRequest],
         writes: &[QueueWrite],
         handoff: Option<&mut Handoff>,
     ) -> StoreResult<Done> {
-        let durable = !publishes.is_empty();
-        let mut hop = Hop::new();
-        // The mode is set in the hop itself; `relaxed` may only err towards NORMAL (see
-        // `set_synchronous`).
-        if durable {
-            hop.push("PRAGMA synchronous = FULL");
+        let conn = &self.conn.conn;
+        conn.execute_batch(if publishes.is_empty() {
+            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
         } else {
-            self.relaxed.store(true, Ordering::Release);
-            hop.push("PRAGMA synchronous = NORMAL");
+            "PRAGMA synchronous = FULL; BEGIN IMMEDIATE"
+        })?;
+        let mut records = Vec::new();
+        let mut leased = Vec::new();
+        for w in writes {
+            if let QueueWrite::Record(r) = w {
+                let mut hop = Hop::new();
+                push_record(&mut hop, &r.records, &r.health);
+                hop.run(conn)?;
+                records.push(r);
+            }
         }
-        hop.push("BEGIN IMMEDIATE");
-        let records: Vec<&RecordRequest> = writes
-            .iter()
-            .filter_map(|w| match w {
-                QueueWrite::Record(r) => Some(r),
-                QueueWrite::Lease(_) => None,
-            })
-            .collect();
         for r in &records {
-            push_record(&mut hop, &r.records, &r.health);
+            disable_unhealthy(conn, &r.records, &r.health, self.sealer)?;
         }
-        let leases: Vec<&LeaseRequest> = writes
-            .iter()
-            .filter_map(|w| match w {
-                QueueWrite::Lease(l) => Some(l),
-                QueueWrite::Record(_) => None,
-            })
-            .collect();
+        for w in writes {
+            if let QueueWrite::Lease(l) = w {
+                let mut hop = Hop::new();
+                push_lease(&mut hop, l);
+                leased.push(self.claimed(hop, &l.lease)?);
+            }
+        }
+
         let events: Vec<&NewEvent> = publishes.iter().flat_map(|r| &r.events).collect();
         let (keyed, plain): (Vec<&NewEvent>, Vec<&NewEvent>) = events
             .iter()
             .copied()
             .partition(|e| e.idempotency.is_some());
         let now = Timestamp::now();
-
-        // The first hop ends with the one statement that returns rows, if any.
-        let mut leased = Vec::with_capacity(leases.len());
-        let mut hooks = None;
-        if let Some(first) = leases.first() {
-            push_lease(&mut hop, first);
-            let rows = hop.fetch_all(conn).await?;
-            leased.push(self.claimed(&rows, &first.lease)?);
-        } else if keyed.is_empty() && !plain.is_empty() {
-            super::push_insert_events(&mut hop, &plain, now);
-            super::push_webhook_lookup(&mut hop, &plain);
-            hooks = Some(hop.fetch_all(conn).await?);
-        } else {
-            hop.execute(conn).await?;
-        }
-        if durable {
-            self.relaxed.store(false, Ordering::Release);
-        }
-
-        for r in &records {
-            disable_unhealthy(conn, &r.records, &r.health, self.sealer).await?;
-        }
-        for l in leases.iter().skip(1) {
-            let mut hop = Hop::new();
-            push_lease(&mut hop, l);
-            let rows = hop.fetch_all(conn).await?;
-            leased.push(self.claimed(&rows, &l.lease)?);
-        }
-
         // Events with an idempotency key, one by one, each under a savepoint: only a key can
         // refuse one event alone, and it does so before writing anything.
         let mut keyed_results = Vec::with_capacity(keyed.len());
         for event in &keyed {
-            sqlx::query("SAVEPOINT publish").execute(&mut *conn).await?;
-            let result = publish_on(conn, event, self.sealer).await;
+            conn.execute_batch("SAVEPOINT publish")?;
+            let result = publish_keyed(conn, event, now, self.sealer);
             if result.is_err() {
-                sqlx::query("ROLLBACK TO publish")
-                    .execute(&mut *conn)
-                    .await?;
+                conn.execute_batch("ROLLBACK TO publish")?;
             }
-            sqlx::query("RELEASE publish").execute(&mut *conn).await?;
+            conn.execute_batch("RELEASE publish")?;
             keyed_results.push(result);
         }
-
-        let mut last = Hop::new();
-        let mut counts = Vec::new();
-        if !plain.is_empty() {
-            let rows = match hooks {
-                Some(rows) => rows,
-                None => {
-                    let mut hop = Hop::new();
-                    super::push_insert_events(&mut hop, &plain, now);
-                    super::push_webhook_lookup(&mut hop, &plain);
-                    hop.fetch_all(conn).await?
-                }
-            };
-            let webhooks = rows
-                .iter()
-                .map(|row| {
-                    let columns: WebhookColumns = sqlx::FromRow::from_row(row)?;
-                    columns.into_webhook(self.sealer)
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            counts = super::plan_deliveries(&mut last, &plain, &webhooks, now, handoff);
-        }
-        last.push("COMMIT");
-        last.execute(conn).await?;
+        let counts = insert_events(conn, &plain, now, handoff, self.sealer)?;
+        conn.execute_batch("COMMIT")?;
 
         let mut keyed_results = keyed_results.into_iter();
         let mut counts = counts.into_iter();
@@ -410,32 +343,144 @@ impl Round<'_> {
         Ok(Done { published, leased })
     }
 
-    /// The leased deliveries from their rows. Each webhook is decoded (and its secrets
-    /// opened) once per claim, not once per delivery: a claim is mostly a few webhooks' backlog.
-    fn claimed(&self, rows: &[SqliteRow], lease: &str) -> StoreResult<Vec<ClaimedDelivery>> {
+    /// Runs a lease's statements and reads the leased deliveries from its rows. Each webhook is
+    /// decoded (and its secrets opened) once per claim, not once per delivery: a claim is
+    /// mostly a few webhooks' backlog.
+    fn claimed(&self, hop: Hop, lease: &str) -> StoreResult<Vec<ClaimedDelivery>> {
         let mut webhooks: HashMap<String, Webhook> = HashMap::new();
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                let webhook = match webhooks.get(&id) {
-                    Some(w) => w.clone(),
-                    None => {
-                        let columns: WebhookColumns = sqlx::FromRow::from_row(row)?;
-                        let w = columns.into_webhook(self.sealer)?;
-                        webhooks.insert(id, w.clone());
-                        w
-                    }
-                };
-                Ok(ClaimedDelivery {
-                    delivery_id: DeliveryId::from_trusted(row.get("d_id")),
-                    lease: lease.to_owned(),
-                    attempt_number: row.get::<i64, _>("d_attempts_made") as u32 + 1,
-                    event: event_from_row(row, "e_")?,
-                    webhook,
-                })
+        hop.query(&self.conn.conn, |row| {
+            let id: String = row.get("id")?;
+            let webhook = match webhooks.get(&id) {
+                Some(w) => w.clone(),
+                None => {
+                    let w = webhook_columns(row)?.into_webhook(self.sealer)?;
+                    webhooks.insert(id, w.clone());
+                    w
+                }
+            };
+            Ok(ClaimedDelivery {
+                delivery_id: DeliveryId::from_trusted(row.get("d_id")?),
+                lease: lease.to_owned(),
+                attempt_number: row.get::<_, i64>("d_attempts_made")? as u32 + 1,
+                event: event_columns(row, "e_")?,
+                webhook,
             })
-            .collect()
+        })
     }
+}
+
+/// A webhook row of [`WEBHOOK_COLUMNS`], read by name.
+fn webhook_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookColumns> {
+    Ok(WebhookColumns {
+        id: row.get("id")?,
+        account_id: row.get("account_id")?,
+        url: row.get("url")?,
+        events: row.get("events")?,
+        secret: row.get("secret")?,
+        description: row.get("description")?,
+        retry: row.get("retry")?,
+        status: row.get("status")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        kind: row.get("kind")?,
+        job_id: row.get("job_id")?,
+        signing: row.get("signing")?,
+        format: row.get("format")?,
+        previous_secret: row.get("previous_secret")?,
+        previous_secret_until: row.get("previous_secret_until")?,
+        disabled_reason: row.get("disabled_reason")?,
+        failing_since: row.get("failing_since")?,
+    })
+}
+
+/// An event from columns named `{prefix}id`, `{prefix}account_id`, `{prefix}type`, ….
+fn event_columns(row: &rusqlite::Row<'_>, prefix: &str) -> StoreResult<Event> {
+    let col = |c: &str| format!("{prefix}{c}");
+    rows::event(
+        row.get(col("id").as_str())?,
+        row.get(col("account_id").as_str())?,
+        row.get(col("type").as_str())?,
+        row.get(col("timestamp").as_str())?,
+        row.get(col("data").as_str())?,
+    )
+    .map_err(|e| corrupt("event", e))
+}
+
+/// Stores events (none with an idempotency key to check) and enqueues a delivery for every
+/// webhook that gets each. Returns, for each event in order, its number of deliveries and how
+/// many of those went to `handoff`.
+fn insert_events(
+    conn: &rusqlite::Connection,
+    events: &[&NewEvent],
+    now: Timestamp,
+    handoff: Option<&mut Handoff>,
+    sealer: &Sealer,
+) -> StoreResult<Vec<(u32, u32)>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut hop = Hop::new();
+    super::push_insert_events(&mut hop, events, now);
+    super::push_webhook_lookup(&mut hop, events);
+    let webhooks = hop.query(conn, |row| webhook_columns(row)?.into_webhook(sealer))?;
+    let mut hop = Hop::new();
+    let counts = super::plan_deliveries(&mut hop, events, &webhooks, now, handoff);
+    hop.run(conn)?;
+    Ok(counts)
+}
+
+/// Publishes an event with an idempotency key: the earlier event under the same key, if it is
+/// still valid and the request is the same, else a new one.
+fn publish_keyed(
+    conn: &rusqlite::Connection,
+    new: &NewEvent,
+    now: Timestamp,
+    sealer: &Sealer,
+) -> StoreResult<Published> {
+    use rusqlite::OptionalExtension;
+    let idem = new.idempotency.as_ref().expect("a keyed event");
+    let earlier: Option<(String, Option<String>, i64)> = conn
+        .prepare_cached(
+            "SELECT id, idempotency_fingerprint, created_at FROM events WHERE account_id = ? AND idempotency_key = ?",
+        )?
+        .query_row((new.account.as_str(), &idem.key), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    if let Some((id, fingerprint, created_at)) = earlier {
+        if created_at >= idem.valid_since.millis() {
+            if fingerprint.as_deref() != Some(&idem.fingerprint) {
+                return Err(StoreError::IdempotencyConflict);
+            }
+            let mut statement = conn.prepare_cached(
+                "SELECT id, account_id, type, timestamp, data FROM events WHERE id = ?",
+            )?;
+            let mut rows = statement.query([&id])?;
+            let row = rows
+                .next()?
+                .ok_or_else(|| corrupt("event", "the idempotency key's event is gone"))?;
+            let event = event_columns(row, "")?;
+            let deliveries: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE event_id = ?")?
+                .query_row([&id], |r| r.get(0))?;
+            return Ok(Published {
+                event,
+                deliveries: deliveries as u32,
+                handed_over: 0,
+                replayed: true,
+            });
+        }
+        // The earlier use has expired: the key is free again.
+        conn.prepare_cached("UPDATE events SET idempotency_key = NULL WHERE id = ?")?
+            .execute([&id])?;
+    }
+    let counts = insert_events(conn, &[new], now, None, sealer)?;
+    Ok(Published {
+        event: new.to_event(),
+        deliveries: counts[0].0,
+        handed_over: 0,
+        replayed: false,
+    })
 }
 
 /// Leases the picked deliveries, if still pending and free (they were read outside this
@@ -543,8 +588,8 @@ fn push_record(hop: &mut Hop, records: &[AttemptRecord], health: &HealthPolicy) 
 /// allows, each with a `webhook.disabled` event. Only a webhook whose last attempt here failed
 /// can be newly failing for too long (a success clears its record), so a batch of successes
 /// costs nothing here.
-async fn disable_unhealthy(
-    conn: &mut sqlx::SqliteConnection,
+fn disable_unhealthy(
+    conn: &rusqlite::Connection,
     records: &[AttemptRecord],
     health: &HealthPolicy,
     sealer: &Sealer,
@@ -560,89 +605,65 @@ async fn disable_unhealthy(
         .map(|(id, _)| id)
         .collect();
     let failing_before = health.now.minus(health.disable_after).millis();
-    let checks: [(&str, Vec<&str>, &str); 2] = [
-        (
-            "gone",
-            gone,
-            "SELECT id, account_id, url FROM webhooks WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))",
-        ),
-        (
-            "failing",
-            failing.iter().map(String::as_str).collect(),
-            "SELECT id, account_id, url FROM webhooks WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))
-             AND failing_since <= ?",
-        ),
-    ];
-    for (reason, ids, sql) in checks {
-        if ids.is_empty() {
-            continue;
-        }
-        let disabled: Vec<(String, String, String)> = sqlx::query_as(sql)
-            .bind(serde_json::to_string(&ids).expect("strings serialize"))
-            .bind(failing_before)
-            .fetch_all(&mut *conn)
-            .await?;
-        for (id, account, url) in disabled {
-            sqlx::query(
-                "UPDATE webhooks SET status = 'disabled', disabled_reason = ?, updated_at = ? WHERE id = ?",
-            )
-            .bind(reason)
-            .bind(health.now.millis())
-            .bind(&id)
-            .execute(&mut *conn)
-            .await?;
-            tracing::warn!(webhook_id = %id, reason, "webhook disabled");
-            let who = WebhookRef {
-                id,
-                account: AccountId::from_trusted(account),
-                url,
-            };
-            super::insert_event(
-                conn,
-                &NewEvent::webhook_disabled(&who, reason, health.now),
-                health.now,
-                sealer,
-            )
-            .await?;
-        }
+    if !gone.is_empty() {
+        let ids = serde_json::to_string(&gone).expect("strings serialize");
+        let found = select_webhooks(
+            conn,
+            "SELECT id, account_id, url FROM webhooks
+             WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))",
+            [Value::from(ids)],
+        )?;
+        disable(conn, found, "gone", health, sealer)?;
+    }
+    if !failing.is_empty() {
+        // After the gone ones: a webhook disabled above is no longer active here.
+        let ids = serde_json::to_string(&failing).expect("strings serialize");
+        let found = select_webhooks(
+            conn,
+            "SELECT id, account_id, url FROM webhooks
+             WHERE status = 'active' AND id IN (SELECT value FROM json_each(?)) AND failing_since <= ?",
+            [Value::from(ids), Value::from(failing_before)],
+        )?;
+        disable(conn, found, "failing", health, sealer)?;
     }
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The (id, account, url) of the webhooks `sql` selects.
+fn select_webhooks<const N: usize>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: [Value; N],
+) -> StoreResult<Vec<(String, String, String)>> {
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?)
+}
 
-    #[tokio::test]
-    async fn a_hop_runs_every_statement_and_returns_the_select_rows() {
-        let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
-        let mut conn = pool.acquire().await.unwrap();
-        sqlx::query("CREATE TABLE t (x TEXT)")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        for round in 0..3 {
-            for with_first in [true, false, true] {
-                let mut hop = Hop::new();
-                hop.push("BEGIN IMMEDIATE");
-                if with_first {
-                    let a = hop.arg(format!("a{round}"));
-                    hop.push(&format!(
-                        "INSERT INTO t (x) SELECT value FROM json_each(json_array({a}))"
-                    ));
-                }
-                let b = hop.arg(format!("b{round}"));
-                let b2 = hop.arg(format!("c{round}"));
-                let b3 = hop.arg(format!("d{round}"));
-                hop.push(&format!("INSERT INTO t (x) VALUES ({b}), ({b2}), ({b3})"));
-                let c = hop.arg(format!("b{round}"));
-                hop.push(&format!("SELECT x FROM t WHERE x = {c}"));
-                let rows = hop.fetch_all(&mut conn).await.unwrap();
-                let mut last = Hop::new();
-                last.push("COMMIT");
-                last.execute(&mut conn).await.unwrap();
-                assert!(!rows.is_empty(), "round {round} with_first {with_first}");
-            }
-        }
+/// Disables each webhook with a `webhook.disabled` event saying why.
+fn disable(
+    conn: &rusqlite::Connection,
+    webhooks: Vec<(String, String, String)>,
+    reason: &str,
+    health: &HealthPolicy,
+    sealer: &Sealer,
+) -> StoreResult<()> {
+    for (id, account, url) in webhooks {
+        conn.prepare_cached(
+            "UPDATE webhooks SET status = 'disabled', disabled_reason = ?, updated_at = ? WHERE id = ?",
+        )?
+        .execute((reason, health.now.millis(), &id))?;
+        tracing::warn!(webhook_id = %id, reason, "webhook disabled");
+        let who = WebhookRef {
+            id,
+            account: AccountId::from_trusted(account),
+            url,
+        };
+        let event = NewEvent::webhook_disabled(&who, reason, health.now);
+        insert_events(conn, &[&event], health.now, None, sealer)?;
     }
+    Ok(())
 }

@@ -970,7 +970,7 @@ fn push_insert_events(hop: &mut Hop, events: &[&NewEvent], now: Timestamp) {
          created_at, job_id)
          SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>'$[5][0]', value->>'$[5][1]',
                 {now}, value->>6
-         FROM json_each({rows})"
+         FROM jsonb_each({rows})"
     ));
 }
 
@@ -1054,7 +1054,7 @@ fn plan_deliveries(
              next_attempt_at, created_at, updated_at, lease, locked_until)
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 'pending', 0, {now}, {now2}, {now3},
                     value->>'$[5][0]', value->>'$[5][1]'
-             FROM json_each({rows})"
+             FROM jsonb_each({rows})"
         ));
     }
     counts

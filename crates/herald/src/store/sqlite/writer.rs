@@ -537,7 +537,7 @@ fn push_record(hop: &mut Hop, records: &[AttemptRecord], health: &HealthPolicy) 
          response_body, node)
          SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
                 value->>8, value->>9
-         FROM json_each({attempts})"
+         FROM jsonb_each({attempts})"
     ));
     let outcomes: Vec<_> = records
         .iter()
@@ -563,7 +563,7 @@ fn push_record(hop: &mut Hop, records: &[AttemptRecord], health: &HealthPolicy) 
         "UPDATE deliveries SET status = o.status, attempts_made = o.number, next_attempt_at = o.next_at,
                 lease = NULL, locked_until = NULL, updated_at = {now}
          FROM (SELECT value->>0 AS id, value->>1 AS lease, value->>2 AS status, value->>3 AS number,
-                      value->>4 AS next_at FROM json_each({outcomes})) AS o
+                      value->>4 AS next_at FROM jsonb_each({outcomes})) AS o
          WHERE deliveries.id = o.id AND deliveries.lease = o.lease"
     ));
     let changes = crate::store::failure_record_changes(records);
@@ -578,7 +578,7 @@ fn push_record(hop: &mut Hop, records: &[AttemptRecord], health: &HealthPolicy) 
         let started = hop.arg(serde_json::to_string(&changes.started).expect("ids serialize"));
         hop.push(&format!(
             "UPDATE webhooks SET failing_since = s.since
-             FROM (SELECT value->>0 AS id, value->>1 AS since FROM json_each({started})) AS s
+             FROM (SELECT value->>0 AS id, value->>1 AS since FROM jsonb_each({started})) AS s
              WHERE webhooks.id = s.id AND webhooks.failing_since IS NULL"
         ));
     }

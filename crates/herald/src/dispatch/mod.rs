@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info_span, warn};
+use tracing::{Instrument, debug_span, error, warn};
 
 /// Most finished attempts written in one transaction.
 const RECORD_BATCH: usize = 256;
@@ -585,7 +585,9 @@ async fn work(
             let _ = freed.send(webhook);
             continue;
         }
-        let span = info_span!("attempt", delivery_id = %claim.delivery_id, webhook_id = %webhook,
+        // At debug level: the attempt's own events are debug ones, and at the default level an
+        // info span would format its five ids on every attempt for nothing.
+        let span = debug_span!("attempt", delivery_id = %claim.delivery_id, webhook_id = %webhook,
             account_id = %claim.event.account, attempt = claim.attempt_number);
         metrics.attempts_in_flight.increment(1.0);
         let started = std::time::Instant::now();

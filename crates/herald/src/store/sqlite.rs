@@ -46,7 +46,7 @@ const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Publishes go to the group-commit task ([`run_writer`]).
+    /// Publishes go to the writer thread ([`writer`]).
     publisher: mpsc::Sender<PublishRequest>,
     /// So do attempt results and claims' leases, which ride along in its transactions.
     queue: mpsc::Sender<QueueWrite>,
@@ -56,7 +56,22 @@ pub struct SqliteStore {
     relaxed: Arc<AtomicBool>,
     /// Seals the secret columns on write, opens them on read.
     sealer: Sealer,
+    /// Disconnected once the writer thread has stopped.
+    writer_stopped: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
     _lock: Option<std::fs::File>,
+}
+
+impl Drop for SqliteStore {
+    /// Stops the writer thread before the lock file is let go, so that a store opened on the
+    /// same file next (a restart in this process) never finds it still writing. A round in hand
+    /// takes milliseconds; the wait is bounded in case it cannot finish.
+    fn drop(&mut self) {
+        self.publisher = mpsc::channel(1).0;
+        self.queue = mpsc::channel(1).0;
+        if let Ok(stopped) = self.writer_stopped.get_mut() {
+            let _ = stopped.recv_timeout(Duration::from_secs(2));
+        }
+    }
 }
 
 impl SqliteStore {
@@ -105,7 +120,7 @@ impl SqliteStore {
         // A new connection starts in `FULL`, as the options above set.
         let relaxed = Arc::new(AtomicBool::new(false));
         let (queue, queued) = mpsc::channel(64);
-        writer::spawn(
+        let writer_stopped = writer::spawn(
             &path,
             writer.clone(),
             requests,
@@ -121,6 +136,7 @@ impl SqliteStore {
             writer,
             reader,
             sealer,
+            writer_stopped: std::sync::Mutex::new(writer_stopped),
             _lock: lock,
         })
     }

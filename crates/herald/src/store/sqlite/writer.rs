@@ -9,9 +9,10 @@
 //! round and the answers that end it.
 //!
 //! The other writes (webhooks, accounts, jobs, retention) stay on sqlx's single writer
-//! connection. The two never write at once: a round holds that connection, unused, from its
-//! pool for as long as it runs, so they take turns as before, in the pool's fair order, with no
-//! `SQLITE_BUSY`.
+//! connection. The two never write at once: the writer thread holds that connection, unused,
+//! from its pool while it has rounds to write (up to [`TURN`] at a time), so they take turns as
+//! before, in the pool's fair order, with no `SQLITE_BUSY`. This relies on that pool having one
+//! connection and on every other write going through it.
 //!
 //! If a round with several requests fails, each is written again alone, so one bad request
 //! fails alone.
@@ -30,7 +31,7 @@ use sqlx::SqlitePool;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Work for the writer besides publishes.
@@ -97,7 +98,8 @@ impl Conn {
     }
 }
 
-/// Starts the writer thread on `path`. It stops when both request channels are closed.
+/// Starts the writer thread on `path`. It stops when the store drops its request channels,
+/// after the round in hand; the returned receiver is disconnected once it has.
 pub(super) fn spawn(
     path: &Path,
     turn: SqlitePool,
@@ -105,19 +107,56 @@ pub(super) fn spawn(
     queue: mpsc::Receiver<QueueWrite>,
     intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
     sealer: Sealer,
-) -> StoreResult<()> {
+) -> StoreResult<std::sync::mpsc::Receiver<()>> {
+    if path.to_string_lossy().starts_with("file:") || path.as_os_str() == ":memory:" {
+        return Err(StoreError::Unsupported(
+            "the SQLite store needs a database file, not an in-memory database".into(),
+        ));
+    }
     let conn = Conn::open(path)?;
-    // A runtime of its own, for the channels and the turn's pool; it has nothing else to run,
-    // so the synchronous SQLite calls block no one.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|e| StoreError::Unsupported(format!("cannot start the SQLite writer: {e}")))?;
+    let (stopped_tx, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("herald-sqlite-writer".into())
-        .spawn(move || runtime.block_on(run(conn, turn, requests, queue, intake, sealer)))
+        .spawn(move || {
+            let _stopped = stopped_tx;
+            // A runtime of its own, for the channels and the turn's pool; it has nothing else
+            // to run, so the synchronous SQLite calls block no one.
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(runtime) => {
+                    runtime.block_on(run(conn, turn, requests, queue, intake, sealer));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start the SQLite writer's runtime"),
+            }
+        })
         .map_err(|e| StoreError::Unsupported(format!("cannot start the SQLite writer: {e}")))?;
-    Ok(())
+    Ok(stopped)
+}
+
+/// Longest time the writer keeps sqlx's connection across back-to-back rounds before letting
+/// the other writers have it. Giving it back costs a round trip to sqlx's thread (the pool pings
+/// a connection it gets back), so it is not given back after every round under load.
+const TURN: Duration = Duration::from_millis(10);
+
+/// Moves whatever is waiting, up to a round's limits, into the batches.
+fn take_waiting(
+    requests: &mut mpsc::Receiver<PublishRequest>,
+    queue: &mut mpsc::Receiver<QueueWrite>,
+    publishes: &mut Vec<PublishRequest>,
+    writes: &mut Vec<QueueWrite>,
+) {
+    while publishes.len() < GROUP_COMMIT
+        && let Ok(r) = requests.try_recv()
+    {
+        publishes.push(r);
+    }
+    while writes.len() < QUEUE_WRITES_PER_ROUND
+        && let Ok(w) = queue.try_recv()
+    {
+        writes.push(w);
+    }
 }
 
 /// The writer loop: waits for work, takes everything waiting (up to a round's limits), writes
@@ -132,37 +171,47 @@ async fn run(
 ) {
     let mut publishes = Vec::with_capacity(GROUP_COMMIT);
     let mut writes = Vec::with_capacity(QUEUE_WRITES_PER_ROUND);
+    // sqlx's writer connection, held while rounds write: the other writers' turn.
+    let mut held: Option<(sqlx::pool::PoolConnection<sqlx::Sqlite>, Instant)> = None;
     loop {
-        tokio::select! {
-            n = requests.recv_many(&mut publishes, GROUP_COMMIT) => {
-                if n == 0 {
-                    return;
+        take_waiting(&mut requests, &mut queue, &mut publishes, &mut writes);
+        if publishes.is_empty() && writes.is_empty() {
+            // Idle: the other writers may go.
+            held = None;
+            tokio::select! {
+                n = requests.recv_many(&mut publishes, GROUP_COMMIT) => {
+                    if n == 0 {
+                        return;
+                    }
                 }
-                while writes.len() < QUEUE_WRITES_PER_ROUND && let Ok(w) = queue.try_recv() {
-                    writes.push(w);
+                n = queue.recv_many(&mut writes, QUEUE_WRITES_PER_ROUND) => {
+                    if n == 0 {
+                        return;
+                    }
                 }
             }
-            n = queue.recv_many(&mut writes, QUEUE_WRITES_PER_ROUND) => {
-                if n == 0 {
-                    return;
-                }
-                while publishes.len() < GROUP_COMMIT && let Ok(r) = requests.try_recv() {
-                    publishes.push(r);
+            take_waiting(&mut requests, &mut queue, &mut publishes, &mut writes);
+        }
+        if held
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() >= TURN)
+        {
+            // Busy for a while: let a waiting writer in (the pool serves waiters in order).
+            held = None;
+        }
+        if held.is_none() {
+            match turn.acquire().await {
+                Ok(conn) => held = Some((conn, Instant::now())),
+                Err(e) => {
+                    let e = StoreError::from(e);
+                    for w in writes.drain(..) {
+                        answer_alone(w, Err(closed_like(&e)));
+                    }
+                    group_commit::answer(&mut publishes, Err(e));
+                    continue;
                 }
             }
         }
-        // sqlx's writer connection, held while the round writes: the other writers' turn.
-        let held = match turn.acquire().await {
-            Ok(held) => held,
-            Err(e) => {
-                let e = StoreError::from(e);
-                for w in writes.drain(..) {
-                    answer_alone(w, Err(closed_like(&e)));
-                }
-                group_commit::answer(&mut publishes, Err(e));
-                continue;
-            }
-        };
         let mut round = Round {
             conn: &mut conn,
             intake: &intake,
@@ -193,7 +242,6 @@ async fn run(
                 None => group_commit::answer(&mut publishes, Err(e)),
             },
         }
-        drop(held);
     }
 }
 

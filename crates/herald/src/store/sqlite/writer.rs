@@ -531,17 +531,20 @@ fn publish_keyed(
     })
 }
 
-/// Leases the picked deliveries, if still pending and free (they were read outside this
+/// Leases the picked deliveries, if still pending, due and free (they were read outside this
 /// transaction), and reads them back with their events and webhooks.
 fn push_lease(hop: &mut Hop, l: &LeaseRequest) {
     let lease = hop.arg(l.lease.clone());
     let until = hop.arg(l.lease_until.millis());
     let ids = hop.arg(serde_json::to_string(&l.picked).expect("strings serialize"));
     let now = hop.arg(l.now.millis());
+    let due = hop.arg(l.now.millis());
+    // Still due too: a late result of an expired lease may have set a later retry meanwhile.
     hop.push(&format!(
         "UPDATE deliveries SET lease = {lease}, locked_until = {until}
          WHERE id IN (SELECT value FROM json_each({ids}))
-           AND status = 'pending' AND (locked_until IS NULL OR locked_until <= {now})"
+           AND status = 'pending' AND (locked_until IS NULL OR locked_until <= {now})
+           AND next_attempt_at <= {due}"
     ));
     let lease = hop.arg(l.lease.clone());
     hop.push(&format!(

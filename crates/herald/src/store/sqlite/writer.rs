@@ -17,7 +17,7 @@
 //! If a round with several requests fails, each is written again alone, so one bad request
 //! fails alone.
 
-use super::hop::{Hop, Value};
+use super::hop::Hop;
 use crate::domain::{AccountId, DeliveryStatus, Event};
 use crate::domain::{DeliveryId, Timestamp, Webhook};
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
@@ -662,7 +662,7 @@ fn disable_unhealthy(
             conn,
             "SELECT id, account_id, url FROM webhooks
              WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))",
-            [Value::from(ids)],
+            [ids],
         )?;
         disable(conn, found, "gone", health, sealer)?;
     }
@@ -673,7 +673,7 @@ fn disable_unhealthy(
             conn,
             "SELECT id, account_id, url FROM webhooks
              WHERE status = 'active' AND id IN (SELECT value FROM json_each(?)) AND failing_since <= ?",
-            [Value::from(ids), Value::from(failing_before)],
+            (ids, failing_before),
         )?;
         disable(conn, found, "failing", health, sealer)?;
     }
@@ -681,16 +681,14 @@ fn disable_unhealthy(
 }
 
 /// The (id, account, url) of the webhooks `sql` selects.
-fn select_webhooks<const N: usize>(
+fn select_webhooks(
     conn: &rusqlite::Connection,
     sql: &str,
-    params: [Value; N],
+    params: impl rusqlite::Params,
 ) -> StoreResult<Vec<(String, String, String)>> {
     Ok(conn
         .prepare_cached(sql)?
-        .query_map(rusqlite::params_from_iter(params.iter()), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
+        .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?)
 }
 

@@ -86,12 +86,17 @@ impl Report {
     /// A rate target "≥ fraction × C".
     pub fn target_fraction(&mut self, name: &str, measured: f64, fraction: f64) {
         let goal = fraction * self.ceiling_rps;
+        let text = if self.ceiling_rps > 0.0 {
+            format!(
+                "≥ {fraction} C = {goal:.0}/s (measured {:.3} C)",
+                measured / self.ceiling_rps
+            )
+        } else {
+            format!("≥ {fraction} C, not judged: the ceiling was not measured (--ceiling-secs 0)")
+        };
         self.targets.push(Target {
             name: name.to_owned(),
-            goal: format!(
-                "≥ {fraction} C = {goal:.0}/s (measured {:.3} C)",
-                measured / self.ceiling_rps.max(1e-9)
-            ),
+            goal: text,
             measured,
             met: self.ceiling_rps > 0.0 && measured >= goal,
         });

@@ -85,6 +85,7 @@ impl SqliteStore {
             // FULL: an acknowledged event survives power loss, not only a process crash.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
             .foreign_keys(true);
         let lock = lock_beside(options.get_filename())?;
         // The writer thread opens the same file again (see `writer`).

@@ -72,9 +72,13 @@ impl Conn {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         // As sqlx's connections: foreign keys enforced, the same busy timeout (a checkpoint
-        // by a reader can still hold a lock briefly), and FULL unless a round says otherwise.
+        // by a reader can still hold a lock briefly), FULL unless a round says otherwise, and
+        // temporary tables in memory (some rounds' statements need one, and on disk each cost
+        // a file created and deleted: e2e with one webhook, 13,400 deliveries/s against 13,100).
         conn.busy_timeout(Duration::from_secs(10))?;
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
+        )?;
         conn.set_prepared_statement_cache_capacity(128);
         Ok(Self {
             path: path.to_owned(),

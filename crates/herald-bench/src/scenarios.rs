@@ -602,6 +602,19 @@ pub async fn backlog(ctx: &Ctx, events: u64, hang: Duration) -> anyhow::Result<R
     report.add("drain: seconds", drain_s);
     report.add("drain: deliveries/s", drain);
     report.add("RSS peak while draining (MB)", rss_peak as f64 / 1e6);
+    // Where a drain waits: the server's own timing of its claims and result writes.
+    for op in ["claim", "record"] {
+        let series =
+            |part: &str| format!("herald_store_operation_duration_seconds_{part}{{op=\"{op}\"}}");
+        if let (Some(sum), Some(count)) = (
+            server.metric(&series("sum")).await,
+            server.metric(&series("count")).await,
+        ) && count > 0.0
+        {
+            report.add(&format!("drain: {op}s"), count);
+            report.add(&format!("drain: mean {op} (ms)"), 1e3 * sum / count);
+        }
+    }
     report.add_series("published/s (fill)", &fill.series, fill.first_us);
     report.add_series("delivered/s (drain)", &series_of(&got), fill.first_us);
     let rss_max = rss_filled.max(rss_restarted).max(rss_peak) as f64 / 1e6;

@@ -318,6 +318,7 @@ pub async fn e2e(ctx: &Ctx, events: u64, webhooks: usize) -> anyhow::Result<Repo
     report.add("repeated attempts seen", got.retries);
     report.add_latency("publish → receipt", receipt_latency(&got));
     report.add_latency("publish latency", run.latency());
+    store_timings(&server, &mut report, "").await;
     report.plot_latency_of("publish → receipt", got.latency.clone());
     report.add_series("published/s", &run.series, run.first_us);
     report.add_series("delivered/s", &series_of(&got), run.first_us);
@@ -503,6 +504,23 @@ fn without_rate_limits(config: &str) -> String {
 /// while the one webhook is saturated scans the whole backlog (see docs/BENCHMARKS.md).
 const BACKLOG_CONFIG: &str = "[delivery]\nper_webhook_concurrency = 64\nshutdown_grace = \"2s\"\n";
 
+/// Where the server's time went: how many store operations of each kind it ran, and their mean
+/// duration (waiting for the SQLite writer's turn included), from its own `/metrics`.
+async fn store_timings(server: &Server, report: &mut Report, prefix: &str) {
+    for op in ["publish", "claim", "record"] {
+        let series =
+            |part: &str| format!("herald_store_operation_duration_seconds_{part}{{op=\"{op}\"}}");
+        if let (Some(sum), Some(count)) = (
+            server.metric(&series("sum")).await,
+            server.metric(&series("count")).await,
+        ) && count > 0.0
+        {
+            report.add(&format!("{prefix}store {op} operations"), count);
+            report.add(&format!("{prefix}store {op}: mean (ms)"), 1e3 * sum / count);
+        }
+    }
+}
+
 /// N pending deliveries while the receiver is down; RSS, restart; then the receiver up: drain.
 pub async fn backlog(ctx: &Ctx, events: u64, hang: Duration) -> anyhow::Result<Report> {
     let mut report = Report::new(
@@ -602,19 +620,7 @@ pub async fn backlog(ctx: &Ctx, events: u64, hang: Duration) -> anyhow::Result<R
     report.add("drain: seconds", drain_s);
     report.add("drain: deliveries/s", drain);
     report.add("RSS peak while draining (MB)", rss_peak as f64 / 1e6);
-    // Where a drain waits: the server's own timing of its claims and result writes.
-    for op in ["claim", "record"] {
-        let series =
-            |part: &str| format!("herald_store_operation_duration_seconds_{part}{{op=\"{op}\"}}");
-        if let (Some(sum), Some(count)) = (
-            server.metric(&series("sum")).await,
-            server.metric(&series("count")).await,
-        ) && count > 0.0
-        {
-            report.add(&format!("drain: {op}s"), count);
-            report.add(&format!("drain: mean {op} (ms)"), 1e3 * sum / count);
-        }
-    }
+    store_timings(&server, &mut report, "drain: ").await;
     report.add_series("published/s (fill)", &fill.series, fill.first_us);
     report.add_series("delivered/s (drain)", &series_of(&got), fill.first_us);
     let rss_max = rss_filled.max(rss_restarted).max(rss_peak) as f64 / 1e6;

@@ -31,6 +31,14 @@ use tracing::{Instrument, debug_span, error, warn};
 /// Most finished attempts written in one transaction.
 const RECORD_BATCH: usize = 256;
 
+/// Shortest time between two claims while the store has no due work left behind. Every claim
+/// costs a scan of the due index from its start (past the deliveries in flight), however few it
+/// finds; without a gap, a webhook failing at once, retried at once ("0s"), is claimed a few
+/// deliveries at a time as each result is written, and those claims take the cores from the
+/// healthy webhooks (isolation: their p99 1.37–1.65 × their p99 alone, and 1.27–1.43 × with a
+/// 1 ms gap, five runs each). A backlog is claimed without a gap.
+const CLAIM_GAP: Duration = Duration::from_millis(1);
+
 /// Results that may wait to be written, per worker (see [`Dispatcher::run`]).
 pub const RESULTS_PER_WORKER: usize = 4;
 
@@ -405,6 +413,8 @@ impl Dispatcher {
         // new work (a wake-up) or the next due time does.
         let mut backlog = true;
         let mut wake_at = tokio::time::Instant::now();
+        // After a claim that took all that was due, the next one waits out `CLAIM_GAP`.
+        let mut not_before = tokio::time::Instant::now();
         loop {
             let starts = {
                 let mut lanes = shared.lock();
@@ -442,7 +452,8 @@ impl Dispatcher {
                     lanes.held_by_webhook(),
                 )
             };
-            if claiming.is_none() && claim_now && room > 0 {
+            let held_off = !backlog && tokio::time::Instant::now() < not_before;
+            if claiming.is_none() && claim_now && room > 0 && !held_off {
                 claim_now = false;
                 claiming = Some(self.claim(room.min(s.claim_batch), in_flight));
             }
@@ -469,6 +480,7 @@ impl Dispatcher {
                                 _ => poll,
                             };
                             wake_at = tokio::time::Instant::now() + idle;
+                            not_before = tokio::time::Instant::now() + CLAIM_GAP;
                         }
                         Err(e) => {
                             error!(error = %e, "claiming due deliveries failed; retrying shortly");
@@ -489,6 +501,7 @@ impl Dispatcher {
                 _ = shared.handed.notified() => {}
                 _ = self.waker.woken() => claim_now = true,
                 _ = tokio::time::sleep_until(wake_at), if !claim_now => claim_now = true,
+                _ = tokio::time::sleep_until(not_before), if claim_now && held_off && claiming.is_none() => {}
                 _ = shutdown.cancelled() => {}
             }
         }

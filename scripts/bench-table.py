@@ -37,7 +37,7 @@ def main(folder):
         results = dict((r[0], r[1]) for r in d["results"])
         shown = [show(k, results[k]) for k in KEY.get(d["scenario"], []) if k in results]
         targets = "; ".join(
-            f"{t['name']}: {'**met**' if t['met'] else 'not met'} ({t['goal']})"
+            f"{t['name']}: {('**met**' if t['met'] else 'not met') if t.get('judged', True) else 'n/a'} ({t['goal']})"
             for t in d["targets"]
         )
         ceiling = d.get("ceiling_rps") or 0

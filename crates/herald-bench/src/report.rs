@@ -13,6 +13,8 @@ pub struct Target {
     pub goal: String,
     pub measured: f64,
     pub met: bool,
+    /// False when there was nothing to judge against (a fraction of C with no ceiling).
+    pub judged: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -92,13 +94,14 @@ impl Report {
                 measured / self.ceiling_rps
             )
         } else {
-            format!("≥ {fraction} C, not judged: the ceiling was not measured (--ceiling-secs 0)")
+            format!("≥ {fraction} C, not judged: no ceiling was measured")
         };
         self.targets.push(Target {
             name: name.to_owned(),
             goal: text,
             measured,
             met: self.ceiling_rps > 0.0 && measured >= goal,
+            judged: self.ceiling_rps > 0.0,
         });
     }
 
@@ -108,6 +111,7 @@ impl Report {
             goal,
             measured,
             met,
+            judged: true,
         });
     }
 
@@ -139,7 +143,11 @@ impl Report {
             println!("{k:<width$}  {}", show(v));
         }
         for t in &self.targets {
-            let verdict = if t.met { "met" } else { "NOT met" };
+            let verdict = match (t.judged, t.met) {
+                (false, _) => "n/a",
+                (true, true) => "met",
+                (true, false) => "NOT met",
+            };
             println!(
                 "target: {:<width$}  {verdict:<7}  measured {:.3}, goal {}",
                 t.name, t.measured, t.goal

@@ -161,8 +161,8 @@ impl Server {
         terminate(&mut self.child, grace);
     }
 
-    /// One sample of a series from `/metrics`, e.g. `herald_queue_due`.
-    pub async fn metric(&self, series: &str) -> Option<f64> {
+    /// One scrape of the server's `/metrics`.
+    pub async fn metrics(&self) -> Option<Scrape> {
         let req = Req {
             method: Method::GET,
             path: Arc::from("/metrics"),
@@ -170,7 +170,17 @@ impl Server {
             body: bytes::Bytes::new(),
         };
         let (_, body) = Conn::new(self.addr).send(&req).await.ok()?;
-        String::from_utf8_lossy(&body).lines().find_map(|l| {
+        Some(Scrape(String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// A `/metrics` page, in Prometheus' text format.
+pub struct Scrape(String);
+
+impl Scrape {
+    /// The value of `series`, written exactly as on the page (name and labels).
+    pub fn get(&self, series: &str) -> Option<f64> {
+        self.0.lines().find_map(|l| {
             l.strip_prefix(series)?
                 .strip_prefix(' ')?
                 .trim()

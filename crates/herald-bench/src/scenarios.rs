@@ -507,13 +507,14 @@ const BACKLOG_CONFIG: &str = "[delivery]\nper_webhook_concurrency = 64\nshutdown
 /// Where the server's time went: how many store operations of each kind it ran, and their mean
 /// duration (waiting for the SQLite writer's turn included), from its own `/metrics`.
 async fn store_timings(server: &Server, report: &mut Report, prefix: &str) {
+    let Some(page) = server.metrics().await else {
+        return;
+    };
     for op in ["publish", "claim", "record"] {
         let series =
             |part: &str| format!("herald_store_operation_duration_seconds_{part}{{op=\"{op}\"}}");
-        if let (Some(sum), Some(count)) = (
-            server.metric(&series("sum")).await,
-            server.metric(&series("count")).await,
-        ) && count > 0.0
+        if let (Some(sum), Some(count)) = (page.get(&series("sum")), page.get(&series("count")))
+            && count > 0.0
         {
             report.add(&format!("{prefix}store {op} operations"), count);
             report.add(&format!("{prefix}store {op}: mean (ms)"), 1e3 * sum / count);
@@ -576,10 +577,12 @@ pub async fn backlog(ctx: &Ctx, events: u64, hang: Duration) -> anyhow::Result<R
     let pending = async {
         // The queue gauges refresh in the background; wait for the first reading.
         for _ in 0..200 {
-            if let (Some(due), Some(scheduled)) = (
-                server.metric("herald_queue_due").await,
-                server.metric("herald_queue_scheduled").await,
-            ) && due + scheduled > 0.0
+            if let Some(page) = server.metrics().await
+                && let (Some(due), Some(scheduled)) = (
+                    page.get("herald_queue_due"),
+                    page.get("herald_queue_scheduled"),
+                )
+                && due + scheduled > 0.0
             {
                 return Some(due + scheduled);
             }

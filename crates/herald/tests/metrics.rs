@@ -134,7 +134,93 @@ async fn an_idempotent_replay_is_not_counted_again(backend: Backend) {
     assert_eq!(sample(&text, "herald_events_published_total"), Some(1.0));
 }
 
+/// Every delivery is counted, whatever made it: single events, batches, job status changes
+/// (to subscriptions, the callback URL and the job's own webhook) and test sends.
+async fn every_delivery_made_is_counted(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = TestReceiver::start().await;
+    let acme = app.create_account("Acme").await;
+    let webhook = app
+        .create_webhook(
+            &acme,
+            json!({ "url": receiver.url("/all"), "events": ["*"] }),
+        )
+        .await;
+    app.create_webhook(
+        &acme,
+        json!({ "url": receiver.url("/tts"), "events": ["tts.*"] }),
+    )
+    .await;
+    let (status, _) = app
+        .call(
+            "PUT",
+            "/v1/me/callback-url",
+            Some(&acme.key),
+            Some(json!({ "callback_url": receiver.url("/callback") })),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    app.publish(&acme, "tts.completed", json!({ "n": 1 })).await;
+    let batch = json!({ "events": [
+        { "account": acme.id, "type": "tts.completed", "data": {} },
+        { "account": acme.id, "type": "stt.completed", "data": {} },
+        { "account": acme.id, "type": "voice.ready", "data": {} },
+    ] });
+    let (status, body) = app
+        .call("POST", "/v1/events/batch", Some(common::ADMIN), Some(batch))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .call(
+            "POST",
+            "/v1/jobs",
+            Some(common::ADMIN),
+            Some(json!({ "account": acme.id, "kind": "tts", "id": "job-1",
+                          "webhook_url": receiver.url("/job") })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for change in [
+        json!({ "status": "processing", "progress": 0.5 }),
+        json!({ "progress": 0.7 }),
+        json!({ "status": "completed", "result": {} }),
+    ] {
+        let (status, body) = app
+            .call("PATCH", "/v1/jobs/job-1", Some(common::ADMIN), Some(change))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let path = format!("/v1/webhooks/{}/test", webhook["id"].as_str().unwrap());
+    let (status, body) = app.call("POST", &path, Some(&acme.key), None).await;
+    assert_eq!(status, 202, "{body}");
+
+    let mut stored = 0;
+    let mut cursor = String::new();
+    loop {
+        let page = app
+            .get(&format!("/v1/deliveries?limit=200{cursor}"), &acme.key)
+            .await;
+        stored += page["data"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    // The job publishes three events (queued, processing, completed; a change of progress alone
+    // publishes none). `*`: 1 + 3 + 3 + the test send; `tts.*`: 1 + 1 + 3; the callback URL:
+    // 1 + 3 + 3; the job's own webhook: its terminal event.
+    assert_eq!(stored, 8 + 5 + 7 + 1);
+    let text = scrape(&app).await;
+    assert_eq!(
+        sample(&text, "herald_deliveries_created_total"),
+        Some(stored as f64),
+        "{text}"
+    );
+}
+
 on_both_backends!(
     metrics_count_events_deliveries_attempts_and_the_queue,
     an_idempotent_replay_is_not_counted_again,
+    every_delivery_made_is_counted,
 );

@@ -146,8 +146,8 @@ async fn create(
             "job_exists",
             format!("a job with id {:?} exists already", job.id),
         )),
-        JobCreated::Created => {
-            state.waker.wake();
+        JobCreated::Created { deliveries } => {
+            state.deliveries_created(deliveries);
             Ok((StatusCode::CREATED, Json(job)))
         }
     }
@@ -206,10 +206,10 @@ async fn update(
         JobUpdate::Refused(conflict) => {
             Err(ApiError::conflict("job_conflict", conflict.to_string()))
         }
-        JobUpdate::Updated { job, event } => {
-            if event.is_some() {
-                state.waker.wake();
-            }
+        JobUpdate::Updated {
+            job, deliveries, ..
+        } => {
+            state.deliveries_created(deliveries);
             Ok(Json(job))
         }
     }

@@ -439,7 +439,7 @@ async fn send_test(
     );
     event.only_webhook = Some(webhook.id.clone());
     let published = state.store.publish_event(event).await?;
-    state.waker.wake();
+    state.deliveries_created(published.deliveries);
     let delivery = state
         .store
         .list_deliveries(

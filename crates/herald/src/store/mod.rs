@@ -289,7 +289,8 @@ pub struct HealthPolicy {
 /// What creating a job did.
 #[derive(Clone, Debug)]
 pub enum JobCreated {
-    Created,
+    /// Created, with its `queued` event and that event's `deliveries`.
+    Created { deliveries: u32 },
     /// A job with this id exists already.
     Exists,
 }
@@ -303,6 +304,8 @@ pub enum JobUpdate {
     Updated {
         job: Job,
         event: Option<EventId>,
+        /// Deliveries made for `event`.
+        deliveries: u32,
     },
 }
 

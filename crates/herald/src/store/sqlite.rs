@@ -470,7 +470,7 @@ impl Store for SqliteStore {
         if let Some(w) = webhook {
             insert_webhook_on(&mut tx, w, &self.sealer).await?;
         }
-        insert_event(
+        let deliveries = insert_event(
             &mut tx,
             &NewEvent::for_job(job),
             Timestamp::now(),
@@ -478,7 +478,7 @@ impl Store for SqliteStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(JobCreated::Created)
+        Ok(JobCreated::Created { deliveries })
     }
 
     async fn get_job(&self, account: Option<&AccountId>, id: &str) -> StoreResult<Option<Job>> {
@@ -503,15 +503,19 @@ impl Store for SqliteStore {
             Err(conflict) => return Ok(JobUpdate::Refused(conflict)),
         };
         write_job(&mut tx, &next, false).await?;
-        let event = if changed {
+        let (event, deliveries) = if changed {
             let e = NewEvent::for_job(&next);
-            insert_event(&mut tx, &e, now, &self.sealer).await?;
-            Some(e.id)
+            let deliveries = insert_event(&mut tx, &e, now, &self.sealer).await?;
+            (Some(e.id), deliveries)
         } else {
-            None
+            (None, 0)
         };
         tx.commit().await?;
-        Ok(JobUpdate::Updated { job: next, event })
+        Ok(JobUpdate::Updated {
+            job: next,
+            event,
+            deliveries,
+        })
     }
 
     async fn get_webhook(

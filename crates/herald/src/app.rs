@@ -6,6 +6,7 @@ use crate::api::{self, AppState};
 use crate::config::{AdminToken, Settings};
 use crate::dispatch::{Dispatcher, Waker};
 use crate::janitor::Janitor;
+use crate::server;
 use crate::store::{self, DynStore};
 use crate::telemetry::{self, Metrics};
 use anyhow::Context;
@@ -114,10 +115,14 @@ impl Herald {
             shutdown.clone(),
         ));
         let janitor = tokio::spawn(self.janitor.run(shutdown.clone()));
+        let settings = &self.state.settings;
+        let limits = server::Limits {
+            max_connections: settings.api.max_connections,
+            header_timeout: settings.api.header_timeout.0,
+        }
+        .fit_to_file_limit(settings.database_pool_size, settings.delivery.workers);
         let app = api::router(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await?;
+        server::serve(self.listener, app, limits, shutdown.clone()).await?;
         dispatcher.await.context("dispatcher task")?;
         janitor.await.context("janitor task")?;
         // Every task holding the store has ended when this returns, so the store (and on

@@ -65,6 +65,15 @@ pub struct ApiSettings {
     /// The admin token's own bucket. Unlimited by default: the admin token is the provider's
     /// own backend, and publishing is its hot path.
     pub admin_rate_limit: RateLimit,
+    /// Open connections the API holds at most (lowered at start to fit the open-file limit).
+    /// A new connection beyond it closes the longest-open one that has no request in progress.
+    pub max_connections: usize,
+    /// Time a connection has to send a complete request head, counted from when it opens and,
+    /// on a kept-alive connection, from the end of the previous answer (so it is also the
+    /// keep-alive idle timeout).
+    pub header_timeout: HumanDuration,
+    /// Time a request has to send its whole body once its head has arrived (408 after).
+    pub body_timeout: HumanDuration,
 }
 
 impl Default for ApiSettings {
@@ -75,6 +84,9 @@ impl Default for ApiSettings {
                 burst: Some(2000),
             },
             admin_rate_limit: RateLimit::UNLIMITED,
+            max_connections: 10_000,
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            body_timeout: HumanDuration(Duration::from_secs(30)),
         }
     }
 }
@@ -377,6 +389,12 @@ impl Settings {
         }
         if self.body_limit < 1024 {
             bail!("body_limit must be at least 1024 bytes");
+        }
+        if self.api.max_connections == 0 {
+            bail!("api.max_connections must be at least 1");
+        }
+        if self.api.header_timeout.0.is_zero() || self.api.body_timeout.0.is_zero() {
+            bail!("api.header_timeout and api.body_timeout must be above zero");
         }
         for (key, name) in [
             ("delivery.event_type_header", &d.event_type_header),

@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod janitor;
 pub mod listen;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 

@@ -463,7 +463,132 @@ async fn sixty_four_levels_of_nesting_are_accepted(backend: Backend) {
     }
 }
 
+/// Sends `request` as raw bytes on a new connection and reads the answer to its end; returns
+/// the status, the content type and the body.
+async fn raw_exchange(app: &TestApp, request: &[u8]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // The server may answer and close before it has read all of a request it refuses.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no answer head in {text:?}"));
+    let status = head[9..12].parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+/// What hyper or axum refuse before a handler runs (bytes that are not HTTP, limits of the
+/// request line and headers, a path that is not UTF-8) and bodies not declared as JSON are
+/// answered in the JSON error shape too, and write nothing.
+async fn what_the_http_layer_refuses_is_answered_as_a_json_error(backend: Backend) {
+    let s = seeded(backend).await;
+    let before = store_contents(&s).await;
+    let key = &s.acme.key;
+    let body = r#"{"name": "Sneaky"}"#;
+    let many_headers: String = (0..500).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases: Vec<(String, String, u16, &str)> = vec![
+        (
+            "a path segment that is not UTF-8".into(),
+            format!(
+                "GET /v1/webhooks/%00%ff HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n"
+            ),
+            400,
+            "malformed_request",
+        ),
+        (
+            "a 100,000-character cursor".into(),
+            format!(
+                "GET /v1/webhooks?cursor={} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\r\n",
+                "c".repeat(100_000)
+            ),
+            414,
+            "uri_too_long",
+        ),
+        (
+            "500 request headers".into(),
+            format!("GET /v1/webhooks HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n"),
+            431,
+            "headers_too_large",
+        ),
+        (
+            "a malformed request line".into(),
+            "GET  /v1 /webhooks HTTP/9.9 extra\r\nhost: x\r\n\r\n".into(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "two Content-Length headers".into(),
+            format!(
+                "POST /v1/accounts HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncontent-length: 3\r\n\r\n{body}",
+                body.len()
+            ),
+            400,
+            "malformed_request",
+        ),
+        (
+            "a JSON body declared as text/plain".into(),
+            format!(
+                "POST /v1/accounts HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "a JSON body with no Content-Type".into(),
+            format!(
+                "POST /v1/accounts HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ADMIN}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "a form posted to an optional JSON body".into(),
+            format!(
+                "POST /v1/webhooks/{}/secret/rotate HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 5\r\nconnection: close\r\n\r\na=b&c",
+                s.webhook
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, request, status, code) in &cases {
+        let (got, content_type, body) = raw_exchange(&s.app, request.as_bytes()).await;
+        let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let message = json["error"]["message"].as_str().unwrap_or("");
+        if got != *status
+            || content_type != "application/json"
+            || json["error"]["code"] != *code
+            || message.is_empty()
+        {
+            wrong.push(format!(
+                "{what}: want {status} {code}, got {got} {content_type:?} {body:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(
+        store_contents(&s).await,
+        before,
+        "a refused request wrote something"
+    );
+}
+
 on_both_backends!(
+    what_the_http_layer_refuses_is_answered_as_a_json_error,
     each_bad_input_answers_its_status_with_the_json_error_and_writes_nothing,
     an_unknown_field_is_refused_naming_that_field_once,
     a_json_array_body_is_refused_not_read_as_positional_fields,

@@ -137,10 +137,78 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Gives the API's error shape to an error answer made outside [`ApiError`]: the rejections of
+/// axum's own extractors (a path segment that is not UTF-8, say) and of the layers around the
+/// routes. Their text, if any, becomes the message.
+pub async fn json_error_answers(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = match text.trim() {
+        "" => status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase(),
+        t => t.chars().take(200).collect(),
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST => "malformed_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_value",
+        s if s.is_server_error() => "internal_error",
+        _ => "request_refused",
+    };
+    let mut answer = ApiError::new(status, code, message).into_response();
+    for name in [axum::http::header::RETRY_AFTER, axum::http::header::ALLOW] {
+        if let Some(value) = parts.headers.get(&name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn plain_error_answers_get_the_json_shape_and_others_pass() {
+        let plain = (StatusCode::BAD_REQUEST, "Invalid URL: Invalid UTF-8 in id").into_response();
+        let answer = json_error_answers(plain).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(answer.into_body(), 4096)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "malformed_request");
+        assert_eq!(json["error"]["message"], "Invalid URL: Invalid UTF-8 in id");
+
+        let empty = StatusCode::METHOD_NOT_ALLOWED.into_response();
+        let body = axum::body::to_bytes(json_error_answers(empty).await.into_body(), 4096)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "method_not_allowed");
+
+        let ok = (StatusCode::OK, "fine").into_response();
+        let body = axum::body::to_bytes(json_error_answers(ok).await.into_body(), 4096)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"fine");
+    }
 
     fn retry_after(e: ApiError) -> Option<String> {
         let response = e.into_response();

@@ -13,33 +13,69 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// A JSON body: 400 when it is not JSON, 413 when too large, 422 naming the field when a
-/// value has the wrong type or a required field is missing.
+/// A JSON body: 415 when not declared `application/json`, 400 when it is not JSON, 413 when
+/// too large, 408 when it is not all sent within `api.body_timeout`, 422 naming the field when
+/// a value has the wrong type or a required field is missing.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!(
-                        "request body is larger than {} bytes",
-                        state.settings.body_limit
-                    ),
-                )
-            } else {
-                ApiError::malformed(format!("could not read the request body: {rejection}"))
-            }
-        })?;
+        require_json_content_type(req.headers())?;
+        let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }
 
-/// A JSON body that may be left out entirely (an empty body reads as `T::default()`).
+/// 415 unless the request declares a JSON body (`application/json`, any parameters).
+fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if declared {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the request body must be JSON, declared with \"Content-Type: application/json\"",
+        ))
+    }
+}
+
+/// The whole body, within the body limit and the body timeout.
+async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let limit = state.settings.body_limit;
+    let timeout = state.settings.api.body_timeout.0;
+    let read = tokio::time::timeout(timeout, Bytes::from_request(req, state)).await;
+    let Ok(read) = read else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body was not received within {}s",
+                timeout.as_secs_f64()
+            ),
+        ));
+    };
+    read.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than {limit} bytes"),
+            )
+        } else {
+            ApiError::malformed(format!("could not read the request body: {rejection}"))
+        }
+    })
+}
+
+/// A JSON body that may be left out entirely (an empty body reads as `T::default()`); one that
+/// is there follows the rules of [`ApiJson`].
 pub struct OptionalJson<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
@@ -53,12 +89,12 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
         if empty {
             return Ok(OptionalJson(T::default()));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|r| ApiError::malformed(format!("could not read the request body: {r}")))?;
+        let declared = require_json_content_type(req.headers());
+        let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
+        declared?;
         parse_json(&bytes).map(OptionalJson)
     }
 }

@@ -38,6 +38,17 @@ pub struct AppState {
     pub known_accounts: Arc<KnownAccounts>,
 }
 
+impl AppState {
+    /// Counts `n` deliveries made outside publishing (jobs, test sends) and wakes the dispatcher
+    /// for them. Publishing counts its own, as some of its deliveries skip the wake.
+    fn deliveries_created(&self, n: u32) {
+        if n > 0 {
+            self.metrics.deliveries_created.increment(u64::from(n));
+            self.waker.wake();
+        }
+    }
+}
+
 /// A bounded set of account ids seen to exist.
 #[derive(Default)]
 pub struct KnownAccounts(std::sync::Mutex<std::collections::HashSet<crate::domain::AccountId>>);
@@ -78,6 +89,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(error::json_error_answers))
         .with_state(state)
 }
 

@@ -57,6 +57,10 @@ impl WebhookUrl {
                 "URL points to an address that is not globally reachable: {refusal}; allowed only in --dev mode or in delivery.allow_networks"
             ));
         }
+        // Port 0 is reserved (RFC 6335 §6): no receiver listens there, in any mode.
+        if url.port() == Some(0) {
+            return Err("URL port 0 is not allowed".to_owned());
+        }
         Ok(Self(url.into()))
     }
 
@@ -172,5 +176,15 @@ mod tests {
             let url = url_of(ip);
             assert!(WebhookUrl::parse_with(&url, &policy).is_ok(), "{url}");
         }
+    }
+
+    #[test]
+    fn port_zero_is_refused_in_every_mode() {
+        for dev in [false, true] {
+            let err = WebhookUrl::parse("https://example.com:0/h", dev).unwrap_err();
+            assert!(err.contains("port 0"), "{err}");
+            assert!(WebhookUrl::parse("https://example.com:00/h", dev).is_err());
+        }
+        assert!(WebhookUrl::parse("https://example.com:1/h", false).is_ok());
     }
 }

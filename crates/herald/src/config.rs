@@ -3,9 +3,9 @@
 //! Everything is parsed and checked here, at boot, so a bad value stops the start with a message
 //! that names its key.
 
+use crate::domain::address::AddressPolicy;
 use crate::domain::duration::HumanDuration;
 use crate::domain::event_type::{Catalog, EventTypeInfo, default_event_types};
-use crate::domain::url::AddressPolicy;
 use crate::domain::{PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode};
 use crate::store::seal::{KEY_VARIABLE, SecretsKey};
 use anyhow::{Context, bail};

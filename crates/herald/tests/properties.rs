@@ -117,6 +117,7 @@ fn a_url_accepted_outside_dev_is_https_to_a_public_host() {
             );
             let url = url::Url::parse(url.as_str()).unwrap();
             prop_assert_eq!(url.scheme(), "https");
+            prop_assert_ne!(url.port(), Some(0));
             match url.host().unwrap() {
                 url::Host::Ipv4(ip) => prop_assert!(!ip_is_private(IpAddr::V4(ip)), "{}", input),
                 url::Host::Ipv6(ip) => prop_assert!(!ip_is_private(IpAddr::V6(ip)), "{}", input),

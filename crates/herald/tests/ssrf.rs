@@ -1,13 +1,16 @@
-//! SSRF: outside dev mode, webhook URLs that name private, loopback or link-local targets are
-//! refused when saved, a host name that resolves to one is refused at connect time (recorded
-//! as `blocked`), and `delivery.allow_networks` lets the listed networks through both checks.
+//! SSRF: outside dev mode, webhook URLs that name an address that is not globally reachable
+//! (the IANA special-purpose registries, and the IPv6 forms that carry such an IPv4 address) or
+//! port 0 are refused when saved, a host name that resolves to one is refused at connect time
+//! (recorded as `blocked`), and `delivery.allow_networks` lets the listed networks through both
+//! checks. No test here sends traffic anywhere but to loopback: public and special-purpose
+//! addresses are only registered, never delivered to.
 
 mod common;
 
 use axum::http::StatusCode;
 use common::{Backend, TestAccount, TestApp, TestEnv};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -90,9 +93,72 @@ async fn without_dev_disguised_private_urls_are_refused_with_422(backend: Backen
     assert_eq!(list["data"], json!([]), "nothing was stored");
 }
 
+/// Each address of the special-purpose list, shared with the unit tests of the policy.
+fn special_purpose_addresses() -> Vec<IpAddr> {
+    include_str!("data/special_purpose_addresses.txt")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let ip = l.split_whitespace().next().unwrap();
+            ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"))
+        })
+        .collect()
+}
+
+/// `https://<ip>/h`, with an IPv6 address in brackets.
+fn url_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("https://{v4}/h"),
+        IpAddr::V6(v6) => format!("https://[{v6}]/h"),
+    }
+}
+
+/// Registration only: nothing is published, so no attempt goes to any of these addresses.
+async fn without_dev_every_special_purpose_address_and_port_0_are_refused_with_422(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(backend, |s| s.dev = false).await;
+    let acme = app.create_account("Acme").await;
+    let refused = special_purpose_addresses();
+    assert!(refused.len() >= 40, "{} addresses", refused.len());
+    let mut urls: Vec<String> = refused.into_iter().map(url_of).collect();
+    urls.push("https://example.com:0/h".to_owned());
+    for url in &urls {
+        let (status, answer) = app
+            .call("POST", "/v1/webhooks", Some(&acme.key), Some(one_try(url)))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {answer}");
+        assert_eq!(answer["error"]["field"], "url", "{url}: {answer}");
+    }
+    let (_, answer) = app
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(&acme.key),
+            Some(one_try("https://198.18.0.1/h")),
+        )
+        .await;
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("benchmarking"), "{message}");
+    assert_eq!(app.get("/v1/webhooks", &acme.key).await["data"], json!([]));
+
+    for url in [
+        "https://93.184.216.34/h",
+        "https://1.1.1.1/h",
+        "https://[2606:4700::1111]/h",
+        "https://[64:ff9b::808:808]/h",
+    ] {
+        let (status, answer) = app
+            .call("POST", "/v1/webhooks", Some(&acme.key), Some(one_try(url)))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{url}: {answer}");
+    }
+}
+
 /// Webhooks saved by a dev server, then served by a non-dev one on the same database: the
 /// name `localhost` passes no URL check at send time (it is a name), so only the resolver
-/// guard stands between it and 127.0.0.1. Both it and a literal loopback URL are blocked.
+/// guard stands between it and 127.0.0.1. It and literal loopback URLs (plain and IPv4-mapped)
+/// are all blocked.
 async fn a_name_resolving_to_loopback_is_blocked_at_connect_time(backend: Backend) {
     let target = Target::start().await;
     let env = TestEnv::new(backend).await;
@@ -102,6 +168,7 @@ async fn a_name_resolving_to_loopback_is_blocked_at_connect_time(backend: Backen
     for url in [
         format!("https://localhost:{port}/hook"),
         format!("https://127.0.0.1:{port}/hook"),
+        format!("https://[::ffff:127.0.0.1]:{port}/hook"),
     ] {
         dev.create_webhook(&acme, one_try(&url)).await;
     }
@@ -110,7 +177,7 @@ async fn a_name_resolving_to_loopback_is_blocked_at_connect_time(backend: Backen
     let mut settings = env.settings();
     settings.dev = false;
     let app = TestApp::start(settings).await;
-    let attempts = failed_attempts(&app, &acme, 2).await;
+    let attempts = failed_attempts(&app, &acme, 3).await;
     for attempt in &attempts {
         assert_eq!(attempt["error_kind"], "blocked", "{attempt}");
         assert_eq!(attempt["status_code"], Value::Null, "{attempt}");
@@ -128,8 +195,14 @@ async fn a_name_resolving_to_loopback_is_blocked_at_connect_time(backend: Backen
     assert!(
         errors
             .iter()
-            .any(|e| e.contains("127.0.0.1 is not allowed")),
+            .any(|e| e.contains("address 127.0.0.1 is not allowed: loopback")),
         "the literal address was refused before connecting: {errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("::ffff:127.0.0.1 is not allowed: loopback")),
+        "the IPv4-mapped literal was judged as the IPv4 address it carries: {errors:?}"
     );
     assert_eq!(target.count(), 0, "a blocked attempt reached the target");
 }
@@ -174,6 +247,7 @@ async fn allowed_networks_pass_the_url_check_and_the_connect_time_guard(backend:
 
 on_both_backends!(
     without_dev_disguised_private_urls_are_refused_with_422,
+    without_dev_every_special_purpose_address_and_port_0_are_refused_with_422,
     a_name_resolving_to_loopback_is_blocked_at_connect_time,
     allowed_networks_pass_the_url_check_and_the_connect_time_guard,
 );

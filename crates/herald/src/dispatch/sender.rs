@@ -2,7 +2,7 @@
 
 use super::message::MessageFormat;
 use crate::config::DeliverySettings;
-use crate::domain::url::AddressPolicy;
+use crate::domain::address::AddressPolicy;
 use crate::domain::{Attempt, AttemptId, AttemptOutcome, Timestamp};
 use crate::store::ClaimedDelivery;
 use http::HeaderValue;
@@ -55,7 +55,7 @@ impl Sender {
         let started_at = Timestamp::now();
         let clock = Instant::now();
         let webhook = &claim.webhook;
-        let (outcome, error, body, retry_after) = match self.refuse(webhook.url.as_str()) {
+        let (outcome, error, body, retry_after) = match refuse(&self.policy, webhook.url.as_str()) {
             Some(reason) => (AttemptOutcome::Blocked, Some(reason), None, None),
             None => self.send(claim, started_at).await,
         };
@@ -75,24 +75,6 @@ impl Sender {
             attempt,
             retry_after,
         }
-    }
-
-    /// Outside dev mode, refuses plain http and literal private addresses the policy does not
-    /// allow, up front (host names are checked after DNS by the resolver).
-    fn refuse(&self, url: &str) -> Option<String> {
-        if self.policy.is_dev() {
-            return None;
-        }
-        let url = url::Url::parse(url).ok()?;
-        if url.scheme() != "https" {
-            return Some("plain http is allowed only in dev mode".to_owned());
-        }
-        let ip = match url.host()? {
-            url::Host::Ipv4(ip) => IpAddr::V4(ip),
-            url::Host::Ipv6(ip) => IpAddr::V6(ip),
-            url::Host::Domain(_) => return None,
-        };
-        (!self.policy.permits(ip)).then(|| format!("address {ip} is not allowed"))
     }
 
     async fn send(
@@ -155,6 +137,26 @@ impl Sender {
             }
         }
     }
+}
+
+/// Outside dev mode, refuses plain http and IP-literal URLs whose address the policy refuses,
+/// up front: the client connects to a literal without asking the resolver. Host names are
+/// checked after DNS by [`GuardedResolver`], with the same policy.
+fn refuse(policy: &AddressPolicy, url: &str) -> Option<String> {
+    if policy.is_dev() {
+        return None;
+    }
+    let url = url::Url::parse(url).ok()?;
+    if url.scheme() != "https" {
+        return Some("plain http is allowed only in dev mode".to_owned());
+    }
+    let ip = match url.host()? {
+        url::Host::Ipv4(ip) => IpAddr::V4(ip),
+        url::Host::Ipv6(ip) => IpAddr::V6(ip),
+        url::Host::Domain(_) => return None,
+    };
+    let refusal = policy.refusal(ip)?;
+    Some(format!("address {ip} is not allowed: {refusal}"))
 }
 
 /// The captured bytes as text of at most `limit` bytes. Each invalid byte becomes U+FFFD
@@ -232,8 +234,7 @@ enum ResolveRefusal {
     Lookup(String),
 }
 
-/// Resolves host names and, outside dev mode, drops private addresses the policy does not
-/// allow. The client connects to exactly the addresses returned here, so a second lookup
+/// Resolves host names and, outside dev mode, drops the addresses the policy refuses. The client connects to exactly the addresses returned here, so a second lookup
 /// cannot smuggle in another answer.
 struct GuardedResolver {
     policy: AddressPolicy,
@@ -270,6 +271,57 @@ impl Resolve for GuardedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::address::tests::{PUBLIC, refused};
+    use std::str::FromStr;
+
+    /// The resolver's answer for `host`: what the client may connect to, or why not. An IP
+    /// literal resolves to itself, with no DNS query and no traffic.
+    async fn resolve(policy: &AddressPolicy, host: &str) -> Result<Vec<IpAddr>, String> {
+        let resolver = GuardedResolver {
+            policy: policy.clone(),
+        };
+        match resolver.resolve(Name::from_str(host).unwrap()).await {
+            Ok(addrs) => Ok(addrs.map(|a| a.ip()).collect()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_resolver_drops_every_special_purpose_address() {
+        let policy = AddressPolicy::new(false, Vec::new());
+        for (ip, _) in refused() {
+            let err = resolve(&policy, ip).await.unwrap_err();
+            assert!(
+                err.contains("resolves only to addresses that are not allowed"),
+                "{ip}: {err}"
+            );
+        }
+        for ip in PUBLIC {
+            assert_eq!(resolve(&policy, ip).await, Ok(vec![ip.parse().unwrap()]));
+        }
+        let dev = AddressPolicy::new(true, Vec::new());
+        for (ip, _) in refused() {
+            assert!(resolve(&dev, ip).await.is_ok(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn literal_addresses_are_refused_before_connecting_and_named() {
+        let policy = AddressPolicy::new(false, Vec::new());
+        for (ip, name) in refused() {
+            let host = match ip.parse::<IpAddr>().unwrap() {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            };
+            let reason = refuse(&policy, &format!("https://{host}/h"));
+            let reason = reason.unwrap_or_else(|| panic!("{ip} should be refused"));
+            assert!(reason.contains(name), "{ip}: {reason}");
+        }
+        assert_eq!(refuse(&policy, "https://[2606:4700::1111]/h"), None);
+        assert_eq!(refuse(&policy, "https://example.com/h"), None);
+        let allowed = AddressPolicy::new(false, vec!["198.18.0.0/15".parse().unwrap()]);
+        assert_eq!(refuse(&allowed, "https://198.18.0.1/h"), None);
+    }
 
     #[test]
     fn captured_text_stays_within_the_limit_in_bytes() {

@@ -1,5 +1,6 @@
 //! Pure types and rules: validated inputs, policies, records. No I/O here.
 
+pub mod address;
 pub mod contract;
 pub mod duration;
 pub mod event_type;

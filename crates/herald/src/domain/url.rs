@@ -1,9 +1,9 @@
-//! Webhook URLs and the address policy that keeps deliveries off private networks.
+//! Webhook URLs: the rules a URL must pass to be saved, the address policy among them.
 
+use super::address::{AddressPolicy, Refusal};
 use super::shown::shown;
-use ipnet::IpNet;
 use serde::Serialize;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use url::{Host, Url};
 
 const MAX_URL_LEN: usize = 2048;
@@ -12,45 +12,6 @@ const MAX_URL_LEN: usize = 2048;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct WebhookUrl(String);
-
-/// Where deliveries may go: public addresses only, plus the networks the operator listed in
-/// `delivery.allow_networks`; anything in dev mode. Checked on the URL when a webhook is saved
-/// and again on every resolved address at connect time.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AddressPolicy {
-    dev: bool,
-    allow: Vec<IpNet>,
-}
-
-impl AddressPolicy {
-    pub fn new(dev: bool, allow: Vec<IpNet>) -> Self {
-        Self { dev, allow }
-    }
-
-    pub fn is_dev(&self) -> bool {
-        self.dev
-    }
-
-    /// May a delivery connect to `ip`?
-    pub fn permits(&self, ip: IpAddr) -> bool {
-        // `::ffff:127.0.0.1` is checked as the IPv4 address it stands for.
-        let ip = ip.to_canonical();
-        self.dev || !is_forbidden_ip(ip) || self.allow.iter().any(|net| net.contains(&ip))
-    }
-
-    fn permits_host(&self, host: &Host<&str>) -> bool {
-        match host {
-            Host::Ipv4(ip) => self.permits(IpAddr::V4(*ip)),
-            Host::Ipv6(ip) => self.permits(IpAddr::V6(*ip)),
-            // `localhost` names loopback whatever DNS says (RFC 6761 §6.3).
-            Host::Domain(d) => {
-                let d = d.trim_end_matches('.').to_ascii_lowercase();
-                let loopback = d == "localhost" || d.ends_with(".localhost");
-                !loopback || self.permits(IpAddr::V4(Ipv4Addr::LOCALHOST))
-            }
-        }
-    }
-}
 
 impl WebhookUrl {
     /// HTTPS only and public hosts only, unless `dev` allows `http://` and private targets.
@@ -91,8 +52,14 @@ impl WebhookUrl {
             return Err("URL must not contain a fragment (#…)".to_owned());
         }
         let host = url.host().ok_or("URL must have a host")?;
-        if !policy.permits_host(&host) {
-            return Err("URL points to a loopback, private or link-local address; allowed only in --dev mode or in delivery.allow_networks".to_owned());
+        if let Some(refusal) = host_refusal(policy, &host) {
+            return Err(format!(
+                "URL points to an address that is not globally reachable: {refusal}; allowed only in --dev mode or in delivery.allow_networks"
+            ));
+        }
+        // Port 0 is reserved (RFC 6335 §6): no receiver listens there, in any mode.
+        if url.port() == Some(0) {
+            return Err("URL port 0 is not allowed".to_owned());
         }
         Ok(Self(url.into()))
     }
@@ -107,56 +74,26 @@ impl WebhookUrl {
     }
 }
 
-/// Addresses a delivery must never reach outside dev mode: loopback, private, link-local
-/// (cloud metadata included), CGNAT, multicast, unspecified, broadcast, and the IPv6 forms
-/// that embed one of those.
-pub fn is_forbidden_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_forbidden_v4(v4),
-        IpAddr::V6(v6) => is_forbidden_v6(v6),
+/// Why a delivery may not go to `host`: an IP address the policy refuses, or `localhost`, which
+/// names loopback whatever DNS says (RFC 6761 §6.3). Other names are checked after DNS.
+fn host_refusal(policy: &AddressPolicy, host: &Host<&str>) -> Option<Refusal> {
+    match host {
+        Host::Ipv4(ip) => policy.refusal(IpAddr::V4(*ip)),
+        Host::Ipv6(ip) => policy.refusal(IpAddr::V6(*ip)),
+        Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            let loopback = d == "localhost" || d.ends_with(".localhost");
+            loopback
+                .then(|| policy.refusal(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+                .flatten()
+        }
     }
-}
-
-fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_multicast()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || o[0] == 0 // "this network"
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // CGNAT 100.64.0.0/10
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
-        || o[0] >= 240 // reserved
-}
-
-fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_forbidden_v4(v4);
-    }
-    let seg = ip.segments();
-    // IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::/96) embed an IPv4 address.
-    if seg[..6] == [0, 0, 0, 0, 0, 0] || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let v4 = Ipv4Addr::new(
-            (seg[6] >> 8) as u8,
-            seg[6] as u8,
-            (seg[7] >> 8) as u8,
-            seg[7] as u8,
-        );
-        return ip.is_loopback() || ip.is_unspecified() || is_forbidden_v4(v4);
-    }
-    ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-        || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-        || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::address::tests::{PUBLIC, refused};
 
     #[test]
     fn production_mode_wants_https_and_public_hosts() {
@@ -219,13 +156,35 @@ mod tests {
         }
     }
 
+    /// `https://<ip>/h`, with an IPv6 address in brackets.
+    fn url_of(ip: &str) -> String {
+        match ip.parse::<IpAddr>().unwrap() {
+            IpAddr::V4(v4) => format!("https://{v4}/h"),
+            IpAddr::V6(v6) => format!("https://[{v6}]/h"),
+        }
+    }
+
     #[test]
-    fn public_addresses_are_allowed() {
-        assert!(!is_forbidden_ip("93.184.216.34".parse().unwrap()));
-        assert!(!is_forbidden_ip(
-            "2606:2800:220:1:248:1893:25c8:1946".parse().unwrap()
-        ));
-        assert!(is_forbidden_ip("fd00::1".parse().unwrap()));
-        assert!(is_forbidden_ip("64:ff9b::a00:1".parse().unwrap()));
+    fn every_special_purpose_address_is_refused_at_registration_and_named() {
+        let policy = AddressPolicy::new(false, Vec::new());
+        for (ip, name) in refused() {
+            let url = url_of(ip);
+            let err = WebhookUrl::parse_with(&url, &policy).unwrap_err();
+            assert!(err.contains(name), "{url}: {err}");
+        }
+        for ip in PUBLIC {
+            let url = url_of(ip);
+            assert!(WebhookUrl::parse_with(&url, &policy).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn port_zero_is_refused_in_every_mode() {
+        for dev in [false, true] {
+            let err = WebhookUrl::parse("https://example.com:0/h", dev).unwrap_err();
+            assert!(err.contains("port 0"), "{err}");
+            assert!(WebhookUrl::parse("https://example.com:00/h", dev).is_err());
+        }
+        assert!(WebhookUrl::parse("https://example.com:1/h", false).is_ok());
     }
 }

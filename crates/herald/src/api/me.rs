@@ -116,7 +116,8 @@ async fn remove_callback(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The secret that signs the callback URL's and jobs' own deliveries.
+/// The secret that signs the callback URL's and jobs' own deliveries in `standard` mode (always
+/// an HMAC secret, shown as receivers verify with it).
 async fn signing_secret(
     State(state): State<AppState>,
     actor: Actor,
@@ -124,5 +125,5 @@ async fn signing_secret(
 ) -> ApiResult<Json<Value>> {
     let account = actor.account(&state, q.account.as_deref()).await?;
     let secret = state.store.account_signing_secret(&account).await?;
-    Ok(Json(json!({ "secret": secret.expose() })))
+    Ok(Json(json!(secret.receiver_key())))
 }

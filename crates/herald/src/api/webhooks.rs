@@ -5,8 +5,8 @@ use super::extract::{Actor, ApiJson, ApiQuery, OptionalJson};
 use super::{AppState, ListBody, page_request};
 use crate::domain::duration::parse_duration;
 use crate::domain::{
-    AccountId, EventFilter, PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode, SigningSecret,
-    Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    AccountId, EventFilter, PayloadFormat, ReceiverKey, RetryPolicy, RetryPolicyDoc, SigningMode,
+    SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
 };
 use crate::store::NewEvent;
 use axum::extract::{Path, State};
@@ -238,23 +238,45 @@ async fn show(
     ))
 }
 
+/// What `GET /v1/webhooks/{id}/secret` answers: what receivers verify with, never a private key.
+#[derive(Serialize)]
+struct SecretView {
+    #[serde(flatten)]
+    key: ReceiverKey,
+    signing: SigningMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_secret: Option<PreviousKeyView>,
+}
+
+/// The key a rotation or a change of signing mode replaced, still signing until `expires_at`.
+#[derive(Serialize)]
+struct PreviousKeyView {
+    #[serde(flatten)]
+    key: ReceiverKey,
+    expires_at: Timestamp,
+}
+
 async fn secret(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<AccountParam>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SecretView>> {
     let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
-    let mut answer = json!({ "secret": webhook.secret.expose(), "signing": webhook.signing });
-    if let Some(public_key) = webhook.secret.public_key() {
-        answer["public_key"] = json!(public_key);
-    }
-    if let Some((previous, until)) = &webhook.previous_secret
-        && *until > Timestamp::now()
-    {
-        answer["previous_secret"] = json!({ "secret": previous.expose(), "public_key": previous.public_key(), "expires_at": until });
-    }
-    Ok(Json(answer))
+    let now = Timestamp::now();
+    let previous_secret = webhook
+        .previous_secret
+        .as_ref()
+        .filter(|(_, until)| *until > now)
+        .map(|(previous, until)| PreviousKeyView {
+            key: previous.receiver_key(),
+            expires_at: *until,
+        });
+    Ok(Json(SecretView {
+        key: webhook.secret.receiver_key(),
+        signing: webhook.signing,
+        previous_secret,
+    }))
 }
 
 async fn update(
@@ -357,6 +379,16 @@ struct RotateSecret {
     grace_period: Option<String>,
 }
 
+/// What a rotation answers: the new key as receivers verify with it (an ed25519 private key,
+/// generated or given, is not shown).
+#[derive(Serialize)]
+struct RotatedView {
+    #[serde(flatten)]
+    key: ReceiverKey,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_secret_expires_at: Option<Timestamp>,
+}
+
 /// Replaces the secret; during the grace period deliveries carry both signatures.
 async fn rotate(
     State(state): State<AppState>,
@@ -364,7 +396,7 @@ async fn rotate(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<AccountParam>,
     OptionalJson(body): OptionalJson<RotateSecret>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RotatedView>> {
     let mut webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
     let grace = match &body.grace_period {
         Some(g) => parse_duration(g).map_err(|e| ApiError::invalid("grace_period", e))?,
@@ -384,14 +416,10 @@ async fn rotate(
     if !state.store.update_webhook(&webhook).await? {
         return Err(ApiError::not_found("webhook"));
     }
-    let mut answer = json!({ "secret": webhook.secret.expose() });
-    if let Some(public_key) = webhook.secret.public_key() {
-        answer["public_key"] = json!(public_key);
-    }
-    if let Some((_, until)) = &webhook.previous_secret {
-        answer["previous_secret_expires_at"] = json!(until);
-    }
-    Ok(Json(answer))
+    Ok(Json(RotatedView {
+        key: webhook.secret.receiver_key(),
+        previous_secret_expires_at: webhook.previous_secret.map(|(_, until)| until),
+    }))
 }
 
 /// Re-enables a webhook (after an automatic disable); its waiting deliveries go out again.

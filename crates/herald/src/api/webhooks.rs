@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -91,6 +92,8 @@ struct UpdateWebhook {
     retry: Option<RetryPolicyDoc>,
     status: Option<WebhookStatus>,
     signing: Option<SigningMode>,
+    /// How long the old key keeps signing when `signing` moves between HMAC and ed25519.
+    grace_period: Option<String>,
     format: Option<PayloadFormat>,
 }
 
@@ -307,20 +310,24 @@ async fn update(
     if let Some(format) = body.format {
         webhook.format = format;
     }
-    if let Some(signing) = &body.signing {
-        signing
-            .validate()
-            .map_err(|e| ApiError::invalid("signing", e))?;
-        // Moving between HMAC and ed25519 needs a key of the other kind.
-        if matches!(signing, SigningMode::Ed25519) != webhook.secret.is_ed25519()
-            && signing.signs_with_secret()
-        {
-            webhook.secret = secret_for(signing, None)?;
-            webhook.previous_secret = None;
+    let now = Timestamp::now();
+    match (&body.signing, &body.grace_period) {
+        (Some(signing), grace) => {
+            signing
+                .validate()
+                .map_err(|e| ApiError::invalid("signing", e))?;
+            let grace = parse_grace(grace.as_deref())?;
+            webhook.change_signing(signing.clone(), || fresh_secret(signing), now, grace);
         }
-        webhook.signing = signing.clone();
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "grace_period",
+                "grace_period applies to a change of signing; rotate the secret for a new one",
+            ));
+        }
+        (None, None) => {}
     }
-    webhook.updated_at = Timestamp::now();
+    webhook.updated_at = now;
     if !state.store.update_webhook(&webhook).await? {
         return Err(ApiError::not_found("webhook"));
     }
@@ -344,12 +351,19 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A new secret of the kind a signing mode signs with.
+fn fresh_secret(signing: &SigningMode) -> SigningSecret {
+    match signing {
+        SigningMode::Ed25519 => SigningSecret::generate_ed25519(),
+        _ => SigningSecret::generate(),
+    }
+}
+
 /// The secret a webhook signs with: the one given, or a new one of the mode's kind.
 fn secret_for(signing: &SigningMode, given: Option<&str>) -> ApiResult<SigningSecret> {
     let ed25519 = matches!(signing, SigningMode::Ed25519);
     match given {
-        None if ed25519 => Ok(SigningSecret::generate_ed25519()),
-        None => Ok(SigningSecret::generate()),
+        None => Ok(fresh_secret(signing)),
         Some(text) => {
             let secret = SigningSecret::parse(text).map_err(|e| ApiError::invalid("secret", e))?;
             if secret.is_ed25519() != ed25519 {
@@ -368,9 +382,24 @@ fn secret_for(signing: &SigningMode, given: Option<&str>) -> ApiResult<SigningSe
     }
 }
 
-/// Longest grace period a rotated-out secret may keep signing.
-const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
-const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(86_400);
+/// Longest grace period a replaced secret may keep signing.
+const MAX_GRACE: Duration = Duration::from_secs(7 * 86_400);
+const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
+
+/// How long a replaced secret keeps signing: `grace_period` (`0s` for not at all) or a day.
+pub(super) fn parse_grace(given: Option<&str>) -> ApiResult<Duration> {
+    let grace = match given {
+        Some(g) => parse_duration(g).map_err(|e| ApiError::invalid("grace_period", e))?,
+        None => DEFAULT_GRACE,
+    };
+    if grace > MAX_GRACE {
+        return Err(ApiError::invalid(
+            "grace_period",
+            "grace_period is at most 7d",
+        ));
+    }
+    Ok(grace)
+}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -398,20 +427,10 @@ async fn rotate(
     OptionalJson(body): OptionalJson<RotateSecret>,
 ) -> ApiResult<Json<RotatedView>> {
     let mut webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
-    let grace = match &body.grace_period {
-        Some(g) => parse_duration(g).map_err(|e| ApiError::invalid("grace_period", e))?,
-        None => DEFAULT_GRACE,
-    };
-    if grace > MAX_GRACE {
-        return Err(ApiError::invalid(
-            "grace_period",
-            "grace_period is at most 7d",
-        ));
-    }
+    let grace = parse_grace(body.grace_period.as_deref())?;
     let new_secret = secret_for(&webhook.signing, body.secret.as_deref())?;
     let now = Timestamp::now();
-    let old = std::mem::replace(&mut webhook.secret, new_secret);
-    webhook.previous_secret = (!grace.is_zero()).then(|| (old, now.plus(grace)));
+    webhook.replace_secret(new_secret, now, grace);
     webhook.updated_at = now;
     if !state.store.update_webhook(&webhook).await? {
         return Err(ApiError::not_found("webhook"));

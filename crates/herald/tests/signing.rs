@@ -543,8 +543,101 @@ async fn a_switch_of_signing_mode_keeps_the_old_signature_during_the_grace(backe
     assert_eq!(app.get(&secret_path, &acme.key).await, keys);
 }
 
+/// The callback URL switches the same way: `PUT /v1/me/callback-url` with another `signing`
+/// gives it a key of the new kind, and the account's HMAC secret keeps signing during the grace.
+async fn a_callback_url_switched_between_hmac_and_ed25519_keeps_both_during_the_grace(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = TestReceiver::start().await;
+    let acme = app.create_account("Acme").await;
+    let put = |signing: &str| {
+        let body =
+            json!({ "callback_url": receiver.url("/callback"), "signing": { "mode": signing } });
+        let (app, key) = (&app, acme.key.clone());
+        async move {
+            let (status, answer) = app
+                .call("PUT", "/v1/me/callback-url", Some(&key), Some(body))
+                .await;
+            assert_eq!(status, 200, "{answer}");
+            answer["webhook_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let id = put("standard").await;
+    let account_secret = app.get("/v1/me/signing-secret", &acme.key).await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(put("ed25519").await, id, "the same callback webhook");
+    let keys = app
+        .get(&format!("/v1/webhooks/{id}/secret"), &acme.key)
+        .await;
+    let public_key = keys["public_key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        keys["previous_secret"]["secret"],
+        json!(account_secret),
+        "{keys}"
+    );
+    assert_eq!(put("ed25519").await, id);
+    let again = app
+        .get(&format!("/v1/webhooks/{id}/secret"), &acme.key)
+        .await;
+    assert_eq!(again, keys, "setting the same mode again keeps the key");
+    app.publish(&acme, "tts.completed", json!({ "id": "tts-1" }))
+        .await;
+
+    put("standard").await;
+    let keys = app
+        .get(&format!("/v1/webhooks/{id}/secret"), &acme.key)
+        .await;
+    assert_eq!(
+        (&keys["secret"], &keys["previous_secret"]["public_key"]),
+        (&json!(account_secret), &json!(public_key)),
+        "{keys}"
+    );
+    app.publish(&acme, "tts.completed", json!({ "id": "tts-2" }))
+        .await;
+    let got = receiver.wait_for(2, None, WAIT).await;
+    for delivery in &got {
+        assert_signed_both_ways(delivery.header("webhook-signature"));
+    }
+    let cases: Vec<Value> = got.iter().map(|r| r.signed_case()).collect();
+    verify_with_python(
+        "verify_standardwebhooks.py",
+        &Value::Array(
+            cases
+                .iter()
+                .map(|c| with(c.clone(), "secret", &account_secret))
+                .collect(),
+        ),
+    );
+    verify_with_python(
+        "verify_ed25519.py",
+        &Value::Array(
+            cases
+                .iter()
+                .map(|c| with(c.clone(), "public_key", &public_key))
+                .collect(),
+        ),
+    );
+    let (status, answer) = app
+        .call(
+            "PUT",
+            "/v1/me/callback-url",
+            Some(&acme.key),
+            Some(json!({ "callback_url": receiver.url("/callback"), "grace_period": "8d" })),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), answer["error"]["field"].as_str()),
+        (422, Some("grace_period")),
+        "{answer}"
+    );
+}
+
 on_both_backends!(
     no_answer_holds_an_ed25519_private_key,
+    a_callback_url_switched_between_hmac_and_ed25519_keeps_both_during_the_grace,
     a_switch_of_signing_mode_keeps_the_old_signature_during_the_grace,
     during_a_rotation_deliveries_verify_with_the_old_and_the_new_secret,
     ed25519_deliveries_verify_against_the_published_public_key,

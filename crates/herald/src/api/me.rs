@@ -3,6 +3,7 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Actor, ApiJson, ApiQuery};
+use super::webhooks::parse_grace;
 use crate::domain::{
     EventFilter, SigningMode, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind,
     WebhookStatus, WebhookUrl,
@@ -30,6 +31,8 @@ struct SetCallback {
     account: Option<String>,
     /// How deliveries authenticate; the operator's `registration.callback.signing` if unset.
     signing: Option<SigningMode>,
+    /// How long the old key keeps signing when the signing mode moves between HMAC and ed25519.
+    grace_period: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -58,32 +61,45 @@ async fn set_callback(
     signing
         .validate()
         .map_err(|e| ApiError::invalid("signing", e))?;
-    let secret = match &signing {
+    let grace = parse_grace(body.grace_period.as_deref())?;
+    let retry = state
+        .settings
+        .model_retry(model)
+        .map_err(|e| ApiError::invalid("callback_url", e))?;
+    // A callback signs with the account's secret, or in `ed25519` mode with a key of its own.
+    let fresh = match &signing {
         SigningMode::Ed25519 => SigningSecret::generate_ed25519(),
         _ => state.store.account_signing_secret(&account).await?,
     };
     let now = Timestamp::now();
-    let webhook = Webhook {
-        id: WebhookId::generate(),
-        account_id: account,
-        url,
-        events: vec![EventFilter::All],
-        secret,
-        description: "the account's callback URL".to_owned(),
-        retry: state
-            .settings
-            .model_retry(model)
-            .map_err(|e| ApiError::invalid("callback_url", e))?,
-        status: WebhookStatus::Active,
-        created_at: now,
-        updated_at: now,
-        kind: WebhookKind::Callback,
-        job_id: None,
-        signing,
-        format: model.format,
-        previous_secret: None,
-        disabled_reason: None,
-        failing_since: None,
+    let webhook = match state.store.callback_webhook(&account).await? {
+        // The URL moves, the key stays unless the new mode needs the other kind.
+        Some(mut existing) => {
+            existing.url = url;
+            existing.format = model.format;
+            existing.updated_at = now;
+            existing.change_signing(signing, || fresh, now, grace);
+            existing
+        }
+        None => Webhook {
+            id: WebhookId::generate(),
+            account_id: account,
+            url,
+            events: vec![EventFilter::All],
+            secret: fresh,
+            description: "the account's callback URL".to_owned(),
+            retry,
+            status: WebhookStatus::Active,
+            created_at: now,
+            updated_at: now,
+            kind: WebhookKind::Callback,
+            job_id: None,
+            signing,
+            format: model.format,
+            previous_secret: None,
+            disabled_reason: None,
+            failing_since: None,
+        },
     };
     let saved = state.store.set_callback_webhook(&webhook).await?;
     Ok(Json(callback_view(Some(&saved))))
@@ -116,7 +132,8 @@ async fn remove_callback(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The secret that signs the callback URL's and jobs' own deliveries.
+/// The secret that signs the callback URL's and jobs' own deliveries in `standard` mode (always
+/// an HMAC secret, shown as receivers verify with it).
 async fn signing_secret(
     State(state): State<AppState>,
     actor: Actor,
@@ -124,5 +141,5 @@ async fn signing_secret(
 ) -> ApiResult<Json<Value>> {
     let account = actor.account(&state, q.account.as_deref()).await?;
     let secret = state.store.account_signing_secret(&account).await?;
-    Ok(Json(json!({ "secret": secret.expose() })))
+    Ok(Json(json!(secret.receiver_key())))
 }

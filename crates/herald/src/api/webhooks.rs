@@ -5,8 +5,8 @@ use super::extract::{Actor, ApiJson, ApiQuery, OptionalJson};
 use super::{AppState, ListBody, page_request};
 use crate::domain::duration::parse_duration;
 use crate::domain::{
-    AccountId, EventFilter, PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode, SigningSecret,
-    Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    AccountId, EventFilter, PayloadFormat, ReceiverKey, RetryPolicy, RetryPolicyDoc, SigningMode,
+    SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
 };
 use crate::store::NewEvent;
 use axum::extract::{Path, State};
@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -91,6 +92,8 @@ struct UpdateWebhook {
     retry: Option<RetryPolicyDoc>,
     status: Option<WebhookStatus>,
     signing: Option<SigningMode>,
+    /// How long the old key keeps signing when `signing` moves between HMAC and ed25519.
+    grace_period: Option<String>,
     format: Option<PayloadFormat>,
 }
 
@@ -238,23 +241,45 @@ async fn show(
     ))
 }
 
+/// What `GET /v1/webhooks/{id}/secret` answers: what receivers verify with, never a private key.
+#[derive(Serialize)]
+struct SecretView {
+    #[serde(flatten)]
+    key: ReceiverKey,
+    signing: SigningMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_secret: Option<PreviousKeyView>,
+}
+
+/// The key a rotation or a change of signing mode replaced, still signing until `expires_at`.
+#[derive(Serialize)]
+struct PreviousKeyView {
+    #[serde(flatten)]
+    key: ReceiverKey,
+    expires_at: Timestamp,
+}
+
 async fn secret(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<AccountParam>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SecretView>> {
     let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
-    let mut answer = json!({ "secret": webhook.secret.expose(), "signing": webhook.signing });
-    if let Some(public_key) = webhook.secret.public_key() {
-        answer["public_key"] = json!(public_key);
-    }
-    if let Some((previous, until)) = &webhook.previous_secret
-        && *until > Timestamp::now()
-    {
-        answer["previous_secret"] = json!({ "secret": previous.expose(), "public_key": previous.public_key(), "expires_at": until });
-    }
-    Ok(Json(answer))
+    let now = Timestamp::now();
+    let previous_secret = webhook
+        .previous_secret
+        .as_ref()
+        .filter(|(_, until)| *until > now)
+        .map(|(previous, until)| PreviousKeyView {
+            key: previous.receiver_key(),
+            expires_at: *until,
+        });
+    Ok(Json(SecretView {
+        key: webhook.secret.receiver_key(),
+        signing: webhook.signing,
+        previous_secret,
+    }))
 }
 
 async fn update(
@@ -285,20 +310,24 @@ async fn update(
     if let Some(format) = body.format {
         webhook.format = format;
     }
-    if let Some(signing) = &body.signing {
-        signing
-            .validate()
-            .map_err(|e| ApiError::invalid("signing", e))?;
-        // Moving between HMAC and ed25519 needs a key of the other kind.
-        if matches!(signing, SigningMode::Ed25519) != webhook.secret.is_ed25519()
-            && signing.signs_with_secret()
-        {
-            webhook.secret = secret_for(signing, None)?;
-            webhook.previous_secret = None;
+    let now = Timestamp::now();
+    match (&body.signing, &body.grace_period) {
+        (Some(signing), grace) => {
+            signing
+                .validate()
+                .map_err(|e| ApiError::invalid("signing", e))?;
+            let grace = parse_grace(grace.as_deref())?;
+            webhook.change_signing(signing.clone(), || fresh_secret(signing), now, grace);
         }
-        webhook.signing = signing.clone();
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "grace_period",
+                "grace_period applies to a change of signing; rotate the secret for a new one",
+            ));
+        }
+        (None, None) => {}
     }
-    webhook.updated_at = Timestamp::now();
+    webhook.updated_at = now;
     if !state.store.update_webhook(&webhook).await? {
         return Err(ApiError::not_found("webhook"));
     }
@@ -322,12 +351,19 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A new secret of the kind a signing mode signs with.
+fn fresh_secret(signing: &SigningMode) -> SigningSecret {
+    match signing {
+        SigningMode::Ed25519 => SigningSecret::generate_ed25519(),
+        _ => SigningSecret::generate(),
+    }
+}
+
 /// The secret a webhook signs with: the one given, or a new one of the mode's kind.
 fn secret_for(signing: &SigningMode, given: Option<&str>) -> ApiResult<SigningSecret> {
     let ed25519 = matches!(signing, SigningMode::Ed25519);
     match given {
-        None if ed25519 => Ok(SigningSecret::generate_ed25519()),
-        None => Ok(SigningSecret::generate()),
+        None => Ok(fresh_secret(signing)),
         Some(text) => {
             let secret = SigningSecret::parse(text).map_err(|e| ApiError::invalid("secret", e))?;
             if secret.is_ed25519() != ed25519 {
@@ -346,27 +382,13 @@ fn secret_for(signing: &SigningMode, given: Option<&str>) -> ApiResult<SigningSe
     }
 }
 
-/// Longest grace period a rotated-out secret may keep signing.
-const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
-const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(86_400);
+/// Longest grace period a replaced secret may keep signing.
+const MAX_GRACE: Duration = Duration::from_secs(7 * 86_400);
+const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RotateSecret {
-    secret: Option<String>,
-    grace_period: Option<String>,
-}
-
-/// Replaces the secret; during the grace period deliveries carry both signatures.
-async fn rotate(
-    State(state): State<AppState>,
-    actor: Actor,
-    Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<AccountParam>,
-    OptionalJson(body): OptionalJson<RotateSecret>,
-) -> ApiResult<Json<Value>> {
-    let mut webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
-    let grace = match &body.grace_period {
+/// How long a replaced secret keeps signing: `grace_period` (`0s` for not at all) or a day.
+pub(super) fn parse_grace(given: Option<&str>) -> ApiResult<Duration> {
+    let grace = match given {
         Some(g) => parse_duration(g).map_err(|e| ApiError::invalid("grace_period", e))?,
         None => DEFAULT_GRACE,
     };
@@ -376,22 +398,47 @@ async fn rotate(
             "grace_period is at most 7d",
         ));
     }
+    Ok(grace)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateSecret {
+    secret: Option<String>,
+    grace_period: Option<String>,
+}
+
+/// What a rotation answers: the new key as receivers verify with it (an ed25519 private key,
+/// generated or given, is not shown).
+#[derive(Serialize)]
+struct RotatedView {
+    #[serde(flatten)]
+    key: ReceiverKey,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_secret_expires_at: Option<Timestamp>,
+}
+
+/// Replaces the secret; during the grace period deliveries carry both signatures.
+async fn rotate(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<AccountParam>,
+    OptionalJson(body): OptionalJson<RotateSecret>,
+) -> ApiResult<Json<RotatedView>> {
+    let mut webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    let grace = parse_grace(body.grace_period.as_deref())?;
     let new_secret = secret_for(&webhook.signing, body.secret.as_deref())?;
     let now = Timestamp::now();
-    let old = std::mem::replace(&mut webhook.secret, new_secret);
-    webhook.previous_secret = (!grace.is_zero()).then(|| (old, now.plus(grace)));
+    webhook.replace_secret(new_secret, now, grace);
     webhook.updated_at = now;
     if !state.store.update_webhook(&webhook).await? {
         return Err(ApiError::not_found("webhook"));
     }
-    let mut answer = json!({ "secret": webhook.secret.expose() });
-    if let Some(public_key) = webhook.secret.public_key() {
-        answer["public_key"] = json!(public_key);
-    }
-    if let Some((_, until)) = &webhook.previous_secret {
-        answer["previous_secret_expires_at"] = json!(until);
-    }
-    Ok(Json(answer))
+    Ok(Json(RotatedView {
+        key: webhook.secret.receiver_key(),
+        previous_secret_expires_at: webhook.previous_secret.map(|(_, until)| until),
+    }))
 }
 
 /// Re-enables a webhook (after an automatic disable); its waiting deliveries go out again.

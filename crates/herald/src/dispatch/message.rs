@@ -74,10 +74,13 @@ impl MessageFormat {
         let webhook = &claim.webhook;
         match &webhook.signing {
             SigningMode::Standard | SigningMode::Ed25519 => {
-                let signatures: Vec<String> = webhook
+                let mut signatures: Vec<String> = webhook
                     .signing_secrets(now)
                     .map(|s| s.sign(msg_id, ts, body))
                     .collect();
+                // During a switch between HMAC and ed25519: `v1,… v1a,…`, in the order of the
+                // Standard Webhooks spec's example (stable: the current key first within a kind).
+                signatures.sort_by_key(|s| s.starts_with("v1a,"));
                 put(
                     HeaderName::from_static("webhook-signature"),
                     &signatures.join(" "),

@@ -21,6 +21,6 @@ pub use job::{Job, JobPatch, JobStatus};
 pub use model::{Account, Attempt, Delivery, DeliveryStatus, Event, Webhook, WebhookStatus};
 pub use outcome::{AttemptOutcome, ErrorKind};
 pub use retry::{RetryOn, RetryPolicy, RetryPolicyDoc};
-pub use secret::SigningSecret;
+pub use secret::{ReceiverKey, SigningSecret};
 pub use time::Timestamp;
 pub use url::WebhookUrl;

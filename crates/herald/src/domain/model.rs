@@ -10,6 +10,7 @@ use super::time::Timestamp;
 use super::url::WebhookUrl;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use std::time::Duration;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Account {
@@ -59,7 +60,8 @@ pub struct Webhook {
     pub job_id: Option<String>,
     pub signing: SigningMode,
     pub format: PayloadFormat,
-    /// The secret before the last rotation, still signing until `previous_secret_until`.
+    /// The secret before the last rotation or change of signing mode, still signing until the
+    /// time beside it.
     pub previous_secret: Option<(SigningSecret, Timestamp)>,
     /// Why it was disabled: `gone` (410), `failing`, or `manual`.
     pub disabled_reason: Option<String>,
@@ -77,6 +79,39 @@ impl Webhook {
             .filter(|(_, until)| *until > now)
             .map(|(s, _)| s);
         std::iter::once(&self.secret).chain(previous)
+    }
+
+    /// Replaces the signing secret. The old one keeps signing beside the new one until
+    /// `now + grace` (not at all if `grace` is zero), so receivers can move from one to the other;
+    /// a secret still in an earlier grace period gives way (there is one previous secret).
+    pub fn replace_secret(&mut self, new: SigningSecret, now: Timestamp, grace: Duration) {
+        let old = std::mem::replace(&mut self.secret, new);
+        self.previous_secret = (!grace.is_zero()).then(|| (old, now.plus(grace)));
+    }
+
+    /// Moves to another signing mode. A Standard Webhooks mode that needs a key of the other kind
+    /// (HMAC ↔ ed25519) takes `fresh()`, and the old key keeps signing beside it during `grace` if
+    /// the old mode signed with it: a receiver still verifying the old scheme is not cut off by
+    /// the switch (deliveries carry `v1,… v1a,…` meanwhile).
+    pub fn change_signing(
+        &mut self,
+        mode: SigningMode,
+        fresh: impl FnOnce() -> SigningSecret,
+        now: Timestamp,
+        grace: Duration,
+    ) {
+        let wants_ed25519 = matches!(mode, SigningMode::Ed25519);
+        if mode.signs_with_secret() && wants_ed25519 != self.secret.is_ed25519() {
+            let new = fresh();
+            debug_assert_eq!(new.is_ed25519(), wants_ed25519);
+            let grace = if self.signing.signs_with_secret() {
+                grace
+            } else {
+                Duration::ZERO
+            };
+            self.replace_secret(new, now, grace);
+        }
+        self.signing = mode;
     }
 }
 
@@ -153,4 +188,96 @@ pub struct Attempt {
     pub response_body: Option<String>,
     /// The Herald node that made the attempt.
     pub node: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn webhook(signing: SigningMode, secret: SigningSecret) -> Webhook {
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        Webhook {
+            id: WebhookId::generate(),
+            account_id: AccountId::from_trusted("acc_1".to_owned()),
+            url: WebhookUrl::from_trusted("https://example.com/".to_owned()),
+            events: vec![EventFilter::All],
+            secret,
+            description: String::new(),
+            retry: RetryPolicy::default(),
+            status: WebhookStatus::Active,
+            created_at: now,
+            updated_at: now,
+            kind: WebhookKind::Subscription,
+            job_id: None,
+            signing,
+            format: PayloadFormat::Envelope,
+            previous_secret: None,
+            disabled_reason: None,
+            failing_since: None,
+        }
+    }
+
+    fn kinds(w: &Webhook, at: Timestamp) -> Vec<bool> {
+        w.signing_secrets(at).map(|s| s.is_ed25519()).collect()
+    }
+
+    #[test]
+    fn a_switch_between_hmac_and_ed25519_signs_with_both_during_the_grace() {
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let hmac = SigningSecret::generate();
+        let mut w = webhook(SigningMode::Standard, hmac.clone());
+        w.change_signing(
+            SigningMode::Ed25519,
+            SigningSecret::generate_ed25519,
+            now,
+            DAY,
+        );
+        assert_eq!(w.signing, SigningMode::Ed25519);
+        assert_eq!(kinds(&w, now), [true, false]);
+        assert_eq!(w.previous_secret, Some((hmac, now.plus(DAY))));
+        assert_eq!(kinds(&w, now.plus(DAY)), [true], "the grace has ended");
+
+        let ed = w.secret.clone();
+        w.change_signing(SigningMode::Standard, SigningSecret::generate, now, DAY);
+        assert_eq!(kinds(&w, now), [false, true]);
+        assert_eq!(w.previous_secret, Some((ed, now.plus(DAY))));
+
+        w.change_signing(
+            SigningMode::Ed25519,
+            SigningSecret::generate_ed25519,
+            now,
+            Duration::ZERO,
+        );
+        assert_eq!(kinds(&w, now), [true], "no grace asked for");
+    }
+
+    #[test]
+    fn a_switch_that_keeps_the_key_kind_keeps_the_key() {
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let hmac = SigningSecret::generate();
+        let mut w = webhook(SigningMode::Standard, hmac.clone());
+        let bearer = SigningMode::Bearer {
+            token: "t".to_owned(),
+        };
+        w.change_signing(bearer, || unreachable!("no new key"), now, DAY);
+        w.change_signing(
+            SigningMode::Standard,
+            || unreachable!("no new key"),
+            now,
+            DAY,
+        );
+        assert_eq!((&w.secret, &w.previous_secret), (&hmac, &None));
+
+        // Deliveries in bearer mode carried no signature: no receiver verifies the old key.
+        w.change_signing(SigningMode::None, || unreachable!("no new key"), now, DAY);
+        w.change_signing(
+            SigningMode::Ed25519,
+            SigningSecret::generate_ed25519,
+            now,
+            DAY,
+        );
+        assert_eq!(kinds(&w, now), [true]);
+    }
 }

@@ -5,12 +5,16 @@
 //! `v1,` + base64(HMAC-SHA256(key, content)). Asymmetric: the secret is `whsk_` + base64 of the
 //! 32-byte ed25519 seed, the public key `whpk_` + base64 of the 32-byte verifying key, and the
 //! signature `v1a,` + base64(ed25519(content)).
+//!
+//! An ed25519 secret is a private key: whoever holds it can sign deliveries, so it never leaves
+//! the server. What the API shows of a secret is its [`ReceiverKey`].
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::Signer as _;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
+use serde::Serialize;
 use sha2::Sha256;
 
 const HMAC_PREFIX: &str = "whsec_";
@@ -44,6 +48,16 @@ impl std::fmt::Debug for SigningSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SigningSecret(…)")
     }
+}
+
+/// What a receiver verifies deliveries with, and the only form in which the API shows a signing
+/// secret: an HMAC secret whole (it is shared with the receiver by design), an ed25519 key by its
+/// public half. Serializes as `{"secret": "whsec_…"}` or `{"public_key": "whpk_…"}`.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiverKey {
+    Secret(String),
+    PublicKey(String),
 }
 
 fn random<const N: usize>() -> [u8; N] {
@@ -102,8 +116,18 @@ impl SigningSecret {
         })
     }
 
+    /// The secret's text, for the store to seal. Never for an answer: for an ed25519 secret it
+    /// is the private key; show [`Self::receiver_key`] instead.
     pub fn expose(&self) -> &str {
         &self.text
+    }
+
+    /// What a receiver verifies this secret's signatures with.
+    pub fn receiver_key(&self) -> ReceiverKey {
+        match self.public_key() {
+            Some(public) => ReceiverKey::PublicKey(public),
+            None => ReceiverKey::Secret(self.text.clone()),
+        }
     }
 
     pub fn is_ed25519(&self) -> bool {
@@ -202,6 +226,18 @@ mod tests {
         let signature = ed25519_dalek::Signature::from_slice(&raw).unwrap();
         assert!(vk.verify(b"msg_1.1700000000.{}", &signature).is_ok());
         assert!(vk.verify(b"msg_1.1700000001.{}", &signature).is_err());
+    }
+
+    #[test]
+    fn receivers_get_an_hmac_secret_whole_and_an_ed25519_key_by_its_public_half() {
+        let hmac = SigningSecret::generate();
+        assert!(hmac.receiver_key() == ReceiverKey::Secret(hmac.expose().to_owned()));
+        let ed = SigningSecret::generate_ed25519();
+        let shown = serde_json::to_string(&ed.receiver_key()).unwrap();
+        let public = ed.public_key().unwrap();
+        assert_eq!(shown, format!(r#"{{"public_key":"{public}"}}"#));
+        let seed = ed.expose().strip_prefix("whsk_").unwrap();
+        assert!(!shown.contains("whsk_") && !shown.contains(seed));
     }
 
     #[test]

@@ -372,7 +372,8 @@ pub trait Store: Send + Sync + 'static {
     /// The account's callback-URL webhook, if it has one.
     async fn callback_webhook(&self, account: &AccountId) -> StoreResult<Option<Webhook>>;
     /// Sets the account's callback URL: the existing callback webhook gets the new URL, signing
-    /// mode and format, or `webhook` is stored. Returns the callback webhook.
+    /// mode, format and secrets (current and previous), or `webhook` is stored. Returns the
+    /// callback webhook.
     async fn set_callback_webhook(&self, webhook: &Webhook) -> StoreResult<Webhook>;
     /// Enables or disables a webhook; enabling clears its failure record.
     async fn set_webhook_status(

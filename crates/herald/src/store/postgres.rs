@@ -279,18 +279,23 @@ impl Store for PgStore {
         .await?;
         match existing {
             Some(id) => {
-                // The row keeps its own id, which its sealed signing column is bound to.
+                // The row keeps its own id, which its sealed columns are bound to.
                 let current = Webhook {
                     id: WebhookId::from_trusted(id),
                     ..w.clone()
                 };
+                let v = WebhookValues::of(&current, &self.sealer);
                 sqlx::query(
-                    "UPDATE webhooks SET url = $1, signing = $2, format = $3, updated_at = $4 WHERE id = $5",
+                    "UPDATE webhooks SET url = $1, signing = $2, format = $3, updated_at = $4, secret = $5,
+                     previous_secret = $6, previous_secret_until = $7 WHERE id = $8",
                 )
                 .bind(w.url.as_str())
-                .bind(rows::sealed_signing(&current, &self.sealer))
+                .bind(&v.signing)
                 .bind(w.format.as_str())
                 .bind(w.updated_at.millis())
+                .bind(&v.secret)
+                .bind(&v.previous_secret)
+                .bind(v.previous_secret_until)
                 .bind(current.id.as_str())
                 .execute(&mut *tx)
                 .await?;

@@ -400,18 +400,23 @@ impl Store for SqliteStore {
         .await?;
         match existing {
             Some(id) => {
-                // The row keeps its own id, which its sealed signing column is bound to.
+                // The row keeps its own id, which its sealed columns are bound to.
                 let current = Webhook {
                     id: WebhookId::from_trusted(id),
                     ..w.clone()
                 };
+                let v = WebhookValues::of(&current, &self.sealer);
                 sqlx::query(
-                    "UPDATE webhooks SET url = ?, signing = ?, format = ?, updated_at = ? WHERE id = ?",
+                    "UPDATE webhooks SET url = ?, signing = ?, format = ?, updated_at = ?, secret = ?,
+                     previous_secret = ?, previous_secret_until = ? WHERE id = ?",
                 )
                 .bind(w.url.as_str())
-                .bind(rows::sealed_signing(&current, &self.sealer))
+                .bind(&v.signing)
                 .bind(w.format.as_str())
                 .bind(w.updated_at.millis())
+                .bind(&v.secret)
+                .bind(&v.previous_secret)
+                .bind(v.previous_secret_until)
                 .bind(current.id.as_str())
                 .execute(&mut *tx)
                 .await?;

@@ -48,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
             let settings = Settings::load(&args)?;
             let server = Herald::build(settings).await?;
             let shutdown = CancellationToken::new();
-            tokio::spawn(signal_shutdown(shutdown.clone()));
+            tokio::spawn(signal_shutdown(
+                shutdown.clone(),
+                "shutting down: no new claims; finishing attempts in flight",
+            ));
             server.run(shutdown).await
         }
         Command::GenSecretsKey => {
@@ -60,14 +63,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Listen(args) => {
             let shutdown = CancellationToken::new();
-            tokio::spawn(signal_shutdown(shutdown.clone()));
+            tokio::spawn(signal_shutdown(shutdown.clone(), "receiver stopping"));
             herald::listen::run(args, shutdown).await
         }
     }
 }
 
-/// Cancels `token` on Ctrl-C or SIGTERM.
-async fn signal_shutdown(token: CancellationToken) {
+/// Cancels `token` on Ctrl-C or SIGTERM, saying `what` happens next.
+async fn signal_shutdown(token: CancellationToken, what: &'static str) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {
@@ -84,6 +87,6 @@ async fn signal_shutdown(token: CancellationToken) {
         _ = ctrl_c => {}
         _ = term => {}
     }
-    tracing::info!("shutting down: no new claims; finishing attempts in flight");
+    tracing::info!("{what}");
     token.cancel();
 }

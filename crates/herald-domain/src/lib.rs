@@ -1,4 +1,8 @@
-//! Pure types and rules: validated inputs, policies, records. No I/O here.
+//! Herald's domain: pure types and rules (validated inputs, policies, records). No I/O here.
+//!
+//! A crate of its own, so that what needs only the rules (the fuzz targets) builds without the
+//! server and its database, HTTP and TLS stack. The server re-exports it as `herald::domain`.
+#![forbid(unsafe_code)]
 
 pub mod address;
 pub mod contract;

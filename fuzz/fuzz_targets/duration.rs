@@ -3,7 +3,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use herald::domain::duration::{format_duration, parse_duration};
+use herald_domain::duration::{format_duration, parse_duration};
 use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
 

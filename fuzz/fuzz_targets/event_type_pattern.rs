@@ -4,7 +4,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use herald::domain::{EventFilter, EventType};
+use herald_domain::{EventFilter, EventType};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

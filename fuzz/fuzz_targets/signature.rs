@@ -7,7 +7,7 @@
 use arbitrary::Arbitrary;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use herald::domain::SigningSecret;
+use herald_domain::SigningSecret;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

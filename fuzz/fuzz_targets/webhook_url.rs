@@ -3,8 +3,8 @@
 //! forbidden address, read the same way again when the stored URL is parsed at delivery time.
 #![no_main]
 
-use herald::domain::WebhookUrl;
-use herald::domain::address::{AddressPolicy, is_forbidden_ip};
+use herald_domain::WebhookUrl;
+use herald_domain::address::{AddressPolicy, is_forbidden_ip};
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;
 use url::{Host, Url};

@@ -10,12 +10,15 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod dispatch;
-pub mod domain;
 pub mod janitor;
 pub mod listen;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+
+/// The domain is a crate of its own (`herald-domain`), so the fuzz targets build without the
+/// server; re-exported here so the server's parts keep naming it `crate::domain`.
+pub use herald_domain as domain;
 
 /// Installs the TLS crypto provider (ring) for outbound HTTPS. Idempotent; call before building
 /// any HTTP client.

@@ -9,6 +9,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Backend, TestAccount, TestApp, TestEnv};
+use herald::domain::address::fixtures::refused;
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -95,13 +96,8 @@ async fn without_dev_disguised_private_urls_are_refused_with_422(backend: Backen
 
 /// Each address of the special-purpose list, shared with the unit tests of the policy.
 fn special_purpose_addresses() -> Vec<IpAddr> {
-    include_str!("data/special_purpose_addresses.txt")
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let ip = l.split_whitespace().next().unwrap();
-            ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"))
-        })
+    refused()
+        .map(|(ip, _)| ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}")))
         .collect()
 }
 

@@ -271,7 +271,7 @@ impl Resolve for GuardedResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::address::tests::{PUBLIC, refused};
+    use crate::domain::address::fixtures::{PUBLIC, refused};
     use std::str::FromStr;
 
     /// The resolver's answer for `host`: what the client may connect to, or why not. An IP

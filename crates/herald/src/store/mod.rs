@@ -13,7 +13,7 @@ pub mod sqlite;
 use crate::domain::job::JobConflict;
 use crate::domain::{
     Account, AccountId, ApiKeyId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId,
-    Job, JobPatch, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus,
+    Job, JobPatch, JobRef, Route, SigningSecret, Timestamp, Webhook, WebhookId, WebhookStatus,
 };
 use async_trait::async_trait;
 use serde_json::value::RawValue;
@@ -115,12 +115,6 @@ pub struct NewEvent {
     pub only_webhook: Option<WebhookId>,
 }
 
-#[derive(Clone, Debug)]
-pub struct JobRef {
-    pub id: String,
-    pub terminal: bool,
-}
-
 impl NewEvent {
     /// An event for the subscribers of its type, now.
     pub fn new(account: AccountId, event_type: String, data: Box<RawValue>) -> Self {
@@ -170,23 +164,12 @@ impl NewEvent {
         }
     }
 
-    /// Whether a webhook of the account gets this event.
-    pub(crate) fn is_for(
-        &self,
-        id: &str,
-        kind: WebhookKind,
-        job_id: Option<&str>,
-        filters: &[crate::domain::EventFilter],
-    ) -> bool {
-        if let Some(only) = &self.only_webhook {
-            return only.as_str() == id;
-        }
-        match kind {
-            WebhookKind::Job => self
-                .job
-                .as_ref()
-                .is_some_and(|j| j.terminal && job_id == Some(j.id.as_str())),
-            _ => crate::domain::event_type::any_matches(filters, &self.event_type),
+    /// What decides which webhooks get this event ([`Route::reaches`]).
+    pub fn route(&self) -> Route<'_> {
+        Route {
+            event_type: &self.event_type,
+            job: self.job.as_ref(),
+            only_webhook: self.only_webhook.as_ref(),
         }
     }
 }

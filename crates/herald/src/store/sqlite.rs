@@ -1045,7 +1045,7 @@ fn plan_deliveries(
                 && e.job.as_ref().map(|j| j.id.as_str()) != hook.job_id.as_deref();
             if hook.account_id != e.account
                 || other_job
-                || !e.is_for(
+                || !e.route().reaches(
                     hook.id.as_str(),
                     hook.kind,
                     hook.job_id.as_deref(),

@@ -324,7 +324,11 @@ async fn insert_events(
             // its own job's events, as when events are looked up one by one.
             let candidate = hook.account_id == e.account.as_str()
                 && (hook.kind != WebhookKind::Job || hook.job_id.as_deref() == job);
-            if !candidate || !e.is_for(&hook.id, hook.kind, hook.job_id.as_deref(), &hook.filters) {
+            if !candidate
+                || !e
+                    .route()
+                    .reaches(&hook.id, hook.kind, hook.job_id.as_deref(), &hook.filters)
+            {
                 continue;
             }
             let id = DeliveryId::generate();

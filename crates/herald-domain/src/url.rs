@@ -93,7 +93,7 @@ fn host_refusal(policy: &AddressPolicy, host: &Host<&str>) -> Option<Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::address::tests::{PUBLIC, refused};
+    use crate::address::fixtures::{PUBLIC, refused};
 
     #[test]
     fn production_mode_wants_https_and_public_hosts() {

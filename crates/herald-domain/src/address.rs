@@ -313,14 +313,14 @@ const fn v6(s: [u16; 8], len: u8, name: &'static str, rfc: &'static str) -> Bloc
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
+/// The addresses the tests of the policy, the URL check and the server's connect-time resolver
+/// and SSRF tests share (feature `test-fixtures`, for the server's tests).
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures {
     /// Each refused address with the name of its block, from the list the integration tests
     /// register too.
-    pub(crate) fn refused() -> impl Iterator<Item = (&'static str, &'static str)> {
-        include_str!("../../tests/data/special_purpose_addresses.txt")
+    pub fn refused() -> impl Iterator<Item = (&'static str, &'static str)> {
+        include_str!("../tests/data/special_purpose_addresses.txt")
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -331,7 +331,7 @@ pub(crate) mod tests {
     }
 
     /// Globally reachable addresses, some just outside a refused block.
-    pub(crate) const PUBLIC: [&str; 14] = [
+    pub const PUBLIC: [&str; 14] = [
         "93.184.216.34",
         "1.1.1.1",
         "8.8.8.8",
@@ -347,6 +347,12 @@ pub(crate) mod tests {
         "::ffff:8.8.8.8",
         "64:ff9b::808:808",
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{PUBLIC, refused};
+    use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))

@@ -3,8 +3,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use herald::domain::duration::{format_duration, parse_duration};
-use herald::domain::{EventFilter, EventType, SigningSecret, WebhookUrl};
+use herald_domain::duration::{format_duration, parse_duration};
+use herald_domain::{EventFilter, EventType, SigningSecret, WebhookUrl};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use std::cell::Cell;

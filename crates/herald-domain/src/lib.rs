@@ -1,4 +1,8 @@
-//! Pure types and rules: validated inputs, policies, records. No I/O here.
+//! Herald's domain: pure types and rules (validated inputs, policies, records). No I/O here.
+//!
+//! A crate of its own, so that what needs only the rules (the fuzz targets) builds without the
+//! server and its database, HTTP and TLS stack. The server re-exports it as `herald::domain`.
+#![forbid(unsafe_code)]
 
 pub mod address;
 pub mod contract;
@@ -9,6 +13,7 @@ pub mod job;
 pub mod model;
 pub mod outcome;
 pub mod retry;
+pub mod routing;
 pub mod secret;
 pub mod shown;
 pub mod time;
@@ -21,6 +26,7 @@ pub use job::{Job, JobPatch, JobStatus};
 pub use model::{Account, Attempt, Delivery, DeliveryStatus, Event, Webhook, WebhookStatus};
 pub use outcome::{AttemptOutcome, ErrorKind};
 pub use retry::{RetryOn, RetryPolicy, RetryPolicyDoc};
+pub use routing::{JobRef, Route};
 pub use secret::{ReceiverKey, SigningSecret};
 pub use time::Timestamp;
 pub use url::WebhookUrl;

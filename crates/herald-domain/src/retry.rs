@@ -211,9 +211,9 @@ impl RetryPolicy {
     }
 }
 
-/// Serde helper so stored policies keep their exact durations.
+/// A retry policy as the store writes it (JSON), keeping its exact durations.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct StoredPolicy {
+pub struct StoredPolicy {
     schedule: Vec<HumanDuration>,
     retry_on: RetryOn,
     timeout: HumanDuration,

@@ -1,9 +1,9 @@
 //! Herald: a self-hosted webhook delivery server.
 //!
-//! The parts follow DESIGN.md §4: [`config`] (typed settings), [`domain`] (pure rules),
-//! [`store`] (durable state behind one trait), [`dispatch`] (claim → sign → send → record),
-//! [`api`] (the HTTP interface), [`janitor`] (retention), tied together by [`app`]; [`telemetry`]
-//! counts what they do.
+//! The parts (docs/architecture.md §3): [`config`] (typed settings), [`domain`] (pure rules),
+//! [`store`] (durable state), [`dispatch`] (claim → sign → send → record), [`api`] (the HTTP
+//! interface) behind [`server`] (connections within limits), [`janitor`] (retention), tied
+//! together by [`app`]; [`telemetry`] counts what they do.
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -1,4 +1,4 @@
-//! Per-credential request rate limits (DESIGN.md §5: 429 rate limited).
+//! Per-credential request rate limits (429 `rate_limited`).
 //!
 //! One token bucket per API key and one for the admin token, held in this node's memory: with N
 //! nodes behind a load balancer a key may get up to N times its limit. Buckets are looked at

@@ -11,14 +11,15 @@
 //! The queue itself stays in the store; memory holds at most `8 × workers` claimed deliveries.
 
 mod message;
+mod recorder;
 pub mod sender;
+mod worker;
 
 use crate::config::DeliverySettings;
-use crate::domain::{RetryPolicy, Timestamp, WebhookId};
-use crate::store::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, Intake, NextStep, Release,
-};
+use crate::domain::{Timestamp, WebhookId};
+use crate::store::{ClaimRequest, ClaimedDelivery, DynStore, Intake, Release};
 use crate::telemetry::{Metrics, StoreOp};
+use recorder::Finished;
 use sender::Sender;
 use std::collections::HashMap;
 use std::collections::VecDeque;
@@ -26,10 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug_span, error, warn};
-
-/// Most finished attempts written in one transaction.
-const RECORD_BATCH: usize = 256;
+use tracing::{error, warn};
 
 /// Shortest time between two claims while the store has no due work left behind. Every claim
 /// costs a scan of the due index from its start (past the deliveries in flight), however few it
@@ -248,12 +246,6 @@ impl Intake for Shared {
     }
 }
 
-/// A worker's result, on its way to the recorder.
-enum Finished {
-    Attempted(AttemptRecord),
-    Released(Release),
-}
-
 pub struct Dispatcher {
     store: DynStore,
     sender: Arc<Sender>,
@@ -311,7 +303,7 @@ impl Dispatcher {
         let (aborted_tx, mut aborted_rx) = mpsc::unbounded_channel::<Release>();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers {
-            tasks.spawn(work(
+            tasks.spawn(worker::work(
                 job_rx.clone(),
                 done_tx.clone(),
                 freed_tx.clone(),
@@ -322,7 +314,7 @@ impl Dispatcher {
             ));
         }
         drop(freed_tx);
-        let recorder = tokio::spawn(record(
+        let recorder = tokio::spawn(recorder::record(
             done_rx,
             self.store.clone(),
             self.waker.clone(),
@@ -583,177 +575,4 @@ struct ClaimResult {
     claimed_at: Timestamp,
     lease_until: Timestamp,
     next_due: Option<Timestamp>,
-}
-
-/// One worker: takes claimed deliveries off the channel and attempts them, one at a time.
-async fn work(
-    jobs: async_channel::Receiver<ClaimedDelivery>,
-    done: mpsc::Sender<Finished>,
-    freed: mpsc::UnboundedSender<WebhookId>,
-    aborted: mpsc::UnboundedSender<Release>,
-    sender: Arc<Sender>,
-    shutdown: CancellationToken,
-    metrics: Arc<Metrics>,
-) {
-    while let Ok(claim) = jobs.recv().await {
-        let webhook = claim.webhook.id.clone();
-        if shutdown.is_cancelled() {
-            let release = Release {
-                delivery_id: claim.delivery_id,
-                lease: claim.lease,
-            };
-            let _ = done.send(Finished::Released(release)).await;
-            let _ = freed.send(webhook);
-            continue;
-        }
-        // At debug level: the attempt's own events are debug ones, and at the default level an
-        // info span would format its five ids on every attempt for nothing.
-        let span = debug_span!("attempt", delivery_id = %claim.delivery_id, webhook_id = %webhook,
-            account_id = %claim.event.account, attempt = claim.attempt_number);
-        metrics.attempts_in_flight.increment(1.0);
-        let started = std::time::Instant::now();
-        let in_flight = InFlight {
-            release: Some(Release {
-                delivery_id: claim.delivery_id.clone(),
-                lease: claim.lease.clone(),
-            }),
-            aborted: &aborted,
-        };
-        let report = sender.attempt(&claim).instrument(span.clone()).await;
-        metrics.attempt_finished(&report.outcome, started.elapsed());
-        metrics.attempts_in_flight.decrement(1.0);
-        // 410 Gone: the receiver says the endpoint is no more; stop now and disable it.
-        let gone = report.outcome.status_code() == Some(410);
-        let next = if gone {
-            NextStep::Failed
-        } else {
-            next_step(&claim.webhook.retry, claim.attempt_number, &report)
-        };
-        span.in_scope(|| {
-            tracing::debug!(status = ?report.attempt.status_code, error_kind = ?report.attempt.error_kind,
-                duration_ms = report.attempt.duration_ms, ?next, "attempt finished");
-        });
-        let record = AttemptRecord {
-            delivery_id: claim.delivery_id,
-            webhook_id: webhook.clone(),
-            lease: claim.lease,
-            attempt: report.attempt,
-            next,
-            gone,
-        };
-        let _ = done.send(Finished::Attempted(record)).await;
-        // Only now: a worker stopped while its result waited for room would lose the result,
-        // and then its lease must be given back.
-        in_flight.finished();
-        // The webhook's slot is free as soon as the attempt ends; the result is written apart.
-        let _ = freed.send(webhook);
-    }
-}
-
-/// An attempt under way: if its worker is stopped before it ends (at the end of the shutdown
-/// grace), the delivery's lease goes to be given back.
-struct InFlight<'a> {
-    release: Option<Release>,
-    aborted: &'a mpsc::UnboundedSender<Release>,
-}
-
-impl InFlight<'_> {
-    fn finished(mut self) {
-        self.release = None;
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if let Some(release) = self.release.take() {
-            let _ = self.aborted.send(release);
-        }
-    }
-}
-
-/// Decides what follows an attempt, by the webhook's policy.
-fn next_step(
-    policy: &RetryPolicy,
-    attempt_number: u32,
-    report: &sender::AttemptReport,
-) -> NextStep {
-    if report.outcome.is_success() {
-        return NextStep::Succeeded;
-    }
-    match policy.next_delay(attempt_number, &report.outcome, report.retry_after) {
-        Some(delay) => NextStep::RetryAt(Timestamp::now().plus(delay)),
-        None => NextStep::Failed,
-    }
-}
-
-/// Writes finished attempts in batches until every worker has gone.
-async fn record(
-    mut done: mpsc::Receiver<Finished>,
-    store: DynStore,
-    waker: Waker,
-    disable_after: Duration,
-    metrics: Arc<Metrics>,
-) {
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while done.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-        let mut records = Vec::new();
-        let mut releases = Vec::new();
-        for finished in batch.drain(..) {
-            match finished {
-                Finished::Attempted(r) => records.push(r),
-                Finished::Released(r) => releases.push(r),
-            }
-        }
-        let health = HealthPolicy {
-            now: Timestamp::now(),
-            disable_after,
-        };
-        if !records.is_empty() {
-            write_with_retries("recording attempts", || {
-                metrics.time_store(StoreOp::Record, store.record_attempts(&records, &health))
-            })
-            .await;
-        }
-        let mut retries = false;
-        for r in &records {
-            match r.next {
-                NextStep::Succeeded => metrics.deliveries_succeeded.increment(1),
-                NextStep::Failed => metrics.deliveries_failed.increment(1),
-                NextStep::RetryAt(_) => retries = true,
-            }
-        }
-        if !releases.is_empty() {
-            write_with_retries("releasing leases", || {
-                metrics.time_store(StoreOp::Release, store.release(&releases))
-            })
-            .await;
-        }
-        // A retry may be due at once, and a released delivery is: look at the queue again.
-        if retries || !releases.is_empty() {
-            waker.wake();
-        }
-    }
-}
-
-/// A failed write is tried again a few times; if the store stays down, the leases run out and
-/// the deliveries are attempted again (at-least-once: nothing is lost, an attempt may repeat).
-async fn write_with_retries<F, Fut>(what: &str, mut write: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::store::StoreResult<()>>,
-{
-    let mut delay = Duration::from_millis(100);
-    for tries in 1..=8 {
-        match write().await {
-            Ok(()) => return,
-            Err(e) => {
-                error!(error = %e, tries, "{what} failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    error!(
-        "{what}: giving up; the affected deliveries will be attempted again when their leases expire"
-    );
 }

@@ -10,6 +10,7 @@
 //!
 //! The queue itself stays in the store; memory holds at most `8 × workers` claimed deliveries.
 
+mod lanes;
 mod message;
 mod recorder;
 pub mod sender;
@@ -17,13 +18,13 @@ mod worker;
 
 use crate::config::DeliverySettings;
 use crate::domain::{Timestamp, WebhookId};
-use crate::store::{ClaimRequest, ClaimedDelivery, DynStore, Intake, Release};
+use crate::store::{ClaimRequest, ClaimedDelivery, DynStore, Release};
 use crate::telemetry::{Metrics, StoreOp};
+use lanes::{HOLD_AHEAD, Lanes, SharedLanes, release_of};
 use recorder::Finished;
 use sender::Sender;
 use std::collections::HashMap;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -54,205 +55,13 @@ impl Waker {
     }
 }
 
-/// Deliveries this node holds a lease on and has not finished, per webhook: those being
-/// attempted (at most the per-webhook cap) and those claimed ahead, waiting for a turn. Holding
-/// a few ahead lets a worker that finishes go straight to the webhook's next delivery, without a
-/// round trip to the store in between.
-#[derive(Default)]
-struct Lanes {
-    by_webhook: HashMap<WebhookId, Lane>,
-    /// Webhooks that may have a waiting delivery and room to run it (checked when taken).
-    ready: VecDeque<WebhookId>,
-    running: usize,
-    /// Running, waiting and reserved, on all lanes.
-    held: usize,
-    /// Set at shutdown: no more hand-overs.
-    closed: bool,
-    /// Deliveries handed over after shutdown began (their publish had reserved room before):
-    /// their leases are given back with the others'.
-    late: Vec<Release>,
-}
-
-#[derive(Default)]
-struct Lane {
-    running: usize,
-    waiting: VecDeque<Held>,
-    /// Deliveries publishing has reserved room for and not yet handed over.
-    reserved: usize,
-}
-
-impl Lane {
-    fn held(&self) -> usize {
-        self.running + self.waiting.len() + self.reserved
-    }
-}
-
-/// A claimed delivery and the latest time its attempt may start here.
-struct Held {
-    claim: ClaimedDelivery,
-    start_by: Timestamp,
-}
-
-impl Lanes {
-    /// Holds a delivery claimed at `claimed_at` with a lease until `lease_until`. Its attempt
-    /// must start early enough to end (timeout included) before the lease does, or, with a
-    /// lease shorter than that (a configuration the start-up warns about), within half the
-    /// lease.
-    fn hold(&mut self, claim: ClaimedDelivery, claimed_at: Timestamp, lease_until: Timestamp) {
-        let id = claim.webhook.id.clone();
-        let latest = lease_until.minus(claim.webhook.retry.timeout + LEASE_MARGIN);
-        let start_by = latest.max(claimed_at.plus(claimed_at.until(lease_until) / 2));
-        let lane = self.by_webhook.entry(id.clone()).or_default();
-        lane.waiting.push_back(Held { claim, start_by });
-        self.held += 1;
-        self.ready.push_back(id);
-    }
-
-    /// The next delivery to attempt: the first waiting one of a webhook below `cap`.
-    fn next(&mut self, cap: usize) -> Option<Held> {
-        while let Some(id) = self.ready.pop_front() {
-            let Some(lane) = self.by_webhook.get_mut(&id) else {
-                continue;
-            };
-            if lane.running >= cap {
-                continue; // put back on the list when one of its attempts finishes
-            }
-            let Some(held) = lane.waiting.pop_front() else {
-                continue;
-            };
-            lane.running += 1;
-            self.running += 1;
-            if !lane.waiting.is_empty() {
-                self.ready.push_back(id);
-            }
-            return Some(held);
-        }
-        None
-    }
-
-    /// An attempt has finished (its result is on its way to the store). Returns whether the
-    /// webhook's deliveries held ahead are running low.
-    fn finished(&mut self, webhook: &WebhookId) -> bool {
-        self.running = self.running.saturating_sub(1);
-        self.held = self.held.saturating_sub(1);
-        let Some(lane) = self.by_webhook.get_mut(webhook) else {
-            return true;
-        };
-        lane.running = lane.running.saturating_sub(1);
-        let low = lane.waiting.len() + lane.reserved < lane.running.max(1);
-        if lane.held() == 0 {
-            self.by_webhook.remove(webhook);
-        } else if !lane.waiting.is_empty() {
-            self.ready.push_back(webhook.clone());
-        }
-        low
-    }
-
-    /// Gives back a reservation of publishing's that was not handed over.
-    fn unreserve(&mut self, webhook: &WebhookId) {
-        let Some(lane) = self.by_webhook.get_mut(webhook) else {
-            return;
-        };
-        lane.reserved = lane.reserved.saturating_sub(1);
-        self.held = self.held.saturating_sub(1);
-        if lane.held() == 0 {
-            self.by_webhook.remove(webhook);
-        }
-    }
-
-    /// Deliveries held per webhook, for the claim's per-webhook cap.
-    fn held_by_webhook(&self) -> HashMap<WebhookId, usize> {
-        self.by_webhook
-            .iter()
-            .map(|(id, lane)| (id.clone(), lane.held()))
-            .collect()
-    }
-
-    /// Every waiting delivery, leaving only those being attempted.
-    /// Room publishing has reserved and not yet handed over or given back.
-    fn reserved(&self) -> usize {
-        self.by_webhook.values().map(|l| l.reserved).sum()
-    }
-
-    fn drain_waiting(&mut self) -> Vec<Held> {
-        let mut all = Vec::new();
-        for lane in self.by_webhook.values_mut() {
-            all.extend(lane.waiting.drain(..));
-        }
-        self.held -= all.len();
-        self.ready.clear();
-        all
-    }
-}
-
-/// The lanes, shared by the scheduler and publishing's hand-overs.
-struct Shared {
-    lanes: Mutex<Lanes>,
-    /// Rung when publishing hands deliveries over.
-    handed: Notify,
-    /// Most deliveries held per webhook, and in all.
-    hold_per_webhook: usize,
-    hold_total: usize,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Lanes> {
-        self.lanes.lock().expect("lanes lock")
-    }
-}
-
-impl Intake for Shared {
-    fn reserve(&self, webhook: &WebhookId) -> bool {
-        let mut lanes = self.lock();
-        if lanes.closed || lanes.held >= self.hold_total {
-            return false;
-        }
-        let lane = lanes.by_webhook.entry(webhook.clone()).or_default();
-        if lane.held() >= self.hold_per_webhook {
-            return false;
-        }
-        lane.reserved += 1;
-        lanes.held += 1;
-        true
-    }
-
-    fn hand_over(
-        &self,
-        claims: Vec<ClaimedDelivery>,
-        claimed_at: Timestamp,
-        lease_until: Timestamp,
-    ) {
-        let mut lanes = self.lock();
-        for claim in claims {
-            lanes.unreserve(&claim.webhook.id);
-            if lanes.closed {
-                lanes.late.push(Release {
-                    delivery_id: claim.delivery_id,
-                    lease: claim.lease,
-                });
-            } else {
-                lanes.hold(claim, claimed_at, lease_until);
-            }
-        }
-        drop(lanes);
-        self.handed.notify_one();
-    }
-
-    fn cancel(&self, webhooks: &[WebhookId]) {
-        let mut lanes = self.lock();
-        for webhook in webhooks {
-            lanes.unreserve(webhook);
-        }
-    }
-}
-
 pub struct Dispatcher {
     store: DynStore,
     sender: Arc<Sender>,
     settings: DeliverySettings,
     waker: Waker,
     metrics: Arc<Metrics>,
-    shared: Arc<Shared>,
+    shared: Arc<SharedLanes>,
 }
 
 impl Dispatcher {
@@ -265,12 +74,8 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let sender = Arc::new(Sender::new(&settings, dev, node)?);
-        let shared = Arc::new(Shared {
-            lanes: Mutex::default(),
-            handed: Notify::new(),
-            hold_per_webhook: settings.per_webhook_concurrency * HOLD_AHEAD,
-            hold_total: settings.workers * HOLD_AHEAD,
-        });
+        let lanes = Lanes::new(settings.workers, settings.per_webhook_concurrency);
+        let shared = Arc::new(SharedLanes::new(lanes));
         Ok(Self {
             shared,
             store,
@@ -354,16 +159,13 @@ impl Dispatcher {
             let _ = tokio::time::timeout(Duration::from_millis(50), self.shared.handed.notified())
                 .await;
         }
-        let mut releases = std::mem::take(&mut self.shared.lock().late);
+        let mut releases = self.shared.lock().take_late();
         while let Ok(r) = aborted_rx.try_recv() {
             releases.push(r);
         }
         // Claims no worker took before the workers were stopped.
         while let Ok(claim) = job_rx.try_recv() {
-            releases.push(Release {
-                delivery_id: claim.delivery_id,
-                lease: claim.lease,
-            });
+            releases.push(release_of(claim));
         }
         if !releases.is_empty() {
             let n = releases.len();
@@ -395,7 +197,6 @@ impl Dispatcher {
         shutdown: &CancellationToken,
     ) {
         let s = &self.settings;
-        let cap = s.per_webhook_concurrency;
         let shared = &self.shared;
         let mut claiming: Option<ClaimFuture> = None;
         // Claim as soon as there is room: at start, after new work, after a full claim.
@@ -408,25 +209,13 @@ impl Dispatcher {
         // After a claim that took all that was due, the next one waits out `CLAIM_GAP`.
         let mut not_before = tokio::time::Instant::now();
         loop {
-            let starts = {
-                let mut lanes = shared.lock();
-                let mut starts = Vec::new();
-                while lanes.running < s.workers {
-                    let Some(held) = lanes.next(cap) else { break };
-                    starts.push(held);
-                }
-                starts
-            };
+            let starts = shared.lock().start();
             for held in starts {
                 if Timestamp::now() > held.start_by {
                     // Held too long: the lease could run out mid-attempt and another node take
                     // the delivery. Give it back; it is claimed again with a fresh lease.
                     let webhook = held.claim.webhook.id.clone();
-                    let release = Release {
-                        delivery_id: held.claim.delivery_id,
-                        lease: held.claim.lease,
-                    };
-                    let _ = done.send(Finished::Released(release)).await;
+                    let _ = done.send(Finished::Released(release_of(held.claim))).await;
                     shared.lock().finished(&webhook);
                     continue;
                 }
@@ -439,10 +228,7 @@ impl Dispatcher {
             }
             let (room, in_flight) = {
                 let lanes = shared.lock();
-                (
-                    shared.hold_total.saturating_sub(lanes.held),
-                    lanes.held_by_webhook(),
-                )
+                (lanes.room(), lanes.held_by_webhook())
             };
             let held_off = !backlog && tokio::time::Instant::now() < not_before;
             if claiming.is_none() && claim_now && room > 0 && !held_off {
@@ -499,7 +285,7 @@ impl Dispatcher {
         }
         // Shutting down: take no more hand-overs, and give back every lease not started,
         // including a claim in progress.
-        shared.lock().closed = true;
+        shared.lock().close();
         if let Some(pending) = claiming
             && let Ok(result) = pending.await
         {
@@ -510,11 +296,7 @@ impl Dispatcher {
         }
         let waiting = shared.lock().drain_waiting();
         for held in waiting {
-            let release = Release {
-                delivery_id: held.claim.delivery_id,
-                lease: held.claim.lease,
-            };
-            let _ = done.send(Finished::Released(release)).await;
+            let _ = done.send(Finished::Released(release_of(held.claim))).await;
         }
     }
 
@@ -553,17 +335,8 @@ impl Dispatcher {
     }
 }
 
-/// Deliveries held per worker (and per unit of per-webhook concurrency): one being attempted,
-/// seven claimed ahead, so that one claim feeds a busy webhook for a while (claims of 2 × drained
-/// one webhook at one claim per 32 deliveries). A held delivery not started in time (see
-/// [`Lanes::hold`]) is given back, so a slow endpoint's surplus returns to the queue.
-const HOLD_AHEAD: usize = 8;
-
 /// Longest wait at shutdown for hand-overs from publishes that were committing.
 const LATE_HAND_OVER_WAIT: Duration = Duration::from_secs(2);
-
-/// Time kept in hand, beyond the webhook's timeout, before a held lease runs out.
-const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 type ClaimFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = crate::store::StoreResult<ClaimResult>> + Send>,

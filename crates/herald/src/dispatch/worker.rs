@@ -2,6 +2,7 @@
 //! (sign and send through [`Sender`]), decides by the webhook's policy what follows, and passes
 //! the result to the recorder.
 
+use super::lanes::release_of;
 use super::recorder::Finished;
 use super::sender::{AttemptReport, Sender};
 use crate::domain::{RetryPolicy, Timestamp, WebhookId};
@@ -26,11 +27,7 @@ pub async fn work(
     while let Ok(claim) = jobs.recv().await {
         let webhook = claim.webhook.id.clone();
         if shutdown.is_cancelled() {
-            let release = Release {
-                delivery_id: claim.delivery_id,
-                lease: claim.lease,
-            };
-            let _ = done.send(Finished::Released(release)).await;
+            let _ = done.send(Finished::Released(release_of(claim))).await;
             let _ = freed.send(webhook);
             continue;
         }

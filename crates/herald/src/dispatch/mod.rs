@@ -1,16 +1,18 @@
 //! The dispatcher: claim due deliveries → sign and send → record the outcome.
 //!
 //! Three roles share one shutdown token:
-//! - the [`scheduler`] claims due deliveries in batches and holds them in the [`lanes`], one per
-//!   webhook, a few ahead of the per-webhook cap, so one slow endpoint cannot take every worker
-//!   and a worker that finishes goes on with the webhook's next delivery without waiting for the
-//!   store; publishing hands new deliveries straight to the lanes too;
-//! - a fixed pool of [`worker`]s, each looping over the job channel, makes the attempts
-//!   ([`sender`] sends one, [`message`] is what goes on the wire);
-//! - the [`recorder`] writes finished attempts in batches, apart from the attempts themselves.
+//! - the scheduler (`scheduler.rs`) claims due deliveries in batches and holds them in the
+//!   lanes (`lanes.rs`), one per webhook, a few ahead of the per-webhook cap, so one slow
+//!   endpoint cannot take every worker and a worker that finishes goes on with the webhook's
+//!   next delivery without waiting for the store; publishing hands new deliveries straight to
+//!   the lanes too;
+//! - a fixed pool of workers (`worker.rs`), each looping over the job channel, makes the
+//!   attempts ([`sender`] sends one, `message.rs` is what goes on the wire);
+//! - the recorder (`recorder.rs`) writes finished attempts in batches, apart from the attempts
+//!   themselves.
 //!
 //! This module wires them together and runs the shutdown. The queue itself stays in the store;
-//! memory holds at most [`lanes::HOLD_AHEAD`] claimed deliveries per worker.
+//! memory holds at most `HOLD_AHEAD × workers` claimed deliveries.
 
 mod lanes;
 mod message;

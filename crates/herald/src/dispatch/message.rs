@@ -1,5 +1,5 @@
 //! What goes on the wire for one attempt: the body in the webhook's format and the headers of
-//! the delivery contract (DESIGN.md §3), signed per the webhook's signing mode.
+//! the delivery contract (docs/architecture.md), signed per the webhook's signing mode.
 
 use crate::config::{DeliveryIdFormat, DeliverySettings, EnvelopeFields};
 use crate::domain::{PayloadFormat, SigningMode, Timestamp};

@@ -1,0 +1,289 @@
+//! The lanes: which claimed deliveries this node holds, per webhook, and which may start.
+//!
+//! A lane per webhook holds the deliveries being attempted (at most the per-webhook cap), those
+//! claimed ahead and waiting for a turn, and the room publishing has reserved for hand-overs.
+//! The cap keeps one slow endpoint from taking every worker (no head-of-line blocking); holding
+//! a few ahead lets a worker that finishes go on with the webhook's next delivery without a
+//! round trip to the store. At shutdown the lanes give back every delivery not started.
+//!
+//! [`Lanes`] is bookkeeping only, with no I/O and no clock of its own, so it is tested here
+//! without a server; [`SharedLanes`] puts it behind the lock the scheduler and publishing share.
+
+use crate::domain::{Timestamp, WebhookId};
+use crate::store::{ClaimedDelivery, Intake, Release};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Deliveries held per worker (and per unit of per-webhook concurrency): one being attempted,
+/// seven claimed ahead, so that one claim feeds a busy webhook for a while rather than one claim
+/// per delivery or two. A held delivery not started in time (see [`Lanes::hold`]) is given
+/// back, so a slow endpoint's surplus returns to the queue.
+pub const HOLD_AHEAD: usize = 8;
+
+/// Time kept in hand, beyond the webhook's timeout, before a held lease runs out.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// The lease of a claimed delivery, to give back.
+pub fn release_of(claim: ClaimedDelivery) -> Release {
+    Release {
+        delivery_id: claim.delivery_id,
+        lease: claim.lease,
+    }
+}
+
+/// A claimed delivery and the latest time its attempt may start here.
+pub struct Held {
+    pub claim: ClaimedDelivery,
+    pub start_by: Timestamp,
+}
+
+/// Deliveries this node holds a lease on and has not finished, per webhook.
+pub struct Lanes {
+    by_webhook: HashMap<WebhookId, Lane>,
+    /// Webhooks that may have a waiting delivery and room to run it (checked when taken).
+    ready: VecDeque<WebhookId>,
+    running: usize,
+    /// Running, waiting and reserved, on all lanes.
+    held: usize,
+    /// Set at shutdown: no more hand-overs.
+    closed: bool,
+    /// Deliveries handed over after shutdown began (their publish had reserved room before):
+    /// their leases are given back with the others'.
+    late: Vec<Release>,
+    /// Attempts at once: on all lanes (the workers), and per lane.
+    workers: usize,
+    per_webhook: usize,
+    /// Most deliveries held per lane, and in all.
+    hold_per_webhook: usize,
+    hold_total: usize,
+}
+
+#[derive(Default)]
+struct Lane {
+    running: usize,
+    waiting: VecDeque<Held>,
+    /// Deliveries publishing has reserved room for and not yet handed over.
+    reserved: usize,
+}
+
+impl Lane {
+    fn held(&self) -> usize {
+        self.running + self.waiting.len() + self.reserved
+    }
+}
+
+impl Lanes {
+    /// Lanes for `workers` attempts at once, at most `per_webhook` of them to one webhook, each
+    /// holding [`HOLD_AHEAD`] times that.
+    pub fn new(workers: usize, per_webhook: usize) -> Self {
+        Self {
+            by_webhook: HashMap::new(),
+            ready: VecDeque::new(),
+            running: 0,
+            held: 0,
+            closed: false,
+            late: Vec::new(),
+            workers,
+            per_webhook,
+            hold_per_webhook: per_webhook * HOLD_AHEAD,
+            hold_total: workers * HOLD_AHEAD,
+        }
+    }
+
+    /// Holds a delivery claimed at `claimed_at` with a lease until `lease_until`. Its attempt
+    /// must start early enough to end (timeout included) before the lease does, or, with a
+    /// lease shorter than that (a configuration the start-up warns about), within half the
+    /// lease.
+    pub fn hold(&mut self, claim: ClaimedDelivery, claimed_at: Timestamp, lease_until: Timestamp) {
+        let id = claim.webhook.id.clone();
+        let latest = lease_until.minus(claim.webhook.retry.timeout + LEASE_MARGIN);
+        let start_by = latest.max(claimed_at.plus(claimed_at.until(lease_until) / 2));
+        let lane = self.by_webhook.entry(id.clone()).or_default();
+        lane.waiting.push_back(Held { claim, start_by });
+        self.held += 1;
+        self.ready.push_back(id);
+    }
+
+    /// Takes the deliveries to attempt now, while workers are free: each the first waiting one
+    /// of a webhook below its cap. They count as running until [`Lanes::finished`].
+    pub fn start(&mut self) -> Vec<Held> {
+        let mut starts = Vec::new();
+        while self.running < self.workers {
+            let Some(held) = self.next() else { break };
+            starts.push(held);
+        }
+        starts
+    }
+
+    /// The next delivery to attempt: the first waiting one of a webhook below the cap.
+    fn next(&mut self) -> Option<Held> {
+        while let Some(id) = self.ready.pop_front() {
+            let Some(lane) = self.by_webhook.get_mut(&id) else {
+                continue;
+            };
+            if lane.running >= self.per_webhook {
+                continue; // put back on the list when one of its attempts finishes
+            }
+            let Some(held) = lane.waiting.pop_front() else {
+                continue;
+            };
+            lane.running += 1;
+            self.running += 1;
+            if !lane.waiting.is_empty() {
+                self.ready.push_back(id);
+            }
+            return Some(held);
+        }
+        None
+    }
+
+    /// An attempt has finished (its result is on its way to the store), or a started delivery
+    /// was given back. Returns whether the webhook's deliveries held ahead are running low.
+    pub fn finished(&mut self, webhook: &WebhookId) -> bool {
+        self.running = self.running.saturating_sub(1);
+        self.held = self.held.saturating_sub(1);
+        let Some(lane) = self.by_webhook.get_mut(webhook) else {
+            return true;
+        };
+        lane.running = lane.running.saturating_sub(1);
+        let low = lane.waiting.len() + lane.reserved < lane.running.max(1);
+        if lane.held() == 0 {
+            self.by_webhook.remove(webhook);
+        } else if !lane.waiting.is_empty() {
+            self.ready.push_back(webhook.clone());
+        }
+        low
+    }
+
+    /// Reserves room for a delivery publishing is about to commit; false when the lanes are
+    /// closed, or the webhook's lane or all of them hold as much as they may.
+    pub fn reserve(&mut self, webhook: &WebhookId) -> bool {
+        if self.closed || self.held >= self.hold_total {
+            return false;
+        }
+        let lane = self.by_webhook.entry(webhook.clone()).or_default();
+        if lane.held() >= self.hold_per_webhook {
+            return false;
+        }
+        lane.reserved += 1;
+        self.held += 1;
+        true
+    }
+
+    /// Takes reserved deliveries, now committed, leased until `lease_until`. After shutdown has
+    /// begun they are kept aside, to be given back ([`Lanes::take_late`]).
+    pub fn hand_over(
+        &mut self,
+        claims: Vec<ClaimedDelivery>,
+        claimed_at: Timestamp,
+        lease_until: Timestamp,
+    ) {
+        for claim in claims {
+            self.unreserve(&claim.webhook.id);
+            if self.closed {
+                self.late.push(release_of(claim));
+            } else {
+                self.hold(claim, claimed_at, lease_until);
+            }
+        }
+    }
+
+    /// Gives back a reservation of publishing's that was not handed over.
+    pub fn unreserve(&mut self, webhook: &WebhookId) {
+        let Some(lane) = self.by_webhook.get_mut(webhook) else {
+            return;
+        };
+        lane.reserved = lane.reserved.saturating_sub(1);
+        self.held = self.held.saturating_sub(1);
+        if lane.held() == 0 {
+            self.by_webhook.remove(webhook);
+        }
+    }
+
+    /// How many more deliveries the lanes may hold in all.
+    pub fn room(&self) -> usize {
+        self.hold_total.saturating_sub(self.held)
+    }
+
+    /// Deliveries held per webhook, for the claim's per-webhook cap.
+    pub fn held_by_webhook(&self) -> HashMap<WebhookId, usize> {
+        self.by_webhook
+            .iter()
+            .map(|(id, lane)| (id.clone(), lane.held()))
+            .collect()
+    }
+
+    /// Room publishing has reserved and not yet handed over or given back.
+    pub fn reserved(&self) -> usize {
+        self.by_webhook.values().map(|l| l.reserved).sum()
+    }
+
+    /// Shutdown has begun: later hand-overs are kept aside and no more room is reserved.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Every waiting delivery, leaving only those being attempted.
+    pub fn drain_waiting(&mut self) -> Vec<Held> {
+        let mut all = Vec::new();
+        for lane in self.by_webhook.values_mut() {
+            all.extend(lane.waiting.drain(..));
+        }
+        self.held -= all.len();
+        self.ready.clear();
+        all
+    }
+
+    /// The leases of deliveries handed over after [`Lanes::close`].
+    pub fn take_late(&mut self) -> Vec<Release> {
+        std::mem::take(&mut self.late)
+    }
+}
+
+/// The lanes, shared by the scheduler and publishing's hand-overs.
+pub struct SharedLanes {
+    lanes: Mutex<Lanes>,
+    /// Rung when publishing hands deliveries over.
+    pub handed: Notify,
+}
+
+impl SharedLanes {
+    pub fn new(lanes: Lanes) -> Self {
+        Self {
+            lanes: Mutex::new(lanes),
+            handed: Notify::new(),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Lanes> {
+        self.lanes.lock().expect("lanes lock")
+    }
+}
+
+impl Intake for SharedLanes {
+    fn reserve(&self, webhook: &WebhookId) -> bool {
+        self.lock().reserve(webhook)
+    }
+
+    fn hand_over(
+        &self,
+        claims: Vec<ClaimedDelivery>,
+        claimed_at: Timestamp,
+        lease_until: Timestamp,
+    ) {
+        self.lock().hand_over(claims, claimed_at, lease_until);
+        self.handed.notify_one();
+    }
+
+    fn cancel(&self, webhooks: &[WebhookId]) {
+        let mut lanes = self.lock();
+        for webhook in webhooks {
+            lanes.unreserve(webhook);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,92 @@
+//! The recorder: writes the workers' results to the store in batches, apart from the attempts
+//! themselves, and gives back the leases of deliveries not attempted.
+
+use super::Waker;
+use crate::domain::Timestamp;
+use crate::store::{AttemptRecord, DynStore, HealthPolicy, NextStep, Release, StoreResult};
+use crate::telemetry::{Metrics, StoreOp};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::error;
+
+/// Most finished attempts written in one transaction.
+const RECORD_BATCH: usize = 256;
+
+/// A worker's result (or the scheduler's give-back), on its way to the recorder.
+pub enum Finished {
+    Attempted(AttemptRecord),
+    Released(Release),
+}
+
+/// Writes finished attempts in batches until every sender has gone.
+pub async fn record(
+    mut done: mpsc::Receiver<Finished>,
+    store: DynStore,
+    waker: Waker,
+    disable_after: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while done.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let mut records = Vec::new();
+        let mut releases = Vec::new();
+        for finished in batch.drain(..) {
+            match finished {
+                Finished::Attempted(r) => records.push(r),
+                Finished::Released(r) => releases.push(r),
+            }
+        }
+        let health = HealthPolicy {
+            now: Timestamp::now(),
+            disable_after,
+        };
+        if !records.is_empty() {
+            write_with_retries("recording attempts", || {
+                metrics.time_store(StoreOp::Record, store.record_attempts(&records, &health))
+            })
+            .await;
+        }
+        let mut retries = false;
+        for r in &records {
+            match r.next {
+                NextStep::Succeeded => metrics.deliveries_succeeded.increment(1),
+                NextStep::Failed => metrics.deliveries_failed.increment(1),
+                NextStep::RetryAt(_) => retries = true,
+            }
+        }
+        if !releases.is_empty() {
+            write_with_retries("releasing leases", || {
+                metrics.time_store(StoreOp::Release, store.release(&releases))
+            })
+            .await;
+        }
+        // A retry may be due at once, and a released delivery is: look at the queue again.
+        if retries || !releases.is_empty() {
+            waker.wake();
+        }
+    }
+}
+
+/// A failed write is tried again a few times; if the store stays down, the leases run out and
+/// the deliveries are attempted again (at-least-once: nothing is lost, an attempt may repeat).
+async fn write_with_retries<F, Fut>(what: &str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<()>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for tries in 1..=8 {
+        match write().await {
+            Ok(()) => return,
+            Err(e) => {
+                error!(error = %e, tries, "{what} failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    error!(
+        "{what}: giving up; the affected deliveries will be attempted again when their leases expire"
+    );
+}

@@ -1,0 +1,400 @@
+//! The scheduler: starts held deliveries while workers are free, and claims more from the store
+//! (one claim at a time, never blocking the starts) when there is room and maybe work.
+//!
+//! When to claim is [`Pacing`]'s to decide, from what the last claim found and what happened
+//! since; the loop in [`Scheduler::run`] only waits for the next thing to happen.
+
+use super::Waker;
+use super::lanes::{HOLD_AHEAD, Held, SharedLanes, release_of};
+use super::recorder::Finished;
+use crate::config::DeliverySettings;
+use crate::domain::{Timestamp, WebhookId};
+use crate::store::{ClaimRequest, ClaimedDelivery, DynStore, StoreResult};
+use crate::telemetry::{Metrics, StoreOp};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+/// Shortest time between two claims while the store has no due work left behind. Every claim
+/// costs a scan of the due index from its start (past the deliveries in flight), however few it
+/// finds; without a gap, a webhook failing at once, retried at once ("0s"), is claimed a few
+/// deliveries at a time as each result is written, and those claims take the cores from the
+/// healthy webhooks (their latency suffers: see docs/BENCHMARKS.md). A backlog is claimed
+/// without a gap.
+const CLAIM_GAP: Duration = Duration::from_millis(1);
+
+/// How long a failed claim waits before the next, unless new work wakes the scheduler.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
+/// The scheduler's view of the dispatcher: what it reads, claims from, and feeds.
+pub struct Scheduler<'a> {
+    pub settings: &'a DeliverySettings,
+    pub store: &'a DynStore,
+    pub metrics: &'a Arc<Metrics>,
+    pub lanes: &'a SharedLanes,
+    pub waker: &'a Waker,
+}
+
+impl Scheduler<'_> {
+    /// Runs until `shutdown` fires (or the workers are gone), then gives back every lease not
+    /// started, a claim in progress included, through `done`.
+    pub async fn run(
+        &self,
+        jobs: &async_channel::Sender<ClaimedDelivery>,
+        freed: &mut mpsc::UnboundedReceiver<WebhookId>,
+        done: &mpsc::Sender<Finished>,
+        shutdown: &CancellationToken,
+    ) {
+        let lanes = self.lanes;
+        let mut claiming: Option<ClaimFuture> = None;
+        let mut pacing = Pacing::new(Instant::now());
+        loop {
+            let starts = lanes.lock().start();
+            if !self.start(starts, jobs, done).await {
+                return;
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let (room, in_flight) = {
+                let lanes = lanes.lock();
+                (lanes.room(), lanes.held_by_webhook())
+            };
+            let held_off = pacing.held_off(Instant::now());
+            if claiming.is_none() && pacing.take_claim(room, held_off) {
+                claiming = Some(self.claim(room.min(self.settings.claim_batch), in_flight));
+            }
+            tokio::select! {
+                result = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
+                    claiming = None;
+                    match result {
+                        Ok(found) => {
+                            let now = Timestamp::now();
+                            let summary = found.hold(lanes);
+                            pacing.claimed(&summary, self.settings.poll_interval.0, now, Instant::now());
+                        }
+                        Err(e) => {
+                            error!(error = %e, "claiming due deliveries failed; retrying shortly");
+                            pacing.claim_failed(Instant::now());
+                        }
+                    }
+                }
+                Some(webhook) = freed.recv() => {
+                    let mut held = lanes.lock();
+                    let mut low = held.finished(&webhook);
+                    while let Ok(webhook) = freed.try_recv() {
+                        low |= held.finished(&webhook);
+                    }
+                    pacing.freed(low);
+                }
+                _ = lanes.handed.notified() => {}
+                _ = self.waker.woken() => pacing.wanted(),
+                _ = tokio::time::sleep_until(pacing.wake_at), if !pacing.claim_now => pacing.wanted(),
+                _ = tokio::time::sleep_until(pacing.not_before), if pacing.claim_now && held_off && claiming.is_none() => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        // Shutting down: take no more hand-overs, and give back every lease not started,
+        // including a claim in progress.
+        lanes.lock().close();
+        if let Some(pending) = claiming
+            && let Ok(found) = pending.await
+        {
+            found.hold(lanes);
+        }
+        let waiting = lanes.lock().drain_waiting();
+        for held in waiting {
+            let _ = done.send(Finished::Released(release_of(held.claim))).await;
+        }
+    }
+
+    /// Hands the deliveries just started to the workers; false when the workers are gone.
+    async fn start(
+        &self,
+        starts: Vec<Held>,
+        jobs: &async_channel::Sender<ClaimedDelivery>,
+        done: &mpsc::Sender<Finished>,
+    ) -> bool {
+        for held in starts {
+            if Timestamp::now() > held.start_by {
+                // Held too long: the lease could run out mid-attempt and another node take
+                // the delivery. Give it back; it is claimed again with a fresh lease.
+                let webhook = held.claim.webhook.id.clone();
+                let _ = done.send(Finished::Released(release_of(held.claim))).await;
+                self.lanes.lock().finished(&webhook);
+                continue;
+            }
+            if jobs.send(held.claim).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A claim of up to `limit` due deliveries within the per-webhook hold, run beside the
+    /// scheduler; when it finds fewer than asked, it also reads when the next one falls due.
+    fn claim(&self, limit: usize, in_flight: HashMap<WebhookId, usize>) -> ClaimFuture {
+        let s = self.settings;
+        let now = Timestamp::now();
+        let request = ClaimRequest {
+            now,
+            lease_until: now.plus(s.lease.0),
+            limit,
+            per_webhook_cap: s.per_webhook_concurrency * HOLD_AHEAD,
+            in_flight,
+        };
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let scan = s.workers + 1;
+        Box::pin(async move {
+            let claims = metrics
+                .time_store(StoreOp::Claim, store.claim_due(&request))
+                .await?;
+            let next_due = if claims.len() < limit {
+                store.next_due_at(scan).await?
+            } else {
+                None
+            };
+            Ok(Claimed {
+                summary: ClaimSummary {
+                    asked: limit,
+                    found: claims.len(),
+                    next_due,
+                },
+                claims,
+                claimed_at: now,
+                lease_until: request.lease_until,
+            })
+        })
+    }
+}
+
+type ClaimFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<Claimed>> + Send>>;
+
+/// What a claim brought back.
+struct Claimed {
+    claims: Vec<ClaimedDelivery>,
+    claimed_at: Timestamp,
+    lease_until: Timestamp,
+    summary: ClaimSummary,
+}
+
+impl Claimed {
+    /// Puts the claimed deliveries in their lanes; returns what the claim told of the queue.
+    fn hold(self, lanes: &SharedLanes) -> ClaimSummary {
+        let mut held = lanes.lock();
+        for claim in self.claims {
+            held.hold(claim, self.claimed_at, self.lease_until);
+        }
+        self.summary
+    }
+}
+
+/// What a claim tells about the queue: how many it asked for and found, and, when it found
+/// fewer, when the next delivery falls due.
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimSummary {
+    pub asked: usize,
+    pub found: usize,
+    pub next_due: Option<Timestamp>,
+}
+
+/// When to claim next: the scheduler loop's state between turns. Pure: the clock is passed in.
+#[derive(Debug)]
+pub struct Pacing {
+    /// Claim as soon as there is room: at start, after new work, after a full claim.
+    pub claim_now: bool,
+    /// Whether the last claim left due work behind (it was full, or the per-webhook holds
+    /// stopped it): then an attempt that ends makes another claim worth it. If not, only new
+    /// work (a wake-up) or the next due time does.
+    pub backlog: bool,
+    /// When to look at the queue again if nothing else comes first: the next due time, at most
+    /// a poll interval away.
+    pub wake_at: Instant,
+    /// After a claim that took all that was due, the next one waits out [`CLAIM_GAP`].
+    pub not_before: Instant,
+}
+
+impl Pacing {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            claim_now: true,
+            backlog: true,
+            wake_at: now,
+            not_before: now,
+        }
+    }
+
+    /// New work was committed, or the idle wait is over: claim when there is room.
+    pub fn wanted(&mut self) {
+        self.claim_now = true;
+    }
+
+    /// Whether a claim must wait for [`Pacing::not_before`]: only when nothing due was left.
+    pub fn held_off(&self, now: Instant) -> bool {
+        !self.backlog && now < self.not_before
+    }
+
+    /// Whether to start a claim now, with `room` for that many more deliveries and `held_off`
+    /// as [`Pacing::held_off`] said; if so, the claim is taken.
+    pub fn take_claim(&mut self, room: usize, held_off: bool) -> bool {
+        let go = self.claim_now && room > 0 && !held_off;
+        if go {
+            self.claim_now = false;
+        }
+        go
+    }
+
+    /// A claim has come back, at `now` by the store's clock and `clock` by the scheduler's.
+    pub fn claimed(
+        &mut self,
+        claim: &ClaimSummary,
+        poll: Duration,
+        now: Timestamp,
+        clock: Instant,
+    ) {
+        let full = claim.found == claim.asked;
+        // A full claim: there may be more due now. (A wake-up during the claim has set
+        // `claim_now` already.)
+        self.claim_now |= full;
+        let due_left = claim.next_due.is_some_and(|at| at <= now);
+        self.backlog = full || due_left;
+        // Due work left behind waits for a slot to free, not for the clock.
+        let idle = match claim.next_due {
+            Some(at) if at > now => now.until(at).min(poll),
+            _ => poll,
+        };
+        self.wake_at = clock + idle;
+        self.not_before = clock + CLAIM_GAP;
+    }
+
+    /// A claim has failed: try again a little later, or sooner on new work.
+    pub fn claim_failed(&mut self, clock: Instant) {
+        self.wake_at = clock + CLAIM_RETRY;
+    }
+
+    /// Attempts have ended; `low` if a webhook's deliveries held ahead are running out. Refill
+    /// it if the store had more than the holds let the last claim take.
+    pub fn freed(&mut self, low: bool) {
+        self.claim_now |= low && self.backlog;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLL: Duration = Duration::from_secs(1);
+
+    fn summary(asked: usize, found: usize, next_due: Option<Timestamp>) -> ClaimSummary {
+        ClaimSummary {
+            asked,
+            found,
+            next_due,
+        }
+    }
+
+    /// A pacing just after its first claim was started.
+    fn claiming(clock: Instant) -> Pacing {
+        let mut p = Pacing::new(clock);
+        assert!(!p.held_off(clock));
+        assert!(p.take_claim(8, false), "the first claim goes at once");
+        assert!(!p.take_claim(8, false), "one claim at a time");
+        p
+    }
+
+    #[test]
+    fn no_claim_without_room_or_inside_the_gap() {
+        let mut p = Pacing::new(Instant::now());
+        assert!(!p.take_claim(0, false));
+        assert!(!p.take_claim(8, true));
+        assert!(p.claim_now, "the claim is still wanted");
+        assert!(p.take_claim(1, false));
+    }
+
+    #[test]
+    fn a_full_claim_claims_again_at_once_without_a_gap() {
+        let clock = Instant::now();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let mut p = claiming(clock);
+        p.claimed(&summary(10, 10, None), POLL, now, clock);
+        assert!(p.claim_now);
+        assert!(p.backlog);
+        assert!(!p.held_off(clock), "a backlog waits for no gap");
+        assert_eq!(p.wake_at, clock + POLL);
+    }
+
+    #[test]
+    fn a_claim_that_took_all_that_was_due_sleeps_until_the_next_due_time() {
+        let clock = Instant::now();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let mut p = claiming(clock);
+        let due = now.plus(Duration::from_millis(300));
+        p.claimed(&summary(10, 3, Some(due)), POLL, now, clock);
+        assert!(!p.claim_now);
+        assert!(!p.backlog);
+        assert_eq!(p.wake_at, clock + Duration::from_millis(300));
+        assert!(p.held_off(clock), "the next claim waits out the gap");
+        assert!(!p.held_off(clock + CLAIM_GAP));
+        p.freed(true);
+        assert!(
+            !p.claim_now,
+            "a freed slot is no reason to claim when nothing is due"
+        );
+    }
+
+    #[test]
+    fn new_work_after_a_claim_that_took_all_waits_out_the_gap() {
+        let clock = Instant::now();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let mut p = claiming(clock);
+        p.claimed(&summary(10, 2, None), POLL, now, clock);
+        p.wanted();
+        assert!(!p.take_claim(8, p.held_off(clock)));
+        assert!(p.claim_now, "still wanted after the gap");
+        assert!(p.take_claim(8, p.held_off(clock + CLAIM_GAP)));
+    }
+
+    #[test]
+    fn the_idle_wait_is_at_most_a_poll_interval() {
+        let clock = Instant::now();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let mut p = claiming(clock);
+        p.claimed(&summary(10, 0, Some(now.plus(POLL * 60))), POLL, now, clock);
+        assert_eq!(p.wake_at, clock + POLL);
+        p.claimed(&summary(10, 0, None), POLL, now, clock);
+        assert_eq!(p.wake_at, clock + POLL);
+    }
+
+    #[test]
+    fn due_work_left_behind_is_claimed_when_a_lane_runs_low() {
+        let clock = Instant::now();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let mut p = claiming(clock);
+        // Fewer than asked, yet something is due: the per-webhook holds stopped the claim.
+        p.claimed(&summary(10, 4, Some(now)), POLL, now, clock);
+        assert!(!p.claim_now, "it waits for a slot, not for the clock");
+        assert!(p.backlog);
+        assert!(!p.held_off(clock));
+        assert_eq!(p.wake_at, clock + POLL);
+        p.freed(false);
+        assert!(!p.claim_now, "the lanes still hold enough");
+        p.freed(true);
+        assert!(p.claim_now);
+    }
+
+    #[test]
+    fn a_failed_claim_is_tried_again_a_second_later() {
+        let clock = Instant::now();
+        let mut p = claiming(clock);
+        p.claim_failed(clock);
+        assert!(!p.claim_now);
+        assert_eq!(p.wake_at, clock + CLAIM_RETRY);
+        assert!(p.backlog, "a failure says nothing about the queue");
+    }
+}

@@ -1,0 +1,108 @@
+//! A worker: takes claimed deliveries off the job channel and attempts them one at a time
+//! (sign and send through [`Sender`]), decides by the webhook's policy what follows, and passes
+//! the result to the recorder.
+
+use super::lanes::release_of;
+use super::recorder::Finished;
+use super::sender::{AttemptReport, Sender};
+use crate::domain::{RetryPolicy, Timestamp, WebhookId};
+use crate::store::{AttemptRecord, ClaimedDelivery, NextStep, Release};
+use crate::telemetry::Metrics;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug_span};
+
+/// One worker, until the job channel closes. Once `shutdown` fires, it gives back the leases
+/// of the deliveries it takes instead of attempting them.
+pub async fn work(
+    jobs: async_channel::Receiver<ClaimedDelivery>,
+    done: mpsc::Sender<Finished>,
+    freed: mpsc::UnboundedSender<WebhookId>,
+    aborted: mpsc::UnboundedSender<Release>,
+    sender: Arc<Sender>,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) {
+    while let Ok(claim) = jobs.recv().await {
+        let webhook = claim.webhook.id.clone();
+        if shutdown.is_cancelled() {
+            let _ = done.send(Finished::Released(release_of(claim))).await;
+            let _ = freed.send(webhook);
+            continue;
+        }
+        // At debug level: the attempt's own events are debug ones, and at the default level an
+        // info span would format its five ids on every attempt for nothing.
+        let span = debug_span!("attempt", delivery_id = %claim.delivery_id, webhook_id = %webhook,
+            account_id = %claim.event.account, attempt = claim.attempt_number);
+        metrics.attempts_in_flight.increment(1.0);
+        let started = std::time::Instant::now();
+        let in_flight = InFlight {
+            release: Some(Release {
+                delivery_id: claim.delivery_id.clone(),
+                lease: claim.lease.clone(),
+            }),
+            aborted: &aborted,
+        };
+        let report = sender.attempt(&claim).instrument(span.clone()).await;
+        metrics.attempt_finished(&report.outcome, started.elapsed());
+        metrics.attempts_in_flight.decrement(1.0);
+        // 410 Gone: the receiver says the endpoint is no more; stop now and disable it.
+        let gone = report.outcome.status_code() == Some(410);
+        let next = if gone {
+            NextStep::Failed
+        } else {
+            next_step(&claim.webhook.retry, claim.attempt_number, &report)
+        };
+        span.in_scope(|| {
+            tracing::debug!(status = ?report.attempt.status_code, error_kind = ?report.attempt.error_kind,
+                duration_ms = report.attempt.duration_ms, ?next, "attempt finished");
+        });
+        let record = AttemptRecord {
+            delivery_id: claim.delivery_id,
+            webhook_id: webhook.clone(),
+            lease: claim.lease,
+            attempt: report.attempt,
+            next,
+            gone,
+        };
+        let _ = done.send(Finished::Attempted(record)).await;
+        // Only now: a worker stopped while its result waited for room would lose the result,
+        // and then its lease must be given back.
+        in_flight.finished();
+        // The webhook's slot is free as soon as the attempt ends; the result is written apart.
+        let _ = freed.send(webhook);
+    }
+}
+
+/// An attempt under way: if its worker is stopped before it ends (at the end of the shutdown
+/// grace), the delivery's lease goes to be given back.
+struct InFlight<'a> {
+    release: Option<Release>,
+    aborted: &'a mpsc::UnboundedSender<Release>,
+}
+
+impl InFlight<'_> {
+    fn finished(mut self) {
+        self.release = None;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = self.aborted.send(release);
+        }
+    }
+}
+
+/// Decides what follows an attempt, by the webhook's policy.
+fn next_step(policy: &RetryPolicy, attempt_number: u32, report: &AttemptReport) -> NextStep {
+    if report.outcome.is_success() {
+        return NextStep::Succeeded;
+    }
+    match policy.next_delay(attempt_number, &report.outcome, report.retry_after) {
+        Some(delay) => NextStep::RetryAt(Timestamp::now().plus(delay)),
+        None => NextStep::Failed,
+    }
+}

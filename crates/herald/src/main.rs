@@ -27,9 +27,8 @@ enum Command {
     GenSecretsKey,
 }
 
-/// mimalloc instead of glibc's malloc: the e2e profile had malloc and free at about 12 % of the
-/// server's samples (`malloc_consolidate`, `_int_malloc`, `_int_free`), mostly short-lived
-/// buffers of requests, rows and JSON.
+/// mimalloc instead of glibc's malloc: Herald makes and frees many short-lived buffers (requests,
+/// rows, JSON), and glibc's allocator showed high in the e2e profile (docs/BENCHMARKS.md, pass 6).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

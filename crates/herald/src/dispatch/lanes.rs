@@ -42,7 +42,9 @@ pub struct Held {
 /// Deliveries this node holds a lease on and has not finished, per webhook.
 pub struct Lanes {
     by_webhook: HashMap<WebhookId, Lane>,
-    /// Webhooks that may have a waiting delivery and room to run it (checked when taken).
+    /// Webhooks that may have a waiting delivery and room to run it (checked when taken), each
+    /// at most once (its lane's `queued`): served in turn, and the list never longer than the
+    /// lanes however long the load lasts.
     ready: VecDeque<WebhookId>,
     running: usize,
     /// Running, waiting and reserved, on all lanes.
@@ -66,6 +68,8 @@ struct Lane {
     waiting: VecDeque<Held>,
     /// Deliveries publishing has reserved room for and not yet handed over.
     reserved: usize,
+    /// On the ready list.
+    queued: bool,
 }
 
 impl Lane {
@@ -103,7 +107,10 @@ impl Lanes {
         let lane = self.by_webhook.entry(id.clone()).or_default();
         lane.waiting.push_back(Held { claim, start_by });
         self.held += 1;
-        self.ready.push_back(id);
+        if !lane.queued {
+            lane.queued = true;
+            self.ready.push_back(id);
+        }
     }
 
     /// Takes the deliveries to attempt now, while workers are free: each the first waiting one
@@ -123,6 +130,7 @@ impl Lanes {
             let Some(lane) = self.by_webhook.get_mut(&id) else {
                 continue;
             };
+            lane.queued = false;
             if lane.running >= self.per_webhook {
                 continue; // put back on the list when one of its attempts finishes
             }
@@ -131,7 +139,8 @@ impl Lanes {
             };
             lane.running += 1;
             self.running += 1;
-            if !lane.waiting.is_empty() {
+            if !lane.waiting.is_empty() && lane.running < self.per_webhook {
+                lane.queued = true;
                 self.ready.push_back(id);
             }
             return Some(held);
@@ -151,7 +160,8 @@ impl Lanes {
         let low = lane.waiting.len() + lane.reserved < lane.running.max(1);
         if lane.held() == 0 {
             self.by_webhook.remove(webhook);
-        } else if !lane.waiting.is_empty() {
+        } else if !lane.waiting.is_empty() && !lane.queued {
+            lane.queued = true;
             self.ready.push_back(webhook.clone());
         }
         low
@@ -230,6 +240,7 @@ impl Lanes {
         let mut all = Vec::new();
         for lane in self.by_webhook.values_mut() {
             all.extend(lane.waiting.drain(..));
+            lane.queued = false;
         }
         self.held -= all.len();
         self.ready.clear();

@@ -147,7 +147,8 @@ fn the_workers_bound_the_attempts_on_all_lanes() {
     let db = hold(&mut lanes, &b, 4);
     assert_eq!(
         ids(&lanes.start()),
-        [da[0].clone(), da[1].clone(), db[0].clone()]
+        [da[0].clone(), db[0].clone(), da[1].clone()],
+        "webhooks take turns"
     );
     assert!(lanes.start().is_empty(), "every worker is busy");
     assert_eq!(counts(&lanes), (3, 8));
@@ -325,4 +326,55 @@ fn publishing_hands_over_through_the_shared_lanes_and_rings() {
     assert_eq!(lanes.reserved(), 0);
     assert_eq!(lanes.held_by_webhook(), HashMap::from([(a, 1)]));
     assert_eq!(ids(&lanes.start()), [d]);
+}
+
+/// Under load that never lets the lanes run empty, with a cap as high as the workers (the
+/// backlog scenario's settings), the ready list stays as short as the number of lanes: each
+/// webhook is on it once at most.
+#[test]
+fn the_ready_list_holds_each_webhook_once_however_long_the_load() {
+    for (workers, cap, webhooks) in [(1, 1, 1), (2, 2, 1), (64, 64, 1), (64, 64, 3), (64, 16, 40)] {
+        let mut lanes = Lanes::new(workers, cap);
+        let hooks: Vec<WebhookId> = (0..webhooks).map(|_| wh()).collect();
+        let mut running: VecDeque<WebhookId> = VecDeque::new();
+        // Twice as many held as may run: the lanes never run empty.
+        for hook in &hooks {
+            hold(&mut lanes, hook, 2 * workers.max(cap));
+        }
+        for round in 0..5_000 {
+            for started in lanes.start() {
+                running.push_back(started.claim.webhook.id.clone());
+            }
+            let done = running.pop_front().expect("attempts are running");
+            lanes.finished(&done);
+            hold(&mut lanes, &done, 1);
+            assert!(
+                lanes.ready.len() <= webhooks,
+                "{workers} workers, cap {cap}, {webhooks} webhooks: {} on the ready list at round {round}",
+                lanes.ready.len()
+            );
+        }
+        assert!(lanes.running <= workers);
+    }
+}
+
+/// Webhooks with deliveries waiting take turns: none starts twice before each other one that
+/// can has started once.
+#[test]
+fn webhooks_with_deliveries_waiting_take_turns() {
+    let mut lanes = Lanes::new(6, 8);
+    let (a, b) = (wh(), wh());
+    let da = hold(&mut lanes, &a, 4);
+    let db = hold(&mut lanes, &b, 4);
+    assert_eq!(
+        ids(&lanes.start()),
+        [
+            da[0].clone(),
+            db[0].clone(),
+            da[1].clone(),
+            db[1].clone(),
+            da[2].clone(),
+            db[2].clone()
+        ]
+    );
 }

@@ -16,7 +16,7 @@ pub mod sender;
 use crate::config::DeliverySettings;
 use crate::domain::{RetryPolicy, Timestamp, WebhookId};
 use crate::store::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DynStore, HealthPolicy, Intake, NextStep, Release,
+    AttemptRecord, ClaimRequest, ClaimedDelivery, HealthPolicy, Intake, NextStep, Queue, Release,
 };
 use crate::telemetry::{Metrics, StoreOp};
 use sender::Sender;
@@ -255,7 +255,7 @@ enum Finished {
 }
 
 pub struct Dispatcher {
-    store: DynStore,
+    store: Arc<dyn Queue>,
     sender: Arc<Sender>,
     settings: DeliverySettings,
     waker: Waker,
@@ -265,7 +265,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(
-        store: DynStore,
+        store: Arc<dyn Queue>,
         settings: DeliverySettings,
         dev: bool,
         node: String,
@@ -689,7 +689,7 @@ fn next_step(
 /// Writes finished attempts in batches until every worker has gone.
 async fn record(
     mut done: mpsc::Receiver<Finished>,
-    store: DynStore,
+    store: Arc<dyn Queue>,
     waker: Waker,
     disable_after: Duration,
     metrics: Arc<Metrics>,

@@ -12,9 +12,10 @@ use super::rows::{
 };
 use super::seal::{Column, Sealer};
 use super::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy, Intake,
-    JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest, PruneEvents,
-    PrunedEvents, Published, QueueDepth, Release, RetryRequest, Store, StoreResult, WebhookRef,
+    Accounts, AttemptRecord, ClaimRequest, ClaimedDelivery, Deliveries, DeliveryQuery, EventQuery,
+    Events, HealthPolicy, Intake, JobCreated, JobUpdate, Jobs, NewApiKey, NewEvent, NextStep, Page,
+    PageRequest, PruneEvents, PrunedEvents, Published, Publisher, Queue, QueueDepth, QueueGauges,
+    Release, Retention, RetryRequest, StoreResult, WebhookRef, Webhooks,
 };
 use crate::domain::{
     Account, AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
@@ -175,7 +176,7 @@ fn event_from_row(r: &PgRow, prefix: &str) -> StoreResult<Event> {
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl Accounts for PgStore {
     async fn create_account(&self, account: &Account, key: &NewApiKey) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
@@ -231,11 +232,6 @@ impl Store for PgStore {
         }))
     }
 
-    async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        insert_webhook_on(&mut conn, w, &self.sealer).await
-    }
-
     async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret> {
         let fresh = SigningSecret::generate();
         let stored: String = sqlx::query_scalar(
@@ -252,6 +248,14 @@ impl Store for PgStore {
             .sealer
             .open(Column::AccountSigningSecret, account.as_str(), &stored)?;
         SigningSecret::parse(&text).map_err(|e| corrupt("account signing secret", e))
+    }
+}
+
+#[async_trait]
+impl Webhooks for PgStore {
+    async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        insert_webhook_on(&mut conn, w, &self.sealer).await
     }
 
     async fn callback_webhook(&self, account: &AccountId) -> StoreResult<Option<Webhook>> {
@@ -332,57 +336,6 @@ impl Store for PgStore {
         q.push(format!(" RETURNING {WEBHOOK_COLUMNS}"));
         let row: Option<WebhookColumns> = q.build_query_as().fetch_optional(&self.pool).await?;
         row.map(|r| r.into_webhook(&self.sealer)).transpose()
-    }
-
-    async fn create_job(&self, job: &Job, webhook: Option<&Webhook>) -> StoreResult<JobCreated> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = write_job(&mut tx, job, true).await?;
-        if !inserted {
-            return Ok(JobCreated::Exists);
-        }
-        if let Some(w) = webhook {
-            insert_webhook_on(&mut tx, w, &self.sealer).await?;
-        }
-        let deliveries = insert_event(&mut tx, &NewEvent::for_job(job), Timestamp::now()).await?;
-        tx.commit().await?;
-        Ok(JobCreated::Created { deliveries })
-    }
-
-    async fn get_job(&self, account: Option<&AccountId>, id: &str) -> StoreResult<Option<Job>> {
-        let mut conn = self.pool.acquire().await?;
-        fetch_job(&mut conn, account, id, false).await
-    }
-
-    async fn update_job(
-        &self,
-        account: Option<&AccountId>,
-        id: &str,
-        patch: &JobPatch,
-        now: Timestamp,
-    ) -> StoreResult<JobUpdate> {
-        let mut tx = self.pool.begin().await?;
-        // FOR UPDATE: concurrent updates of one job queue here, and each sees the one before.
-        let Some(job) = fetch_job(&mut tx, account, id, true).await? else {
-            return Ok(JobUpdate::NotFound);
-        };
-        let (next, changed) = match job.apply(patch, now) {
-            Ok(applied) => applied,
-            Err(conflict) => return Ok(JobUpdate::Refused(conflict)),
-        };
-        write_job(&mut tx, &next, false).await?;
-        let (event, deliveries) = if changed {
-            let e = NewEvent::for_job(&next);
-            let deliveries = insert_event(&mut tx, &e, now).await?;
-            (Some(e.id), deliveries)
-        } else {
-            (None, 0)
-        };
-        tx.commit().await?;
-        Ok(JobUpdate::Updated {
-            job: next,
-            event,
-            deliveries,
-        })
     }
 
     async fn get_webhook(
@@ -470,7 +423,64 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(true)
     }
+}
 
+#[async_trait]
+impl Jobs for PgStore {
+    async fn create_job(&self, job: &Job, webhook: Option<&Webhook>) -> StoreResult<JobCreated> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = write_job(&mut tx, job, true).await?;
+        if !inserted {
+            return Ok(JobCreated::Exists);
+        }
+        if let Some(w) = webhook {
+            insert_webhook_on(&mut tx, w, &self.sealer).await?;
+        }
+        let deliveries = insert_event(&mut tx, &NewEvent::for_job(job), Timestamp::now()).await?;
+        tx.commit().await?;
+        Ok(JobCreated::Created { deliveries })
+    }
+
+    async fn get_job(&self, account: Option<&AccountId>, id: &str) -> StoreResult<Option<Job>> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_job(&mut conn, account, id, false).await
+    }
+
+    async fn update_job(
+        &self,
+        account: Option<&AccountId>,
+        id: &str,
+        patch: &JobPatch,
+        now: Timestamp,
+    ) -> StoreResult<JobUpdate> {
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: concurrent updates of one job queue here, and each sees the one before.
+        let Some(job) = fetch_job(&mut tx, account, id, true).await? else {
+            return Ok(JobUpdate::NotFound);
+        };
+        let (next, changed) = match job.apply(patch, now) {
+            Ok(applied) => applied,
+            Err(conflict) => return Ok(JobUpdate::Refused(conflict)),
+        };
+        write_job(&mut tx, &next, false).await?;
+        let (event, deliveries) = if changed {
+            let e = NewEvent::for_job(&next);
+            let deliveries = insert_event(&mut tx, &e, now).await?;
+            (Some(e.id), deliveries)
+        } else {
+            (None, 0)
+        };
+        tx.commit().await?;
+        Ok(JobUpdate::Updated {
+            job: next,
+            event,
+            deliveries,
+        })
+    }
+}
+
+#[async_trait]
+impl Publisher for PgStore {
     async fn publish_events(
         &self,
         events: Vec<NewEvent>,
@@ -482,7 +492,10 @@ impl Store for PgStore {
         let mut results = self.publish_events(vec![new]).await?;
         results.pop().unwrap_or_else(|| Err(closed("no result")))
     }
+}
 
+#[async_trait]
+impl Events for PgStore {
     async fn get_event(
         &self,
         account: Option<&AccountId>,
@@ -523,7 +536,10 @@ impl Store for PgStore {
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(paginate(items, page.limit, |e| e.id.to_string()))
     }
+}
 
+#[async_trait]
+impl Deliveries for PgStore {
     async fn get_delivery(
         &self,
         account: Option<&AccountId>,
@@ -623,7 +639,10 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(RetryRequest::Scheduled(delivery.into_delivery()?))
     }
+}
 
+#[async_trait]
+impl Queue for PgStore {
     async fn claim_due(&self, req: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
         self.claim_due_deliveries(req).await
     }
@@ -708,37 +727,6 @@ impl Store for PgStore {
         Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
     }
 
-    async fn prune_events(&self, batch: &PruneEvents) -> StoreResult<PrunedEvents> {
-        self.prune_events_batch(batch).await
-    }
-
-    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64> {
-        self.prune_jobs_batch(finished_before, limit).await
-    }
-
-    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
-        self.forget_idempotency_keys_batch(before, limit).await
-    }
-
-    async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {
-        let (due, scheduled, oldest_due): (i64, i64, Option<i64>) = sqlx::query_as(
-            "SELECT
-               COUNT(*) FILTER (WHERE next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)),
-               COUNT(*) FILTER (WHERE next_attempt_at > $1),
-               MIN(next_attempt_at) FILTER (WHERE next_attempt_at <= $1
-                                            AND (locked_until IS NULL OR locked_until <= $1))
-             FROM deliveries WHERE status = 'pending'",
-        )
-        .bind(now.millis())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(QueueDepth {
-            due: due.max(0) as u64,
-            scheduled: scheduled.max(0) as u64,
-            oldest_due: oldest_due.map(Timestamp::from_millis),
-        })
-    }
-
     fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
         let _ = self.intake.set((intake, lease));
     }
@@ -777,6 +765,43 @@ impl Store for PgStore {
                 }
             }
         });
+    }
+}
+
+#[async_trait]
+impl Retention for PgStore {
+    async fn prune_events(&self, batch: &PruneEvents) -> StoreResult<PrunedEvents> {
+        self.prune_events_batch(batch).await
+    }
+
+    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.prune_jobs_batch(finished_before, limit).await
+    }
+
+    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.forget_idempotency_keys_batch(before, limit).await
+    }
+}
+
+#[async_trait]
+impl QueueGauges for PgStore {
+    async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {
+        let (due, scheduled, oldest_due): (i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT
+               COUNT(*) FILTER (WHERE next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)),
+               COUNT(*) FILTER (WHERE next_attempt_at > $1),
+               MIN(next_attempt_at) FILTER (WHERE next_attempt_at <= $1
+                                            AND (locked_until IS NULL OR locked_until <= $1))
+             FROM deliveries WHERE status = 'pending'",
+        )
+        .bind(now.millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueDepth {
+            due: due.max(0) as u64,
+            scheduled: scheduled.max(0) as u64,
+            oldest_due: oldest_due.map(Timestamp::from_millis),
+        })
     }
 }
 

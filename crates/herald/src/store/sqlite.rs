@@ -16,9 +16,10 @@ use super::rows::{
 };
 use super::seal::{Column, Sealer};
 use super::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, Handoff, HealthPolicy,
-    Intake, JobCreated, JobUpdate, NewApiKey, NewEvent, Page, PageRequest, PruneEvents,
-    PrunedEvents, Published, QueueDepth, Release, RetryRequest, Store, StoreError, StoreResult,
+    Accounts, AttemptRecord, ClaimRequest, ClaimedDelivery, Deliveries, DeliveryQuery, EventQuery,
+    Events, Handoff, HealthPolicy, Intake, JobCreated, JobUpdate, Jobs, NewApiKey, NewEvent, Page,
+    PageRequest, PruneEvents, PrunedEvents, Published, Publisher, Queue, QueueDepth, QueueGauges,
+    Release, Retention, RetryRequest, StoreError, StoreResult, Webhooks,
 };
 use crate::domain::{
     Account, AccountId, Attempt, Delivery, DeliveryId, Event, EventId, Job, JobPatch,
@@ -295,7 +296,7 @@ fn scope(q: &mut QueryBuilder<Sqlite>, column: &str, account: Option<&AccountId>
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Accounts for SqliteStore {
     async fn create_account(&self, account: &Account, key: &NewApiKey) -> StoreResult<()> {
         let mut tx = self.durable_begin().await?;
         sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
@@ -351,11 +352,6 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
-        let mut conn = self.durable_conn().await?;
-        insert_webhook_on(&mut conn, w, &self.sealer).await
-    }
-
     async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret> {
         let fresh = SigningSecret::generate();
         let mut conn = self.durable_conn().await?;
@@ -378,6 +374,14 @@ impl Store for SqliteStore {
             .sealer
             .open(Column::AccountSigningSecret, account.as_str(), &stored)?;
         SigningSecret::parse(&text).map_err(|e| corrupt("account signing secret", e))
+    }
+}
+
+#[async_trait]
+impl Webhooks for SqliteStore {
+    async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
+        let mut conn = self.durable_conn().await?;
+        insert_webhook_on(&mut conn, w, &self.sealer).await
     }
 
     async fn callback_webhook(&self, account: &AccountId) -> StoreResult<Option<Webhook>> {
@@ -460,67 +464,6 @@ impl Store for SqliteStore {
         .await?;
         let webhook = row.map(|r| r.into_webhook(&self.sealer)).transpose()?;
         Ok(webhook.filter(|w| account.is_none_or(|a| *a == w.account_id)))
-    }
-
-    async fn create_job(&self, job: &Job, webhook: Option<&Webhook>) -> StoreResult<JobCreated> {
-        let mut tx = self.durable_begin().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
-            .bind(&job.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_some() {
-            return Ok(JobCreated::Exists);
-        }
-        write_job(&mut tx, job, true).await?;
-        if let Some(w) = webhook {
-            insert_webhook_on(&mut tx, w, &self.sealer).await?;
-        }
-        let deliveries = insert_event(
-            &mut tx,
-            &NewEvent::for_job(job),
-            Timestamp::now(),
-            &self.sealer,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(JobCreated::Created { deliveries })
-    }
-
-    async fn get_job(&self, account: Option<&AccountId>, id: &str) -> StoreResult<Option<Job>> {
-        let mut conn = self.reader.acquire().await?;
-        fetch_job(&mut conn, account, id).await
-    }
-
-    async fn update_job(
-        &self,
-        account: Option<&AccountId>,
-        id: &str,
-        patch: &JobPatch,
-        now: Timestamp,
-    ) -> StoreResult<JobUpdate> {
-        // The single writer connection serialises updates: the read below sees every earlier one.
-        let mut tx = self.durable_begin().await?;
-        let Some(job) = fetch_job(&mut tx, account, id).await? else {
-            return Ok(JobUpdate::NotFound);
-        };
-        let (next, changed) = match job.apply(patch, now) {
-            Ok(applied) => applied,
-            Err(conflict) => return Ok(JobUpdate::Refused(conflict)),
-        };
-        write_job(&mut tx, &next, false).await?;
-        let (event, deliveries) = if changed {
-            let e = NewEvent::for_job(&next);
-            let deliveries = insert_event(&mut tx, &e, now, &self.sealer).await?;
-            (Some(e.id), deliveries)
-        } else {
-            (None, 0)
-        };
-        tx.commit().await?;
-        Ok(JobUpdate::Updated {
-            job: next,
-            event,
-            deliveries,
-        })
     }
 
     async fn get_webhook(
@@ -608,7 +551,74 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(true)
     }
+}
 
+#[async_trait]
+impl Jobs for SqliteStore {
+    async fn create_job(&self, job: &Job, webhook: Option<&Webhook>) -> StoreResult<JobCreated> {
+        let mut tx = self.durable_begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
+            .bind(&job.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Ok(JobCreated::Exists);
+        }
+        write_job(&mut tx, job, true).await?;
+        if let Some(w) = webhook {
+            insert_webhook_on(&mut tx, w, &self.sealer).await?;
+        }
+        let deliveries = insert_event(
+            &mut tx,
+            &NewEvent::for_job(job),
+            Timestamp::now(),
+            &self.sealer,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(JobCreated::Created { deliveries })
+    }
+
+    async fn get_job(&self, account: Option<&AccountId>, id: &str) -> StoreResult<Option<Job>> {
+        let mut conn = self.reader.acquire().await?;
+        fetch_job(&mut conn, account, id).await
+    }
+
+    async fn update_job(
+        &self,
+        account: Option<&AccountId>,
+        id: &str,
+        patch: &JobPatch,
+        now: Timestamp,
+    ) -> StoreResult<JobUpdate> {
+        // The single writer connection serialises updates: the read below sees every earlier one.
+        let mut tx = self.durable_begin().await?;
+        let Some(job) = fetch_job(&mut tx, account, id).await? else {
+            return Ok(JobUpdate::NotFound);
+        };
+        let (next, changed) = match job.apply(patch, now) {
+            Ok(applied) => applied,
+            Err(conflict) => return Ok(JobUpdate::Refused(conflict)),
+        };
+        write_job(&mut tx, &next, false).await?;
+        let (event, deliveries) = if changed {
+            let e = NewEvent::for_job(&next);
+            let deliveries = insert_event(&mut tx, &e, now, &self.sealer).await?;
+            (Some(e.id), deliveries)
+        } else {
+            (None, 0)
+        };
+        tx.commit().await?;
+        Ok(JobUpdate::Updated {
+            job: next,
+            event,
+            deliveries,
+        })
+    }
+}
+
+#[async_trait]
+impl Publisher for SqliteStore {
     async fn publish_event(&self, new: NewEvent) -> StoreResult<Published> {
         let mut results = self.publish_events(vec![new]).await?;
         results.pop().unwrap_or_else(|| Err(closed("no result")))
@@ -620,7 +630,10 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<StoreResult<Published>>> {
         group_commit::submit(&self.publisher, events).await
     }
+}
 
+#[async_trait]
+impl Events for SqliteStore {
     async fn get_event(
         &self,
         account: Option<&AccountId>,
@@ -661,7 +674,10 @@ impl Store for SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(paginate(items, page.limit, |e| e.id.to_string()))
     }
+}
 
+#[async_trait]
+impl Deliveries for SqliteStore {
     async fn get_delivery(
         &self,
         account: Option<&AccountId>,
@@ -756,7 +772,10 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(RetryRequest::Scheduled(delivery.into_delivery()?))
     }
+}
 
+#[async_trait]
+impl Queue for SqliteStore {
     async fn claim_due(&self, req: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
         if req.limit == 0 {
             return Ok(Vec::new());
@@ -843,6 +862,13 @@ impl Store for SqliteStore {
         Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
     }
 
+    fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
+        let _ = self.intake.set((intake, lease));
+    }
+}
+
+#[async_trait]
+impl Retention for SqliteStore {
     async fn prune_events(&self, batch: &PruneEvents) -> StoreResult<PrunedEvents> {
         self.prune_events_batch(batch).await
     }
@@ -854,7 +880,10 @@ impl Store for SqliteStore {
     async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
         self.forget_idempotency_keys_batch(before, limit).await
     }
+}
 
+#[async_trait]
+impl QueueGauges for SqliteStore {
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {
         // One pass over the pending rows (the partial index `deliveries_due`), on a reader.
         let row = sqlx::query(
@@ -875,10 +904,6 @@ impl Store for SqliteStore {
                 .try_get::<Option<i64>, _>("oldest_due")?
                 .map(Timestamp::from_millis),
         })
-    }
-
-    fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
-        let _ = self.intake.set((intake, lease));
     }
 }
 

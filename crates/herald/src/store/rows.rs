@@ -1,10 +1,11 @@
-//! Turning stored columns back into domain records, shared by the backends.
+//! The column lists of the tables and turning their rows back into domain records, once for
+//! both backends (and, for the SQLite writer's own connection, from its rusqlite rows).
 
 use super::seal::{Column, SealError, Sealer};
 use super::{StoreError, StoreResult};
 use crate::domain::retry::StoredPolicy;
 use crate::domain::{
-    AccountId, Attempt, AttemptId, Delivery, DeliveryId, DeliveryStatus, ErrorKind, Event,
+    Account, AccountId, Attempt, AttemptId, Delivery, DeliveryId, DeliveryStatus, ErrorKind, Event,
     EventFilter, EventId, PayloadFormat, RetryPolicy, SigningSecret, Timestamp, Webhook, WebhookId,
     WebhookKind, WebhookStatus, WebhookUrl,
 };
@@ -175,6 +176,48 @@ impl WebhookColumns {
     }
 }
 
+/// The columns of an event that [`event_from_row`] reads.
+pub(crate) const EVENT_COLUMNS: &str = "id, account_id, type, timestamp, data";
+
+/// Reads an event from columns named `{prefix}id`, `{prefix}account_id`, `{prefix}type`, ….
+pub(crate) fn event_from_row<'r, R>(r: &'r R, prefix: &str) -> StoreResult<Event>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let col = |c: &str| format!("{prefix}{c}");
+    event(
+        r.try_get(col("id").as_str())?,
+        r.try_get(col("account_id").as_str())?,
+        r.try_get(col("type").as_str())?,
+        r.try_get(col("timestamp").as_str())?,
+        r.try_get(col("data").as_str())?,
+    )
+}
+
+/// The columns of an account, read by name.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AccountColumns {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// The column list that [`AccountColumns`] reads.
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, created_at";
+
+impl AccountColumns {
+    pub fn into_account(self) -> Account {
+        Account {
+            id: AccountId::from_trusted(self.id),
+            name: self.name,
+            created_at: Timestamp::from_millis(self.created_at),
+        }
+    }
+}
+
 pub(crate) fn event(
     id: String,
     account: String,
@@ -191,6 +234,7 @@ pub(crate) fn event(
     })
 }
 
+/// The columns of a delivery, read by name.
 #[derive(sqlx::FromRow)]
 pub(crate) struct DeliveryColumns {
     pub id: String,
@@ -204,6 +248,10 @@ pub(crate) struct DeliveryColumns {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+/// The column list that [`DeliveryColumns`] reads.
+pub(crate) const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, \
+     attempts_made, next_attempt_at, created_at, updated_at";
 
 impl DeliveryColumns {
     pub fn into_delivery(self) -> StoreResult<Delivery> {
@@ -227,6 +275,7 @@ impl DeliveryColumns {
     }
 }
 
+/// The columns of an attempt, read by name.
 #[derive(sqlx::FromRow)]
 pub(crate) struct AttemptColumns {
     pub id: String,
@@ -239,6 +288,10 @@ pub(crate) struct AttemptColumns {
     pub response_body: Option<String>,
     pub node: Option<String>,
 }
+
+/// The column list that [`AttemptColumns`] reads.
+pub(crate) const ATTEMPT_COLUMNS: &str =
+    "id, number, started_at, duration_ms, status_code, error_kind, error, response_body, node";
 
 impl AttemptColumns {
     pub fn into_attempt(self) -> Attempt {
@@ -287,6 +340,7 @@ pub(crate) fn earliest_claimable(rows: &[(i64, Option<i64>)]) -> Option<i64> {
     earliest
 }
 
+/// The columns of a job, read by name.
 #[derive(sqlx::FromRow)]
 pub(crate) struct JobColumns {
     pub id: String,
@@ -303,7 +357,9 @@ pub(crate) struct JobColumns {
     pub completed_at: Option<i64>,
 }
 
-pub(crate) const JOB_COLUMNS: &str = "id, account_id, kind, status, progress, input, result, error, webhook_url, created_at, updated_at, completed_at";
+/// The column list that [`JobColumns`] reads.
+pub(crate) const JOB_COLUMNS: &str = "id, account_id, kind, status, progress, input, result, error, \
+     webhook_url, created_at, updated_at, completed_at";
 
 fn raw(what: &str, v: Option<String>) -> StoreResult<Option<Box<RawValue>>> {
     v.map(|s| RawValue::from_string(s).map_err(|e| corrupt(what, e)))

@@ -9,7 +9,7 @@
 //! the database keeps a second `herald serve` off it, which is what makes releasing every lease at
 //! start-up safe: any lease found then belonged to a process that died.
 
-use super::group_commit::{self, PublishRequest, closed};
+use super::group_commit::{self, PublishRequest};
 use super::rows::{
     self, AttemptColumns, DeliveryColumns, JOB_COLUMNS, JobColumns, WEBHOOK_COLUMNS,
     WEBHOOK_SECRETS_QUERY, WebhookColumns, WebhookSecretColumns, WebhookValues, corrupt, paginate,
@@ -41,6 +41,10 @@ mod writer;
 
 use hop::Hop;
 use writer::{LeaseRequest, QueueWrite, RecordRequest};
+
+/// Who writes, as errors name it.
+const WRITER: &str = "SQLite writer";
+const PUBLISHER: &str = WRITER;
 
 const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, attempts_made, next_attempt_at, created_at, updated_at";
 
@@ -179,10 +183,10 @@ impl SqliteStore {
         self.queue
             .send(write)
             .await
-            .map_err(|_| closed("the writer has stopped"))?;
+            .map_err(|_| StoreError::WriterStopped(WRITER))?;
         answer
             .await
-            .map_err(|_| closed("the writer dropped a request"))?
+            .map_err(|_| StoreError::WriterStopped(WRITER))?
     }
 }
 
@@ -619,16 +623,11 @@ impl Jobs for SqliteStore {
 
 #[async_trait]
 impl Publisher for SqliteStore {
-    async fn publish_event(&self, new: NewEvent) -> StoreResult<Published> {
-        let mut results = self.publish_events(vec![new]).await?;
-        results.pop().unwrap_or_else(|| Err(closed("no result")))
-    }
-
     async fn publish_events(
         &self,
         events: Vec<NewEvent>,
     ) -> StoreResult<Vec<StoreResult<Published>>> {
-        group_commit::submit(&self.publisher, events).await
+        group_commit::submit(&self.publisher, PUBLISHER, events).await
     }
 }
 

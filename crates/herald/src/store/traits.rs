@@ -93,14 +93,18 @@ pub trait Jobs: Send + Sync + 'static {
 /// Publishing events: each is stored with one pending delivery per matching active webhook.
 #[async_trait]
 pub trait Publisher: Send + Sync + 'static {
-    /// Stores the event and its deliveries, atomically.
-    async fn publish_event(&self, event: NewEvent) -> StoreResult<Published>;
     /// Publishes several events in one transaction; each has its own result (one refused for
     /// its idempotency key does not stop the others), and none is acknowledged before the commit.
     async fn publish_events(
         &self,
         events: Vec<NewEvent>,
     ) -> StoreResult<Vec<StoreResult<Published>>>;
+
+    /// Stores the event and its deliveries, atomically.
+    async fn publish_event(&self, event: NewEvent) -> StoreResult<Published> {
+        let mut results = self.publish_events(vec![event]).await?;
+        results.pop().expect("publish_events answers every event")
+    }
 }
 
 /// Published events, read back.

@@ -209,7 +209,7 @@ async fn run(
                 Err(e) => {
                     let e = StoreError::from(e);
                     for w in writes.drain(..) {
-                        answer_alone(w, Err(closed_like(&e)));
+                        answer_alone(w, Err(StoreError::GroupCommitFailed));
                     }
                     group_commit::answer(&mut publishes, Err(e));
                     continue;
@@ -247,11 +247,6 @@ async fn run(
             },
         }
     }
-}
-
-/// The same failure, for each of the requests it stopped.
-fn closed_like(e: &StoreError) -> StoreError {
-    group_commit::closed(&e.to_string())
 }
 
 /// What a committed round answers.

@@ -11,6 +11,37 @@ use crate::domain::{
 };
 use serde_json::value::RawValue;
 
+/// Defines a table's columns once: a struct read by name (from sqlx's rows with `FromRow`, from
+/// the SQLite writer's rusqlite rows with `from_rusqlite`) and the column list for statements,
+/// in the struct's order, so the two cannot drift apart.
+macro_rules! columns {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $list:ident { $first:ident: $first_ty:ty $(, $field:ident: $ty:ty)* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(sqlx::FromRow)]
+        pub(crate) struct $name {
+            pub $first: $first_ty,
+            $(pub $field: $ty,)*
+        }
+
+        #[doc = concat!("The column list that [`", stringify!($name), "`] reads.")]
+        pub(crate) const $list: &str = concat!(stringify!($first) $(, ", ", stringify!($field))*);
+
+        impl $name {
+            /// Reads the columns by name from a row of the SQLite writer's connection.
+            #[allow(dead_code, reason = "not every table is read back on the writer's connection")]
+            pub fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(Self {
+                    $first: row.get(stringify!($first))?,
+                    $($field: row.get(stringify!($field))?,)*
+                })
+            }
+        }
+    };
+}
+
 pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {detail}"))
 }
@@ -38,33 +69,29 @@ pub(crate) fn policy_to_json(p: &RetryPolicy) -> String {
     serde_json::to_string(&StoredPolicy::from(p)).expect("policy serializes")
 }
 
-/// The columns of a webhook row, read by name.
-#[derive(sqlx::FromRow)]
-pub(crate) struct WebhookColumns {
-    pub id: String,
-    pub account_id: String,
-    pub url: String,
-    pub events: String,
-    pub secret: String,
-    pub description: String,
-    pub retry: String,
-    pub status: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub kind: String,
-    pub job_id: Option<String>,
-    pub signing: String,
-    pub format: String,
-    pub previous_secret: Option<String>,
-    pub previous_secret_until: Option<i64>,
-    pub disabled_reason: Option<String>,
-    pub failing_since: Option<i64>,
+columns! {
+    /// The columns of a webhook, read by name.
+    WebhookColumns, WEBHOOK_COLUMNS {
+        id: String,
+        account_id: String,
+        url: String,
+        events: String,
+        secret: String,
+        description: String,
+        retry: String,
+        status: String,
+        created_at: i64,
+        updated_at: i64,
+        kind: String,
+        job_id: Option<String>,
+        signing: String,
+        format: String,
+        previous_secret: Option<String>,
+        previous_secret_until: Option<i64>,
+        disabled_reason: Option<String>,
+        failing_since: Option<i64>,
+    }
 }
-
-/// The column list that [`WebhookColumns`] reads.
-pub(crate) const WEBHOOK_COLUMNS: &str = "id, account_id, url, events, secret, description, retry, status, \
-     created_at, updated_at, kind, job_id, signing, format, previous_secret, previous_secret_until, \
-     disabled_reason, failing_since";
 
 /// A webhook's values in [`WEBHOOK_COLUMNS`] order, for inserts and updates; the secret
 /// columns (`secret`, `signing`, `previous_secret`) as the sealer stores them.
@@ -197,16 +224,26 @@ where
     )
 }
 
-/// The columns of an account, read by name.
-#[derive(sqlx::FromRow)]
-pub(crate) struct AccountColumns {
-    pub id: String,
-    pub name: String,
-    pub created_at: i64,
+/// As [`event_from_row`], from a row of the SQLite writer's connection.
+pub(crate) fn event_from_rusqlite(row: &rusqlite::Row<'_>, prefix: &str) -> StoreResult<Event> {
+    let col = |c: &str| format!("{prefix}{c}");
+    event(
+        row.get(col("id").as_str())?,
+        row.get(col("account_id").as_str())?,
+        row.get(col("type").as_str())?,
+        row.get(col("timestamp").as_str())?,
+        row.get(col("data").as_str())?,
+    )
 }
 
-/// The column list that [`AccountColumns`] reads.
-pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, created_at";
+columns! {
+    /// The columns of an account, read by name.
+    AccountColumns, ACCOUNT_COLUMNS {
+        id: String,
+        name: String,
+        created_at: i64,
+    }
+}
 
 impl AccountColumns {
     pub fn into_account(self) -> Account {
@@ -234,24 +271,21 @@ pub(crate) fn event(
     })
 }
 
-/// The columns of a delivery, read by name.
-#[derive(sqlx::FromRow)]
-pub(crate) struct DeliveryColumns {
-    pub id: String,
-    pub account_id: String,
-    pub event_id: String,
-    pub event_type: String,
-    pub webhook_id: String,
-    pub status: String,
-    pub attempts_made: i64,
-    pub next_attempt_at: Option<i64>,
-    pub created_at: i64,
-    pub updated_at: i64,
+columns! {
+    /// The columns of a delivery, read by name.
+    DeliveryColumns, DELIVERY_COLUMNS {
+        id: String,
+        account_id: String,
+        event_id: String,
+        event_type: String,
+        webhook_id: String,
+        status: String,
+        attempts_made: i64,
+        next_attempt_at: Option<i64>,
+        created_at: i64,
+        updated_at: i64,
+    }
 }
-
-/// The column list that [`DeliveryColumns`] reads.
-pub(crate) const DELIVERY_COLUMNS: &str = "id, account_id, event_id, event_type, webhook_id, status, \
-     attempts_made, next_attempt_at, created_at, updated_at";
 
 impl DeliveryColumns {
     pub fn into_delivery(self) -> StoreResult<Delivery> {
@@ -275,23 +309,20 @@ impl DeliveryColumns {
     }
 }
 
-/// The columns of an attempt, read by name.
-#[derive(sqlx::FromRow)]
-pub(crate) struct AttemptColumns {
-    pub id: String,
-    pub number: i64,
-    pub started_at: i64,
-    pub duration_ms: i64,
-    pub status_code: Option<i64>,
-    pub error_kind: Option<String>,
-    pub error: Option<String>,
-    pub response_body: Option<String>,
-    pub node: Option<String>,
+columns! {
+    /// The columns of an attempt, read by name.
+    AttemptColumns, ATTEMPT_COLUMNS {
+        id: String,
+        number: i64,
+        started_at: i64,
+        duration_ms: i64,
+        status_code: Option<i64>,
+        error_kind: Option<String>,
+        error: Option<String>,
+        response_body: Option<String>,
+        node: Option<String>,
+    }
 }
-
-/// The column list that [`AttemptColumns`] reads.
-pub(crate) const ATTEMPT_COLUMNS: &str =
-    "id, number, started_at, duration_ms, status_code, error_kind, error, response_body, node";
 
 impl AttemptColumns {
     pub fn into_attempt(self) -> Attempt {
@@ -340,26 +371,23 @@ pub(crate) fn earliest_claimable(rows: &[(i64, Option<i64>)]) -> Option<i64> {
     earliest
 }
 
-/// The columns of a job, read by name.
-#[derive(sqlx::FromRow)]
-pub(crate) struct JobColumns {
-    pub id: String,
-    pub account_id: String,
-    pub kind: String,
-    pub status: String,
-    pub progress: f64,
-    pub input: Option<String>,
-    pub result: Option<String>,
-    pub error: Option<String>,
-    pub webhook_url: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub completed_at: Option<i64>,
+columns! {
+    /// The columns of a job, read by name.
+    JobColumns, JOB_COLUMNS {
+        id: String,
+        account_id: String,
+        kind: String,
+        status: String,
+        progress: f64,
+        input: Option<String>,
+        result: Option<String>,
+        error: Option<String>,
+        webhook_url: Option<String>,
+        created_at: i64,
+        updated_at: i64,
+        completed_at: Option<i64>,
+    }
 }
-
-/// The column list that [`JobColumns`] reads.
-pub(crate) const JOB_COLUMNS: &str = "id, account_id, kind, status, progress, input, result, error, \
-     webhook_url, created_at, updated_at, completed_at";
 
 fn raw(what: &str, v: Option<String>) -> StoreResult<Option<Box<RawValue>>> {
     v.map(|s| RawValue::from_string(s).map_err(|e| corrupt(what, e)))

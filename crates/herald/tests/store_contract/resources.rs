@@ -191,3 +191,18 @@ contract!(
     retention_prunes_finished_events_and_keeps_pending_ones,
     deleting_a_webhook_cancels_its_pending_deliveries,
 );
+
+/// The lock file beside a SQLite database keeps a second store (a second process) off it, and
+/// the error names the lock file.
+#[tokio::test]
+async fn a_second_store_on_a_sqlite_file_in_use_is_refused_naming_the_lock_file() {
+    let f = Fixture::new(Backend::Sqlite).await;
+    let second = store::open(&f._env.database_url, 8, Default::default()).await;
+    match second {
+        Err(StoreError::Locked { lock, .. }) => {
+            assert_eq!(lock, f._env.dir.path().join("herald.db.lock"));
+        }
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a second store opened on a file in use"),
+    }
+}

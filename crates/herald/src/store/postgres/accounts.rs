@@ -9,7 +9,6 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 
 #[async_trait]
-#[async_trait]
 impl Accounts for PgStore {
     async fn create_account(&self, account: &Account, key: &NewApiKey) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 
 #[async_trait]
-#[async_trait]
 impl Deliveries for PgStore {
     async fn get_delivery(
         &self,

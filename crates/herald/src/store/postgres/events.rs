@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use sqlx::QueryBuilder;
 
 #[async_trait]
-#[async_trait]
 impl Events for PgStore {
     async fn get_event(
         &self,

@@ -6,7 +6,6 @@ use crate::store::{QueueDepth, QueueGauges, StoreResult};
 use async_trait::async_trait;
 
 #[async_trait]
-#[async_trait]
 impl QueueGauges for PgStore {
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {
         let (due, scheduled, oldest_due): (i64, i64, Option<i64>) = sqlx::query_as(

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use sqlx::QueryBuilder;
 
 #[async_trait]
-#[async_trait]
 impl Jobs for PgStore {
     async fn create_job(&self, job: &Job, webhook: Option<&Webhook>) -> StoreResult<JobCreated> {
         let mut tx = self.pool.begin().await?;

@@ -74,7 +74,7 @@ impl PgStore {
     /// for the queue's own bookkeeping (leases, attempt results), which a database crash can at
     /// worst roll back by a few milliseconds, repeating an attempt (at-least-once); never for an
     /// acknowledged event. Commits are still atomic and in order.
-    pub(super) async fn relaxed_begin(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+    async fn relaxed_begin(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
         Ok(self
             .pool
             .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
@@ -134,7 +134,7 @@ async fn reseal_stored_secrets(pool: &PgPool, sealer: &Sealer) -> StoreResult<()
     Ok(())
 }
 
-pub(super) fn push_page(q: &mut QueryBuilder<Postgres>, id_column: &str, page: &PageRequest) {
+fn push_page(q: &mut QueryBuilder<Postgres>, id_column: &str, page: &PageRequest) {
     if let Some(after) = &page.after {
         q.push(format!(" AND {id_column} < "))
             .push_bind(after.clone());
@@ -143,7 +143,7 @@ pub(super) fn push_page(q: &mut QueryBuilder<Postgres>, id_column: &str, page: &
         .push_bind(i64::from(page.limit) + 1);
 }
 
-pub(super) fn scope(q: &mut QueryBuilder<Postgres>, column: &str, account: Option<&AccountId>) {
+fn scope(q: &mut QueryBuilder<Postgres>, column: &str, account: Option<&AccountId>) {
     if let Some(a) = account {
         q.push(format!(" AND {column} = "))
             .push_bind(a.as_str().to_owned());

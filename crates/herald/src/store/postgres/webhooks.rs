@@ -9,7 +9,6 @@ use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, QueryBuilder};
 
 #[async_trait]
-#[async_trait]
 impl Webhooks for PgStore {
     async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;

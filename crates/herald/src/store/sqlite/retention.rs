@@ -7,10 +7,12 @@
 
 use super::SqliteStore;
 use crate::domain::{EventId, Timestamp};
-use crate::store::{PruneEvents, PrunedEvents, StoreResult};
+use crate::store::{PruneEvents, PrunedEvents, Retention, StoreResult};
+use async_trait::async_trait;
 
-impl SqliteStore {
-    pub(super) async fn prune_events_batch(&self, b: &PruneEvents) -> StoreResult<PrunedEvents> {
+#[async_trait]
+impl Retention for SqliteStore {
+    async fn prune_events(&self, b: &PruneEvents) -> StoreResult<PrunedEvents> {
         let mut tx = self.relaxed_begin().await?;
         let scanned: Vec<(String, i64)> = sqlx::query_as(
             "SELECT e.id, e.created_at < ?1 AND NOT EXISTS (
@@ -73,11 +75,7 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn prune_jobs_batch(
-        &self,
-        finished_before: Timestamp,
-        limit: usize,
-    ) -> StoreResult<u64> {
+    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64> {
         let mut tx = self.relaxed_begin().await?;
         let doomed: Vec<String> = sqlx::query_scalar(
             "SELECT j.id FROM jobs j WHERE j.completed_at < ?1 AND NOT EXISTS (
@@ -108,11 +106,7 @@ impl SqliteStore {
         Ok(jobs)
     }
 
-    pub(super) async fn forget_idempotency_keys_batch(
-        &self,
-        before: Timestamp,
-        limit: usize,
-    ) -> StoreResult<u64> {
+    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
         let mut tx = self.relaxed_begin().await?;
         let freed = sqlx::query(
             "UPDATE events SET idempotency_key = NULL, idempotency_fingerprint = NULL

@@ -17,43 +17,25 @@
 //! If a round with several requests fails, each is written again alone, so one bad request
 //! fails alone.
 
-use super::hop::Hop;
-use crate::domain::{AccountId, DeliveryStatus, Event};
-use crate::domain::{DeliveryId, Timestamp, Webhook};
+use super::claim::{self, LeaseRequest};
+use super::publish;
+use super::record::{self, RecordRequest};
+use crate::domain::Timestamp;
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
-use crate::store::rows::{self, WEBHOOK_COLUMNS, WebhookColumns, corrupt};
 use crate::store::seal::Sealer;
 use crate::store::{
-    AttemptRecord, ClaimedDelivery, Handoff, HealthPolicy, Intake, NewEvent, NextStep, Published,
-    StoreError, StoreResult, WebhookRef,
+    ClaimedDelivery, Handoff, Intake, NewEvent, Published, StoreError, StoreResult,
 };
 use sqlx::SqlitePool;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Work for the writer besides publishes.
 pub(super) enum QueueWrite {
     Record(RecordRequest),
     Lease(LeaseRequest),
-}
-
-/// Attempt results to write.
-pub(super) struct RecordRequest {
-    pub records: Vec<AttemptRecord>,
-    pub health: HealthPolicy,
-    pub reply: oneshot::Sender<StoreResult<()>>,
-}
-
-/// Deliveries a claim picked (on a reader connection) to lease to this node.
-pub(super) struct LeaseRequest {
-    pub picked: Vec<String>,
-    pub lease: String,
-    pub now: Timestamp,
-    pub lease_until: Timestamp,
-    pub reply: oneshot::Sender<StoreResult<Vec<ClaimedDelivery>>>,
 }
 
 /// Most queue writes in one round.
@@ -135,7 +117,7 @@ pub(super) fn spawn(
                 Err(e) => tracing::error!(error = %e, "cannot start the SQLite writer's runtime"),
             }
         })
-        .map_err(|e| StoreError::Unsupported(format!("cannot start the SQLite writer: {e}")))?;
+        .map_err(StoreError::WriterThread)?;
     Ok(stopped)
 }
 
@@ -324,20 +306,16 @@ impl Round<'_> {
         let mut leased = Vec::new();
         for w in writes {
             if let QueueWrite::Record(r) = w {
-                let mut hop = Hop::new();
-                push_record(&mut hop, &r.records, &r.health);
-                hop.run(conn)?;
+                record::write(conn, &r.records, &r.health)?;
                 records.push(r);
             }
         }
         for r in &records {
-            disable_unhealthy(conn, &r.records, &r.health, self.sealer)?;
+            record::disable_unhealthy(conn, &r.records, &r.health, self.sealer)?;
         }
         for w in writes {
             if let QueueWrite::Lease(l) = w {
-                let mut hop = Hop::new();
-                push_lease(&mut hop, l);
-                leased.push(self.claimed(hop, &l.lease)?);
+                leased.push(claim::lease(conn, l, self.sealer)?);
             }
         }
 
@@ -352,14 +330,14 @@ impl Round<'_> {
         let mut keyed_results = Vec::with_capacity(keyed.len());
         for event in &keyed {
             conn.execute_batch("SAVEPOINT publish")?;
-            let result = publish_keyed(conn, event, now, self.sealer);
+            let result = publish::publish_keyed(conn, event, now, self.sealer);
             if result.is_err() {
                 conn.execute_batch("ROLLBACK TO publish")?;
             }
             conn.execute_batch("RELEASE publish")?;
             keyed_results.push(result);
         }
-        let counts = insert_events(conn, &plain, now, handoff, self.sealer)?;
+        let counts = publish::insert_events(conn, &plain, now, handoff, self.sealer)?;
         conn.execute_batch("COMMIT")?;
 
         let mut keyed_results = keyed_results.into_iter();
@@ -389,329 +367,4 @@ impl Round<'_> {
             .collect();
         Ok(Done { published, leased })
     }
-
-    /// Runs a lease's statements and reads the leased deliveries from its rows. Each webhook is
-    /// decoded (and its secrets opened) once per claim, not once per delivery: a claim is
-    /// mostly a few webhooks' backlog.
-    fn claimed(&self, hop: Hop, lease: &str) -> StoreResult<Vec<ClaimedDelivery>> {
-        let mut webhooks: HashMap<String, Webhook> = HashMap::new();
-        hop.query(&self.conn.conn, |row| {
-            let id: String = row.get("id")?;
-            let webhook = match webhooks.get(&id) {
-                Some(w) => w.clone(),
-                None => {
-                    let w = webhook_columns(row)?.into_webhook(self.sealer)?;
-                    webhooks.insert(id, w.clone());
-                    w
-                }
-            };
-            Ok(ClaimedDelivery {
-                delivery_id: DeliveryId::from_trusted(row.get("d_id")?),
-                lease: lease.to_owned(),
-                attempt_number: row.get::<_, i64>("d_attempts_made")? as u32 + 1,
-                event: event_columns(row, "e_")?,
-                webhook,
-            })
-        })
-    }
-}
-
-/// A webhook row of [`WEBHOOK_COLUMNS`], read by name.
-fn webhook_columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookColumns> {
-    Ok(WebhookColumns {
-        id: row.get("id")?,
-        account_id: row.get("account_id")?,
-        url: row.get("url")?,
-        events: row.get("events")?,
-        secret: row.get("secret")?,
-        description: row.get("description")?,
-        retry: row.get("retry")?,
-        status: row.get("status")?,
-        created_at: row.get("created_at")?,
-        updated_at: row.get("updated_at")?,
-        kind: row.get("kind")?,
-        job_id: row.get("job_id")?,
-        signing: row.get("signing")?,
-        format: row.get("format")?,
-        previous_secret: row.get("previous_secret")?,
-        previous_secret_until: row.get("previous_secret_until")?,
-        disabled_reason: row.get("disabled_reason")?,
-        failing_since: row.get("failing_since")?,
-    })
-}
-
-/// An event from columns named `{prefix}id`, `{prefix}account_id`, `{prefix}type`, ….
-fn event_columns(row: &rusqlite::Row<'_>, prefix: &str) -> StoreResult<Event> {
-    let col = |c: &str| format!("{prefix}{c}");
-    rows::event(
-        row.get(col("id").as_str())?,
-        row.get(col("account_id").as_str())?,
-        row.get(col("type").as_str())?,
-        row.get(col("timestamp").as_str())?,
-        row.get(col("data").as_str())?,
-    )
-    .map_err(|e| corrupt("event", e))
-}
-
-/// Stores events (none with an idempotency key to check) and enqueues a delivery for every
-/// webhook that gets each. Returns, for each event in order, its number of deliveries and how
-/// many of those went to `handoff`.
-fn insert_events(
-    conn: &rusqlite::Connection,
-    events: &[&NewEvent],
-    now: Timestamp,
-    handoff: Option<&mut Handoff>,
-    sealer: &Sealer,
-) -> StoreResult<Vec<(u32, u32)>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut hop = Hop::new();
-    super::push_insert_events(&mut hop, events, now);
-    super::push_webhook_lookup(&mut hop, events);
-    let webhooks = hop.query(conn, |row| webhook_columns(row)?.into_webhook(sealer))?;
-    let mut hop = Hop::new();
-    let counts = super::plan_deliveries(&mut hop, events, &webhooks, now, handoff);
-    hop.run(conn)?;
-    Ok(counts)
-}
-
-/// Publishes an event with an idempotency key: the earlier event under the same key, if it is
-/// still valid and the request is the same, else a new one.
-fn publish_keyed(
-    conn: &rusqlite::Connection,
-    new: &NewEvent,
-    now: Timestamp,
-    sealer: &Sealer,
-) -> StoreResult<Published> {
-    use rusqlite::OptionalExtension;
-    let idem = new.idempotency.as_ref().expect("a keyed event");
-    let earlier: Option<(String, Option<String>, i64)> = conn
-        .prepare_cached(
-            "SELECT id, idempotency_fingerprint, created_at FROM events WHERE account_id = ? AND idempotency_key = ?",
-        )?
-        .query_row((new.account.as_str(), &idem.key), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()?;
-    if let Some((id, fingerprint, created_at)) = earlier {
-        if created_at >= idem.valid_since.millis() {
-            if fingerprint.as_deref() != Some(&idem.fingerprint) {
-                return Err(StoreError::IdempotencyConflict);
-            }
-            let mut statement = conn.prepare_cached(
-                "SELECT id, account_id, type, timestamp, data FROM events WHERE id = ?",
-            )?;
-            let mut rows = statement.query([&id])?;
-            let row = rows
-                .next()?
-                .ok_or_else(|| corrupt("event", "the idempotency key's event is gone"))?;
-            let event = event_columns(row, "")?;
-            let deliveries: i64 = conn
-                .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE event_id = ?")?
-                .query_row([&id], |r| r.get(0))?;
-            return Ok(Published {
-                event,
-                deliveries: deliveries as u32,
-                handed_over: 0,
-                replayed: true,
-            });
-        }
-        // The earlier use has expired: the key is free again.
-        conn.prepare_cached("UPDATE events SET idempotency_key = NULL WHERE id = ?")?
-            .execute([&id])?;
-    }
-    let counts = insert_events(conn, &[new], now, None, sealer)?;
-    Ok(Published {
-        event: new.to_event(),
-        deliveries: counts[0].0,
-        handed_over: 0,
-        replayed: false,
-    })
-}
-
-/// Leases the picked deliveries, if still pending, due and free (they were read outside this
-/// transaction), and reads them back with their events and webhooks.
-fn push_lease(hop: &mut Hop, l: &LeaseRequest) {
-    let lease = hop.arg(l.lease.clone());
-    let until = hop.arg(l.lease_until.millis());
-    let ids = hop.arg(serde_json::to_string(&l.picked).expect("strings serialize"));
-    let now = hop.arg(l.now.millis());
-    let due = hop.arg(l.now.millis());
-    // Still due too: a late result of an expired lease may have set a later retry meanwhile.
-    hop.push(&format!(
-        "UPDATE deliveries SET lease = {lease}, locked_until = {until}
-         WHERE id IN (SELECT value FROM json_each({ids}))
-           AND status = 'pending' AND (locked_until IS NULL OR locked_until <= {now})
-           AND next_attempt_at <= {due}"
-    ));
-    let lease = hop.arg(l.lease.clone());
-    hop.push(&format!(
-        "SELECT d.id AS d_id, d.attempts_made AS d_attempts_made,
-                e.id AS e_id, e.account_id AS e_account_id, e.type AS e_type, e.timestamp AS e_timestamp, e.data AS e_data,
-                {}
-         FROM deliveries d JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id
-         WHERE d.lease = {lease} ORDER BY d.next_attempt_at",
-        WEBHOOK_COLUMNS
-            .split(", ")
-            .map(|c| format!("w.{c} AS {c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-}
-
-/// The attempts, their deliveries' new state, and the webhooks' failure records (cleared by a
-/// success, started by the first failure since).
-fn push_record(hop: &mut Hop, records: &[AttemptRecord], health: &HealthPolicy) {
-    let attempts: Vec<_> = records
-        .iter()
-        .map(|r| {
-            let a = &r.attempt;
-            (
-                a.id.as_str(),
-                r.delivery_id.as_str(),
-                a.number,
-                a.started_at.millis(),
-                a.duration_ms,
-                a.status_code,
-                a.error_kind.map(|k| k.as_str()),
-                a.error.as_deref(),
-                a.response_body.as_deref(),
-                a.node.as_deref(),
-            )
-        })
-        .collect();
-    let attempts = hop.arg(serde_json::to_string(&attempts).expect("attempts serialize"));
-    hop.push(&format!(
-        "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code, error_kind, error,
-         response_body, node)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
-                value->>8, value->>9
-         FROM jsonb_each({attempts})"
-    ));
-    let outcomes: Vec<_> = records
-        .iter()
-        .map(|r| {
-            let (status, next_at) = match r.next {
-                NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
-                NextStep::Failed => (DeliveryStatus::Failed, None),
-                NextStep::RetryAt(t) => (DeliveryStatus::Pending, Some(t.millis())),
-            };
-            (
-                r.delivery_id.as_str(),
-                r.lease.as_str(),
-                status.as_str(),
-                r.attempt.number,
-                next_at,
-            )
-        })
-        .collect();
-    let now = hop.arg(health.now.millis());
-    let outcomes = hop.arg(serde_json::to_string(&outcomes).expect("outcomes serialize"));
-    // Only while the lease is still ours: a lease that ran out may have been taken again.
-    hop.push(&format!(
-        "UPDATE deliveries SET status = o.status, attempts_made = o.number, next_attempt_at = o.next_at,
-                lease = NULL, locked_until = NULL, updated_at = {now}
-         FROM (SELECT value->>0 AS id, value->>1 AS lease, value->>2 AS status, value->>3 AS number,
-                      value->>4 AS next_at FROM jsonb_each({outcomes})) AS o
-         WHERE deliveries.id = o.id AND deliveries.lease = o.lease"
-    ));
-    let changes = crate::store::failure_record_changes(records);
-    if !changes.cleared.is_empty() {
-        let cleared = hop.arg(serde_json::to_string(&changes.cleared).expect("ids serialize"));
-        hop.push(&format!(
-            "UPDATE webhooks SET failing_since = NULL
-             WHERE id IN (SELECT value FROM json_each({cleared})) AND failing_since IS NOT NULL"
-        ));
-    }
-    if !changes.started.is_empty() {
-        let started = hop.arg(serde_json::to_string(&changes.started).expect("ids serialize"));
-        hop.push(&format!(
-            "UPDATE webhooks SET failing_since = s.since
-             FROM (SELECT value->>0 AS id, value->>1 AS since FROM jsonb_each({started})) AS s
-             WHERE webhooks.id = s.id AND webhooks.failing_since IS NULL"
-        ));
-    }
-}
-
-/// Disables the webhooks these results show gone (410) or failing for longer than the policy
-/// allows, each with a `webhook.disabled` event. Only a webhook whose last attempt here failed
-/// can be newly failing for too long (a success clears its record), so a batch of successes
-/// costs nothing here.
-fn disable_unhealthy(
-    conn: &rusqlite::Connection,
-    records: &[AttemptRecord],
-    health: &HealthPolicy,
-    sealer: &Sealer,
-) -> StoreResult<()> {
-    let gone: Vec<&str> = records
-        .iter()
-        .filter(|r| r.gone)
-        .map(|r| r.webhook_id.as_str())
-        .collect();
-    let failing: Vec<String> = crate::store::failure_record_changes(records)
-        .started
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let failing_before = health.now.minus(health.disable_after).millis();
-    if !gone.is_empty() {
-        let ids = serde_json::to_string(&gone).expect("strings serialize");
-        let found = select_webhooks(
-            conn,
-            "SELECT id, account_id, url FROM webhooks
-             WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))",
-            [ids],
-        )?;
-        disable(conn, found, "gone", health, sealer)?;
-    }
-    if !failing.is_empty() {
-        // After the gone ones: a webhook disabled above is no longer active here.
-        let ids = serde_json::to_string(&failing).expect("strings serialize");
-        let found = select_webhooks(
-            conn,
-            "SELECT id, account_id, url FROM webhooks
-             WHERE status = 'active' AND id IN (SELECT value FROM json_each(?)) AND failing_since <= ?",
-            (ids, failing_before),
-        )?;
-        disable(conn, found, "failing", health, sealer)?;
-    }
-    Ok(())
-}
-
-/// The (id, account, url) of the webhooks `sql` selects.
-fn select_webhooks(
-    conn: &rusqlite::Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> StoreResult<Vec<(String, String, String)>> {
-    Ok(conn
-        .prepare_cached(sql)?
-        .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?)
-}
-
-/// Disables each webhook with a `webhook.disabled` event saying why.
-fn disable(
-    conn: &rusqlite::Connection,
-    webhooks: Vec<(String, String, String)>,
-    reason: &str,
-    health: &HealthPolicy,
-    sealer: &Sealer,
-) -> StoreResult<()> {
-    for (id, account, url) in webhooks {
-        conn.prepare_cached(
-            "UPDATE webhooks SET status = 'disabled', disabled_reason = ?, updated_at = ? WHERE id = ?",
-        )?
-        .execute((reason, health.now.millis(), &id))?;
-        tracing::warn!(webhook_id = %id, reason, "webhook disabled");
-        let who = WebhookRef {
-            id,
-            account: AccountId::from_trusted(account),
-            url,
-        };
-        let event = NewEvent::webhook_disabled(&who, reason, health.now);
-        insert_events(conn, &[&event], health.now, None, sealer)?;
-    }
-    Ok(())
 }

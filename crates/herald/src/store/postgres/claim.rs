@@ -2,7 +2,7 @@
 //! one statement that picks, locks (`FOR UPDATE SKIP LOCKED`), leases and returns the claimed
 //! deliveries with their events and webhooks.
 //!
-//! Why it is shaped so (pass 4 of docs/BENCHMARKS.md measured 27 ms per claim): a due-order scan
+//! Why it is shaped so (pass 4 of docs/BENCHMARKS.md measured the claims before): a due-order scan
 //! joined with `webhooks` was planned as "every due delivery, then sort", so each claim read and
 //! sorted the whole backlog to lock a window of 4 × the claim size and keep at most the
 //! webhook's room. Now a claim locks only what it may take: when the webhooks with due work have

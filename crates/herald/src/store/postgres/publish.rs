@@ -36,8 +36,8 @@ impl Publisher for PgStore {
 /// lease they get.
 pub(super) type IntakeSlot = Arc<OnceLock<(Arc<dyn Intake>, Duration)>>;
 
-/// Most committers; fewer when the pool is small, so publishing never holds most of it. With
-/// the benchmark on 2 cores, three overlapping commits took about 25% more events/s than one.
+/// Most committers; fewer when the pool is small, so publishing never holds most of it. A few
+/// commits overlapping take more events per second than one at a time (docs/BENCHMARKS.md).
 const COMMITTERS: u32 = 3;
 
 /// Starts the committers and returns where publishes go to them.

@@ -1,6 +1,6 @@
 //! Accounts and their API keys on SQLite.
 
-use super::{SqliteStore, push_page};
+use super::{Commit, SqliteStore, push_page};
 use crate::domain::{Account, AccountId, SigningSecret};
 use crate::store::rows::{ACCOUNT_COLUMNS, AccountColumns, corrupt, paginate};
 use crate::store::seal::Column;
@@ -11,24 +11,26 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 #[async_trait]
 impl Accounts for SqliteStore {
     async fn create_account(&self, account: &Account, key: &NewApiKey) -> StoreResult<()> {
-        let mut tx = self.durable_begin().await?;
-        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(account.id.as_str())
-            .bind(&account.name)
-            .bind(account.created_at.millis())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO api_keys (id, account_id, key_hash, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(key.id.as_str())
-        .bind(key.account_id.as_str())
-        .bind(&key.hash)
-        .bind(key.created_at.millis())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let (account, key) = (account.clone(), key.clone());
+        self.write_alone(Commit::Durable, move |tx| {
+            tx.prepare_cached("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")?
+                .execute((
+                    account.id.as_str(),
+                    &account.name,
+                    account.created_at.millis(),
+                ))?;
+            tx.prepare_cached(
+                "INSERT INTO api_keys (id, account_id, key_hash, created_at) VALUES (?, ?, ?, ?)",
+            )?
+            .execute((
+                key.id.as_str(),
+                key.account_id.as_str(),
+                &key.hash,
+                key.created_at.millis(),
+            ))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
@@ -66,21 +68,23 @@ impl Accounts for SqliteStore {
 
     async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret> {
         let fresh = SigningSecret::generate();
-        let mut conn = self.durable_conn().await?;
-        sqlx::query(
-            "UPDATE accounts SET signing_secret = ? WHERE id = ? AND signing_secret IS NULL",
-        )
-        .bind(self.sealer.seal(
+        let sealed = self.sealer.seal(
             Column::AccountSigningSecret,
             account.as_str(),
             fresh.expose(),
-        ))
-        .bind(account.as_str())
-        .execute(&mut *conn)
-        .await?;
-        let stored: String = sqlx::query_scalar("SELECT signing_secret FROM accounts WHERE id = ?")
-            .bind(account.as_str())
-            .fetch_one(&mut *conn)
+        );
+        let id = account.to_string();
+        let stored: String = self
+            .write_alone(Commit::Durable, move |tx| {
+                tx.prepare_cached(
+                    "UPDATE accounts SET signing_secret = ? WHERE id = ? AND signing_secret IS NULL",
+                )?
+                .execute((&sealed, &id))?;
+                let stored = tx
+                    .prepare_cached("SELECT signing_secret FROM accounts WHERE id = ?")?
+                    .query_row([&id], |r| r.get(0))?;
+                Ok(stored)
+            })
             .await?;
         let text = self
             .sealer

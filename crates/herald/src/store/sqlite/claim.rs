@@ -3,8 +3,8 @@
 //! round, and reads them back with their events and webhooks.
 
 use super::SqliteStore;
-use super::hop::Hop;
-use super::writer::QueueWrite;
+use super::batch::Batch;
+use super::writer::Write;
 use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookId};
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_rusqlite};
 use crate::store::seal::Sealer;
@@ -66,7 +66,7 @@ impl SqliteStore {
             lease_until: req.lease_until,
             reply,
         };
-        self.write(QueueWrite::Lease(request), answer).await
+        self.write(Write::Lease(request), answer).await
     }
 }
 
@@ -133,21 +133,21 @@ async fn claim_per_webhook(
 
 /// Leases the picked deliveries, if still pending, due and free (they were read outside this
 /// transaction), and reads them back with their events and webhooks.
-fn push_lease(hop: &mut Hop, l: &LeaseRequest) {
-    let lease = hop.arg(l.lease.clone());
-    let until = hop.arg(l.lease_until.millis());
-    let ids = hop.arg(serde_json::to_string(&l.picked).expect("strings serialize"));
-    let now = hop.arg(l.now.millis());
-    let due = hop.arg(l.now.millis());
+fn push_lease(batch: &mut Batch, l: &LeaseRequest) {
+    let lease = batch.arg(l.lease.clone());
+    let until = batch.arg(l.lease_until.millis());
+    let ids = batch.arg(serde_json::to_string(&l.picked).expect("strings serialize"));
+    let now = batch.arg(l.now.millis());
+    let due = batch.arg(l.now.millis());
     // Still due too: a late result of an expired lease may have set a later retry meanwhile.
-    hop.push(&format!(
+    batch.push(&format!(
         "UPDATE deliveries SET lease = {lease}, locked_until = {until}
          WHERE id IN (SELECT value FROM json_each({ids}))
            AND status = 'pending' AND (locked_until IS NULL OR locked_until <= {now})
            AND next_attempt_at <= {due}"
     ));
-    let lease = hop.arg(l.lease.clone());
-    hop.push(&format!(
+    let lease = batch.arg(l.lease.clone());
+    batch.push(&format!(
         "SELECT d.id AS d_id, d.attempts_made AS d_attempts_made,
                 e.id AS e_id, e.account_id AS e_account_id, e.type AS e_type, e.timestamp AS e_timestamp, e.data AS e_data,
                 {}
@@ -169,10 +169,10 @@ pub(super) fn lease(
     request: &LeaseRequest,
     sealer: &Sealer,
 ) -> StoreResult<Vec<ClaimedDelivery>> {
-    let mut hop = Hop::new();
-    push_lease(&mut hop, request);
+    let mut batch = Batch::new();
+    push_lease(&mut batch, request);
     let mut webhooks: HashMap<String, Webhook> = HashMap::new();
-    hop.query(conn, |row| {
+    batch.query(conn, |row| {
         let id: String = row.get("id")?;
         let webhook = match webhooks.get(&id) {
             Some(w) => w.clone(),

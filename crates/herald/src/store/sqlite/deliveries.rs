@@ -1,13 +1,14 @@
 //! Deliveries and their attempts on SQLite.
 
-use super::{SqliteStore, push_page, scope};
+use super::{Commit, SqliteStore, push_page, scope};
 use crate::domain::{AccountId, Attempt, Delivery, DeliveryId, Timestamp};
 use crate::store::rows::{
     ATTEMPT_COLUMNS, AttemptColumns, DELIVERY_COLUMNS, DeliveryColumns, paginate,
 };
 use crate::store::{Deliveries, DeliveryQuery, Page, PageRequest, RetryRequest, StoreResult};
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, QueryBuilder, Row};
+use rusqlite::OptionalExtension;
+use sqlx::{AssertSqlSafe, QueryBuilder};
 
 #[async_trait]
 impl Deliveries for SqliteStore {
@@ -69,39 +70,38 @@ impl Deliveries for SqliteStore {
         id: &DeliveryId,
         now: Timestamp,
     ) -> StoreResult<RetryRequest> {
-        let mut tx = self.durable_begin().await?;
-        let mut q = QueryBuilder::new(
-            "SELECT d.status, d.lease, w.deleted_at FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ",
-        );
-        q.push_bind(id.as_str().to_owned());
-        scope(&mut q, "d.account_id", account);
-        let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
-            return Ok(RetryRequest::NotFound);
-        };
-        if row.get::<Option<i64>, _>("deleted_at").is_some() {
-            return Ok(RetryRequest::Refused(
-                "the delivery's webhook has been deleted".to_owned(),
-            ));
-        }
-        // An attempt in flight right now already is the new attempt; leave it be.
-        let in_flight = row.get::<Option<String>, _>("lease").is_some();
-        if !in_flight {
-            sqlx::query(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ? WHERE id = ?",
-            )
-            .bind(now.millis())
-            .bind(now.millis())
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let delivery: DeliveryColumns = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?"
-        )))
-        .bind(id.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(RetryRequest::Scheduled(delivery.into_delivery()?))
+        let (account, id) = (account.map(|a| a.to_string()), id.to_string());
+        self.write_alone(Commit::Durable, move |tx| {
+            let found: Option<(Option<String>, Option<i64>)> = tx
+                .prepare_cached(
+                    "SELECT d.lease, w.deleted_at FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+                     WHERE d.id = ?1 AND (?2 IS NULL OR d.account_id = ?2)",
+                )?
+                .query_row((&id, &account), |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((lease, deleted_at)) = found else {
+                return Ok(RetryRequest::NotFound);
+            };
+            if deleted_at.is_some() {
+                return Ok(RetryRequest::Refused(
+                    "the delivery's webhook has been deleted".to_owned(),
+                ));
+            }
+            // An attempt in flight right now already is the new attempt; leave it be.
+            if lease.is_none() {
+                tx.prepare_cached(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?1, updated_at = ?1
+                     WHERE id = ?2",
+                )?
+                .execute((now.millis(), &id))?;
+            }
+            let delivery = tx
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?"
+                ))?
+                .query_row([&id], DeliveryColumns::from_rusqlite)?;
+            Ok(RetryRequest::Scheduled(delivery.into_delivery()?))
+        })
+        .await
     }
 }

@@ -4,10 +4,10 @@
 //! can be refused alone. New deliveries go straight to this node's dispatcher when it has room
 //! ([`Handoff`]).
 
-use super::hop::Hop;
+use super::batch::Batch;
 use super::{PUBLISHER, SqliteStore};
 use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookKind};
-use crate::store::group_commit;
+use crate::store::group_commit::{self, PublishRequest};
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, corrupt, event_from_rusqlite};
 use crate::store::seal::Sealer;
 use crate::store::{Handoff, NewEvent, Published, Publisher, StoreError, StoreResult};
@@ -23,76 +23,54 @@ impl Publisher for SqliteStore {
     }
 }
 
-/// Stores an event and one pending delivery per webhook that gets it; returns how many.
-pub(super) async fn insert_event_sqlx(
-    conn: &mut sqlx::SqliteConnection,
-    e: &NewEvent,
-    now: Timestamp,
-    sealer: &Sealer,
-) -> StoreResult<u32> {
-    let counts = insert_events_sqlx(conn, &[e], now, None, sealer).await?;
-    Ok(counts[0].0)
-}
-
-/// Stores events and enqueues a delivery for every webhook that gets each, in two round trips
-/// to sqlx's SQLite thread whatever the number of events. Returns, for each event in order, its
-/// number of deliveries and how many of those went to `handoff`.
-async fn insert_events_sqlx(
-    conn: &mut sqlx::SqliteConnection,
-    events: &[&NewEvent],
-    now: Timestamp,
-    handoff: Option<&mut Handoff>,
-    sealer: &Sealer,
-) -> StoreResult<Vec<(u32, u32)>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut hop = Hop::new();
-    push_insert_events(&mut hop, events, now);
-    push_webhook_lookup(&mut hop, events);
-    let webhooks = hop
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|row| {
-            let columns: WebhookColumns = sqlx::FromRow::from_row(row)?;
-            columns.into_webhook(sealer)
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-    let mut hop = Hop::new();
-    let counts = plan_deliveries(&mut hop, events, &webhooks, now, handoff);
-    hop.execute(conn).await?;
-    Ok(counts)
-}
-
-/// Stores events (none with an idempotency key to check) and enqueues a delivery for every
-/// webhook that gets each. Returns, for each event in order, its number of deliveries and how
-/// many of those went to `handoff`.
-pub(super) fn insert_events(
+/// In the writer's round: the events of a group of publishes, each with its result. Events with
+/// an idempotency key go one by one, each under a savepoint: only a key can refuse one event
+/// alone, and it does so before writing anything. The rest are written together.
+pub(super) fn write_group(
     conn: &rusqlite::Connection,
-    events: &[&NewEvent],
-    now: Timestamp,
+    publishes: &[PublishRequest],
     handoff: Option<&mut Handoff>,
     sealer: &Sealer,
-) -> StoreResult<Vec<(u32, u32)>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
+) -> StoreResult<Vec<StoreResult<Published>>> {
+    let events: Vec<&NewEvent> = publishes.iter().flat_map(|r| &r.events).collect();
+    let (keyed, plain): (Vec<&NewEvent>, Vec<&NewEvent>) = events
+        .iter()
+        .copied()
+        .partition(|e| e.idempotency.is_some());
+    let now = Timestamp::now();
+    let mut keyed_results = Vec::with_capacity(keyed.len());
+    for event in &keyed {
+        conn.execute_batch("SAVEPOINT publish")?;
+        let result = publish_keyed(conn, event, now, sealer);
+        if result.is_err() {
+            conn.execute_batch("ROLLBACK TO publish")?;
+        }
+        conn.execute_batch("RELEASE publish")?;
+        keyed_results.push(result);
     }
-    let mut hop = Hop::new();
-    push_insert_events(&mut hop, events, now);
-    push_webhook_lookup(&mut hop, events);
-    let webhooks = hop.query(conn, |row| {
-        WebhookColumns::from_rusqlite(row)?.into_webhook(sealer)
-    })?;
-    let mut hop = Hop::new();
-    let counts = plan_deliveries(&mut hop, events, &webhooks, now, handoff);
-    hop.run(conn)?;
-    Ok(counts)
+    let counts = insert_events(conn, &plain, now, handoff, sealer)?;
+    let mut keyed_results = keyed_results.into_iter();
+    let mut counts = counts.into_iter();
+    Ok(events
+        .iter()
+        .map(|e| {
+            if e.idempotency.is_some() {
+                return keyed_results.next().expect("one result per keyed event");
+            }
+            let (deliveries, handed_over) = counts.next().unwrap_or((0, 0));
+            Ok(Published {
+                event: e.to_event(),
+                deliveries,
+                handed_over,
+                replayed: false,
+            })
+        })
+        .collect())
 }
 
 /// Publishes an event with an idempotency key: the earlier event under the same key, if it is
 /// still valid and the request is the same, else a new one.
-pub(super) fn publish_keyed(
+fn publish_keyed(
     conn: &rusqlite::Connection,
     new: &NewEvent,
     now: Timestamp,
@@ -144,8 +122,45 @@ pub(super) fn publish_keyed(
     })
 }
 
+/// Stores an event and one pending delivery per webhook that gets it (a job's status, a webhook
+/// disabled); returns how many.
+pub(super) fn insert_event(
+    conn: &rusqlite::Connection,
+    e: &NewEvent,
+    now: Timestamp,
+    sealer: &Sealer,
+) -> StoreResult<u32> {
+    let (made, _) = insert_events(conn, &[e], now, None, sealer)?[0];
+    Ok(made)
+}
+
+/// Stores events (none with an idempotency key to check) and enqueues a delivery for every
+/// webhook that gets each. Returns, for each event in order, its number of deliveries and how
+/// many of those went to `handoff`.
+fn insert_events(
+    conn: &rusqlite::Connection,
+    events: &[&NewEvent],
+    now: Timestamp,
+    handoff: Option<&mut Handoff>,
+    sealer: &Sealer,
+) -> StoreResult<Vec<(u32, u32)>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut batch = Batch::new();
+    push_insert_events(&mut batch, events, now);
+    push_webhook_lookup(&mut batch, events);
+    let webhooks = batch.query(conn, |row| {
+        WebhookColumns::from_rusqlite(row)?.into_webhook(sealer)
+    })?;
+    let mut batch = Batch::new();
+    let counts = plan_deliveries(&mut batch, events, &webhooks, now, handoff);
+    batch.run(conn)?;
+    Ok(counts)
+}
+
 /// The insert of `events` (none with an idempotency key to check).
-fn push_insert_events(hop: &mut Hop, events: &[&NewEvent], now: Timestamp) {
+fn push_insert_events(batch: &mut Batch, events: &[&NewEvent], now: Timestamp) {
     let rows: Vec<_> = events
         .iter()
         .map(|e| {
@@ -160,9 +175,9 @@ fn push_insert_events(hop: &mut Hop, events: &[&NewEvent], now: Timestamp) {
             )
         })
         .collect();
-    let now = hop.arg(now.millis());
-    let rows = hop.arg(serde_json::to_string(&rows).expect("strings serialize"));
-    hop.push(&format!(
+    let now = batch.arg(now.millis());
+    let rows = batch.arg(serde_json::to_string(&rows).expect("strings serialize"));
+    batch.push(&format!(
         "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key, idempotency_fingerprint,
          created_at, job_id)
          SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>'$[5][0]', value->>'$[5][1]',
@@ -173,7 +188,7 @@ fn push_insert_events(hop: &mut Hop, events: &[&NewEvent], now: Timestamp) {
 
 /// The lookup of every webhook that may get one of `events`: the active webhooks of their
 /// accounts, a job's webhook only for its own job's events; rows of [`WEBHOOK_COLUMNS`].
-fn push_webhook_lookup(hop: &mut Hop, events: &[&NewEvent]) {
+fn push_webhook_lookup(batch: &mut Batch, events: &[&NewEvent]) {
     let mut accounts: Vec<&str> = events.iter().map(|e| e.account.as_str()).collect();
     accounts.sort_unstable();
     accounts.dedup();
@@ -181,9 +196,9 @@ fn push_webhook_lookup(hop: &mut Hop, events: &[&NewEvent]) {
         .iter()
         .filter_map(|e| e.job.as_ref().map(|j| j.id.as_str()))
         .collect();
-    let accounts = hop.arg(serde_json::to_string(&accounts).expect("strings serialize"));
-    let jobs = hop.arg(serde_json::to_string(&jobs).expect("strings serialize"));
-    hop.push(&format!(
+    let accounts = batch.arg(serde_json::to_string(&accounts).expect("strings serialize"));
+    let jobs = batch.arg(serde_json::to_string(&jobs).expect("strings serialize"));
+    batch.push(&format!(
         "SELECT {WEBHOOK_COLUMNS} FROM webhooks
          WHERE account_id IN (SELECT value FROM json_each({accounts})) AND status = 'active' AND deleted_at IS NULL
            AND (kind <> 'job' OR job_id IN (SELECT value FROM json_each({jobs})))
@@ -192,10 +207,10 @@ fn push_webhook_lookup(hop: &mut Hop, events: &[&NewEvent]) {
 }
 
 /// Chooses the webhooks that get each event from the looked-up `hooks`, and adds the insert
-/// of their deliveries to `hop` (those `handoff` reserves are written leased to this node).
+/// of their deliveries to `batch` (those `handoff` reserves are written leased to this node).
 /// Returns, for each event, its number of deliveries and how many were handed over.
 fn plan_deliveries(
-    hop: &mut Hop,
+    batch: &mut Batch,
     events: &[&NewEvent],
     hooks: &[Webhook],
     now: Timestamp,
@@ -244,9 +259,9 @@ fn plan_deliveries(
     }
     if !deliveries.is_empty() {
         let now_ms = now.millis();
-        let (now, now2, now3) = (hop.arg(now_ms), hop.arg(now_ms), hop.arg(now_ms));
-        let rows = hop.arg(serde_json::to_string(&deliveries).expect("strings serialize"));
-        hop.push(&format!(
+        let (now, now2, now3) = (batch.arg(now_ms), batch.arg(now_ms), batch.arg(now_ms));
+        let rows = batch.arg(serde_json::to_string(&deliveries).expect("strings serialize"));
+        batch.push(&format!(
             "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status, attempts_made,
              next_attempt_at, created_at, updated_at, lease, locked_until)
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 'pending', 0, {now}, {now2}, {now3},

@@ -1,9 +1,9 @@
 //! The queue on SQLite: claims ([`super::claim`]), results ([`super::record`]) and releases,
-//! written by the writer thread.
+//! written by the writer thread in its rounds.
 
 use super::SqliteStore;
 use super::record::RecordRequest;
-use super::writer::QueueWrite;
+use super::writer::Write;
 use crate::domain::Timestamp;
 use crate::store::rows;
 use crate::store::{
@@ -34,20 +34,19 @@ impl Queue for SqliteStore {
             health: *health,
             reply,
         };
-        self.write(QueueWrite::Record(request), answer).await
+        self.write(Write::Record(request), answer).await
     }
 
     async fn release(&self, releases: &[Release]) -> StoreResult<()> {
-        let mut tx = self.relaxed_begin().await?;
-        for r in releases {
-            sqlx::query("UPDATE deliveries SET lease = NULL, locked_until = NULL WHERE id = ? AND lease = ?")
-                .bind(r.delivery_id.as_str())
-                .bind(&r.lease)
-                .execute(&mut *tx)
-                .await?;
+        if releases.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
-        Ok(())
+        let (reply, answer) = oneshot::channel();
+        let request = ReleaseRequest {
+            releases: releases.to_vec(),
+            reply,
+        };
+        self.write(Write::Release(request), answer).await
     }
 
     async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>> {
@@ -64,4 +63,26 @@ impl Queue for SqliteStore {
     fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
         let _ = self.intake.set((intake, lease));
     }
+}
+
+/// Leases to give back.
+pub(super) struct ReleaseRequest {
+    pub releases: Vec<Release>,
+    pub reply: oneshot::Sender<StoreResult<()>>,
+}
+
+/// In the writer's round: gives the leases back, where they are still the deliveries' leases.
+pub(super) fn release(conn: &rusqlite::Connection, releases: &[Release]) -> StoreResult<()> {
+    let pairs: Vec<(&str, &str)> = releases
+        .iter()
+        .map(|r| (r.delivery_id.as_str(), r.lease.as_str()))
+        .collect();
+    let pairs = serde_json::to_string(&pairs).expect("strings serialize");
+    conn.prepare_cached(
+        "UPDATE deliveries SET lease = NULL, locked_until = NULL
+         FROM (SELECT value->>0 AS id, value->>1 AS lease FROM json_each(?)) AS r
+         WHERE deliveries.id = r.id AND deliveries.lease = r.lease",
+    )?
+    .execute([pairs])?;
+    Ok(())
 }

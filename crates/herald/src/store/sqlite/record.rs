@@ -2,8 +2,8 @@
 //! deliveries' new state (only while the lease is still theirs), the webhooks' failure records,
 //! and disabling the webhooks that answered 410 or have failed for too long.
 
-use super::hop::Hop;
-use super::publish::insert_events;
+use super::batch::Batch;
+use super::publish::insert_event;
 use crate::domain::{AccountId, DeliveryStatus};
 use crate::store::seal::Sealer;
 use crate::store::{AttemptRecord, HealthPolicy, NewEvent, NextStep, StoreResult, WebhookRef};
@@ -16,9 +16,9 @@ pub(super) fn write(
     records: &[AttemptRecord],
     health: &HealthPolicy,
 ) -> StoreResult<()> {
-    let mut hop = Hop::new();
-    push_record(&mut hop, records, health);
-    hop.run(conn)
+    let mut batch = Batch::new();
+    push_record(&mut batch, records, health);
+    batch.run(conn)
 }
 
 /// Attempt results to write.
@@ -30,7 +30,7 @@ pub(super) struct RecordRequest {
 
 /// The attempts, their deliveries' new state, and the webhooks' failure records (cleared by a
 /// success, started by the first failure since).
-fn push_record(hop: &mut Hop, records: &[AttemptRecord], health: &HealthPolicy) {
+fn push_record(batch: &mut Batch, records: &[AttemptRecord], health: &HealthPolicy) {
     let attempts: Vec<_> = records
         .iter()
         .map(|r| {
@@ -49,8 +49,8 @@ fn push_record(hop: &mut Hop, records: &[AttemptRecord], health: &HealthPolicy) 
             )
         })
         .collect();
-    let attempts = hop.arg(serde_json::to_string(&attempts).expect("attempts serialize"));
-    hop.push(&format!(
+    let attempts = batch.arg(serde_json::to_string(&attempts).expect("attempts serialize"));
+    batch.push(&format!(
         "INSERT INTO attempts (id, delivery_id, number, started_at, duration_ms, status_code, error_kind, error,
          response_body, node)
          SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7,
@@ -74,10 +74,10 @@ fn push_record(hop: &mut Hop, records: &[AttemptRecord], health: &HealthPolicy) 
             )
         })
         .collect();
-    let now = hop.arg(health.now.millis());
-    let outcomes = hop.arg(serde_json::to_string(&outcomes).expect("outcomes serialize"));
+    let now = batch.arg(health.now.millis());
+    let outcomes = batch.arg(serde_json::to_string(&outcomes).expect("outcomes serialize"));
     // Only while the lease is still ours: a lease that ran out may have been taken again.
-    hop.push(&format!(
+    batch.push(&format!(
         "UPDATE deliveries SET status = o.status, attempts_made = o.number, next_attempt_at = o.next_at,
                 lease = NULL, locked_until = NULL, updated_at = {now}
          FROM (SELECT value->>0 AS id, value->>1 AS lease, value->>2 AS status, value->>3 AS number,
@@ -86,15 +86,15 @@ fn push_record(hop: &mut Hop, records: &[AttemptRecord], health: &HealthPolicy) 
     ));
     let changes = crate::store::failure_record_changes(records);
     if !changes.cleared.is_empty() {
-        let cleared = hop.arg(serde_json::to_string(&changes.cleared).expect("ids serialize"));
-        hop.push(&format!(
+        let cleared = batch.arg(serde_json::to_string(&changes.cleared).expect("ids serialize"));
+        batch.push(&format!(
             "UPDATE webhooks SET failing_since = NULL
              WHERE id IN (SELECT value FROM json_each({cleared})) AND failing_since IS NOT NULL"
         ));
     }
     if !changes.started.is_empty() {
-        let started = hop.arg(serde_json::to_string(&changes.started).expect("ids serialize"));
-        hop.push(&format!(
+        let started = batch.arg(serde_json::to_string(&changes.started).expect("ids serialize"));
+        batch.push(&format!(
             "UPDATE webhooks SET failing_since = s.since
              FROM (SELECT value->>0 AS id, value->>1 AS since FROM jsonb_each({started})) AS s
              WHERE webhooks.id = s.id AND webhooks.failing_since IS NULL"
@@ -179,7 +179,7 @@ fn disable(
             url,
         };
         let event = NewEvent::webhook_disabled(&who, reason, health.now);
-        insert_events(conn, &[&event], health.now, None, sealer)?;
+        insert_event(conn, &event, health.now, sealer)?;
     }
     Ok(())
 }

@@ -1,18 +1,22 @@
 //! Webhooks on SQLite.
 
-use super::{SqliteStore, push_page, scope};
+use super::{Commit, SqliteStore, push_page, scope};
 use crate::domain::{AccountId, Timestamp, Webhook, WebhookId, WebhookStatus};
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, WebhookValues, paginate};
 use crate::store::seal::Sealer;
 use crate::store::{Page, PageRequest, StoreResult, Webhooks};
 use async_trait::async_trait;
+use rusqlite::OptionalExtension;
 use sqlx::{AssertSqlSafe, QueryBuilder};
 
 #[async_trait]
 impl Webhooks for SqliteStore {
     async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
-        let mut conn = self.durable_conn().await?;
-        insert_webhook_on(&mut conn, w, &self.sealer).await
+        let (w, sealer) = (w.clone(), self.sealer.clone());
+        self.write_alone(Commit::Durable, move |tx| {
+            insert_webhook_on(tx, &w, &sealer)
+        })
+        .await
     }
 
     async fn callback_webhook(&self, account: &AccountId) -> StoreResult<Option<Webhook>> {
@@ -26,45 +30,48 @@ impl Webhooks for SqliteStore {
     }
 
     async fn set_callback_webhook(&self, w: &Webhook) -> StoreResult<Webhook> {
-        let mut tx = self.durable_begin().await?;
-        let existing: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM webhooks WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL",
-        )
-        .bind(w.account_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        match existing {
-            Some(id) => {
-                // The row keeps its own id, which its sealed columns are bound to.
-                let current = Webhook {
-                    id: WebhookId::from_trusted(id),
-                    ..w.clone()
-                };
-                let v = WebhookValues::of(&current, &self.sealer);
-                sqlx::query(
-                    "UPDATE webhooks SET url = ?, signing = ?, format = ?, updated_at = ?, secret = ?,
-                     previous_secret = ?, previous_secret_until = ? WHERE id = ?",
-                )
-                .bind(w.url.as_str())
-                .bind(&v.signing)
-                .bind(w.format.as_str())
-                .bind(w.updated_at.millis())
-                .bind(&v.secret)
-                .bind(&v.previous_secret)
-                .bind(v.previous_secret_until)
-                .bind(current.id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => insert_webhook_on(&mut tx, w, &self.sealer).await?,
-        }
-        let row: WebhookColumns = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL"
-        )))
-        .bind(w.account_id.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let (w, sealer) = (w.clone(), self.sealer.clone());
+        let row = self
+            .write_alone(Commit::Durable, move |tx| {
+                let existing: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT id FROM webhooks WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL",
+                    )?
+                    .query_row([w.account_id.as_str()], |r| r.get(0))
+                    .optional()?;
+                match existing {
+                    Some(id) => {
+                        // The row keeps its own id, which its sealed columns are bound to.
+                        let current = Webhook {
+                            id: WebhookId::from_trusted(id),
+                            ..w.clone()
+                        };
+                        let v = WebhookValues::of(&current, &sealer);
+                        tx.prepare_cached(
+                            "UPDATE webhooks SET url = ?, signing = ?, format = ?, updated_at = ?, secret = ?,
+                             previous_secret = ?, previous_secret_until = ? WHERE id = ?",
+                        )?
+                        .execute((
+                            w.url.as_str(),
+                            &v.signing,
+                            w.format.as_str(),
+                            w.updated_at.millis(),
+                            &v.secret,
+                            &v.previous_secret,
+                            v.previous_secret_until,
+                            current.id.as_str(),
+                        ))?;
+                    }
+                    None => insert_webhook_on(tx, &w, &sealer)?,
+                }
+                let row = tx
+                    .prepare_cached(&format!(
+                        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE account_id = ? AND kind = 'callback' AND deleted_at IS NULL"
+                    ))?
+                    .query_row([w.account_id.as_str()], WebhookColumns::from_rusqlite)?;
+                Ok(row)
+            })
+            .await?;
         row.into_webhook(&self.sealer)
     }
 
@@ -76,25 +83,26 @@ impl Webhooks for SqliteStore {
         reason: Option<&str>,
         now: Timestamp,
     ) -> StoreResult<Option<Webhook>> {
-        let mut q = QueryBuilder::new("UPDATE webhooks SET status = ");
-        q.push_bind(status.as_str())
-            .push(", disabled_reason = ")
-            .push_bind(reason.map(str::to_owned))
-            .push(", failing_since = NULL, updated_at = ")
-            .push_bind(now.millis())
-            .push(" WHERE deleted_at IS NULL AND id = ")
-            .push_bind(id.as_str().to_owned());
-        scope(&mut q, "account_id", account);
-        let mut conn = self.durable_conn().await?;
-        q.build().execute(&mut *conn).await?;
-        let row: Option<WebhookColumns> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ? AND deleted_at IS NULL"
-        )))
-        .bind(id.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
-        let webhook = row.map(|r| r.into_webhook(&self.sealer)).transpose()?;
-        Ok(webhook.filter(|w| account.is_none_or(|a| *a == w.account_id)))
+        let account = account.map(|a| a.to_string());
+        let (id, reason) = (id.to_string(), reason.map(str::to_owned));
+        let row = self
+            .write_alone(Commit::Durable, move |tx| {
+                tx.prepare_cached(
+                    "UPDATE webhooks SET status = ?1, disabled_reason = ?2, failing_since = NULL, updated_at = ?3
+                     WHERE deleted_at IS NULL AND id = ?4 AND (?5 IS NULL OR account_id = ?5)",
+                )?
+                .execute((status.as_str(), &reason, now.millis(), &id, &account))?;
+                let row = tx
+                    .prepare_cached(&format!(
+                        "SELECT {WEBHOOK_COLUMNS} FROM webhooks
+                         WHERE deleted_at IS NULL AND id = ?1 AND (?2 IS NULL OR account_id = ?2)"
+                    ))?
+                    .query_row((&id, &account), WebhookColumns::from_rusqlite)
+                    .optional()?;
+                Ok(row)
+            })
+            .await?;
+        row.map(|r| r.into_webhook(&self.sealer)).transpose()
     }
 
     async fn get_webhook(
@@ -131,29 +139,33 @@ impl Webhooks for SqliteStore {
 
     async fn update_webhook(&self, w: &Webhook) -> StoreResult<bool> {
         let v = WebhookValues::of(w, &self.sealer);
-        let mut conn = self.durable_conn().await?;
-        let done = sqlx::query(
-            "UPDATE webhooks SET url = ?, events = ?, secret = ?, description = ?, retry = ?, status = ?, updated_at = ?,
-             signing = ?, format = ?, previous_secret = ?, previous_secret_until = ?, disabled_reason = ?
-             WHERE id = ? AND account_id = ? AND deleted_at IS NULL",
-        )
-        .bind(w.url.as_str())
-        .bind(&v.events)
-        .bind(&v.secret)
-        .bind(&w.description)
-        .bind(&v.retry)
-        .bind(w.status.as_str())
-        .bind(w.updated_at.millis())
-        .bind(&v.signing)
-        .bind(w.format.as_str())
-        .bind(&v.previous_secret)
-        .bind(v.previous_secret_until)
-        .bind(&w.disabled_reason)
-        .bind(w.id.as_str())
-        .bind(w.account_id.as_str())
-        .execute(&mut *conn)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let w = w.clone();
+        self.write_alone(Commit::Durable, move |tx| {
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE webhooks SET url = ?, events = ?, secret = ?, description = ?, retry = ?, status = ?,
+                     updated_at = ?, signing = ?, format = ?, previous_secret = ?, previous_secret_until = ?,
+                     disabled_reason = ? WHERE id = ? AND account_id = ? AND deleted_at IS NULL",
+                )?
+                .execute(rusqlite::params![
+                    w.url.as_str(),
+                    &v.events,
+                    &v.secret,
+                    &w.description,
+                    &v.retry,
+                    w.status.as_str(),
+                    w.updated_at.millis(),
+                    &v.signing,
+                    w.format.as_str(),
+                    &v.previous_secret,
+                    v.previous_secret_until,
+                    &w.disabled_reason,
+                    w.id.as_str(),
+                    w.account_id.as_str(),
+                ])?;
+            Ok(updated == 1)
+        })
+        .await
     }
 
     async fn delete_webhook(
@@ -162,56 +174,57 @@ impl Webhooks for SqliteStore {
         id: &WebhookId,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.durable_begin().await?;
-        let mut q = QueryBuilder::new("UPDATE webhooks SET deleted_at = ");
-        q.push_bind(now.millis())
-            .push(" WHERE deleted_at IS NULL AND id = ")
-            .push_bind(id.as_str().to_owned());
-        scope(&mut q, "account_id", account);
-        if q.build().execute(&mut *tx).await?.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease = NULL, locked_until = NULL,
-             updated_at = ? WHERE webhook_id = ? AND status = 'pending'",
-        )
-        .bind(now.millis())
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        let (account, id) = (account.map(|a| a.to_string()), id.to_string());
+        self.write_alone(Commit::Durable, move |tx| {
+            let deleted = tx
+                .prepare_cached(
+                    "UPDATE webhooks SET deleted_at = ?1
+                     WHERE deleted_at IS NULL AND id = ?2 AND (?3 IS NULL OR account_id = ?3)",
+                )?
+                .execute((now.millis(), &id, &account))?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            tx.prepare_cached(
+                "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease = NULL, locked_until = NULL,
+                 updated_at = ? WHERE webhook_id = ? AND status = 'pending'",
+            )?
+            .execute((now.millis(), &id))?;
+            Ok(true)
+        })
+        .await
     }
 }
 
-pub(super) async fn insert_webhook_on(
-    conn: &mut sqlx::SqliteConnection,
+/// Stores a new webhook, its secrets sealed.
+pub(super) fn insert_webhook_on(
+    conn: &rusqlite::Connection,
     w: &Webhook,
     sealer: &Sealer,
 ) -> StoreResult<()> {
     let v = WebhookValues::of(w, sealer);
-    sqlx::query(AssertSqlSafe(format!(
+    conn.prepare_cached(&format!(
         "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )))
-    .bind(w.id.as_str())
-    .bind(w.account_id.as_str())
-    .bind(w.url.as_str())
-    .bind(&v.events)
-    .bind(&v.secret)
-    .bind(&w.description)
-    .bind(&v.retry)
-    .bind(w.status.as_str())
-    .bind(w.created_at.millis())
-    .bind(w.updated_at.millis())
-    .bind(w.kind.as_str())
-    .bind(&w.job_id)
-    .bind(&v.signing)
-    .bind(w.format.as_str())
-    .bind(&v.previous_secret)
-    .bind(v.previous_secret_until)
-    .bind(&w.disabled_reason)
-    .bind(w.failing_since.map(Timestamp::millis))
-    .execute(conn)
-    .await?;
+    ))?
+    .execute(rusqlite::params![
+        w.id.as_str(),
+        w.account_id.as_str(),
+        w.url.as_str(),
+        &v.events,
+        &v.secret,
+        &w.description,
+        &v.retry,
+        w.status.as_str(),
+        w.created_at.millis(),
+        w.updated_at.millis(),
+        w.kind.as_str(),
+        &w.job_id,
+        &v.signing,
+        w.format.as_str(),
+        &v.previous_secret,
+        v.previous_secret_until,
+        &w.disabled_reason,
+        w.failing_since.map(Timestamp::millis),
+    ])?;
     Ok(())
 }

@@ -1,48 +1,88 @@
-//! The writer thread: publishes, attempt results and claims' leases, written together in one
-//! transaction per round, on a SQLite connection of its own driven right here.
+//! The writer thread: the one writer of the database while the store is open. It drives a
+//! SQLite connection of its own, right here, and every write of the store comes to it.
 //!
-//! sqlx's SQLite driver runs every query on a thread of its own and sends each statement's
-//! result and each row back through a channel; on two cores, those wake-ups, not SQLite, were
-//! most of a round's time (a round was 2.7 ms for 16 events, the SQLite thread busy a quarter
-//! of it). So the rounds run on this thread with rusqlite, every statement prepared once and
-//! taken from the connection's cache: the only wake-ups left are the request that starts a
-//! round and the answers that end it.
+//! Publishes and the queue's writes (attempt results, claims' leases, releases) are group
+//! committed: whatever has queued is written together in one transaction per round, as one
+//! set-based statement per kind where it can. sqlx's SQLite driver runs every query on a thread
+//! of its own and sends each statement's result and each row back through a channel; on few
+//! cores those wake-ups, not SQLite, were most of a round's time (docs/BENCHMARKS.md). So rounds
+//! run here with rusqlite, every statement prepared once and taken from the connection's cache:
+//! the only wake-ups left are the request that starts a round and the answers that end it.
 //!
-//! The other writes (webhooks, accounts, jobs, retention) stay on sqlx's single writer
-//! connection. The two never write at once: the writer thread holds that connection, unused,
-//! from its pool while it has rounds to write (up to [`TURN`] at a time), so they take turns as
-//! before, in the pool's fair order, with no `SQLITE_BUSY`. This relies on that pool having one
-//! connection and on every other write going through it.
+//! The other writes (accounts, webhooks, jobs, manual retries, retention) are rare; each is a
+//! transaction of its own ([`Alone`]), run between rounds. One connection writing is what keeps
+//! SQLite's single-writer rule without `SQLITE_BUSY`: readers (the store's sqlx pool) are
+//! read-only connections and never wait on it.
 //!
 //! If a round with several requests fails, each is written again alone, so one bad request
 //! fails alone.
 
 use super::claim::{self, LeaseRequest};
 use super::publish;
+use super::queue::{self, ReleaseRequest};
 use super::record::{self, RecordRequest};
 use crate::domain::Timestamp;
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
 use crate::store::seal::Sealer;
-use crate::store::{
-    ClaimedDelivery, Handoff, Intake, NewEvent, Published, StoreError, StoreResult,
-};
-use sqlx::SqlitePool;
+use crate::store::{ClaimedDelivery, Handoff, Intake, Published, StoreError, StoreResult};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Work for the writer besides publishes.
-pub(super) enum QueueWrite {
+pub(super) enum Write {
     Record(RecordRequest),
     Lease(LeaseRequest),
+    Release(ReleaseRequest),
+    Alone(Alone),
+}
+
+/// How a transaction commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Commit {
+    /// With an fsync (`synchronous = FULL`): anything acknowledged to a caller survives a power
+    /// cut, not only a crash.
+    Durable,
+    /// Without one (`synchronous = NORMAL`): for the queue's own bookkeeping (leases, attempt
+    /// results) and retention, which a power cut can at worst undo, repeating an attempt
+    /// (at-least-once) or a prune. A later durable commit makes these durable too, since WAL is
+    /// synced in order.
+    Relaxed,
+}
+
+impl Commit {
+    fn begin(self) -> &'static str {
+        match self {
+            Self::Durable => "PRAGMA synchronous = FULL; BEGIN IMMEDIATE",
+            Self::Relaxed => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
+        }
+    }
+}
+
+/// A write in a transaction of its own: statements run on the writer's connection, and the
+/// answer sent once the transaction has committed (or failed).
+pub(super) struct Alone(Box<dyn FnOnce(&mut Conn) + Send>);
+
+impl Alone {
+    /// `write` runs in one transaction, committed as `commit` says; it has the answer.
+    pub fn new<T: Send + 'static>(
+        commit: Commit,
+        write: impl FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
+    ) -> (Self, oneshot::Receiver<StoreResult<T>>) {
+        let (reply, answer) = oneshot::channel();
+        let run = move |conn: &mut Conn| {
+            let _ = reply.send(conn.transaction(commit, write));
+        };
+        (Self(Box::new(run)), answer)
+    }
 }
 
 /// Most queue writes in one round.
 const QUEUE_WRITES_PER_ROUND: usize = 16;
 
 /// The writer thread's connection to the database file.
-struct Conn {
+pub(super) struct Conn {
     path: PathBuf,
     conn: rusqlite::Connection,
 }
@@ -53,10 +93,10 @@ impl Conn {
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        // As sqlx's connections: foreign keys enforced, the same busy timeout (a checkpoint
-        // by a reader can still hold a lock briefly), FULL unless a round says otherwise, and
-        // temporary tables in memory (some rounds' statements need one, and on disk each cost
-        // a file created and deleted: e2e with one webhook, 13,400 deliveries/s against 13,100).
+        // Foreign keys enforced, a busy timeout (a checkpoint by a reader can still hold a lock
+        // briefly), FULL unless a transaction says otherwise, and temporary tables in memory:
+        // some rounds' statements need one, and on disk each would cost a file created and
+        // deleted.
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.execute_batch(
             "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
@@ -68,8 +108,29 @@ impl Conn {
         })
     }
 
-    /// After a round that failed: makes sure no transaction is left open, opening the
-    /// connection again if a `ROLLBACK` cannot end it.
+    /// Runs `write` in a transaction, committed as `commit` says, or rolled back if it fails.
+    fn transaction<T>(
+        &mut self,
+        commit: Commit,
+        write: impl FnOnce(&rusqlite::Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let result = self
+            .conn
+            .execute_batch(commit.begin())
+            .map_err(StoreError::from)
+            .and_then(|()| write(&self.conn))
+            .and_then(|done| {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(done)
+            });
+        if result.is_err() {
+            self.settle();
+        }
+        result
+    }
+
+    /// After a transaction that failed: makes sure none is left open, opening the connection
+    /// again if a `ROLLBACK` cannot end it.
     fn settle(&mut self) {
         if self.conn.is_autocommit() {
             return;
@@ -84,14 +145,17 @@ impl Conn {
     }
 }
 
+/// Where publishes hand new deliveries to this node's dispatcher, once it is set, and the lease
+/// they get.
+pub(super) type IntakeSlot = Arc<OnceLock<(Arc<dyn Intake>, Duration)>>;
+
 /// Starts the writer thread on `path`. It stops when the store drops its request channels,
 /// after the round in hand; the returned receiver is disconnected once it has.
 pub(super) fn spawn(
     path: &Path,
-    turn: SqlitePool,
     requests: mpsc::Receiver<PublishRequest>,
-    queue: mpsc::Receiver<QueueWrite>,
-    intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
+    queue: mpsc::Receiver<Write>,
+    intake: IntakeSlot,
     sealer: Sealer,
 ) -> StoreResult<std::sync::mpsc::Receiver<()>> {
     if path.to_string_lossy().starts_with("file:") || path.as_os_str() == ":memory:" {
@@ -105,15 +169,10 @@ pub(super) fn spawn(
         .name("herald-sqlite-writer".into())
         .spawn(move || {
             let _stopped = stopped_tx;
-            // A runtime of its own, for the channels and the turn's pool; it has nothing else
-            // to run, so the synchronous SQLite calls block no one.
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(runtime) => {
-                    runtime.block_on(run(conn, turn, requests, queue, intake, sealer));
-                }
+            // A runtime of its own, for the channels; it has nothing else to run, so the
+            // synchronous SQLite calls block no one.
+            match tokio::runtime::Builder::new_current_thread().build() {
+                Ok(runtime) => runtime.block_on(run(conn, requests, queue, intake, sealer)),
                 Err(e) => tracing::error!(error = %e, "cannot start the SQLite writer's runtime"),
             }
         })
@@ -121,17 +180,12 @@ pub(super) fn spawn(
     Ok(stopped)
 }
 
-/// Longest time the writer keeps sqlx's connection across back-to-back rounds before letting
-/// the other writers have it. Giving it back costs a round trip to sqlx's thread (the pool pings
-/// a connection it gets back), so it is not given back after every round under load.
-const TURN: Duration = Duration::from_millis(10);
-
 /// Moves whatever is waiting, up to a round's limits, into the batches.
 fn take_waiting(
     requests: &mut mpsc::Receiver<PublishRequest>,
-    queue: &mut mpsc::Receiver<QueueWrite>,
+    queue: &mut mpsc::Receiver<Write>,
     publishes: &mut Vec<PublishRequest>,
-    writes: &mut Vec<QueueWrite>,
+    writes: &mut Vec<Write>,
 ) {
     while publishes.len() < GROUP_COMMIT
         && let Ok(r) = requests.try_recv()
@@ -146,24 +200,19 @@ fn take_waiting(
 }
 
 /// The writer loop: waits for work, takes everything waiting (up to a round's limits), writes
-/// it in one round and answers each request.
+/// the writes of their own one by one, the rest in one round, and answers each request.
 async fn run(
     mut conn: Conn,
-    turn: SqlitePool,
     mut requests: mpsc::Receiver<PublishRequest>,
-    mut queue: mpsc::Receiver<QueueWrite>,
-    intake: Arc<OnceLock<(Arc<dyn Intake>, Duration)>>,
+    mut queue: mpsc::Receiver<Write>,
+    intake: IntakeSlot,
     sealer: Sealer,
 ) {
     let mut publishes = Vec::with_capacity(GROUP_COMMIT);
     let mut writes = Vec::with_capacity(QUEUE_WRITES_PER_ROUND);
-    // sqlx's writer connection, held while rounds write: the other writers' turn.
-    let mut held: Option<(sqlx::pool::PoolConnection<sqlx::Sqlite>, Instant)> = None;
     loop {
         take_waiting(&mut requests, &mut queue, &mut publishes, &mut writes);
         if publishes.is_empty() && writes.is_empty() {
-            // Idle: the other writers may go.
-            held = None;
             tokio::select! {
                 n = requests.recv_many(&mut publishes, GROUP_COMMIT) => {
                     if n == 0 {
@@ -178,25 +227,13 @@ async fn run(
             }
             take_waiting(&mut requests, &mut queue, &mut publishes, &mut writes);
         }
-        if held
-            .as_ref()
-            .is_some_and(|(_, since)| since.elapsed() >= TURN)
-        {
-            // Busy for a while: let a waiting writer in (the pool serves waiters in order).
-            held = None;
-        }
-        if held.is_none() {
-            match turn.acquire().await {
-                Ok(conn) => held = Some((conn, Instant::now())),
-                Err(e) => {
-                    let e = StoreError::from(e);
-                    for w in writes.drain(..) {
-                        answer_alone(w, Err(StoreError::GroupCommitFailed));
-                    }
-                    group_commit::answer(&mut publishes, Err(e));
-                    continue;
-                }
+        for alone in writes.extract_if(.., |w| matches!(w, Write::Alone(_))) {
+            if let Write::Alone(Alone(write)) = alone {
+                write(&mut conn);
             }
+        }
+        if publishes.is_empty() && writes.is_empty() {
+            continue;
         }
         let mut round = Round {
             conn: &mut conn,
@@ -234,137 +271,100 @@ async fn run(
 /// What a committed round answers.
 struct Done {
     published: Vec<StoreResult<Published>>,
-    /// One per [`QueueWrite`], in order: the leased deliveries (empty for a record).
-    leased: Vec<StoreResult<Vec<ClaimedDelivery>>>,
+    /// One per queue write, in order: the leased deliveries (none but for a lease).
+    leased: Vec<Vec<ClaimedDelivery>>,
 }
 
-fn answer(publishes: &mut Vec<PublishRequest>, writes: &mut Vec<QueueWrite>, done: Done) {
+fn answer(publishes: &mut Vec<PublishRequest>, writes: &mut Vec<Write>, done: Done) {
     group_commit::answer(publishes, Ok(done.published));
     for (w, leased) in writes.drain(..).zip(done.leased) {
-        answer_alone(
-            w,
-            leased.map(|l| Done {
-                published: Vec::new(),
-                leased: vec![Ok(l)],
-            }),
-        );
+        let done = Done {
+            published: Vec::new(),
+            leased: vec![leased],
+        };
+        answer_alone(w, Ok(done));
     }
 }
 
-fn answer_alone(write: QueueWrite, done: StoreResult<Done>) {
+fn answer_alone(write: Write, done: StoreResult<Done>) {
     match write {
-        QueueWrite::Record(r) => {
-            let _ = r.reply.send(done.map(|_| ()));
+        Write::Record(r) => {
+            let _ = r.reply.send(done.map(drop));
         }
-        QueueWrite::Lease(l) => {
-            let result = done.and_then(|mut d| d.leased.pop().unwrap_or_else(|| Ok(Vec::new())));
-            let _ = l.reply.send(result);
+        Write::Release(r) => {
+            let _ = r.reply.send(done.map(drop));
         }
+        Write::Lease(l) => {
+            let _ = l
+                .reply
+                .send(done.map(|mut d| d.leased.pop().unwrap_or_default()));
+        }
+        Write::Alone(_) => unreachable!("written before the round"),
     }
 }
 
 struct Round<'a> {
     conn: &'a mut Conn,
-    intake: &'a OnceLock<(Arc<dyn Intake>, Duration)>,
+    intake: &'a IntakeSlot,
     sealer: &'a Sealer,
 }
 
 impl Round<'_> {
-    /// One transaction: durable (fsync at commit) when it holds publishes, else relaxed (see
-    /// `SqliteStore::relaxed_begin`). Rolled back on any error.
-    fn write(&mut self, publishes: &[PublishRequest], writes: &[QueueWrite]) -> StoreResult<Done> {
+    /// One transaction: durable when it holds publishes, else relaxed. Deliveries handed to the
+    /// dispatcher are handed over once it has committed.
+    fn write(&mut self, publishes: &[PublishRequest], writes: &[Write]) -> StoreResult<Done> {
         let mut handoff = self
             .intake
             .get()
             .filter(|_| !publishes.is_empty())
             .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease));
-        let result = self.write_on(publishes, writes, handoff.as_mut());
-        match &result {
-            Ok(_) => {
-                if let Some(handoff) = handoff {
-                    handoff.finish();
-                }
-            }
-            Err(_) => self.conn.settle(),
-        }
-        result
-    }
-
-    fn write_on(
-        &self,
-        publishes: &[PublishRequest],
-        writes: &[QueueWrite],
-        handoff: Option<&mut Handoff>,
-    ) -> StoreResult<Done> {
-        let conn = &self.conn.conn;
-        conn.execute_batch(if publishes.is_empty() {
-            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
+        let commit = if publishes.is_empty() {
+            Commit::Relaxed
         } else {
-            "PRAGMA synchronous = FULL; BEGIN IMMEDIATE"
+            Commit::Durable
+        };
+        let (intake_handoff, sealer) = (handoff.as_mut(), self.sealer);
+        let done = self.conn.transaction(commit, |conn| {
+            write_round(conn, publishes, writes, intake_handoff, sealer)
         })?;
-        let mut records = Vec::new();
-        let mut leased = Vec::new();
-        for w in writes {
-            if let QueueWrite::Record(r) = w {
-                record::write(conn, &r.records, &r.health)?;
-                records.push(r);
-            }
+        if let Some(handoff) = handoff {
+            handoff.finish();
         }
-        for r in &records {
-            record::disable_unhealthy(conn, &r.records, &r.health, self.sealer)?;
-        }
-        for w in writes {
-            if let QueueWrite::Lease(l) = w {
-                leased.push(claim::lease(conn, l, self.sealer)?);
-            }
-        }
-
-        let events: Vec<&NewEvent> = publishes.iter().flat_map(|r| &r.events).collect();
-        let (keyed, plain): (Vec<&NewEvent>, Vec<&NewEvent>) = events
-            .iter()
-            .copied()
-            .partition(|e| e.idempotency.is_some());
-        let now = Timestamp::now();
-        // Events with an idempotency key, one by one, each under a savepoint: only a key can
-        // refuse one event alone, and it does so before writing anything.
-        let mut keyed_results = Vec::with_capacity(keyed.len());
-        for event in &keyed {
-            conn.execute_batch("SAVEPOINT publish")?;
-            let result = publish::publish_keyed(conn, event, now, self.sealer);
-            if result.is_err() {
-                conn.execute_batch("ROLLBACK TO publish")?;
-            }
-            conn.execute_batch("RELEASE publish")?;
-            keyed_results.push(result);
-        }
-        let counts = publish::insert_events(conn, &plain, now, handoff, self.sealer)?;
-        conn.execute_batch("COMMIT")?;
-
-        let mut keyed_results = keyed_results.into_iter();
-        let mut counts = counts.into_iter();
-        let published = events
-            .iter()
-            .map(|e| {
-                if e.idempotency.is_some() {
-                    return keyed_results.next().expect("one result per keyed event");
-                }
-                let (deliveries, handed_over) = counts.next().unwrap_or((0, 0));
-                Ok(Published {
-                    event: e.to_event(),
-                    deliveries,
-                    handed_over,
-                    replayed: false,
-                })
-            })
-            .collect();
-        let mut leased = leased.into_iter();
-        let leased = writes
-            .iter()
-            .map(|w| match w {
-                QueueWrite::Lease(_) => Ok(leased.next().expect("one per lease")),
-                QueueWrite::Record(_) => Ok(Vec::new()),
-            })
-            .collect();
-        Ok(Done { published, leased })
+        Ok(done)
     }
+}
+
+/// A round's statements: the attempt results (and the webhooks they disable), the releases, the
+/// leases, then the publishes.
+fn write_round(
+    conn: &rusqlite::Connection,
+    publishes: &[PublishRequest],
+    writes: &[Write],
+    handoff: Option<&mut Handoff>,
+    sealer: &Sealer,
+) -> StoreResult<Done> {
+    for w in writes {
+        if let Write::Record(r) = w {
+            record::write(conn, &r.records, &r.health)?;
+        }
+    }
+    for w in writes {
+        if let Write::Record(r) = w {
+            record::disable_unhealthy(conn, &r.records, &r.health, sealer)?;
+        }
+    }
+    for w in writes {
+        if let Write::Release(r) = w {
+            queue::release(conn, &r.releases)?;
+        }
+    }
+    let mut leased = Vec::with_capacity(writes.len());
+    for w in writes {
+        leased.push(match w {
+            Write::Lease(l) => claim::lease(conn, l, sealer)?,
+            _ => Vec::new(),
+        });
+    }
+    let published = publish::write_group(conn, publishes, handoff, sealer)?;
+    Ok(Done { published, leased })
 }

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md §5): one file per resource, one error type, JSON everywhere.
+//! The HTTP API: one file per resource, one error type, JSON everywhere.
 
 mod accounts;
 mod deliveries;

@@ -76,13 +76,11 @@ impl Accounts for SqliteStore {
         let id = account.to_string();
         let stored: String = self
             .write_alone(Commit::Durable, move |tx| {
-                tx.prepare_cached(
-                    "UPDATE accounts SET signing_secret = ? WHERE id = ? AND signing_secret IS NULL",
-                )?
-                .execute((&sealed, &id))?;
                 let stored = tx
-                    .prepare_cached("SELECT signing_secret FROM accounts WHERE id = ?")?
-                    .query_row([&id], |r| r.get(0))?;
+                    .prepare_cached(
+                        "UPDATE accounts SET signing_secret = COALESCE(signing_secret, ?1) WHERE id = ?2 RETURNING signing_secret",
+                    )?
+                    .query_row((&sealed, &id), |r| r.get(0))?;
                 Ok(stored)
             })
             .await?;

@@ -87,17 +87,16 @@ impl Webhooks for SqliteStore {
         let (id, reason) = (id.to_string(), reason.map(str::to_owned));
         let row = self
             .write_alone(Commit::Durable, move |tx| {
-                tx.prepare_cached(
-                    "UPDATE webhooks SET status = ?1, disabled_reason = ?2, failing_since = NULL, updated_at = ?3
-                     WHERE deleted_at IS NULL AND id = ?4 AND (?5 IS NULL OR account_id = ?5)",
-                )?
-                .execute((status.as_str(), &reason, now.millis(), &id, &account))?;
                 let row = tx
                     .prepare_cached(&format!(
-                        "SELECT {WEBHOOK_COLUMNS} FROM webhooks
-                         WHERE deleted_at IS NULL AND id = ?1 AND (?2 IS NULL OR account_id = ?2)"
+                        "UPDATE webhooks SET status = ?1, disabled_reason = ?2, failing_since = NULL, updated_at = ?3
+                         WHERE deleted_at IS NULL AND id = ?4 AND (?5 IS NULL OR account_id = ?5)
+                         RETURNING {WEBHOOK_COLUMNS}"
                     ))?
-                    .query_row((&id, &account), WebhookColumns::from_rusqlite)
+                    .query_row(
+                        (status.as_str(), &reason, now.millis(), &id, &account),
+                        WebhookColumns::from_rusqlite,
+                    )
                     .optional()?;
                 Ok(row)
             })

@@ -7,7 +7,7 @@ use crate::config::{AdminToken, Settings};
 use crate::dispatch::{Dispatcher, Waker};
 use crate::janitor::Janitor;
 use crate::server;
-use crate::store::{self, DynStore};
+use crate::store::{self, DynStore, QueueGauges};
 use crate::telemetry::{self, Metrics};
 use anyhow::Context;
 use base64::Engine;
@@ -27,6 +27,7 @@ pub struct Herald {
     state: AppState,
     dispatcher: Dispatcher,
     janitor: Janitor,
+    gauges: Arc<dyn QueueGauges>,
 }
 
 impl Herald {
@@ -78,6 +79,7 @@ impl Herald {
             settings.api.rate_limit,
             settings.api.admin_rate_limit,
         ));
+        let gauges = store.clone();
         let state = AppState {
             store,
             settings: Arc::new(settings),
@@ -94,6 +96,7 @@ impl Herald {
             state,
             dispatcher,
             janitor,
+            gauges,
         })
     }
 
@@ -110,7 +113,7 @@ impl Herald {
         let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
         let gauges = tokio::spawn(telemetry::refresh_queue_gauges(
             self.state.metrics.clone(),
-            self.state.store.clone(),
+            self.gauges,
             QUEUE_GAUGE_INTERVAL,
             shutdown.clone(),
         ));

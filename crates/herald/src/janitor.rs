@@ -9,7 +9,7 @@
 
 use crate::config::Settings;
 use crate::domain::Timestamp;
-use crate::store::{DynStore, PruneEvents, PrunedEvents, StoreResult};
+use crate::store::{PruneEvents, PrunedEvents, Retention, StoreResult};
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ impl Pruned {
 }
 
 pub struct Janitor {
-    store: DynStore,
+    store: Arc<dyn Retention>,
     metrics: Arc<Metrics>,
     events_age: Duration,
     jobs_age: Duration,
@@ -52,7 +52,7 @@ pub struct Janitor {
 }
 
 impl Janitor {
-    pub fn new(store: DynStore, settings: &Settings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(store: Arc<dyn Retention>, settings: &Settings, metrics: Arc<Metrics>) -> Self {
         let r = &settings.retention;
         Self {
             store,

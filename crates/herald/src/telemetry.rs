@@ -6,7 +6,7 @@
 //! The README's "Metrics" section lists the series; keep the two in step.
 
 use crate::domain::{AttemptOutcome, Timestamp};
-use crate::store::{DynStore, QueueDepth};
+use crate::store::{QueueDepth, QueueGauges};
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::time::{Duration, Instant};
@@ -257,7 +257,7 @@ fn class_index(outcome: &AttemptOutcome) -> usize {
 /// `every` and at least twenty times what the last query took.
 pub async fn refresh_queue_gauges(
     metrics: std::sync::Arc<Metrics>,
-    store: DynStore,
+    store: std::sync::Arc<dyn QueueGauges>,
     every: Duration,
     shutdown: CancellationToken,
 ) {

@@ -95,8 +95,8 @@ impl From<StoreError> for ApiError {
             StoreError::IdempotencyConflict => {
                 Self::conflict("idempotency_conflict", e.to_string())
             }
-            StoreError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "store unavailable");
+            e if e.is_transient() => {
+                tracing::warn!(error = %e, "store unavailable");
                 let mut e = Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",

@@ -14,7 +14,7 @@ mod webhooks;
 use crate::config::Settings;
 use crate::dispatch::Waker;
 use crate::domain::{Catalog, RetryPolicy};
-use crate::store::{DynStore, Page, PageRequest};
+use crate::store::{ApiStore, Page, PageRequest};
 use crate::telemetry::Metrics;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: DynStore,
+    pub store: Arc<dyn ApiStore>,
     pub settings: Arc<Settings>,
     pub catalog: Arc<Catalog>,
     pub default_retry: Arc<RetryPolicy>,

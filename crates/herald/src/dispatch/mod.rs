@@ -23,7 +23,7 @@ mod worker;
 
 use crate::config::DeliverySettings;
 use crate::domain::WebhookId;
-use crate::store::{ClaimedDelivery, DynStore, Release};
+use crate::store::{ClaimedDelivery, Queue, Release};
 use crate::telemetry::Metrics;
 use lanes::{Lanes, SharedLanes, release_of};
 use recorder::Finished;
@@ -59,7 +59,7 @@ impl Waker {
 }
 
 pub struct Dispatcher {
-    store: DynStore,
+    store: Arc<dyn Queue>,
     sender: Arc<Sender>,
     settings: DeliverySettings,
     waker: Waker,
@@ -69,7 +69,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(
-        store: DynStore,
+        store: Arc<dyn Queue>,
         settings: DeliverySettings,
         dev: bool,
         node: String,

@@ -3,7 +3,7 @@
 
 use super::Waker;
 use crate::domain::Timestamp;
-use crate::store::{AttemptRecord, DynStore, HealthPolicy, NextStep, Release, StoreResult};
+use crate::store::{AttemptRecord, HealthPolicy, NextStep, Queue, Release, StoreResult};
 use crate::telemetry::{Metrics, StoreOp};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ pub enum Finished {
 /// Writes finished attempts in batches until every sender has gone.
 pub async fn record(
     mut done: mpsc::Receiver<Finished>,
-    store: DynStore,
+    store: Arc<dyn Queue>,
     waker: Waker,
     disable_after: Duration,
     metrics: Arc<Metrics>,

@@ -9,7 +9,7 @@ use super::lanes::{HOLD_AHEAD, Held, SharedLanes, release_of};
 use super::recorder::Finished;
 use crate::config::DeliverySettings;
 use crate::domain::{Timestamp, WebhookId};
-use crate::store::{ClaimRequest, ClaimedDelivery, DynStore, StoreResult};
+use crate::store::{ClaimRequest, ClaimedDelivery, Queue, StoreResult};
 use crate::telemetry::{Metrics, StoreOp};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ const CLAIM_RETRY: Duration = Duration::from_secs(1);
 /// The scheduler's view of the dispatcher: what it reads, claims from, and feeds.
 pub struct Scheduler<'a> {
     pub settings: &'a DeliverySettings,
-    pub store: &'a DynStore,
+    pub store: &'a Arc<dyn Queue>,
     pub metrics: &'a Arc<Metrics>,
     pub lanes: &'a SharedLanes,
     pub waker: &'a Waker,

@@ -18,24 +18,19 @@ pub(crate) fn channel() -> (mpsc::Sender<PublishRequest>, mpsc::Receiver<Publish
     mpsc::channel(GROUP_COMMIT * 4)
 }
 
-/// An error for a publish that was not committed: the caller may retry it (503).
-pub(crate) fn closed(what: &str) -> StoreError {
-    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(what.to_owned())))
-}
-
-/// Hands `events` to the committers and waits for their results, one per event, in order.
+/// Hands `events` to the committers (`who`, named in the error if they have stopped) and waits
+/// for their results, one per event, in order.
 pub(crate) async fn submit(
     publisher: &mpsc::Sender<PublishRequest>,
+    who: &'static str,
     events: Vec<NewEvent>,
 ) -> StoreResult<Vec<StoreResult<Published>>> {
     let (reply, answer) = oneshot::channel();
     publisher
         .send(PublishRequest { events, reply })
         .await
-        .map_err(|_| closed("the publisher has stopped"))?;
-    answer
-        .await
-        .map_err(|_| closed("the publisher dropped a request"))
+        .map_err(|_| StoreError::WriterStopped(who))?;
+    answer.await.map_err(|_| StoreError::WriterStopped(who))
 }
 
 /// Answers every publish of a group, in order, from its transaction's outcome: each its own
@@ -58,7 +53,7 @@ pub(crate) fn answer(
                 let failed = request
                     .events
                     .iter()
-                    .map(|_| Err(closed("the commit failed")))
+                    .map(|_| Err(StoreError::GroupCommitFailed))
                     .collect();
                 let _ = request.reply.send(failed);
             }

@@ -1,14 +1,46 @@
-//! Turning stored columns back into domain records, shared by the backends.
+//! The column lists of the tables and turning their rows back into domain records, once for
+//! both backends (and, for the SQLite writer's own connection, from its rusqlite rows).
 
 use super::seal::{Column, SealError, Sealer};
 use super::{StoreError, StoreResult};
 use crate::domain::retry::StoredPolicy;
 use crate::domain::{
-    AccountId, Attempt, AttemptId, Delivery, DeliveryId, DeliveryStatus, ErrorKind, Event,
+    Account, AccountId, Attempt, AttemptId, Delivery, DeliveryId, DeliveryStatus, ErrorKind, Event,
     EventFilter, EventId, PayloadFormat, RetryPolicy, SigningSecret, Timestamp, Webhook, WebhookId,
     WebhookKind, WebhookStatus, WebhookUrl,
 };
 use serde_json::value::RawValue;
+
+/// Defines a table's columns once: a struct read by name (from sqlx's rows with `FromRow`, from
+/// the SQLite writer's rusqlite rows with `from_rusqlite`) and the column list for statements,
+/// in the struct's order, so the two cannot drift apart.
+macro_rules! columns {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $list:ident { $first:ident: $first_ty:ty $(, $field:ident: $ty:ty)* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(sqlx::FromRow)]
+        pub(crate) struct $name {
+            pub $first: $first_ty,
+            $(pub $field: $ty,)*
+        }
+
+        #[doc = concat!("The column list that [`", stringify!($name), "`] reads.")]
+        pub(crate) const $list: &str = concat!(stringify!($first) $(, ", ", stringify!($field))*);
+
+        impl $name {
+            /// Reads the columns by name from a row of the SQLite writer's connection.
+            #[allow(dead_code, reason = "not every table is read back on the writer's connection")]
+            pub fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(Self {
+                    $first: row.get(stringify!($first))?,
+                    $($field: row.get(stringify!($field))?,)*
+                })
+            }
+        }
+    };
+}
 
 pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {detail}"))
@@ -37,33 +69,29 @@ pub(crate) fn policy_to_json(p: &RetryPolicy) -> String {
     serde_json::to_string(&StoredPolicy::from(p)).expect("policy serializes")
 }
 
-/// The columns of a webhook row, read by name.
-#[derive(sqlx::FromRow)]
-pub(crate) struct WebhookColumns {
-    pub id: String,
-    pub account_id: String,
-    pub url: String,
-    pub events: String,
-    pub secret: String,
-    pub description: String,
-    pub retry: String,
-    pub status: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub kind: String,
-    pub job_id: Option<String>,
-    pub signing: String,
-    pub format: String,
-    pub previous_secret: Option<String>,
-    pub previous_secret_until: Option<i64>,
-    pub disabled_reason: Option<String>,
-    pub failing_since: Option<i64>,
+columns! {
+    /// The columns of a webhook, read by name.
+    WebhookColumns, WEBHOOK_COLUMNS {
+        id: String,
+        account_id: String,
+        url: String,
+        events: String,
+        secret: String,
+        description: String,
+        retry: String,
+        status: String,
+        created_at: i64,
+        updated_at: i64,
+        kind: String,
+        job_id: Option<String>,
+        signing: String,
+        format: String,
+        previous_secret: Option<String>,
+        previous_secret_until: Option<i64>,
+        disabled_reason: Option<String>,
+        failing_since: Option<i64>,
+    }
 }
-
-/// The column list that [`WebhookColumns`] reads.
-pub(crate) const WEBHOOK_COLUMNS: &str = "id, account_id, url, events, secret, description, retry, status, \
-     created_at, updated_at, kind, job_id, signing, format, previous_secret, previous_secret_until, \
-     disabled_reason, failing_since";
 
 /// A webhook's values in [`WEBHOOK_COLUMNS`] order, for inserts and updates; the secret
 /// columns (`secret`, `signing`, `previous_secret`) as the sealer stores them.
@@ -175,6 +203,58 @@ impl WebhookColumns {
     }
 }
 
+/// The columns of an event that [`event_from_row`] reads.
+pub(crate) const EVENT_COLUMNS: &str = "id, account_id, type, timestamp, data";
+
+/// Reads an event from columns named `{prefix}id`, `{prefix}account_id`, `{prefix}type`, ….
+pub(crate) fn event_from_row<'r, R>(r: &'r R, prefix: &str) -> StoreResult<Event>
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let col = |c: &str| format!("{prefix}{c}");
+    event(
+        r.try_get(col("id").as_str())?,
+        r.try_get(col("account_id").as_str())?,
+        r.try_get(col("type").as_str())?,
+        r.try_get(col("timestamp").as_str())?,
+        r.try_get(col("data").as_str())?,
+    )
+}
+
+/// As [`event_from_row`], from a row of the SQLite writer's connection.
+pub(crate) fn event_from_rusqlite(row: &rusqlite::Row<'_>, prefix: &str) -> StoreResult<Event> {
+    let col = |c: &str| format!("{prefix}{c}");
+    event(
+        row.get(col("id").as_str())?,
+        row.get(col("account_id").as_str())?,
+        row.get(col("type").as_str())?,
+        row.get(col("timestamp").as_str())?,
+        row.get(col("data").as_str())?,
+    )
+}
+
+columns! {
+    /// The columns of an account, read by name.
+    AccountColumns, ACCOUNT_COLUMNS {
+        id: String,
+        name: String,
+        created_at: i64,
+    }
+}
+
+impl AccountColumns {
+    pub fn into_account(self) -> Account {
+        Account {
+            id: AccountId::from_trusted(self.id),
+            name: self.name,
+            created_at: Timestamp::from_millis(self.created_at),
+        }
+    }
+}
+
 pub(crate) fn event(
     id: String,
     account: String,
@@ -191,18 +271,20 @@ pub(crate) fn event(
     })
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct DeliveryColumns {
-    pub id: String,
-    pub account_id: String,
-    pub event_id: String,
-    pub event_type: String,
-    pub webhook_id: String,
-    pub status: String,
-    pub attempts_made: i64,
-    pub next_attempt_at: Option<i64>,
-    pub created_at: i64,
-    pub updated_at: i64,
+columns! {
+    /// The columns of a delivery, read by name.
+    DeliveryColumns, DELIVERY_COLUMNS {
+        id: String,
+        account_id: String,
+        event_id: String,
+        event_type: String,
+        webhook_id: String,
+        status: String,
+        attempts_made: i64,
+        next_attempt_at: Option<i64>,
+        created_at: i64,
+        updated_at: i64,
+    }
 }
 
 impl DeliveryColumns {
@@ -227,17 +309,19 @@ impl DeliveryColumns {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct AttemptColumns {
-    pub id: String,
-    pub number: i64,
-    pub started_at: i64,
-    pub duration_ms: i64,
-    pub status_code: Option<i64>,
-    pub error_kind: Option<String>,
-    pub error: Option<String>,
-    pub response_body: Option<String>,
-    pub node: Option<String>,
+columns! {
+    /// The columns of an attempt, read by name.
+    AttemptColumns, ATTEMPT_COLUMNS {
+        id: String,
+        number: i64,
+        started_at: i64,
+        duration_ms: i64,
+        status_code: Option<i64>,
+        error_kind: Option<String>,
+        error: Option<String>,
+        response_body: Option<String>,
+        node: Option<String>,
+    }
 }
 
 impl AttemptColumns {
@@ -287,23 +371,23 @@ pub(crate) fn earliest_claimable(rows: &[(i64, Option<i64>)]) -> Option<i64> {
     earliest
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct JobColumns {
-    pub id: String,
-    pub account_id: String,
-    pub kind: String,
-    pub status: String,
-    pub progress: f64,
-    pub input: Option<String>,
-    pub result: Option<String>,
-    pub error: Option<String>,
-    pub webhook_url: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub completed_at: Option<i64>,
+columns! {
+    /// The columns of a job, read by name.
+    JobColumns, JOB_COLUMNS {
+        id: String,
+        account_id: String,
+        kind: String,
+        status: String,
+        progress: f64,
+        input: Option<String>,
+        result: Option<String>,
+        error: Option<String>,
+        webhook_url: Option<String>,
+        created_at: i64,
+        updated_at: i64,
+        completed_at: Option<i64>,
+    }
 }
-
-pub(crate) const JOB_COLUMNS: &str = "id, account_id, kind, status, progress, input, result, error, webhook_url, created_at, updated_at, completed_at";
 
 fn raw(what: &str, v: Option<String>) -> StoreResult<Option<Box<RawValue>>> {
     v.map(|s| RawValue::from_string(s).map_err(|e| corrupt(what, e)))

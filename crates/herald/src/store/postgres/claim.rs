@@ -2,7 +2,7 @@
 //! one statement that picks, locks (`FOR UPDATE SKIP LOCKED`), leases and returns the claimed
 //! deliveries with their events and webhooks.
 //!
-//! Why it is shaped so (pass 4 of docs/BENCHMARKS.md measured 27 ms per claim): a due-order scan
+//! Why it is shaped so (pass 4 of docs/BENCHMARKS.md measured the claims before): a due-order scan
 //! joined with `webhooks` was planned as "every due delivery, then sort", so each claim read and
 //! sorted the whole backlog to lock a window of 4 × the claim size and keep at most the
 //! webhook's room. Now a claim locks only what it may take: when the webhooks with due work have
@@ -17,9 +17,9 @@
 //! (estimates of a dozen due rows among tens of thousands), or with a generic plan that cannot
 //! see how small the `LIMIT` is, it chose a bitmap scan of every due row and a sort again.
 
-use super::{PgStore, event_from_row};
+use super::PgStore;
 use crate::domain::{DeliveryId, WebhookId};
-use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns};
+use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_row};
 use crate::store::{ClaimRequest, ClaimedDelivery, StoreResult};
 use sqlx::{AssertSqlSafe, Row};
 use std::sync::LazyLock;
@@ -141,14 +141,14 @@ impl Pick {
         } else {
             // Webhooks at their cap that were not listed have no pending work; leaving them out
             // as well costs nothing.
-            left_out.extend(super::super::saturated_webhooks(req));
+            left_out.extend(crate::store::saturated_webhooks(req));
             Self::InDueOrder { left_out }
         }
     }
 }
 
 impl PgStore {
-    /// [`crate::store::Store::claim_due`] on PostgreSQL (see the module's documentation).
+    /// [`crate::store::Queue::claim_due`] on PostgreSQL (see the module's documentation).
     pub(super) async fn claim_due_deliveries(
         &self,
         req: &ClaimRequest,

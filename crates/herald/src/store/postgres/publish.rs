@@ -10,23 +10,34 @@
 //! ([`Handoff`]): they are written already leased to it, handed over after the commit, and need
 //! no claim. Should the node die first, their lease runs out and any node claims them.
 
-use super::{CHANNEL, event_from_row};
+use super::{CHANNEL, PUBLISHER, PgStore};
 use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookKind};
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
-use crate::store::rows::{self, WEBHOOK_COLUMNS, WebhookColumns, corrupt};
+use crate::store::rows::{self, WEBHOOK_COLUMNS, WebhookColumns, corrupt, event_from_row};
 use crate::store::seal::Sealer;
-use crate::store::{Handoff, Intake, NewEvent, Published, StoreError, StoreResult};
+use crate::store::{Handoff, Intake, NewEvent, Published, Publisher, StoreError, StoreResult};
+use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
 
+#[async_trait]
+impl Publisher for PgStore {
+    async fn publish_events(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Vec<StoreResult<Published>>> {
+        group_commit::submit(&self.publisher, PUBLISHER, events).await
+    }
+}
+
 /// Where the committers hand new deliveries to this node's dispatcher, once it is set, and the
 /// lease they get.
 pub(super) type IntakeSlot = Arc<OnceLock<(Arc<dyn Intake>, Duration)>>;
 
-/// Most committers; fewer when the pool is small, so publishing never holds most of it. With
-/// the benchmark on 2 cores, three overlapping commits took about 25% more events/s than one.
+/// Most committers; fewer when the pool is small, so publishing never holds most of it. A few
+/// commits overlapping take more events per second than one at a time (docs/BENCHMARKS.md).
 const COMMITTERS: u32 = 3;
 
 /// Starts the committers and returns where publishes go to them.

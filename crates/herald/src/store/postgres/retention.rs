@@ -8,7 +8,8 @@
 
 use super::PgStore;
 use crate::domain::{EventId, Timestamp};
-use crate::store::{PruneEvents, PrunedEvents, StoreResult};
+use crate::store::{PruneEvents, PrunedEvents, Retention, StoreResult};
+use async_trait::async_trait;
 use sqlx::{PgConnection, Postgres, Transaction};
 use std::collections::HashSet;
 
@@ -32,8 +33,11 @@ impl PgStore {
             Ok(None)
         }
     }
+}
 
-    pub(super) async fn prune_events_batch(&self, b: &PruneEvents) -> StoreResult<PrunedEvents> {
+#[async_trait]
+impl Retention for PgStore {
+    async fn prune_events(&self, b: &PruneEvents) -> StoreResult<PrunedEvents> {
         let Some(mut tx) = self.begin_pruning().await? else {
             return Ok(PrunedEvents::default());
         };
@@ -114,11 +118,7 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn prune_jobs_batch(
-        &self,
-        finished_before: Timestamp,
-        limit: usize,
-    ) -> StoreResult<u64> {
+    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64> {
         let Some(mut tx) = self.begin_pruning().await? else {
             return Ok(0);
         };
@@ -150,11 +150,7 @@ impl PgStore {
         Ok(jobs)
     }
 
-    pub(super) async fn forget_idempotency_keys_batch(
-        &self,
-        before: Timestamp,
-        limit: usize,
-    ) -> StoreResult<u64> {
+    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
         let Some(mut tx) = self.begin_pruning().await? else {
             return Ok(0);
         };

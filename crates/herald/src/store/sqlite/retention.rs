@@ -5,126 +5,115 @@
 //! lost in a power cut is simply done again), and the janitor pauses between batches, so
 //! publishes and attempt results queue behind one batch at most.
 
-use super::SqliteStore;
+use super::{Commit, SqliteStore};
 use crate::domain::{EventId, Timestamp};
-use crate::store::{PruneEvents, PrunedEvents, StoreResult};
+use crate::store::{PruneEvents, PrunedEvents, Retention, StoreResult};
+use async_trait::async_trait;
 
-impl SqliteStore {
-    pub(super) async fn prune_events_batch(&self, b: &PruneEvents) -> StoreResult<PrunedEvents> {
-        let mut tx = self.relaxed_begin().await?;
-        let scanned: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT e.id, e.created_at < ?1 AND NOT EXISTS (
-                 SELECT 1 FROM deliveries d WHERE d.event_id = e.id
-                   AND (d.status = 'pending' OR d.updated_at >= ?2))
-             FROM events e WHERE e.id > ?3 AND e.id < ?4 ORDER BY e.id LIMIT ?5",
-        )
-        .bind(b.created_before.millis())
-        .bind(b.finished_before.millis())
-        .bind(b.after.as_ref().map_or("", EventId::as_str))
-        .bind(EventId::bound_at(b.created_before))
-        .bind(b.limit as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        let next = (scanned.len() == b.limit)
-            .then(|| {
-                scanned
-                    .last()
-                    .map(|(id, _)| EventId::from_trusted(id.clone()))
-            })
-            .flatten();
-        let doomed: Vec<&str> = scanned
-            .iter()
-            .filter(|(_, prunable)| *prunable != 0)
-            .map(|(id, _)| id.as_str())
-            .collect();
-        if doomed.is_empty() {
-            return Ok(PrunedEvents {
+#[async_trait]
+impl Retention for SqliteStore {
+    async fn prune_events(&self, b: &PruneEvents) -> StoreResult<PrunedEvents> {
+        let b = b.clone();
+        self.write_alone(Commit::Relaxed, move |tx| {
+            let scanned: Vec<(String, bool)> = tx
+                .prepare_cached(
+                    "SELECT e.id, e.created_at < ?1 AND NOT EXISTS (
+                         SELECT 1 FROM deliveries d WHERE d.event_id = e.id
+                           AND (d.status = 'pending' OR d.updated_at >= ?2))
+                     FROM events e WHERE e.id > ?3 AND e.id < ?4 ORDER BY e.id LIMIT ?5",
+                )?
+                .query_map(
+                    (
+                        b.created_before.millis(),
+                        b.finished_before.millis(),
+                        b.after.as_ref().map_or("", EventId::as_str),
+                        EventId::bound_at(b.created_before),
+                        b.limit as i64,
+                    ),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let next = (scanned.len() == b.limit)
+                .then(|| {
+                    scanned
+                        .last()
+                        .map(|(id, _)| EventId::from_trusted(id.clone()))
+                })
+                .flatten();
+            let doomed: Vec<&str> = scanned
+                .iter()
+                .filter(|(_, prunable)| *prunable)
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if doomed.is_empty() {
+                return Ok(PrunedEvents {
+                    next,
+                    ..PrunedEvents::default()
+                });
+            }
+            let ids = serde_json::to_string(&doomed).expect("strings serialize");
+            let attempts = tx
+                .prepare_cached(
+                    "DELETE FROM attempts WHERE delivery_id IN
+                       (SELECT id FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?)))",
+                )?
+                .execute([&ids])?;
+            let deliveries = tx
+                .prepare_cached(
+                    "DELETE FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?))",
+                )?
+                .execute([&ids])?;
+            let events = tx
+                .prepare_cached("DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))")?
+                .execute([&ids])?;
+            Ok(PrunedEvents {
+                events: events as u64,
+                deliveries: deliveries as u64,
+                attempts: attempts as u64,
                 next,
-                ..PrunedEvents::default()
-            });
-        }
-        let ids = serde_json::to_string(&doomed).expect("strings serialize");
-        let attempts = sqlx::query(
-            "DELETE FROM attempts WHERE delivery_id IN
-               (SELECT id FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?)))",
-        )
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let deliveries = sqlx::query(
-            "DELETE FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let events = sqlx::query("DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(PrunedEvents {
-            events,
-            deliveries,
-            attempts,
-            next,
+            })
         })
+        .await
     }
 
-    pub(super) async fn prune_jobs_batch(
-        &self,
-        finished_before: Timestamp,
-        limit: usize,
-    ) -> StoreResult<u64> {
-        let mut tx = self.relaxed_begin().await?;
-        let doomed: Vec<String> = sqlx::query_scalar(
-            "SELECT j.id FROM jobs j WHERE j.completed_at < ?1 AND NOT EXISTS (
-                 SELECT 1 FROM webhooks w JOIN deliveries d ON d.webhook_id = w.id
-                 WHERE w.kind = 'job' AND w.job_id = j.id)
-             ORDER BY j.completed_at LIMIT ?2",
-        )
-        .bind(finished_before.millis())
-        .bind(limit as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        if doomed.is_empty() {
-            return Ok(0);
-        }
-        let ids = serde_json::to_string(&doomed).expect("strings serialize");
-        sqlx::query(
-            "DELETE FROM webhooks WHERE kind = 'job' AND job_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
-        let jobs = sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(jobs)
+    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.write_alone(Commit::Relaxed, move |tx| {
+            let doomed: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT j.id FROM jobs j WHERE j.completed_at < ?1 AND NOT EXISTS (
+                         SELECT 1 FROM webhooks w JOIN deliveries d ON d.webhook_id = w.id
+                         WHERE w.kind = 'job' AND w.job_id = j.id)
+                     ORDER BY j.completed_at LIMIT ?2",
+                )?
+                .query_map((finished_before.millis(), limit as i64), |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if doomed.is_empty() {
+                return Ok(0);
+            }
+            let ids = serde_json::to_string(&doomed).expect("strings serialize");
+            tx.prepare_cached(
+                "DELETE FROM webhooks WHERE kind = 'job' AND job_id IN (SELECT value FROM json_each(?))",
+            )?
+            .execute([&ids])?;
+            let jobs = tx
+                .prepare_cached("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))")?
+                .execute([&ids])?;
+            Ok(jobs as u64)
+        })
+        .await
     }
 
-    pub(super) async fn forget_idempotency_keys_batch(
-        &self,
-        before: Timestamp,
-        limit: usize,
-    ) -> StoreResult<u64> {
-        let mut tx = self.relaxed_begin().await?;
-        let freed = sqlx::query(
-            "UPDATE events SET idempotency_key = NULL, idempotency_fingerprint = NULL
-             WHERE id IN (SELECT id FROM events WHERE idempotency_key IS NOT NULL AND created_at < ?
-                          LIMIT ?)",
-        )
-        .bind(before.millis())
-        .bind(limit as i64)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(freed)
+    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.write_alone(Commit::Relaxed, move |tx| {
+            let freed = tx
+                .prepare_cached(
+                    "UPDATE events SET idempotency_key = NULL, idempotency_fingerprint = NULL
+                     WHERE id IN (SELECT id FROM events WHERE idempotency_key IS NOT NULL AND created_at < ?
+                                  LIMIT ?)",
+                )?
+                .execute((before.millis(), limit as i64))?;
+            Ok(freed as u64)
+        })
+        .await
     }
 }

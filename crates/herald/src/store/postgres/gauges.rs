@@ -1,0 +1,28 @@
+//! The queue gauges on PostgreSQL.
+
+use super::PgStore;
+use crate::domain::Timestamp;
+use crate::store::{QueueDepth, QueueGauges, StoreResult};
+use async_trait::async_trait;
+
+#[async_trait]
+impl QueueGauges for PgStore {
+    async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth> {
+        let (due, scheduled, oldest_due): (i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT
+               COUNT(*) FILTER (WHERE next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)),
+               COUNT(*) FILTER (WHERE next_attempt_at > $1),
+               MIN(next_attempt_at) FILTER (WHERE next_attempt_at <= $1
+                                            AND (locked_until IS NULL OR locked_until <= $1))
+             FROM deliveries WHERE status = 'pending'",
+        )
+        .bind(now.millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueDepth {
+            due: due.max(0) as u64,
+            scheduled: scheduled.max(0) as u64,
+            oldest_due: oldest_due.map(Timestamp::from_millis),
+        })
+    }
+}

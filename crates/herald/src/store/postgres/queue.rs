@@ -1,0 +1,95 @@
+//! The queue on PostgreSQL: claims ([`super::claim`]), results ([`super::record`]), releases,
+//! and LISTEN/NOTIFY, by which one node's commits wake the others.
+
+use super::{CHANNEL, PgStore};
+use crate::domain::Timestamp;
+use crate::store::rows;
+use crate::store::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, HealthPolicy, Intake, Queue, Release, StoreResult,
+};
+use async_trait::async_trait;
+use sqlx::postgres::PgListener;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[async_trait]
+impl Queue for PgStore {
+    async fn claim_due(&self, req: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.claim_due_deliveries(req).await
+    }
+
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        health: &HealthPolicy,
+    ) -> StoreResult<()> {
+        self.record(records, health).await
+    }
+
+    async fn release(&self, releases: &[Release]) -> StoreResult<()> {
+        let ids: Vec<String> = releases.iter().map(|r| r.delivery_id.to_string()).collect();
+        let leases: Vec<String> = releases.iter().map(|r| r.lease.clone()).collect();
+        sqlx::query(
+            "UPDATE deliveries d SET lease = NULL, locked_until = NULL
+             FROM UNNEST($1::text[], $2::text[]) AS v(id, lease)
+             WHERE d.id = v.id AND d.lease = v.lease",
+        )
+        .bind(&ids)
+        .bind(&leases)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>> {
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT next_attempt_at, locked_until FROM deliveries WHERE status = 'pending'
+             ORDER BY next_attempt_at LIMIT $1",
+        )
+        .bind(scan_limit.max(1) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
+    }
+
+    fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
+        let _ = self.intake.set((intake, lease));
+    }
+
+    fn watch_for_work(&self, on_work: Arc<dyn Fn() + Send + Sync>, shutdown: CancellationToken) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            while !shutdown.is_cancelled() {
+                let mut listener = match PgListener::connect_with(&pool).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                };
+                if let Err(e) = listener.listen(CHANNEL).await {
+                    tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
+                    continue;
+                }
+                loop {
+                    tokio::select! {
+                        n = listener.recv() => match n {
+                            Ok(_) => on_work(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                                // Work committed while we were away is found by the next poll.
+                                on_work();
+                                break;
+                            }
+                        },
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        });
+    }
+}

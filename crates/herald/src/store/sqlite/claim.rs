@@ -1,0 +1,193 @@
+//! Claiming due deliveries on SQLite: the candidates are read on a reader connection, so the
+//! scan never holds up the writer; the writer thread then leases those still due, in its next
+//! round, and reads them back with their events and webhooks.
+
+use super::SqliteStore;
+use super::batch::Batch;
+use super::writer::Write;
+use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookId};
+use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_rusqlite};
+use crate::store::seal::Sealer;
+use crate::store::{ClaimRequest, ClaimedDelivery, StoreResult};
+use std::collections::HashMap;
+use tokio::sync::oneshot;
+
+/// Deliveries a claim picked (on a reader connection) to lease to this node.
+pub(super) struct LeaseRequest {
+    pub picked: Vec<String>,
+    pub lease: String,
+    pub now: Timestamp,
+    pub lease_until: Timestamp,
+    pub reply: oneshot::Sender<StoreResult<Vec<ClaimedDelivery>>>,
+}
+
+impl SqliteStore {
+    /// [`crate::store::Queue::claim_due`] on SQLite: candidates are read on a reader, and the
+    /// writer leases those still due.
+    pub(super) async fn claim(&self, req: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
+        if req.limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Candidates are read on a reader connection: the scan never holds up the writer.
+        let mut conn = self.reader.acquire().await?;
+        let window = req.limit * 4;
+        let candidates: Vec<(String, String)> = sqlx::query_as(
+            "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
+               AND (d.locked_until IS NULL OR d.locked_until <= ?1) AND w.status = 'active'
+             ORDER BY d.next_attempt_at LIMIT ?2",
+        )
+        .bind(req.now.millis())
+        .bind(window as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut picked: Vec<(String, String)> = {
+            let ids = crate::store::pick_within_caps(&candidates, req);
+            candidates
+                .iter()
+                .filter(|(d, _)| ids.contains(d))
+                .cloned()
+                .collect()
+        };
+        if candidates.len() == window && picked.len() < req.limit {
+            // The due window is crowded by webhooks at their cap (a slow endpoint's backlog):
+            // look webhook by webhook, so that backlog never hides the others' due work.
+            claim_per_webhook(&mut conn, req, &mut picked).await?;
+        }
+        drop(conn);
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = LeaseRequest {
+            picked: picked.into_iter().map(|(d, _)| d).collect(),
+            lease: uuid::Uuid::new_v4().simple().to_string(),
+            now: req.now,
+            lease_until: req.lease_until,
+            reply,
+        };
+        self.write(Write::Lease(request), answer).await
+    }
+}
+
+/// Most webhooks one claim looks at one by one.
+const MAX_WEBHOOKS_PER_CLAIM: i64 = 1000;
+
+/// Adds to `picked`, up to the limit, due deliveries of webhooks with room, looked up webhook by
+/// webhook through `deliveries_pending_by_webhook`. The webhooks with pending work are listed
+/// by a loose index scan (one index seek each), in random order for fairness.
+async fn claim_per_webhook(
+    conn: &mut sqlx::SqliteConnection,
+    req: &ClaimRequest,
+    picked: &mut Vec<(String, String)>,
+) -> StoreResult<()> {
+    let mut hooks: Vec<String> = sqlx::query_scalar(
+        "WITH RECURSIVE hooks(id, n) AS (
+           SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' ORDER BY webhook_id LIMIT 1), 1
+           UNION ALL
+           SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > hooks.id
+                   ORDER BY webhook_id LIMIT 1), n + 1
+           FROM hooks WHERE hooks.id IS NOT NULL AND n < ?1)
+         SELECT id FROM hooks WHERE id IS NOT NULL",
+    )
+    .bind(MAX_WEBHOOKS_PER_CLAIM)
+    .fetch_all(&mut *conn)
+    .await?;
+    {
+        use rand::seq::SliceRandom;
+        hooks.shuffle(&mut rand::rng());
+    }
+    for hook in hooks {
+        if picked.len() >= req.limit {
+            break;
+        }
+        let used = req
+            .in_flight
+            .get(&WebhookId::from_trusted(hook.clone()))
+            .copied()
+            .unwrap_or(0)
+            + picked.iter().filter(|(_, w)| *w == hook).count();
+        let room = req
+            .per_webhook_cap
+            .saturating_sub(used)
+            .min(req.limit - picked.len());
+        if room == 0 {
+            continue;
+        }
+        let due: Vec<(String, String)> = sqlx::query_as(
+            "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+             WHERE d.webhook_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
+               AND (d.locked_until IS NULL OR d.locked_until <= ?2) AND w.status = 'active'
+             ORDER BY d.next_attempt_at LIMIT ?3",
+        )
+        .bind(&hook)
+        .bind(req.now.millis())
+        .bind((room + req.per_webhook_cap) as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let more = crate::store::pick_more(&due, req, picked);
+        picked.extend(due.into_iter().filter(|(d, _)| more.contains(d)));
+    }
+    Ok(())
+}
+
+/// Leases the picked deliveries, if still pending, due and free (they were read outside this
+/// transaction), and reads them back with their events and webhooks.
+fn push_lease(batch: &mut Batch, l: &LeaseRequest) {
+    let lease = batch.arg(l.lease.clone());
+    let until = batch.arg(l.lease_until.millis());
+    let ids = batch.arg(serde_json::to_string(&l.picked).expect("strings serialize"));
+    let now = batch.arg(l.now.millis());
+    let due = batch.arg(l.now.millis());
+    // Still due too: a late result of an expired lease may have set a later retry meanwhile.
+    batch.push(&format!(
+        "UPDATE deliveries SET lease = {lease}, locked_until = {until}
+         WHERE id IN (SELECT value FROM json_each({ids}))
+           AND status = 'pending' AND (locked_until IS NULL OR locked_until <= {now})
+           AND next_attempt_at <= {due}"
+    ));
+    let lease = batch.arg(l.lease.clone());
+    batch.push(&format!(
+        "SELECT d.id AS d_id, d.attempts_made AS d_attempts_made,
+                e.id AS e_id, e.account_id AS e_account_id, e.type AS e_type, e.timestamp AS e_timestamp, e.data AS e_data,
+                {}
+         FROM deliveries d JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id
+         WHERE d.lease = {lease} ORDER BY d.next_attempt_at",
+        WEBHOOK_COLUMNS
+            .split(", ")
+            .map(|c| format!("w.{c} AS {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+}
+
+/// On the writer's connection, in its round: leases the picked deliveries still due, and reads
+/// them back with their events and webhooks. Each webhook is decoded (and its secrets opened)
+/// once per claim, not once per delivery: a claim is mostly a few webhooks' backlog.
+pub(super) fn lease(
+    conn: &rusqlite::Connection,
+    request: &LeaseRequest,
+    sealer: &Sealer,
+) -> StoreResult<Vec<ClaimedDelivery>> {
+    let mut batch = Batch::new();
+    push_lease(&mut batch, request);
+    let mut webhooks: HashMap<String, Webhook> = HashMap::new();
+    batch.query(conn, |row| {
+        let id: String = row.get("id")?;
+        let webhook = match webhooks.get(&id) {
+            Some(w) => w.clone(),
+            None => {
+                let w = WebhookColumns::from_rusqlite(row)?.into_webhook(sealer)?;
+                webhooks.insert(id, w.clone());
+                w
+            }
+        };
+        Ok(ClaimedDelivery {
+            delivery_id: DeliveryId::from_trusted(row.get("d_id")?),
+            lease: request.lease.clone(),
+            attempt_number: row.get::<_, i64>("d_attempts_made")? as u32 + 1,
+            event: event_from_rusqlite(row, "e_")?,
+            webhook,
+        })
+    })
+}

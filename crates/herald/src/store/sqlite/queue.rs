@@ -1,0 +1,88 @@
+//! The queue on SQLite: claims ([`super::claim`]), results ([`super::record`]) and releases,
+//! written by the writer thread in its rounds.
+
+use super::SqliteStore;
+use super::record::RecordRequest;
+use super::writer::Write;
+use crate::domain::Timestamp;
+use crate::store::rows;
+use crate::store::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, HealthPolicy, Intake, Queue, Release, StoreResult,
+};
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+#[async_trait]
+impl Queue for SqliteStore {
+    async fn claim_due(&self, req: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.claim(req).await
+    }
+
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        health: &HealthPolicy,
+    ) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = RecordRequest {
+            records: records.to_vec(),
+            health: *health,
+            reply,
+        };
+        self.write(Write::Record(request), answer).await
+    }
+
+    async fn release(&self, releases: &[Release]) -> StoreResult<()> {
+        if releases.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = ReleaseRequest {
+            releases: releases.to_vec(),
+            reply,
+        };
+        self.write(Write::Release(request), answer).await
+    }
+
+    async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>> {
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT next_attempt_at, locked_until FROM deliveries WHERE status = 'pending'
+             ORDER BY next_attempt_at LIMIT ?",
+        )
+        .bind(scan_limit.max(1) as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
+    }
+
+    fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
+        let _ = self.intake.set((intake, lease));
+    }
+}
+
+/// Leases to give back.
+pub(super) struct ReleaseRequest {
+    pub releases: Vec<Release>,
+    pub reply: oneshot::Sender<StoreResult<()>>,
+}
+
+/// In the writer's round: gives the leases back, where they are still the deliveries' leases.
+pub(super) fn release(conn: &rusqlite::Connection, releases: &[Release]) -> StoreResult<()> {
+    let pairs: Vec<(&str, &str)> = releases
+        .iter()
+        .map(|r| (r.delivery_id.as_str(), r.lease.as_str()))
+        .collect();
+    let pairs = serde_json::to_string(&pairs).expect("strings serialize");
+    conn.prepare_cached(
+        "UPDATE deliveries SET lease = NULL, locked_until = NULL
+         FROM (SELECT value->>0 AS id, value->>1 AS lease FROM json_each(?)) AS r
+         WHERE deliveries.id = r.id AND deliveries.lease = r.lease",
+    )?
+    .execute([pairs])?;
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The store's interface, one trait per caller: the API's resources ([`Accounts`], [`Webhooks`],
+//! [`Jobs`], [`Events`], [`Deliveries`]) and [`Publisher`], the dispatcher's [`Queue`], the
+//! janitor's [`Retention`], and the metrics' [`QueueGauges`]. Both backends implement all of
+//! them; [`Store`] is the whole, which [`super::open`] returns and the app hands out in parts.
+//!
+//! `account: None` on a read means the admin's unscoped view; `Some(id)` restricts it to that
+//! account, so another account's ids are simply not found.
+
+use super::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
+    JobCreated, JobUpdate, NewApiKey, NewEvent, Page, PageRequest, PruneEvents, PrunedEvents,
+    Published, QueueDepth, Release, RetryRequest, StoreResult,
+};
+use crate::domain::{
+    Account, AccountId, Attempt, Delivery, DeliveryId, Event, EventId, Job, JobPatch,
+    SigningSecret, Timestamp, Webhook, WebhookId, WebhookStatus,
+};
+use async_trait::async_trait;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Accounts and their API keys.
+#[async_trait]
+pub trait Accounts: Send + Sync + 'static {
+    async fn create_account(&self, account: &Account, key: &NewApiKey) -> StoreResult<()>;
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
+    async fn list_accounts(&self, page: &PageRequest) -> StoreResult<Page<Account>>;
+    /// The account owning the key with this hash, with the stored hash for a constant-time check.
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<(AccountId, String)>>;
+    /// The account's signing secret (for its callback URL and jobs' own webhooks), made on
+    /// first use.
+    async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret>;
+}
+
+/// Webhooks: subscriptions, an account's callback URL, jobs' own.
+#[async_trait]
+pub trait Webhooks: Send + Sync + 'static {
+    async fn insert_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
+    /// The account's callback-URL webhook, if it has one.
+    async fn callback_webhook(&self, account: &AccountId) -> StoreResult<Option<Webhook>>;
+    /// Sets the account's callback URL: the existing callback webhook gets the new URL, signing
+    /// mode, format and secrets (current and previous), or `webhook` is stored. Returns the
+    /// callback webhook.
+    async fn set_callback_webhook(&self, webhook: &Webhook) -> StoreResult<Webhook>;
+    /// Enables or disables a webhook; enabling clears its failure record.
+    async fn set_webhook_status(
+        &self,
+        account: Option<&AccountId>,
+        id: &WebhookId,
+        status: WebhookStatus,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<Option<Webhook>>;
+    async fn get_webhook(
+        &self,
+        account: Option<&AccountId>,
+        id: &WebhookId,
+    ) -> StoreResult<Option<Webhook>>;
+    /// The account's webhooks but jobs' own, newest first.
+    async fn list_webhooks(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Webhook>>;
+    /// Saves every mutable field; false when it no longer exists.
+    async fn update_webhook(&self, webhook: &Webhook) -> StoreResult<bool>;
+    /// Deletes it and cancels its pending deliveries; false when not found.
+    async fn delete_webhook(
+        &self,
+        account: Option<&AccountId>,
+        id: &WebhookId,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+}
+
+/// Jobs, whose status changes publish events.
+#[async_trait]
+pub trait Jobs: Send + Sync + 'static {
+    /// Stores a new job (and its own webhook) and publishes its `queued` event, atomically.
+    async fn create_job(&self, job: &Job, webhook: Option<&Webhook>) -> StoreResult<JobCreated>;
+    async fn get_job(&self, account: Option<&AccountId>, id: &str) -> StoreResult<Option<Job>>;
+    /// Applies a change under a row lock; a status change publishes its event in the same
+    /// transaction, so a job has exactly one terminal event however many updates race.
+    async fn update_job(
+        &self,
+        account: Option<&AccountId>,
+        id: &str,
+        patch: &JobPatch,
+        now: Timestamp,
+    ) -> StoreResult<JobUpdate>;
+}
+
+/// Publishing events: each is stored with one pending delivery per matching active webhook.
+#[async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    /// Publishes several events in one transaction; each has its own result (one refused for
+    /// its idempotency key does not stop the others), and none is acknowledged before the commit.
+    async fn publish_events(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Vec<StoreResult<Published>>>;
+
+    /// Stores the event and its deliveries, atomically.
+    async fn publish_event(&self, event: NewEvent) -> StoreResult<Published> {
+        let mut results = self.publish_events(vec![event]).await?;
+        results.pop().expect("publish_events answers every event")
+    }
+}
+
+/// Published events, read back.
+#[async_trait]
+pub trait Events: Send + Sync + 'static {
+    async fn get_event(
+        &self,
+        account: Option<&AccountId>,
+        id: &EventId,
+    ) -> StoreResult<Option<Event>>;
+    /// Newest first.
+    async fn list_events(&self, query: &EventQuery, page: &PageRequest)
+    -> StoreResult<Page<Event>>;
+}
+
+/// Deliveries and their attempts, as the API shows them.
+#[async_trait]
+pub trait Deliveries: Send + Sync + 'static {
+    async fn get_delivery(
+        &self,
+        account: Option<&AccountId>,
+        id: &DeliveryId,
+    ) -> StoreResult<Option<Delivery>>;
+    /// Newest first.
+    async fn list_deliveries(
+        &self,
+        query: &DeliveryQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Delivery>>;
+    async fn list_attempts(&self, delivery: &DeliveryId) -> StoreResult<Vec<Attempt>>;
+    /// Makes the delivery due now, whatever its state, unless its webhook is gone.
+    async fn retry_delivery(
+        &self,
+        account: Option<&AccountId>,
+        id: &DeliveryId,
+        now: Timestamp,
+    ) -> StoreResult<RetryRequest>;
+}
+
+/// The delivery queue, as the dispatcher works it: claim with a lease, record the outcome,
+/// give back what it will not attempt.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Leases up to `limit` due deliveries, oldest due first, within the per-webhook cap.
+    async fn claim_due(&self, request: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Writes finished attempts; an attempt whose lease was lost is kept but changes nothing.
+    /// Keeps each webhook's failure record, disables webhooks that answered 410 or have failed
+    /// for `health.disable_after`, and publishes `webhook.disabled` for them.
+    async fn record_attempts(
+        &self,
+        records: &[AttemptRecord],
+        health: &HealthPolicy,
+    ) -> StoreResult<()>;
+    /// Gives leases back so the deliveries are due again at once.
+    async fn release(&self, releases: &[Release]) -> StoreResult<()>;
+    /// The earliest moment some pending delivery can be claimed, if any is pending.
+    async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>>;
+
+    /// Calls `on_work` whenever another process commits new due work, until `shutdown`.
+    /// Backends shared by several processes implement it (PostgreSQL: LISTEN/NOTIFY); for a
+    /// store only this process writes, the in-process waker already covers it.
+    fn watch_for_work(&self, on_work: Arc<dyn Fn() + Send + Sync>, shutdown: CancellationToken) {
+        let _ = (on_work, shutdown);
+    }
+
+    /// Lets publishing hand new deliveries straight to this node's dispatcher, leased to it for
+    /// `lease`, so they need no claim. A backend that does not implement it leaves them all to
+    /// the claims.
+    fn set_intake(&self, intake: Arc<dyn Intake>, lease: std::time::Duration) {
+        let _ = (intake, lease);
+    }
+}
+
+/// The dispatcher's side of a hand-over from publishing (see [`Queue::set_intake`]).
+pub trait Intake: Send + Sync {
+    /// Reserves room for one new delivery to `webhook`; false when its lane or the node is full
+    /// (the delivery is then left to the claims).
+    fn reserve(&self, webhook: &WebhookId) -> bool;
+    /// Hands over reserved deliveries, committed and leased until `lease_until`.
+    fn hand_over(
+        &self,
+        claims: Vec<ClaimedDelivery>,
+        claimed_at: Timestamp,
+        lease_until: Timestamp,
+    );
+    /// Gives back reservations whose deliveries were not committed.
+    fn cancel(&self, webhooks: &[WebhookId]);
+}
+
+/// Retention, for the janitor. Each call is one short transaction, so publishes and the
+/// dispatcher's writes go on between batches.
+#[async_trait]
+pub trait Retention: Send + Sync + 'static {
+    /// Deletes the old, finished events of one batch, with their deliveries and attempts.
+    /// Pending deliveries (retrying, or in flight) keep their events.
+    async fn prune_events(&self, batch: &PruneEvents) -> StoreResult<PrunedEvents>;
+    /// Deletes up to `limit` jobs that finished before `finished_before`, with their own
+    /// webhooks, once those have no deliveries left. Returns how many jobs went.
+    async fn prune_jobs(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64>;
+    /// Frees up to `limit` idempotency keys of events published before `before` (expired keys,
+    /// which publishing already ignores). Returns how many.
+    async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
+}
+
+/// The queue gauges of `/metrics`.
+#[async_trait]
+pub trait QueueGauges: Send + Sync + 'static {
+    /// Counts the pending deliveries that are due (and not leased) and those scheduled later.
+    async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth>;
+}
+
+/// What the API uses: its resources and publishing.
+pub trait ApiStore: Accounts + Webhooks + Jobs + Publisher + Events + Deliveries {}
+
+impl<T> ApiStore for T where T: Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + ?Sized
+{}
+
+/// The whole store, as [`super::open`] returns it: each part goes to the caller that uses it
+/// (an `Arc<dyn Store>` coerces to an `Arc` of any of its traits).
+pub trait Store: ApiStore + Queue + Retention + QueueGauges {}
+
+impl<T> Store for T where T: ApiStore + Queue + Retention + QueueGauges + ?Sized {}

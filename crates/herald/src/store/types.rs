@@ -1,0 +1,208 @@
+//! What the store's callers hand it and get back: requests, queries and answers.
+
+use crate::domain::job::JobConflict;
+use crate::domain::{
+    AccountId, ApiKeyId, Attempt, Delivery, DeliveryId, DeliveryStatus, Event, EventId, Job,
+    Timestamp, Webhook, WebhookId,
+};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+
+/// Where a page starts and how long it is. Lists run newest first; the cursor is the last id seen.
+#[derive(Clone, Debug)]
+pub struct PageRequest {
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// An API key to store: only its hash is kept.
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    pub id: ApiKeyId,
+    pub account_id: AccountId,
+    /// Hex SHA-256 of the key.
+    pub hash: String,
+    pub created_at: Timestamp,
+}
+
+/// A publish request's idempotency: the key, a fingerprint of the request, and how far back
+/// an earlier use still counts.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: String,
+    pub valid_since: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub account: AccountId,
+    pub event_type: String,
+    pub timestamp: Timestamp,
+    pub data: Box<RawValue>,
+    pub idempotency: Option<Idempotency>,
+    /// The job whose status change this is; its own webhook gets the terminal event.
+    pub job: Option<crate::domain::JobRef>,
+    /// Deliver to this webhook only (a test event), not to the subscribers.
+    pub only_webhook: Option<WebhookId>,
+}
+
+/// What a publish did: stored a new event, or found the one an earlier request with the same
+/// Idempotency-Key stored.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub event: Event,
+    pub deliveries: u32,
+    /// Of those, handed straight to this node's dispatcher (the rest wait for a claim).
+    pub handed_over: u32,
+    pub replayed: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    pub account: Option<AccountId>,
+    pub event_type: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryQuery {
+    pub account: Option<AccountId>,
+    pub webhook: Option<WebhookId>,
+    pub event: Option<EventId>,
+    pub status: Option<DeliveryStatus>,
+}
+
+/// The answer to a manual retry.
+#[derive(Clone, Debug)]
+pub enum RetryRequest {
+    NotFound,
+    /// The delivery cannot be retried (its webhook was deleted).
+    Refused(String),
+    Scheduled(Delivery),
+}
+
+/// What a dispatcher asks for when it has free workers.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub now: Timestamp,
+    pub lease_until: Timestamp,
+    pub limit: usize,
+    /// At most this many attempts in flight per webhook on this node…
+    pub per_webhook_cap: usize,
+    /// …counting these, already in flight.
+    pub in_flight: HashMap<WebhookId, usize>,
+}
+
+/// A delivery this node now holds the lease on, with everything needed to attempt it.
+#[derive(Clone, Debug)]
+pub struct ClaimedDelivery {
+    pub delivery_id: DeliveryId,
+    pub lease: String,
+    /// The number this attempt will have (1 for the first).
+    pub attempt_number: u32,
+    pub event: Event,
+    pub webhook: Webhook,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextStep {
+    Succeeded,
+    RetryAt(Timestamp),
+    Failed,
+}
+
+/// One finished attempt to write.
+#[derive(Clone, Debug)]
+pub struct AttemptRecord {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub lease: String,
+    pub attempt: Attempt,
+    pub next: NextStep,
+    /// The receiver answered 410 Gone: disable the webhook at once.
+    pub gone: bool,
+}
+
+/// When failing endpoints are disabled.
+#[derive(Clone, Copy, Debug)]
+pub struct HealthPolicy {
+    pub now: Timestamp,
+    /// A webhook whose attempts have all failed for this long is disabled.
+    pub disable_after: std::time::Duration,
+}
+
+/// What creating a job did.
+#[derive(Clone, Debug)]
+pub enum JobCreated {
+    /// Created, with its `queued` event and that event's `deliveries`.
+    Created { deliveries: u32 },
+    /// A job with this id exists already.
+    Exists,
+}
+
+/// What a job update did.
+#[derive(Clone, Debug)]
+pub enum JobUpdate {
+    NotFound,
+    Refused(JobConflict),
+    /// Saved; `event` is the id of the status event published with it, if the status changed.
+    Updated {
+        job: Job,
+        event: Option<EventId>,
+        /// Deliveries made for `event`.
+        deliveries: u32,
+    },
+}
+
+/// A lease given back without an attempt (shutdown).
+#[derive(Clone, Debug)]
+pub struct Release {
+    pub delivery_id: DeliveryId,
+    pub lease: String,
+}
+
+/// How many pending deliveries wait, for the queue gauges of `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Due now and not leased by any node.
+    pub due: u64,
+    /// Waiting for a later retry time.
+    pub scheduled: u64,
+    /// When the oldest of the due ones fell due.
+    pub oldest_due: Option<Timestamp>,
+}
+
+/// One batch of pruning old events (retention): the events among the next `limit` in id order
+/// (oldest first) that are old enough and finished go, with their deliveries and attempts.
+#[derive(Clone, Debug)]
+pub struct PruneEvents {
+    /// Events made before this are old enough…
+    pub created_before: Timestamp,
+    /// …once every delivery of theirs has finished (succeeded, failed or cancelled) before this.
+    pub finished_before: Timestamp,
+    /// The scan continues after this event id; `None` starts at the oldest.
+    pub after: Option<EventId>,
+    /// Most events looked at, and so deleted, in this batch.
+    pub limit: usize,
+}
+
+/// What one batch of [`PruneEvents`] deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrunedEvents {
+    pub events: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+    /// Where the next batch continues; `None` when the scan has passed every old event (or,
+    /// on PostgreSQL, another node is pruning right now).
+    pub next: Option<EventId>,
+}

@@ -1,0 +1,268 @@
+//! The queue: claims lease, leases run out, late results change nothing, caps hold, results
+//! keep the webhooks' health.
+
+use crate::*;
+
+async fn a_claim_leases_what_it_returns_and_a_second_claim_skips_it(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let hook = f.subscribe(&["*"]).await;
+    let published = f
+        .store
+        .publish_event(f.event("order.created"))
+        .await
+        .unwrap();
+    assert_eq!((published.deliveries, published.replayed), (1, false));
+
+    let now = Timestamp::now();
+    let first = f.claim(now, 10, 10).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].attempt_number, 1);
+    assert_eq!(first[0].event.id, published.event.id);
+    assert_eq!(first[0].event.data.get(), r#"{"n":1}"#);
+    assert_eq!(first[0].webhook.id, hook.id);
+    assert_eq!(
+        first[0].webhook.secret, hook.secret,
+        "the secret reads back"
+    );
+    assert!(
+        f.claim(now, 10, 10).await.is_empty(),
+        "leased: not claimed twice"
+    );
+    let depth = f.store.queue_depth(now).await.unwrap();
+    assert_eq!((depth.due, depth.scheduled), (0, 0));
+}
+
+async fn an_expired_lease_is_claimed_again(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    f.subscribe(&["*"]).await;
+    f.publish(vec![f.event("order.created")]).await;
+    let t0 = Timestamp::now();
+    let first = f.claim(t0, 10, 10).await;
+    assert_eq!(first.len(), 1);
+    assert!(
+        f.claim(t0.plus(LEASE).minus(Duration::from_millis(1)), 10, 10)
+            .await
+            .is_empty()
+    );
+    let again = f
+        .claim(t0.plus(LEASE).plus(Duration::from_secs(1)), 10, 10)
+        .await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery_id, first[0].delivery_id);
+    assert_eq!(again[0].attempt_number, 1, "no attempt was recorded");
+    assert_ne!(again[0].lease, first[0].lease, "a new lease");
+}
+
+async fn a_late_result_of_a_lost_lease_is_kept_but_changes_nothing(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    f.subscribe(&["*"]).await;
+    f.publish(vec![f.event("order.created")]).await;
+    let t0 = Timestamp::now();
+    let lost = f.claim(t0, 10, 10).await.remove(0);
+    let t1 = t0.plus(LEASE).plus(Duration::from_secs(1));
+    let current = f.claim(t1, 10, 10).await.remove(0);
+
+    // The first lease's attempt ends late, after the delivery was claimed again.
+    f.record(&[result(&lost, 200, NextStep::Succeeded, t0)], t1)
+        .await;
+    let d = f.delivery(&current).await;
+    assert_eq!((d.status, d.attempts_made), (DeliveryStatus::Pending, 0));
+    assert!(
+        f.claim(t1, 10, 10).await.is_empty(),
+        "still leased to the second claim"
+    );
+
+    let retry_at = t1.plus(Duration::from_secs(3600));
+    f.record(
+        &[result(&current, 500, NextStep::RetryAt(retry_at), t1)],
+        t1,
+    )
+    .await;
+    let d = f.delivery(&current).await;
+    assert_eq!((d.status, d.attempts_made), (DeliveryStatus::Pending, 1));
+    assert_eq!(d.next_attempt_at, Some(retry_at));
+    let attempts = f.store.list_attempts(&current.delivery_id).await.unwrap();
+    assert_eq!(attempts.len(), 2, "both attempts are kept");
+
+    // Not due before its retry time, and the lost lease's result is not an attempt made.
+    assert!(
+        f.claim(t1.plus(Duration::from_secs(60)), 10, 10)
+            .await
+            .is_empty()
+    );
+    let third = f.claim(retry_at, 10, 10).await;
+    assert_eq!(third.len(), 1);
+    assert_eq!(third[0].attempt_number, 2);
+}
+
+async fn a_claim_keeps_to_the_per_webhook_cap_and_its_limit(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let a = f.subscribe(&["a.*"]).await;
+    let b = f.subscribe(&["b.*"]).await;
+    f.publish(
+        (0..5)
+            .map(|_| f.event("a.x"))
+            .chain((0..5).map(|_| f.event("b.x")))
+            .collect(),
+    )
+    .await;
+    let now = Timestamp::now();
+    let first = f.claim(now, 10, 2).await;
+    assert_eq!(
+        per_webhook(&first),
+        BTreeMap::from([(a.id.clone(), 2), (b.id.clone(), 2)])
+    );
+    // What is already in flight counts against the cap.
+    let second = f.claim_with(now, 10, 2, &[(&a.id, 1)]).await;
+    assert_eq!(
+        per_webhook(&second),
+        BTreeMap::from([(a.id.clone(), 1), (b.id.clone(), 2)])
+    );
+    let third = f.claim(now, 3, 10).await;
+    assert_eq!(
+        per_webhook(&third),
+        BTreeMap::from([(a.id.clone(), 2), (b.id.clone(), 1)])
+    );
+    assert!(f.claim(now, 10, 10).await.is_empty());
+}
+
+async fn a_backlog_at_its_cap_does_not_hide_other_webhooks_due_work(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let slow = f.subscribe(&["slow.*"]).await;
+    let other = f.subscribe(&["other.*"]).await;
+    f.publish((0..40).map(|_| f.event("slow.x")).collect())
+        .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    f.publish((0..2).map(|_| f.event("other.x")).collect())
+        .await;
+    let now = Timestamp::now();
+    let first = f.claim(now, 4, 1).await;
+    assert_eq!(
+        per_webhook(&first),
+        BTreeMap::from([(slow.id.clone(), 1), (other.id.clone(), 1)])
+    );
+    let second = f.claim_with(now, 4, 3, &[(&slow.id, 3)]).await;
+    assert_eq!(
+        per_webhook(&second),
+        BTreeMap::from([(other.id.clone(), 1)])
+    );
+}
+
+async fn a_released_lease_is_due_again_at_once(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    f.subscribe(&["*"]).await;
+    f.publish(vec![f.event("order.created")]).await;
+    let now = Timestamp::now();
+    let claim = f.claim(now, 10, 10).await.remove(0);
+    // A release under another lease changes nothing.
+    let wrong = Release {
+        delivery_id: claim.delivery_id.clone(),
+        lease: "not-the-lease".to_owned(),
+    };
+    f.store.release(&[wrong]).await.unwrap();
+    assert!(f.claim(now, 10, 10).await.is_empty());
+    let release = Release {
+        delivery_id: claim.delivery_id.clone(),
+        lease: claim.lease.clone(),
+    };
+    f.store.release(&[release]).await.unwrap();
+    let again = f.claim(now, 10, 10).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].delivery_id.clone(), again[0].attempt_number),
+        (claim.delivery_id, 1)
+    );
+}
+
+async fn a_gone_or_long_failing_webhook_is_disabled_and_announced(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let gone = f.subscribe(&["order.*"]).await;
+    let failing = f.subscribe(&["order.*"]).await;
+    let watcher = f.subscribe(&["webhook.disabled"]).await;
+    f.publish(vec![f.event("order.created")]).await;
+    let t0 = Timestamp::now();
+    let claims = f.claim(t0, 10, 10).await;
+    let of = |w: &Webhook| claims.iter().find(|c| c.webhook.id == w.id).unwrap();
+    let health = HealthPolicy {
+        now: t0,
+        disable_after: Duration::from_secs(60),
+    };
+    let records = [
+        result(of(&gone), 410, NextStep::Failed, t0),
+        result(
+            of(&failing),
+            500,
+            NextStep::RetryAt(t0),
+            t0.minus(Duration::from_secs(61)),
+        ),
+    ];
+    f.store.record_attempts(&records, &health).await.unwrap();
+    for (w, reason) in [(&gone, "gone"), (&failing, "failing")] {
+        let now = f.store.get_webhook(None, &w.id).await.unwrap().unwrap();
+        assert_eq!(
+            (now.status, now.disabled_reason.as_deref()),
+            (WebhookStatus::Disabled, Some(reason))
+        );
+    }
+    assert_eq!(f.events_of_type("webhook.disabled").await, 2);
+    let announced = f
+        .deliveries(DeliveryQuery {
+            webhook: Some(watcher.id.clone()),
+            ..DeliveryQuery::default()
+        })
+        .await;
+    let types: Vec<_> = announced.iter().map(|d| d.event_type.as_str()).collect();
+    assert_eq!(types, ["webhook.disabled", "webhook.disabled"]);
+    // A disabled webhook's due work is not claimed.
+    let due = f.claim(t0.plus(Duration::from_secs(1)), 10, 10).await;
+    assert_eq!(per_webhook(&due), BTreeMap::from([(watcher.id.clone(), 2)]));
+}
+
+async fn queue_depth_counts_due_and_scheduled_work(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    f.subscribe(&["*"]).await;
+    f.publish(vec![f.event("a.x"), f.event("a.y"), f.event("a.z")])
+        .await;
+    let t0 = Timestamp::now();
+    let depth = f.store.queue_depth(t0).await.unwrap();
+    assert_eq!((depth.due, depth.scheduled), (3, 0));
+    assert!(depth.oldest_due.is_some_and(|at| at <= t0));
+    let claims = f.claim(t0, 2, 10).await;
+    let retry_at = t0.plus(Duration::from_secs(600));
+    f.record(
+        &[result(&claims[0], 503, NextStep::RetryAt(retry_at), t0)],
+        t0,
+    )
+    .await;
+    let depth = f.store.queue_depth(t0).await.unwrap();
+    assert_eq!(
+        (depth.due, depth.scheduled),
+        (1, 1),
+        "one leased, one later, one due"
+    );
+    let unclaimed = f
+        .deliveries(DeliveryQuery::default())
+        .await
+        .into_iter()
+        .find(|d| claims.iter().all(|c| c.delivery_id != d.id))
+        .unwrap();
+    assert!(unclaimed.next_attempt_at.is_some());
+    assert_eq!(
+        f.store.next_due_at(10).await.unwrap(),
+        unclaimed.next_attempt_at
+    );
+    assert_eq!(f.claim(t0, 10, 10).await.len(), 1);
+    // Now the earliest is when the leases run out.
+    assert_eq!(f.store.next_due_at(10).await.unwrap(), Some(t0.plus(LEASE)));
+}
+
+contract!(
+    a_claim_leases_what_it_returns_and_a_second_claim_skips_it,
+    an_expired_lease_is_claimed_again,
+    a_late_result_of_a_lost_lease_is_kept_but_changes_nothing,
+    a_claim_keeps_to_the_per_webhook_cap_and_its_limit,
+    a_backlog_at_its_cap_does_not_hide_other_webhooks_due_work,
+    a_released_lease_is_due_again_at_once,
+    a_gone_or_long_failing_webhook_is_disabled_and_announced,
+    queue_depth_counts_due_and_scheduled_work,
+);

@@ -4,7 +4,7 @@
 
 use super::ClaimRequest;
 use crate::domain::WebhookId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Chooses, from due candidates `(delivery, webhook)` in due order, those that fit the
 /// per-webhook cap (counting what is already in flight), up to the limit. Both backends claim
@@ -29,10 +29,10 @@ pub(crate) fn pick_more(
                 .unwrap_or(0)
         }) += 1;
     }
-    let taken: std::collections::HashSet<&str> = already.iter().map(|(d, _)| d.as_str()).collect();
+    let taken: HashSet<&str> = already.iter().map(|(d, _)| d.as_str()).collect();
     let mut picked = Vec::new();
     for (delivery, webhook) in candidates {
-        if already.len() + picked.len() == req.limit {
+        if already.len() + picked.len() >= req.limit {
             break;
         }
         if taken.contains(delivery.as_str()) {
@@ -59,4 +59,70 @@ pub(crate) fn saturated_webhooks(req: &ClaimRequest) -> Vec<String> {
         .filter(|(_, n)| **n >= req.per_webhook_cap)
         .map(|(w, _)| w.to_string())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Timestamp;
+
+    fn request(limit: usize, cap: usize, in_flight: &[(&str, usize)]) -> ClaimRequest {
+        ClaimRequest {
+            now: Timestamp::from_millis(0),
+            lease_until: Timestamp::from_millis(1),
+            limit,
+            per_webhook_cap: cap,
+            in_flight: in_flight
+                .iter()
+                .map(|(w, n)| (WebhookId::from_trusted((*w).to_owned()), *n))
+                .collect(),
+        }
+    }
+
+    fn due(rows: &[(&str, &str)]) -> Vec<(String, String)> {
+        rows.iter()
+            .map(|(d, w)| ((*d).to_owned(), (*w).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn picks_in_due_order_within_each_webhooks_room_up_to_the_limit() {
+        let candidates = due(&[
+            ("d1", "a"),
+            ("d2", "a"),
+            ("d3", "b"),
+            ("d4", "a"),
+            ("d5", "c"),
+        ]);
+        // a has one in flight, so room for one more; the limit stops before c.
+        let picked = pick_within_caps(&candidates, &request(2, 2, &[("a", 1)]));
+        assert_eq!(picked, ["d1", "d3"]);
+        assert_eq!(
+            pick_within_caps(&candidates, &request(10, 2, &[("a", 1)])),
+            ["d1", "d3", "d5"]
+        );
+    }
+
+    #[test]
+    fn earlier_picks_count_against_the_caps_and_the_limit_and_are_not_picked_again() {
+        let already = due(&[("d1", "a")]);
+        let candidates = due(&[("d1", "a"), ("d2", "a"), ("d3", "b"), ("d4", "b")]);
+        assert_eq!(
+            pick_more(&candidates, &request(3, 1, &[]), &already),
+            ["d3"]
+        );
+        assert_eq!(
+            pick_more(&candidates, &request(2, 5, &[]), &already),
+            ["d2"]
+        );
+        let full = due(&[("d1", "a"), ("d9", "z")]);
+        assert!(pick_more(&candidates, &request(1, 5, &[]), &full).is_empty());
+    }
+
+    #[test]
+    fn saturated_webhooks_are_those_at_or_over_the_cap() {
+        let mut full = saturated_webhooks(&request(10, 2, &[("a", 2), ("b", 1), ("c", 3)]));
+        full.sort();
+        assert_eq!(full, ["a", "c"]);
+    }
 }

@@ -3,7 +3,27 @@
 
 use super::{ClaimedDelivery, Intake};
 use crate::domain::{DeliveryId, Event, Timestamp, Webhook, WebhookId};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Where publishing hands new deliveries to this node's dispatcher, once the dispatcher has set
+/// it ([`super::Queue::set_intake`]), and the lease they get.
+#[derive(Clone, Default)]
+pub(crate) struct IntakeSlot(Arc<OnceLock<(Arc<dyn Intake>, Duration)>>);
+
+impl IntakeSlot {
+    /// Sets the intake; the first one set stays.
+    pub fn set(&self, intake: Arc<dyn Intake>, lease: Duration) {
+        let _ = self.0.set((intake, lease));
+    }
+
+    /// A hand-off for one publish transaction, once there is an intake.
+    pub fn handoff(&self) -> Option<Handoff> {
+        self.0
+            .get()
+            .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease))
+    }
+}
 
 /// The deliveries one publish transaction hands to the dispatcher, all under one lease. Dropped
 /// without [`Handoff::finish`] (the transaction failed), it gives the reservations back.

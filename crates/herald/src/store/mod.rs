@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 pub(crate) use caps::{pick_more, pick_within_caps, saturated_webhooks};
 pub use error::{StoreError, StoreResult};
-pub(crate) use handoff::Handoff;
+pub(crate) use handoff::{Handoff, IntakeSlot};
 pub(crate) use health::failure_record_changes;
 pub use open::open;
 pub use traits::{

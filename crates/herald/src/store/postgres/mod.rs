@@ -21,7 +21,7 @@ mod webhooks;
 use super::group_commit::PublishRequest;
 use super::rows::{WEBHOOK_SECRETS_QUERY, WebhookSecretColumns};
 use super::seal::{Column, Sealer};
-use super::{PageRequest, StoreResult};
+use super::{IntakeSlot, PageRequest, StoreResult};
 use crate::domain::AccountId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder};
@@ -42,7 +42,7 @@ pub struct PgStore {
     /// Publishes go to the group-commit tasks.
     publisher: mpsc::Sender<PublishRequest>,
     /// Where those tasks hand new deliveries to this node's dispatcher, once it is set.
-    intake: publish::IntakeSlot,
+    intake: IntakeSlot,
 }
 
 impl PgStore {
@@ -58,7 +58,7 @@ impl PgStore {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         reseal_stored_secrets(&pool, &sealer).await?;
-        let intake = publish::IntakeSlot::default();
+        let intake = IntakeSlot::default();
         let publisher = publish::start_publishers(&pool, pool_size, &intake, &sealer);
         Ok(Self {
             pool,

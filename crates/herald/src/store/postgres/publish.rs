@@ -15,11 +15,10 @@ use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookKind};
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
 use crate::store::rows::{self, WEBHOOK_COLUMNS, WebhookColumns, corrupt, event_from_row};
 use crate::store::seal::Sealer;
-use crate::store::{Handoff, Intake, NewEvent, Published, Publisher, StoreError, StoreResult};
+use crate::store::{Handoff, IntakeSlot, NewEvent, Published, Publisher, StoreError, StoreResult};
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc};
 
 #[async_trait]
@@ -31,10 +30,6 @@ impl Publisher for PgStore {
         group_commit::submit(&self.publisher, PUBLISHER, events).await
     }
 }
-
-/// Where the committers hand new deliveries to this node's dispatcher, once it is set, and the
-/// lease they get.
-pub(super) type IntakeSlot = Arc<OnceLock<(Arc<dyn Intake>, Duration)>>;
 
 /// Most committers; fewer when the pool is small, so publishing never holds most of it. A few
 /// commits overlapping take more events per second than one at a time (docs/BENCHMARKS.md).
@@ -79,9 +74,7 @@ async fn run_publisher(
         if received == 0 {
             return;
         }
-        let handoff = intake
-            .get()
-            .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease));
+        let handoff = intake.handoff();
         let outcome = publish_batch(&pool, &batch, handoff, &sealer).await;
         group_commit::answer(&mut batch, outcome);
     }

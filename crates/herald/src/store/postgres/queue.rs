@@ -54,7 +54,7 @@ impl Queue for PgStore {
     }
 
     fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
-        let _ = self.intake.set((intake, lease));
+        self.intake.set(intake, lease);
     }
 
     fn watch_for_work(&self, on_work: Arc<dyn Fn() + Send + Sync>, shutdown: CancellationToken) {

@@ -28,7 +28,7 @@ mod writer;
 use super::group_commit::{self, PublishRequest};
 use super::rows::{WEBHOOK_SECRETS_QUERY, WebhookSecretColumns};
 use super::seal::{Column, Sealer};
-use super::{PageRequest, StoreError, StoreResult};
+use super::{IntakeSlot, PageRequest, StoreError, StoreResult};
 use crate::domain::AccountId;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use writer::{Alone, Commit, IntakeSlot, Write};
+use writer::{Alone, Commit, Write};
 
 /// Who writes, as errors name it.
 const WRITER: &str = "SQLite writer";

@@ -61,7 +61,7 @@ impl Queue for SqliteStore {
     }
 
     fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {
-        let _ = self.intake.set((intake, lease));
+        self.intake.set(intake, lease);
     }
 }
 

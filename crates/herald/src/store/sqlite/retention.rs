@@ -1,7 +1,7 @@
-//! Retention on SQLite: old, finished records deleted in small transactions on the writer.
+//! Retention on SQLite: old, finished records deleted in small transactions of the writer thread.
 //!
-//! The single writer connection is what makes the check and the delete one step: nothing else
-//! can make a delivery pending again between them. Each batch commits without an fsync (a prune
+//! The writer thread writes one transaction at a time: that is what makes the check and the
+//! delete one step, as nothing else can make a delivery pending again between them. Each batch commits without an fsync (a prune
 //! lost in a power cut is simply done again), and the janitor pauses between batches, so
 //! publishes and attempt results queue behind one batch at most.
 

@@ -21,12 +21,10 @@ use super::claim::{self, LeaseRequest};
 use super::publish;
 use super::queue::{self, ReleaseRequest};
 use super::record::{self, RecordRequest};
-use crate::domain::Timestamp;
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
 use crate::store::seal::Sealer;
-use crate::store::{ClaimedDelivery, Handoff, Intake, Published, StoreError, StoreResult};
+use crate::store::{ClaimedDelivery, Handoff, IntakeSlot, Published, StoreError, StoreResult};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -144,10 +142,6 @@ impl Conn {
         }
     }
 }
-
-/// Where publishes hand new deliveries to this node's dispatcher, once it is set, and the lease
-/// they get.
-pub(super) type IntakeSlot = Arc<OnceLock<(Arc<dyn Intake>, Duration)>>;
 
 /// Starts the writer thread on `path`. It stops when the store drops its request channels,
 /// after the round in hand; the returned receiver is disconnected once it has.
@@ -313,11 +307,11 @@ impl Round<'_> {
     /// One transaction: durable when it holds publishes, else relaxed. Deliveries handed to the
     /// dispatcher are handed over once it has committed.
     fn write(&mut self, publishes: &[PublishRequest], writes: &[Write]) -> StoreResult<Done> {
-        let mut handoff = self
-            .intake
-            .get()
-            .filter(|_| !publishes.is_empty())
-            .map(|(intake, lease)| Handoff::new(intake.clone(), Timestamp::now(), *lease));
+        let mut handoff = if publishes.is_empty() {
+            None
+        } else {
+            self.intake.handoff()
+        };
         let commit = if publishes.is_empty() {
             Commit::Relaxed
         } else {

@@ -110,6 +110,11 @@ impl Admitted {
     pub fn evicted(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.slot.evict.cancelled()
     }
+
+    /// What the connection's requests mark themselves busy with.
+    pub fn handle(&self) -> SlotHandle {
+        SlotHandle(self.slot.clone())
+    }
 }
 
 impl Clone for Busy {
@@ -142,12 +147,6 @@ impl Drop for Admitted {
 /// A handle on one admitted connection for its requests (cheap to clone into a service).
 #[derive(Clone)]
 pub struct SlotHandle(Arc<Slot>);
-
-impl Admitted {
-    pub fn handle(&self) -> SlotHandle {
-        SlotHandle(self.slot.clone())
-    }
-}
 
 impl SlotHandle {
     /// Marks a request in progress until the returned guard drops.

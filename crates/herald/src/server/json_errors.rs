@@ -9,7 +9,7 @@
 //! It recognises hyper's answer by its form: one of those three statuses with
 //! `content-length: 0`. The API itself never sends that form: every error it answers goes
 //! through `ApiError`, which always has a body, and the fallback layer in `api` gives a JSON
-//! body to any other error response (a test in `tests/hostile.rs` checks both).
+//! body to any other error response (a test in `tests/it/hostile.rs` checks both).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;

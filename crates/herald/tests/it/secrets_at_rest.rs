@@ -3,7 +3,7 @@
 //! shows, a server without the key (or with another) refuses to start on such a database, and a
 //! database filled without a key is encrypted when the key is added.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN, Backend, TestAccount, TestApp, TestEnv, TestReceiver, verify_with_python};
 use herald::app::Herald;

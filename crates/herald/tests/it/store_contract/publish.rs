@@ -1,7 +1,7 @@
 //! Publishing: idempotency keys, the hand-over to this node's dispatcher, and a job's one
 //! terminal event.
 
-use crate::*;
+use super::*;
 
 async fn a_repeated_idempotency_key_answers_the_first_publish(backend: Backend) {
     let f = Fixture::new(backend).await;

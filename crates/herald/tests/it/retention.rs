@@ -2,7 +2,7 @@
 //! attempts, and so do finished jobs and expired idempotency keys; a still-retrying delivery
 //! keeps its event, new events are untouched, and deliveries keep flowing while pruning runs.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN, Backend, TestAccount, TestApp, TestEnv, TestReceiver, eventually};
 use herald::domain::duration::HumanDuration;

@@ -2,7 +2,7 @@
 //! every route (and changes nothing); a missing or wrong key answers 401; an account key on an
 //! admin-only route answers 403.
 
-mod common;
+use crate::common;
 
 use common::Backend;
 

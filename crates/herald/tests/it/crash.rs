@@ -1,6 +1,6 @@
 //! Durability: an acknowledged event survives `kill -9` of the server.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN, Backend, Reply, ServerProcess, TestEnv, TestReceiver, eventually};
 use serde_json::{Value, json};

@@ -1,6 +1,6 @@
 //! The API's resources: list order and cursors, deleting a webhook, retention.
 
-use crate::*;
+use super::*;
 
 /// Checks that paging through `list` with `limit` returns `all` newest first, each once.
 async fn pages<F, Fut>(all: &[String], limit: u32, mut list: F)

@@ -3,7 +3,7 @@
 //! limit of the answer, leaves the server's memory flat, and never holds up deliveries to a
 //! healthy webhook of another account.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestAccount, TestApp, TestReceiver, eventually};
 use serde_json::{Value, json};

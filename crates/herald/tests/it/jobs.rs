@@ -1,6 +1,6 @@
 //! Jobs: status events, the per-job webhook_url, and exactly one terminal event under races.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN, Backend, TestApp, TestReceiver, eventually};
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! The queue: claims lease, leases run out, late results change nothing, caps hold, results
 //! keep the webhooks' health.
 
-use crate::*;
+use super::*;
 
 async fn a_claim_leases_what_it_returns_and_a_second_claim_skips_it(backend: Backend) {
     let f = Fixture::new(backend).await;

@@ -1,6 +1,6 @@
 //! Shutdown and restart: attempts in flight finish and are recorded; nothing is repeated.
 
-mod common;
+use crate::common;
 
 use common::{Backend, Reply, TestApp, TestEnv, TestReceiver};
 use herald::domain::duration::HumanDuration;

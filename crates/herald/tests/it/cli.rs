@@ -1,6 +1,6 @@
 //! The `herald serve` command line: configuration sources, the generated admin token, signals.
 
-mod common;
+use crate::common;
 
 use common::eventually;
 use serde_json::{Value, json};

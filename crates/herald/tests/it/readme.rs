@@ -1,6 +1,6 @@
 //! The README quickstart, run verbatim against the real binaries on their default ports.
 
-mod common;
+use crate::common;
 
 use common::eventually;
 use std::io::{BufRead, BufReader};

@@ -3,7 +3,7 @@
 //! Each server has its own registry, so the counts here are absolute even though other tests
 //! run servers in the same process.
 
-mod common;
+use crate::common;
 
 use common::Backend;
 

@@ -1,7 +1,7 @@
 //! Several `herald serve` nodes on one PostgreSQL: work is shared, never done twice at once,
 //! and survives a node's `kill -9`.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN, Backend, ServerProcess, TestEnv, TestReceiver, eventually};
 use herald::dispatch::RESULTS_PER_WORKER;

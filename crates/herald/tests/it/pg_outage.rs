@@ -4,7 +4,7 @@
 //! The test runs a private PostgreSQL (`initdb` into a temp dir, its own port, the machine's
 //! PostgreSQL binaries) so stopping it disturbs no other test.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN, Backend, ServerProcess, TestEnv, TestReceiver, eventually};
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@
 //! checks. No test here sends traffic anywhere but to loopback: public and special-purpose
 //! addresses are only registered, never delivered to.
 
-mod common;
+use crate::common;
 
 use axum::http::StatusCode;
 use common::{Backend, TestAccount, TestApp, TestEnv};

@@ -2,7 +2,7 @@
 //! leases, caps and late results, publishing's idempotency and hand-over, a job's one terminal
 //! event, retention, and the order of every list.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestEnv};
 use herald::domain::{
@@ -27,11 +27,11 @@ macro_rules! contract {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn sqlite() {
-                super::$name($crate::Backend::Sqlite).await
+                super::$name($crate::common::Backend::Sqlite).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                super::$name($crate::Backend::Postgres).await
+                super::$name($crate::common::Backend::Postgres).await
             }
         }
     )+};
@@ -239,9 +239,6 @@ fn per_webhook(claims: &[ClaimedDelivery]) -> BTreeMap<WebhookId, usize> {
     counts
 }
 
-#[path = "store_contract/publish.rs"]
 mod publish;
-#[path = "store_contract/queue.rs"]
 mod queue;
-#[path = "store_contract/resources.rs"]
 mod resources;

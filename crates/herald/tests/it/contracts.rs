@@ -2,7 +2,7 @@
 //! configuration file configures Herald, the script sets it up and publishes as the provider
 //! would, and the receiver checks body shape, headers, authentication and retry schedule.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN, Backend, Received, Reply, TestApp, TestReceiver, eventually};
 use herald::config::Settings;

@@ -1,6 +1,6 @@
 //! Delivery end to end: publish → signed POST → recorded attempts, retries and timeouts.
 
-mod common;
+use crate::common;
 
 use common::Backend;
 

@@ -1,6 +1,6 @@
 //! Which failures are retried, and when an endpoint is disabled and enabled again.
 
-mod common;
+use crate::common;
 
 use common::{Backend, Reply, TestApp, TestReceiver, eventually};
 use herald::domain::duration::HumanDuration;

@@ -1,6 +1,6 @@
 //! Signing modes and secret rotation, checked with independent verifiers.
 
-mod common;
+use crate::common;
 
 use common::{Backend, TestApp, TestReceiver, verify_with_python};
 use serde_json::{Value, json};

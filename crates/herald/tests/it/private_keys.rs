@@ -1,7 +1,7 @@
 //! The ed25519 private key signs deliveries, so whoever reads it can forge them: no API answer
 //! shows one, on any route that shows webhooks or their keys, to an account or to the operator.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

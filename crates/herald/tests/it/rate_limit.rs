@@ -2,7 +2,7 @@
 //! burst is spent, other credentials unaffected, the key let through again after the advertised
 //! wait, and nothing written for a refused request.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN, Backend, TestApp, eventually};
 use herald::config::RateLimit;

@@ -2,7 +2,7 @@
 //! request head a line at a time (slowloris), leave the API answering and deliveries flowing;
 //! the server closes them after its timeouts and never holds more than its cap.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN, Backend, TestApp, TestEnv, TestReceiver, eventually};
 use serde_json::{Value, json};

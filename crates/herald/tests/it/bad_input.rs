@@ -2,7 +2,7 @@
 //! where one applies) and leaves nothing written; without --dev, http:// URLs and loopback or
 //! private targets are refused with 422.
 
-mod common;
+use crate::common;
 
 use common::Backend;
 

@@ -1,6 +1,6 @@
 //! `POST /v1/events/batch`: many events in one transaction, a result per event.
 
-mod common;
+use crate::common;
 
 use common::{ADMIN, Backend, TestApp, TestReceiver};
 use serde_json::{Value, json};

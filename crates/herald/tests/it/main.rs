@@ -1,0 +1,32 @@
+//! Herald's integration tests, as one test binary (one link instead of one per file): each
+//! module drives the real server (in this process or as the built binary) against real
+//! receivers, on SQLite and PostgreSQL. `logs.rs` stays a binary of its own, as it installs the
+//! process-wide log subscriber it inspects.
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_input;
+mod batch;
+mod cli;
+mod contracts;
+mod crash;
+mod delivery;
+mod flood;
+mod health;
+mod hostile;
+mod jobs;
+mod lifecycle;
+mod metrics;
+mod multinode;
+mod pg_outage;
+mod private_keys;
+mod rate_limit;
+mod readme;
+mod retention;
+mod secrets_at_rest;
+mod signing;
+mod ssrf;
+mod store_contract;
+mod tenancy;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 const MAX_CREDENTIAL: usize = 4096;
 
 /// How a receiver can tell a delivery is genuine.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SigningMode {
@@ -94,6 +95,7 @@ impl SigningMode {
 }
 
 /// The body of a delivery.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum PayloadFormat {
@@ -120,6 +122,7 @@ impl PayloadFormat {
 }
 
 /// Which of the three registration models made a webhook.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookKind {

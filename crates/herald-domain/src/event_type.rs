@@ -86,6 +86,7 @@ pub fn any_matches(filters: &[EventFilter], event_type: &str) -> bool {
 }
 
 /// One entry of the catalog.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventTypeInfo {

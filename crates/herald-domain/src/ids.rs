@@ -39,6 +39,25 @@ macro_rules! prefixed_id {
             }
         }
 
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::openapi::string(
+                    Some(concat!("^", $prefix, "_[0-9a-f]{32}$")),
+                    None,
+                    concat!("`", $prefix, "_` and 32 lowercase hex digits (a UUIDv7: ids sort by creation time)"),
+                    concat!($prefix, "_0193e5c4a1b27c3d8e9f0a1b2c3d4e5f"),
+                )
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)

@@ -6,6 +6,7 @@ use super::{AccountId, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -57,16 +58,26 @@ impl JobStatus {
 }
 
 /// A job, exactly as `GET /v1/jobs/{id}` shows it and its events carry it as `data`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct Job {
     pub id: String,
     pub account: AccountId,
     pub kind: String,
     pub status: JobStatus,
+    /// From 0 to 1; it only rises.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 1.0))]
     pub progress: f64,
+    /// Any JSON value the provider gave when creating the job, or null.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub input: Option<Box<RawValue>>,
+    /// Any JSON value the provider gave with an update, or null.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub result: Option<Box<RawValue>>,
+    /// Any JSON value the provider gave with an update, or null.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub error: Option<Box<RawValue>>,
+    /// The job's own webhook URL (it gets the job's terminal event), if it has one.
     pub webhook_url: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

@@ -11,6 +11,8 @@ pub mod event_type;
 pub mod ids;
 pub mod job;
 pub mod model;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod outcome;
 pub mod retry;
 pub mod routing;

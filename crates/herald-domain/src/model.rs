@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use std::time::Duration;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct Account {
     pub id: AccountId,
@@ -19,6 +20,7 @@ pub struct Account {
     pub created_at: Timestamp,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookStatus {
@@ -116,6 +118,7 @@ impl Webhook {
 }
 
 /// An event as published: its `data` is kept as the exact JSON text the producer sent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
     pub id: EventId,
@@ -123,9 +126,12 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: String,
     pub timestamp: Timestamp,
+    /// Any JSON value, exactly as published.
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub data: Box<RawValue>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
@@ -157,6 +163,7 @@ impl DeliveryStatus {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct Delivery {
     pub id: DeliveryId,
@@ -174,6 +181,7 @@ pub struct Delivery {
 }
 
 /// One recorded try of a delivery.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize)]
 pub struct Attempt {
     pub id: AttemptId,

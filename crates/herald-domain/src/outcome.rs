@@ -21,6 +21,7 @@ pub enum AttemptOutcome {
 }
 
 /// The `error_kind` recorded for an attempt that got no HTTP answer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {

@@ -20,6 +20,7 @@ pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which failed attempts are retried.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryOn {
@@ -61,6 +62,7 @@ impl Default for RetryPolicy {
 }
 
 /// The policy as the API reads and writes it: durations as strings.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicyDoc {

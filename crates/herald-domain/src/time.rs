@@ -63,6 +63,25 @@ impl Serialize for Timestamp {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::string(
+            None,
+            Some(utoipa::openapi::schema::KnownFormat::DateTime),
+            "RFC 3339 in UTC, to the millisecond",
+            "2026-01-29T11:35:00.123Z",
+        )
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Timestamp {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Timestamp")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

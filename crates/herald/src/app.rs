@@ -110,7 +110,12 @@ impl Herald {
     /// them gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         info!(addr = %self.local_addr(), "herald listening");
-        let dispatcher = tokio::spawn(self.dispatcher.run(shutdown.clone()));
+        let dispatcher = if self.state.settings.delivery.enabled {
+            Some(tokio::spawn(self.dispatcher.run(shutdown.clone())))
+        } else {
+            warn!("delivery.enabled is false: deliveries are stored, and this node sends none");
+            None
+        };
         let gauges = tokio::spawn(telemetry::refresh_queue_gauges(
             self.state.metrics.clone(),
             self.gauges,
@@ -126,7 +131,9 @@ impl Herald {
         .fit_to_file_limit(settings.database_pool_size, settings.delivery.workers);
         let app = api::router(self.state);
         server::serve(self.listener, app, limits, shutdown.clone()).await?;
-        dispatcher.await.context("dispatcher task")?;
+        if let Some(dispatcher) = dispatcher {
+            dispatcher.await.context("dispatcher task")?;
+        }
         janitor.await.context("janitor task")?;
         // Every task holding the store has ended when this returns, so the store (and on
         // SQLite its lock file) is released with the last of them.

@@ -150,6 +150,11 @@ impl Default for RetentionSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliverySettings {
+    /// Whether this node sends deliveries. Off, it stores events and their deliveries but
+    /// attempts none (other nodes on the same database still do): a node that only serves the
+    /// API, or a server that must send nothing anywhere, such as the one the API fuzzing in
+    /// `tests/it/openapi.rs` runs against, whose invented webhook URLs may name any host.
+    pub enabled: bool,
     /// Attempts in flight at once on this node.
     pub workers: usize,
     /// Attempts in flight at once to one webhook on this node.
@@ -213,6 +218,7 @@ impl Default for Settings {
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             workers: 64,
             per_webhook_concurrency: 16,
             claim_batch: 256,

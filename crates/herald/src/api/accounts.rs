@@ -1,37 +1,46 @@
 //! Accounts (admin): each is created with its first API key, shown once.
 
+use super::error::ErrorBody;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Actor, ApiJson, ApiQuery, hash_key};
 use super::{AppState, ListBody, PageParams};
 use crate::domain::{Account, AccountId, ApiKeyId, Timestamp};
 use crate::store::NewApiKey;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/accounts", post(create).get(list))
-        .route("/v1/accounts/{id}", get(show))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show))
 }
 
 const MAX_NAME: usize = 200;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAccount {
+    /// 1 to 200 printable characters (surrounding spaces are trimmed).
+    #[schema(min_length = 1, max_length = 200, example = "Acme")]
     name: String,
 }
 
-#[derive(Serialize)]
+/// A new account with its first API key.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AccountCreated)]
 struct Created {
     id: AccountId,
     name: String,
+    /// The account's API key (`hk_…`): shown only here, stored only as a hash.
+    #[schema(example = "hk_3q2-7wJk9yX0aZbC4dEfGhIjKlMnOpQrStUvWxYz012")]
     api_key: String,
     created_at: Timestamp,
 }
@@ -43,6 +52,17 @@ fn new_api_key() -> String {
     format!("hk_{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// Create an account
+///
+/// The answer holds the account's first API key, shown this once.
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", operation_id = "create_account",
+    security(("admin_token" = [])),
+    request_body = CreateAccount,
+    responses(
+        (status = 201, description = "Created, with its API key", body = Created),
+        (status = 422, description = "The name is empty, too long or holds control characters",
+            body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<AppState>,
     actor: Actor,
@@ -81,6 +101,12 @@ async fn create(
     ))
 }
 
+/// List accounts
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", operation_id = "list_accounts",
+    security(("admin_token" = [])),
+    params(PageParams),
+    responses((status = 200, description = "A page of accounts, newest first",
+        body = ListBody<Account>)))]
 async fn list(
     State(state): State<AppState>,
     actor: Actor,
@@ -94,6 +120,16 @@ async fn list(
     )))
 }
 
+/// Get an account
+///
+/// An API key sees its own account only; any other id is 404.
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts", operation_id = "get_account",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = AccountId, Path, description = "The account's id")),
+    responses(
+        (status = 200, description = "The account", body = Account),
+        (status = 404, description = "No such account, or not the key's own", body = ErrorBody),
+    ))]
 async fn show(
     State(state): State<AppState>,
     actor: Actor,

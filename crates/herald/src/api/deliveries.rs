@@ -1,37 +1,52 @@
 //! Deliveries and their attempts: the delivery log, and manual retries.
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Actor, ApiQuery};
 use super::{AppState, ListBody, page_request};
 use crate::domain::{Attempt, Delivery, DeliveryId, DeliveryStatus, EventId, Timestamp, WebhookId};
 use crate::store::{DeliveryQuery, RetryRequest};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/deliveries", get(list))
-        .route("/v1/deliveries/{id}", get(show))
-        .route("/v1/deliveries/{id}/retry", post(retry))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(retry))
 }
 
-#[derive(Serialize)]
+/// A delivery with every attempt made so far, oldest first.
+#[derive(Serialize, ToSchema)]
 struct DeliveryDetail {
     #[serde(flatten)]
     delivery: Delivery,
     attempts: Vec<Attempt>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// With the admin token: one account's deliveries (all accounts' if left out). With an API
+    /// key: leave out, or the key's own account.
     account: Option<String>,
+    /// Only deliveries to this webhook.
+    #[param(value_type = Option<WebhookId>)]
     webhook: Option<String>,
+    /// Only deliveries of this event.
+    #[param(value_type = Option<EventId>)]
     event: Option<String>,
+    /// Only deliveries in this state.
+    #[param(value_type = Option<DeliveryStatus>)]
     status: Option<String>,
+    /// The `next_cursor` of the previous page; leave out for the first (newest) page.
     cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
@@ -48,6 +63,18 @@ fn id_param<T>(
         .transpose()
 }
 
+/// List deliveries
+#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", operation_id = "list_deliveries",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of deliveries, newest first",
+            body = ListBody<Delivery>),
+        (status = 404, description = "The named account does not exist (or is not the key's)",
+            body = ErrorBody),
+        (status = 422, description = "A bad filter, cursor or limit; the field says which",
+            body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     actor: Actor,
@@ -80,11 +107,24 @@ async fn list(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AccountParam {
+    /// With the admin token: the account the delivery belongs to (optional). With an API key:
+    /// leave out, or the key's own account.
     account: Option<String>,
 }
 
+/// Get a delivery and its attempts
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries",
+    operation_id = "get_delivery",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = DeliveryId, Path, description = "The delivery's id (its `webhook-id`)"),
+        AccountParam),
+    responses(
+        (status = 200, description = "The delivery with its attempts", body = DeliveryDetail),
+        (status = 404, description = "No such delivery in the account", body = ErrorBody),
+    ))]
 async fn show(
     State(state): State<AppState>,
     actor: Actor,
@@ -102,7 +142,20 @@ async fn show(
     Ok(Json(DeliveryDetail { delivery, attempts }))
 }
 
+/// Retry a delivery
+///
 /// Makes a new attempt now, also after the delivery failed or succeeded (a replay).
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
+    operation_id = "retry_delivery",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = DeliveryId, Path, description = "The delivery's id (its `webhook-id`)"),
+        AccountParam),
+    responses(
+        (status = 202, description = "Due now", body = Delivery),
+        (status = 404, description = "No such delivery in the account", body = ErrorBody),
+        (status = 409, description = "It cannot be retried: its webhook was deleted \
+            (`not_retryable`)", body = ErrorBody),
+    ))]
 async fn retry(
     State(state): State<AppState>,
     actor: Actor,

@@ -4,7 +4,8 @@ use crate::store::StoreError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -114,20 +115,45 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `malformed_request`, `unauthorized`, `forbidden`,
+    /// `not_found`, `invalid_value`, `payload_too_large`, `unsupported_media_type`,
+    /// `request_timeout`, `rate_limited`, a conflict's own code, `store_unavailable`…
+    #[schema(example = "invalid_value")]
+    pub code: String,
+    /// For people: what was wrong and how to put it right.
+    #[schema(example = "events must list 1 to 100 event types or patterns")]
+    pub message: String,
+    /// The request field at fault, as a path (`events[2]`, `retry.schedule`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "events")]
+    pub field: Option<String>,
+}
+
 impl ApiError {
     /// The body this error answers with: `{"error": {"code", "message", "field"?}}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(field) = &self.field {
-            error["field"] = json!(field);
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                field: self.field.clone(),
+            },
         }
-        json!({ "error": error })
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.to_json())).into_response();
+        let mut response = (self.status, Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -222,7 +248,7 @@ mod tests {
     fn retry_after_is_whole_seconds_rounded_up_and_only_where_it_helps() {
         let limited = ApiError::rate_limited(Duration::from_millis(1200));
         assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(limited.to_json()["error"]["code"], "rate_limited");
+        assert_eq!(limited.body().error.code, "rate_limited");
         assert_eq!(retry_after(limited).as_deref(), Some("2"));
         let soon = ApiError::rate_limited(Duration::from_millis(3));
         assert_eq!(retry_after(soon).as_deref(), Some("1"));

@@ -1,47 +1,56 @@
 //! Events: the provider publishes (admin); accounts read their own.
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Actor, ApiJson, ApiQuery, parse_json};
 use super::{AppState, ListBody, page_request};
-use crate::domain::{AccountId, EventId, Timestamp};
+use crate::domain::{AccountId, EventId, EventType, Timestamp};
 use crate::store::{EventQuery, Idempotency, NewEvent, Published};
 use crate::telemetry::StoreOp;
+use axum::Json;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", post(publish).get(list))
-        .route(
-            "/v1/events/batch",
-            post(publish_batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
-        )
-        .route("/v1/events/{id}", get(show))
+pub fn routes() -> OpenApiRouter<AppState> {
+    let batch = OpenApiRouter::new()
+        .routes(routes!(publish_batch))
+        .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT));
+    OpenApiRouter::new()
+        .routes(routes!(publish, list))
+        .merge(batch)
+        .routes(routes!(show))
 }
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// A batch may be larger than a single request's body limit.
 const BATCH_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
+    /// The account whose webhooks get the event.
     account: String,
+    /// A type of the catalog (`GET /v1/event-types`).
     #[serde(rename = "type")]
+    #[schema(example = "tts.completed")]
     event_type: String,
+    /// Any JSON value; it is delivered exactly as sent.
+    #[schema(value_type = serde_json::Value, example = json!({"id": "tts-123", "duration": 2.5}))]
     data: Box<RawValue>,
     /// When it happened, if not now (RFC 3339).
+    #[schema(format = DateTime)]
     timestamp: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A published event.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Published)]
 struct PublishAnswer {
     id: EventId,
     #[serde(rename = "type")]
@@ -49,6 +58,10 @@ struct PublishAnswer {
     timestamp: Timestamp,
     /// How many deliveries were created: one per matching active webhook.
     deliveries: u32,
+    /// In a batch's results only: `true` when an earlier publish with the same idempotency key
+    /// made this event (a single publish says so with the `idempotent-replayed` header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed: Option<bool>,
 }
 
 fn check_idempotency_key(key: &str) -> ApiResult<String> {
@@ -137,9 +150,30 @@ fn answer(p: Published) -> PublishAnswer {
         event_type: p.event.event_type,
         timestamp: p.event.timestamp,
         deliveries: p.deliveries,
+        replayed: None,
     }
 }
 
+/// Publish an event
+///
+/// Stores the event and one delivery per matching active webhook of the account, in one
+/// transaction, and answers once they are committed. With an `Idempotency-Key`, a repeat of the
+/// same request within the idempotency window answers the first result and makes nothing new.
+#[utoipa::path(post, path = "/v1/events", tag = "events", operation_id = "publish_event",
+    security(("admin_token" = [])),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1 to 255 printable ASCII characters; makes retrying the publish safe")),
+    request_body = PublishBody,
+    responses(
+        (status = 202, description = "Stored with its deliveries", body = PublishAnswer,
+            headers(("idempotent-replayed" = String,
+                description = "`true` when an earlier request with this key made the event"))),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used for a different request \
+            (`idempotency_conflict`)", body = ErrorBody),
+        (status = 422, description = "An unknown event type, a bad timestamp or key; the field \
+            says which", body = ErrorBody),
+    ))]
 async fn publish(
     State(state): State<AppState>,
     actor: Actor,
@@ -168,32 +202,60 @@ async fn publish(
 /// Most events in one batch.
 const MAX_BATCH: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
+    /// 1 to 1000 events, each a `BatchItem`. An item that is not one is not a refusal of the
+    /// whole batch: its result says what is wrong with it.
+    #[schema(value_type = Vec<serde_json::Value>, min_items = 1, max_items = 1000)]
     events: Vec<Box<RawValue>>,
 }
 
 /// One event of a batch: a publish body plus its own idempotency key.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchItem {
     account: String,
     #[serde(rename = "type")]
     event_type: String,
+    #[schema(value_type = serde_json::Value)]
     data: Box<RawValue>,
+    #[schema(format = DateTime)]
     timestamp: Option<String>,
     idempotency_key: Option<String>,
 }
 
-/// `POST /v1/events/batch`: up to 1,000 events in one transaction, with a result per event in
-/// request order — `{id, type, timestamp, deliveries}` or `{error}` — under the same rules and
-/// idempotency as single publishes. A refused event does not stop the others.
+/// The results of a batch, one per event in request order.
+#[derive(Serialize, ToSchema)]
+struct BatchAnswer {
+    data: Vec<BatchResult>,
+}
+
+/// A published event, or why this one was refused.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum BatchResult {
+    Published(PublishAnswer),
+    Refused(ErrorBody),
+}
+
+/// Publish a batch of events
+///
+/// Up to 1,000 events in one transaction, with a result per event in request order —
+/// `{id, type, timestamp, deliveries}` or `{error}` — under the same rules and idempotency as
+/// single publishes. A refused event does not stop the others. The body may be up to 16 MiB.
+#[utoipa::path(post, path = "/v1/events/batch", tag = "events", operation_id = "publish_events",
+    security(("admin_token" = [])),
+    request_body = BatchBody,
+    responses(
+        (status = 200, description = "One result per event", body = BatchAnswer),
+        (status = 422, description = "No events, or more than 1000", body = ErrorBody),
+    ))]
 async fn publish_batch(
     State(state): State<AppState>,
     actor: Actor,
     ApiJson(body): ApiJson<BatchBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BatchAnswer>> {
     actor.require_admin()?;
     if body.events.is_empty() || body.events.len() > MAX_BATCH {
         return Err(ApiError::invalid(
@@ -256,7 +318,7 @@ async fn publish_batch(
         .into_iter()
         .map(Some)
         .collect::<Vec<_>>();
-    let data: Vec<Value> = slots
+    let data = slots
         .into_iter()
         .map(|slot| {
             let outcome = slot.and_then(|n| {
@@ -269,27 +331,37 @@ async fn publish_batch(
                 Ok(p) => {
                     published(&state, &p);
                     let replayed = p.replayed;
-                    let mut v = json!(answer(p));
-                    if replayed {
-                        v["replayed"] = json!(true);
-                    }
-                    v
+                    BatchResult::Published(PublishAnswer {
+                        replayed: replayed.then_some(true),
+                        ..answer(p)
+                    })
                 }
-                Err(e) => e.to_json(),
+                Err(e) => BatchResult::Refused(e.body()),
             }
         })
         .collect();
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(BatchAnswer { data }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// With the admin token: one account's events (all accounts' if left out). With an API
+    /// key: leave out, or the key's own account.
     account: Option<String>,
+    /// Only events of this type.
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// Only events before this time (RFC 3339).
+    #[param(format = DateTime)]
     until: Option<String>,
+    /// The `next_cursor` of the previous page; leave out for the first (newest) page.
     cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
@@ -303,14 +375,33 @@ fn time_param(field: &str, value: &Option<String>) -> ApiResult<Option<Timestamp
         .transpose()
 }
 
+/// List events
+#[utoipa::path(get, path = "/v1/events", tag = "events", operation_id = "list_events",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of events, newest first",
+            body = ListBody<crate::domain::Event>),
+        (status = 404, description = "The named account does not exist (or is not the key's)",
+            body = ErrorBody),
+        (status = 422, description = "A bad filter, cursor or limit; the field says which",
+            body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     actor: Actor,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<ListBody<crate::domain::Event>>> {
+    // Checked like a published type, so that what reaches the store is a plain name (PostgreSQL
+    // refuses a NUL in a query parameter).
+    let event_type = p
+        .event_type
+        .as_deref()
+        .map(|t| EventType::parse(t).map_err(|e| ApiError::invalid("type", e)))
+        .transpose()?;
     let query = EventQuery {
         account: actor.read_scope(&state, p.account.as_deref()).await?,
-        event_type: p.event_type.clone(),
+        event_type: event_type.map(|t| t.as_str().to_owned()),
         since: time_param("since", &p.since)?,
         until: time_param("until", &p.until)?,
     };
@@ -323,11 +414,22 @@ async fn list(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AccountParam {
+    /// With the admin token: the account the event belongs to (optional). With an API key:
+    /// leave out, or the key's own account.
     account: Option<String>,
 }
 
+/// Get an event
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", operation_id = "get_event",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = EventId, Path, description = "The event's id"), AccountParam),
+    responses(
+        (status = 200, description = "The event", body = crate::domain::Event),
+        (status = 404, description = "No such event in the account", body = ErrorBody),
+    ))]
 async fn show(
     State(state): State<AppState>,
     actor: Actor,

@@ -74,8 +74,8 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     })
 }
 
-/// A JSON body that may be left out entirely (an empty body reads as `T::default()`); one that
-/// is there follows the rules of [`ApiJson`].
+/// A JSON body that may be left out entirely (an empty body, or JSON `null`, reads as
+/// `T::default()`); one that is there follows the rules of [`ApiJson`].
 pub struct OptionalJson<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
@@ -95,6 +95,10 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
             return Ok(OptionalJson(T::default()));
         }
         declared?;
+        // The OpenAPI document describes an optional body as "the object or null".
+        if bytes.trim_ascii() == b"null" {
+            return Ok(OptionalJson(T::default()));
+        }
         parse_json(&bytes).map(OptionalJson)
     }
 }
@@ -206,6 +210,43 @@ fn strip_position(message: &str) -> String {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
     }
+}
+
+/// A value that may only be written as a JSON object. serde's derived structs (and internally
+/// tagged enums) also take an array of their fields in order, which the API does not promise
+/// and its OpenAPI document calls invalid; nested request types (`retry`, `signing`) are read
+/// through this, so an array is a 422 naming the field. Reads the object's entries straight
+/// from the parser, so a bad field inside is still named by its whole path (`retry.retry_on`).
+pub fn object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct ObjectOnly<T>(T);
+
+    impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Entries<T>(std::marker::PhantomData<T>);
+
+            impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Entries<T> {
+                type Value = T;
+
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                    T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                }
+            }
+
+            d.deserialize_map(Entries(std::marker::PhantomData))
+                .map(ObjectOnly)
+        }
+    }
+
+    let value: Option<ObjectOnly<T>> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(value.map(|v| v.0))
 }
 
 /// Query parameters, 422 on a bad one.

@@ -2,7 +2,7 @@
 //! the job itself as `data`; a job's own `webhook_url` gets its terminal event (seed 002).
 
 use super::AppState;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Actor, ApiJson, ApiQuery};
 use crate::domain::event_type::{EventFilter, EventType};
 use crate::domain::job::valid_job_id;
@@ -12,40 +12,62 @@ use crate::domain::{
     WebhookKind, WebhookStatus, WebhookUrl,
 };
 use crate::store::{JobCreated, JobUpdate};
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/jobs", post(create))
-        .route("/v1/jobs/{id}", get(show).patch(update))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(show, update))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateJob {
+    /// The account the job is for.
     account: String,
+    /// One of the configured job kinds (`tts`, `stt`, `voice`, `transcription` by default).
+    #[schema(example = "tts")]
     kind: String,
+    /// Any JSON value, kept with the job.
+    #[schema(value_type = Option<serde_json::Value>)]
     input: Option<Box<RawValue>>,
+    /// A URL that gets this job's terminal event (`<kind>.completed` or `<kind>.failed`) only.
+    #[schema(pattern = "^https?://")]
     webhook_url: Option<String>,
+    /// Your own id for the job (1 to 128 of `A-Z a-z 0-9 _ - . :`); `job_…` if left out.
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     id: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The fields to change; a status change publishes `<kind>.<status>` with the job as `data`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateJob {
+    /// queued → processing → completed | failed; a finished job does not change.
     status: Option<JobStatus>,
+    /// From 0 to 1; it only rises.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     progress: Option<f64>,
+    /// Any JSON value.
+    #[schema(value_type = Option<serde_json::Value>)]
     result: Option<Box<RawValue>>,
+    /// Any JSON value.
+    #[schema(value_type = Option<serde_json::Value>)]
     error: Option<Box<RawValue>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AccountParam {
+    /// With the admin token: the account the job belongs to (optional). With an API key: leave
+    /// out, or the key's own account.
     account: Option<String>,
 }
 
@@ -87,6 +109,19 @@ async fn job_webhook(state: &AppState, job: &Job, url: WebhookUrl) -> ApiResult<
     })
 }
 
+/// Create a job
+///
+/// The job starts `queued` and publishes `<kind>.queued`.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", operation_id = "create_job",
+    security(("admin_token" = [])),
+    request_body = CreateJob,
+    responses(
+        (status = 201, description = "Created, queued", body = Job),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 409, description = "A job with this id exists (`job_exists`)", body = ErrorBody),
+        (status = 422, description = "An unknown kind, a bad id or webhook_url; the field says \
+            which", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<AppState>,
     actor: Actor,
@@ -153,6 +188,16 @@ async fn create(
     }
 }
 
+/// Get a job
+///
+/// The same shape the job's events carry as `data`.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", operation_id = "get_job",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The job's id"), AccountParam),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 404, description = "No such job in the account", body = ErrorBody),
+    ))]
 async fn show(
     State(state): State<AppState>,
     actor: Actor,
@@ -171,6 +216,22 @@ async fn show(
         .ok_or_else(|| ApiError::not_found("job"))
 }
 
+/// Update a job
+///
+/// A status change publishes `<kind>.<status>` with the job as `data`; each job gets exactly one
+/// terminal event however updates race.
+#[utoipa::path(patch, path = "/v1/jobs/{id}", tag = "jobs", operation_id = "update_job",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The job's id"), AccountParam),
+    request_body = UpdateJob,
+    responses(
+        (status = 200, description = "The job as changed", body = Job),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The change is not allowed: the job is finished, the status \
+            would go back, or progress would fall (`job_conflict`)", body = ErrorBody),
+        (status = 422, description = "Progress outside 0 to 1, or a value of the wrong type",
+            body = ErrorBody),
+    ))]
 async fn update(
     State(state): State<AppState>,
     actor: Actor,

@@ -1,58 +1,92 @@
 //! The account's own settings: its single callback URL (seed 003) and its signing secret.
 
 use super::AppState;
-use super::error::{ApiError, ApiResult};
-use super::extract::{Actor, ApiJson, ApiQuery};
-use super::webhooks::parse_grace;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Actor, ApiJson, ApiQuery, object_only};
+use super::webhooks::{KeyView, parse_grace};
 use crate::domain::{
     EventFilter, SigningMode, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind,
     WebhookStatus, WebhookUrl,
 };
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/me/callback-url",
-            get(show_callback).put(set_callback).delete(remove_callback),
-        )
-        .route("/v1/me/signing-secret", get(signing_secret))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show_callback, set_callback, remove_callback))
+        .routes(routes!(signing_secret))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetCallback {
+    /// Gets every event of the account.
+    #[schema(pattern = "^https?://", example = "https://example.com/callback")]
     callback_url: String,
+    /// With the admin token: the account (required). With an API key: leave out (or the key's
+    /// own account).
     account: Option<String>,
     /// How deliveries authenticate; the operator's `registration.callback.signing` if unset.
+    #[serde(default, deserialize_with = "object_only")]
     signing: Option<SigningMode>,
-    /// How long the old key keeps signing when the signing mode moves between HMAC and ed25519.
+    /// How long the old key keeps signing when the signing mode moves between HMAC and ed25519
+    /// (`0s` to `7d`, default `1d`).
+    #[schema(example = "1d")]
     grace_period: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AccountParam {
+    /// With the admin token: the account (required). With an API key: leave out, or the key's
+    /// own account.
     account: Option<String>,
 }
 
-fn callback_view(w: Option<&Webhook>) -> Value {
-    match w {
-        Some(w) => json!({ "callback_url": w.url, "webhook_id": w.id, "status": w.status }),
-        None => json!({ "callback_url": null }),
+/// The account's callback URL: `{"callback_url": null}` when it has none.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CallbackUrl)]
+struct CallbackView {
+    callback_url: Option<String>,
+    /// The webhook that delivers to it (a webhook of kind `callback`, subscribed to `*`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_id: Option<WebhookId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<WebhookStatus>,
+}
+
+fn callback_view(w: Option<&Webhook>) -> CallbackView {
+    CallbackView {
+        callback_url: w.map(|w| w.url.as_str().to_owned()),
+        webhook_id: w.map(|w| w.id.clone()),
+        status: w.map(|w| w.status),
     }
 }
 
-/// Sets (or replaces) the account's callback URL: a webhook subscribed to every event.
+/// Set the callback URL
+///
+/// Sets (or replaces) the account's callback URL: a webhook subscribed to every event, signed
+/// with the account's signing secret (`GET /v1/me/signing-secret`).
+#[utoipa::path(put, path = "/v1/me/callback-url", tag = "me", operation_id = "set_callback_url",
+    security(("admin_token" = []), ("api_key" = [])),
+    request_body = SetCallback,
+    responses(
+        (status = 200, description = "The callback URL in force", body = CallbackView),
+        (status = 404, description = "The named account does not exist (or is not the key's)",
+            body = ErrorBody),
+        (status = 422, description = "A value is not accepted (the field says which), or the \
+            admin token named no account", body = ErrorBody),
+    ))]
 async fn set_callback(
     State(state): State<AppState>,
     actor: Actor,
     ApiJson(body): ApiJson<SetCallback>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CallbackView>> {
     let account = actor.account(&state, body.account.as_deref()).await?;
     let url = WebhookUrl::parse_with(&body.callback_url, &state.settings.address_policy())
         .map_err(|e| ApiError::invalid("callback_url", e))?;
@@ -105,17 +139,38 @@ async fn set_callback(
     Ok(Json(callback_view(Some(&saved))))
 }
 
+/// Get the callback URL
+#[utoipa::path(get, path = "/v1/me/callback-url", tag = "me", operation_id = "get_callback_url",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(AccountParam),
+    responses(
+        (status = 200, description = "The callback URL, or null", body = CallbackView),
+        (status = 404, description = "The named account does not exist (or is not the key's)",
+            body = ErrorBody),
+        (status = 422, description = "The admin token named no account", body = ErrorBody),
+    ))]
 async fn show_callback(
     State(state): State<AppState>,
     actor: Actor,
     ApiQuery(q): ApiQuery<AccountParam>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CallbackView>> {
     let account = actor.account(&state, q.account.as_deref()).await?;
     Ok(Json(callback_view(
         state.store.callback_webhook(&account).await?.as_ref(),
     )))
 }
 
+/// Remove the callback URL
+#[utoipa::path(delete, path = "/v1/me/callback-url", tag = "me",
+    operation_id = "delete_callback_url",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(AccountParam),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "The account has no callback URL, or the named account does \
+            not exist (or is not the key's)", body = ErrorBody),
+        (status = 422, description = "The admin token named no account", body = ErrorBody),
+    ))]
 async fn remove_callback(
     State(state): State<AppState>,
     actor: Actor,
@@ -132,14 +187,26 @@ async fn remove_callback(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Get the account's signing secret
+///
 /// The secret that signs the callback URL's and jobs' own deliveries in `standard` mode (always
 /// an HMAC secret, shown as receivers verify with it).
+#[utoipa::path(get, path = "/v1/me/signing-secret", tag = "me",
+    operation_id = "get_signing_secret",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(AccountParam),
+    responses(
+        (status = 200, description = "The secret", body = KeyView),
+        (status = 404, description = "The named account does not exist (or is not the key's)",
+            body = ErrorBody),
+        (status = 422, description = "The admin token named no account", body = ErrorBody),
+    ))]
 async fn signing_secret(
     State(state): State<AppState>,
     actor: Actor,
     ApiQuery(q): ApiQuery<AccountParam>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<KeyView>> {
     let account = actor.account(&state, q.account.as_deref()).await?;
     let secret = state.store.account_signing_secret(&account).await?;
-    Ok(Json(json!(secret.receiver_key())))
+    Ok(Json(secret.receiver_key().into()))
 }

@@ -1,25 +1,44 @@
 //! Health, Prometheus metrics and the event type catalog.
 
-use super::AppState;
+use super::{AppState, ListBody};
+use crate::domain::EventTypeInfo;
+use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/v1/event-types", get(event_types))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(event_types))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(Serialize, ToSchema)]
+struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
+/// Liveness
+///
+/// Answers as long as the process serves HTTP. Needs no credentials.
+#[utoipa::path(get, path = "/healthz", tag = "meta", operation_id = "health",
+    responses((status = 200, description = "The server is up", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Prometheus metrics
+///
 /// Prometheus text format. Like `/healthz` it needs no token: it holds counts, never ids or data.
+#[utoipa::path(get, path = "/metrics", tag = "meta", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition format (version 0.0.4)",
+        content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -30,7 +49,15 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// The catalog is public: it is the provider's documentation, not account data.
-async fn event_types(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "data": state.catalog.types(), "next_cursor": null }))
+/// The event type catalog
+///
+/// Every type that may be published and subscribed to. Public: it is the provider's
+/// documentation, not account data. One page holds the whole catalog.
+#[utoipa::path(get, path = "/v1/event-types", tag = "meta", operation_id = "list_event_types",
+    responses((status = 200, description = "The catalog", body = ListBody<EventTypeInfo>)))]
+async fn event_types(State(state): State<AppState>) -> Json<ListBody<EventTypeInfo>> {
+    Json(ListBody {
+        data: state.catalog.types().to_vec(),
+        next_cursor: None,
+    })
 }

@@ -8,7 +8,9 @@ pub mod extract;
 mod jobs;
 mod me;
 mod meta;
+pub mod openapi;
 pub mod rate_limit;
+mod reference;
 mod webhooks;
 
 use crate::config::Settings;
@@ -21,6 +23,8 @@ use axum::extract::DefaultBodyLimit;
 use error::ApiError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -70,9 +74,12 @@ impl KnownAccounts {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let body_limit = state.settings.body_limit;
-    Router::new()
+/// Every API route with its OpenAPI description: each resource file registers its handlers
+/// with `routes!`, which takes the path and the documentation from the handler's
+/// `#[utoipa::path]`, so a route cannot be served without being described (see
+/// [`openapi`] for how to document a new one).
+pub fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
         .merge(meta::routes())
         .merge(accounts::routes())
         .merge(webhooks::routes())
@@ -80,6 +87,15 @@ pub fn router(state: AppState) -> Router {
         .merge(deliveries::routes())
         .merge(jobs::routes())
         .merge(me::routes())
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.body_limit;
+    let (routes, paths) = documented_routes().split_for_parts();
+    // Built once, at start: the catalog and the delivery contract come from the settings.
+    let document = openapi::complete(paths, &state.settings, &state.catalog);
+    routes
+        .merge(reference::routes(document))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -93,10 +109,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `?cursor=&limit=` on every list.
-#[derive(Debug, Default, Deserialize)]
+/// `?cursor=&limit=` on every list. (Lists with more parameters repeat these two rather than
+/// flatten this: serde_urlencoded cannot read numbers through `#[serde(flatten)]`.)
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// The `next_cursor` of the previous page; leave out for the first (newest) page.
     pub cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -136,10 +157,11 @@ pub fn page_request(
     })
 }
 
-/// Every list answers `{"data": [...], "next_cursor": "…" | null}`.
-#[derive(Serialize)]
+/// Every list answers `{"data": [...], "next_cursor": "…" | null}`, newest first.
+#[derive(Serialize, ToSchema)]
 pub struct ListBody<T> {
     pub data: Vec<T>,
+    /// Pass as `?cursor=` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 

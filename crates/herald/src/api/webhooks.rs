@@ -1,52 +1,118 @@
 //! Webhooks: the subscription resource of seed 000, `POST /v1/webhooks {url, events, secret?}`.
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{Actor, ApiJson, ApiQuery, OptionalJson};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Actor, ApiJson, ApiQuery, OptionalJson, object_only};
 use super::{AppState, ListBody, page_request};
 use crate::domain::duration::parse_duration;
 use crate::domain::{
     AccountId, EventFilter, PayloadFormat, ReceiverKey, RetryPolicy, RetryPolicyDoc, SigningMode,
     SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
 };
+use crate::domain::{DeliveryId, EventId};
 use crate::store::NewEvent;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/webhooks", get(list).post(create))
-        .route("/v1/webhooks/{id}", get(show).patch(update).delete(remove))
-        .route("/v1/webhooks/{id}/secret", get(secret))
-        .route("/v1/webhooks/{id}/secret/rotate", post(rotate))
-        .route("/v1/webhooks/{id}/enable", post(enable))
-        .route("/v1/webhooks/{id}/test", post(send_test))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(secret))
+        .routes(routes!(rotate))
+        .routes(routes!(enable))
+        .routes(routes!(send_test))
 }
 
 const MAX_FILTERS: usize = 100;
 const MAX_DESCRIPTION: usize = 1000;
 
 /// A webhook as the API shows it: never its secret.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Webhook)]
 pub struct WebhookView {
     id: WebhookId,
+    #[schema(example = "https://example.com/webhooks")]
     url: String,
+    /// Event types (`tts.completed`), prefixes (`tts.*`) or `*`.
+    #[schema(example = json!(["tts.*"]))]
     events: Vec<String>,
     status: WebhookStatus,
     created_at: Timestamp,
     account: AccountId,
     description: String,
+    /// The policy in force, every field filled in.
     retry: RetryPolicyDoc,
     kind: WebhookKind,
-    signing: Value,
+    signing: SigningView,
     format: PayloadFormat,
+    /// Why it is disabled: `gone` (the receiver answered 410), `failing` or `manual`.
     #[serde(skip_serializing_if = "Option::is_none")]
     disabled_reason: Option<String>,
     updated_at: Timestamp,
+}
+
+/// A webhook's signing mode as shown: a bearer token or a header's value is never shown.
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+enum SigningView {
+    /// Standard Webhooks HMAC-SHA256 (`v1,…`).
+    Standard,
+    /// Standard Webhooks ed25519 (`v1a,…`).
+    Ed25519,
+    /// A static `Authorization: Bearer` token.
+    Bearer,
+    /// A static header of the account's choosing.
+    Header { name: String },
+    /// Unauthenticated deliveries.
+    None,
+}
+
+impl From<&SigningMode> for SigningView {
+    fn from(m: &SigningMode) -> Self {
+        match m {
+            SigningMode::Standard => Self::Standard,
+            SigningMode::Ed25519 => Self::Ed25519,
+            SigningMode::Bearer { .. } => Self::Bearer,
+            SigningMode::Header { name, .. } => Self::Header { name: name.clone() },
+            SigningMode::None => Self::None,
+        }
+    }
+}
+
+/// What receivers verify deliveries with: an HMAC secret whole (`secret`, shared with the
+/// receiver by design), an ed25519 key by its public half (`public_key`). One of the two.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ReceiverKey)]
+pub(super) struct KeyView {
+    /// The HMAC secret, for `standard` signing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    secret: Option<String>,
+    /// The ed25519 public key, for `ed25519` signing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+}
+
+impl From<ReceiverKey> for KeyView {
+    fn from(k: ReceiverKey) -> Self {
+        match k {
+            ReceiverKey::Secret(s) => Self {
+                secret: Some(s),
+                public_key: None,
+            },
+            ReceiverKey::PublicKey(k) => Self {
+                secret: None,
+                public_key: Some(k),
+            },
+        }
+    }
 }
 
 impl From<Webhook> for WebhookView {
@@ -61,7 +127,7 @@ impl From<Webhook> for WebhookView {
             description: w.description,
             retry: w.retry.to_doc(),
             kind: w.kind,
-            signing: w.signing.redacted(),
+            signing: SigningView::from(&w.signing),
             format: w.format,
             disabled_reason: w.disabled_reason,
             updated_at: w.updated_at,
@@ -69,43 +135,98 @@ impl From<Webhook> for WebhookView {
     }
 }
 
-#[derive(Deserialize)]
+/// One entry of a webhook's `events`, for the document: an event type, a prefix or `*`.
+struct EventPattern;
+
+impl utoipa::PartialSchema for EventPattern {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$"))
+            .max_length(Some(130))
+            .description(Some(
+                "An event type of the catalog (`tts.completed`), every type under a prefix \
+                 (`tts.*`), or every type (`*`)",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for EventPattern {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("EventPattern")
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateWebhook {
+    /// With the admin token: the account it is for. With an API key: leave out (or the key's
+    /// own account).
     account: Option<String>,
+    /// `https://` (`http://` and private addresses only in development mode).
+    #[schema(pattern = "^https?://", example = "https://example.com/webhooks")]
     url: String,
+    /// 1 to 100 event types of the catalog (`tts.completed`), prefixes (`tts.*`) or `*`.
+    #[schema(min_items = 1, max_items = 100, example = json!(["tts.*"]),
+        value_type = Vec<EventPattern>)]
     events: Vec<String>,
+    /// A signing secret of your own: `whsec_…` (HMAC), or `whsk_…` in `ed25519` mode. Made
+    /// for you if left out.
     secret: Option<String>,
+    /// Up to 1000 characters.
     #[serde(default)]
+    #[schema(max_length = 1000)]
     description: String,
+    /// The operator's default policy if left out.
+    #[serde(default, deserialize_with = "object_only")]
     retry: Option<RetryPolicyDoc>,
+    /// `standard` if left out.
+    #[serde(default, deserialize_with = "object_only")]
     signing: Option<SigningMode>,
+    /// `envelope` if left out.
     format: Option<PayloadFormat>,
 }
 
-#[derive(Deserialize)]
+/// The fields to change; those left out stay as they are.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateWebhook {
+    #[schema(pattern = "^https?://")]
     url: Option<String>,
+    #[schema(min_items = 1, max_items = 100, value_type = Option<Vec<EventPattern>>)]
     events: Option<Vec<String>>,
+    #[schema(max_length = 1000)]
     description: Option<String>,
+    #[serde(default, deserialize_with = "object_only")]
     retry: Option<RetryPolicyDoc>,
     status: Option<WebhookStatus>,
+    #[serde(default, deserialize_with = "object_only")]
     signing: Option<SigningMode>,
-    /// How long the old key keeps signing when `signing` moves between HMAC and ed25519.
+    /// How long the old key keeps signing when `signing` moves between HMAC and ed25519
+    /// (`0s` to `7d`, default `1d`).
+    #[schema(example = "1d")]
     grace_period: Option<String>,
     format: Option<PayloadFormat>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ScopeParams {
+    /// With the admin token: the account whose webhooks to list (required).
     account: Option<String>,
+    /// The `next_cursor` of the previous page; leave out for the first (newest) page.
     cursor: Option<String>,
+    /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AccountParam {
+    /// With the admin token: the account the webhook belongs to (optional). With an API key:
+    /// leave out, or the key's own account.
     account: Option<String>,
 }
 
@@ -141,6 +262,15 @@ fn parse_description(d: &str) -> ApiResult<String> {
             format!("description is longer than {MAX_DESCRIPTION} characters"),
         ));
     }
+    // PostgreSQL's text cannot hold NUL, and no other control character belongs in a label.
+    if d.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ApiError::invalid(
+            "description",
+            "description may hold line breaks and tabs, but no other control characters",
+        ));
+    }
     Ok(d.to_owned())
 }
 
@@ -148,6 +278,19 @@ fn parse_retry(state: &AppState, doc: &RetryPolicyDoc) -> ApiResult<RetryPolicy>
     RetryPolicy::from_doc(doc, &state.default_retry).map_err(|e| ApiError::invalid("retry", e))
 }
 
+/// Create a webhook
+///
+/// Subscribes a URL to event types. The signing secret is read with `GET …/secret`.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", operation_id = "create_webhook",
+    security(("admin_token" = []), ("api_key" = [])),
+    request_body = CreateWebhook,
+    responses(
+        (status = 201, description = "Created", body = WebhookView),
+        (status = 404, description = "The named account does not exist (or is not the key's)",
+            body = ErrorBody),
+        (status = 422, description = "A value is not accepted (the field says which), or the \
+            admin token named no account", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<AppState>,
     actor: Actor,
@@ -197,6 +340,18 @@ async fn create(
     Ok((StatusCode::CREATED, Json(webhook.into())))
 }
 
+/// List webhooks
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", operation_id = "list_webhooks",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(ScopeParams),
+    responses(
+        (status = 200, description = "A page of the account's webhooks, newest first",
+            body = ListBody<WebhookView>),
+        (status = 404, description = "The named account does not exist (or is not the key's)",
+            body = ErrorBody),
+        (status = 422, description = "A bad cursor or limit, or the admin token named no account",
+            body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     actor: Actor,
@@ -228,6 +383,14 @@ async fn find(
         .ok_or_else(|| ApiError::not_found("webhook"))
 }
 
+/// Get a webhook
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "get_webhook",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = WebhookId, Path, description = "The webhook's id"), AccountParam),
+    responses(
+        (status = 200, description = "The webhook", body = WebhookView),
+        (status = 404, description = "No such webhook in the account", body = ErrorBody),
+    ))]
 async fn show(
     State(state): State<AppState>,
     actor: Actor,
@@ -242,23 +405,38 @@ async fn show(
 }
 
 /// What `GET /v1/webhooks/{id}/secret` answers: what receivers verify with, never a private key.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = WebhookSecret)]
 struct SecretView {
     #[serde(flatten)]
-    key: ReceiverKey,
+    key: KeyView,
+    /// The signing mode, with its credential (a bearer token, a header's value) if it has one.
     signing: SigningMode,
     #[serde(skip_serializing_if = "Option::is_none")]
     previous_secret: Option<PreviousKeyView>,
 }
 
 /// The key a rotation or a change of signing mode replaced, still signing until `expires_at`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = PreviousKey)]
 struct PreviousKeyView {
     #[serde(flatten)]
-    key: ReceiverKey,
+    key: KeyView,
     expires_at: Timestamp,
 }
 
+/// Get a webhook's signing secret
+///
+/// What receivers verify deliveries with: the `whsec_…` secret, or the ed25519 public key; and
+/// the previous one while it is still signing after a rotation.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/secret", tag = "webhooks",
+    operation_id = "get_webhook_secret",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = WebhookId, Path, description = "The webhook's id"), AccountParam),
+    responses(
+        (status = 200, description = "The key receivers verify with", body = SecretView),
+        (status = 404, description = "No such webhook in the account", body = ErrorBody),
+    ))]
 async fn secret(
     State(state): State<AppState>,
     actor: Actor,
@@ -272,16 +450,29 @@ async fn secret(
         .as_ref()
         .filter(|(_, until)| *until > now)
         .map(|(previous, until)| PreviousKeyView {
-            key: previous.receiver_key(),
+            key: previous.receiver_key().into(),
             expires_at: *until,
         });
     Ok(Json(SecretView {
-        key: webhook.secret.receiver_key(),
+        key: webhook.secret.receiver_key().into(),
         signing: webhook.signing,
         previous_secret,
     }))
 }
 
+/// Change a webhook
+///
+/// Everything is checked before anything changes: a refused change writes nothing.
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "update_webhook",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = WebhookId, Path, description = "The webhook's id"), AccountParam),
+    request_body = UpdateWebhook,
+    responses(
+        (status = 200, description = "The webhook as changed", body = WebhookView),
+        (status = 404, description = "No such webhook in the account", body = ErrorBody),
+        (status = 422, description = "A value is not accepted; the field says which",
+            body = ErrorBody),
+    ))]
 async fn update(
     State(state): State<AppState>,
     actor: Actor,
@@ -334,6 +525,16 @@ async fn update(
     Ok(Json(webhook.into()))
 }
 
+/// Delete a webhook
+///
+/// Its pending deliveries are cancelled.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "delete_webhook",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = WebhookId, Path, description = "The webhook's id"), AccountParam),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such webhook in the account", body = ErrorBody),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     actor: Actor,
@@ -401,24 +602,43 @@ pub(super) fn parse_grace(given: Option<&str>) -> ApiResult<Duration> {
     Ok(grace)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateSecret {
+    /// The new secret (`whsec_…`, or `whsk_…` in `ed25519` mode); a fresh one if left out.
     secret: Option<String>,
+    /// How long the old secret keeps signing beside the new one (`0s` to `7d`, default `1d`).
+    #[schema(example = "1d")]
     grace_period: Option<String>,
 }
 
 /// What a rotation answers: the new key as receivers verify with it (an ed25519 private key,
 /// generated or given, is not shown).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = RotatedSecret)]
 struct RotatedView {
     #[serde(flatten)]
-    key: ReceiverKey,
+    key: KeyView,
+    /// Until when the old secret signs too (none if the grace period is `0s`).
     #[serde(skip_serializing_if = "Option::is_none")]
     previous_secret_expires_at: Option<Timestamp>,
 }
 
-/// Replaces the secret; during the grace period deliveries carry both signatures.
+/// Rotate a webhook's signing secret
+///
+/// Replaces the secret; during the grace period deliveries carry both signatures. The body may
+/// be left out.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/secret/rotate", tag = "webhooks",
+    operation_id = "rotate_webhook_secret",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = WebhookId, Path, description = "The webhook's id"), AccountParam),
+    request_body(content = Option<RotateSecret>, description = "Optional"),
+    responses(
+        (status = 200, description = "The new key", body = RotatedView),
+        (status = 404, description = "No such webhook in the account", body = ErrorBody),
+        (status = 422, description = "A value is not accepted; the field says which",
+            body = ErrorBody),
+    ))]
 async fn rotate(
     State(state): State<AppState>,
     actor: Actor,
@@ -436,12 +656,22 @@ async fn rotate(
         return Err(ApiError::not_found("webhook"));
     }
     Ok(Json(RotatedView {
-        key: webhook.secret.receiver_key(),
+        key: webhook.secret.receiver_key().into(),
         previous_secret_expires_at: webhook.previous_secret.map(|(_, until)| until),
     }))
 }
 
+/// Enable a webhook
+///
 /// Re-enables a webhook (after an automatic disable); its waiting deliveries go out again.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/enable", tag = "webhooks",
+    operation_id = "enable_webhook",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = WebhookId, Path, description = "The webhook's id"), AccountParam),
+    responses(
+        (status = 200, description = "The webhook, active", body = WebhookView),
+        (status = 404, description = "No such webhook in the account", body = ErrorBody),
+    ))]
 async fn enable(
     State(state): State<AppState>,
     actor: Actor,
@@ -464,13 +694,33 @@ async fn enable(
     Ok(Json(enabled.into()))
 }
 
-/// Sends a `webhook.test` event to this webhook only.
+/// What a test send made.
+#[derive(Serialize, ToSchema)]
+struct TestSent {
+    event_id: EventId,
+    /// The delivery of the test event to this webhook.
+    delivery_id: Option<DeliveryId>,
+}
+
+/// Send a test event
+///
+/// Publishes a `webhook.test` event to this webhook only.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
+    operation_id = "test_webhook",
+    security(("admin_token" = []), ("api_key" = [])),
+    params(("id" = WebhookId, Path, description = "The webhook's id"), AccountParam),
+    responses(
+        (status = 202, description = "The test event is on its way", body = TestSent),
+        (status = 404, description = "No such webhook in the account", body = ErrorBody),
+        (status = 409, description = "The webhook is disabled (`webhook_disabled`)",
+            body = ErrorBody),
+    ))]
 async fn send_test(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<AccountParam>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<TestSent>)> {
     let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
     if webhook.status != WebhookStatus::Active {
         return Err(ApiError::conflict(
@@ -505,6 +755,9 @@ async fn send_test(
         .next();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "event_id": published.event.id, "delivery_id": delivery.map(|d| d.id) })),
+        Json(TestSent {
+            event_id: published.event.id,
+            delivery_id: delivery.map(|d| d.id),
+        }),
     ))
 }

@@ -20,6 +20,7 @@ mod jobs;
 mod lifecycle;
 mod metrics;
 mod multinode;
+mod openapi;
 mod pg_outage;
 mod private_keys;
 mod rate_limit;

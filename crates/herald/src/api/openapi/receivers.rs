@@ -143,7 +143,9 @@ fn envelope(settings: &Settings, info: &EventTypeInfo) -> Value {
 }
 
 /// What `data` holds: the job itself for a job's status events, Herald's own shape for its own
-/// events, otherwise an object as the provider published it. (A type that is both a configured
+/// events, otherwise an object as the provider published it. A catalog entry that carries a JSON
+/// Schema of its `data` (and an example) belongs here, before these guesses: the section is
+/// plain JSON so such a schema goes in as it is. (A type that is both a configured
 /// type and a job kind's status, such as `tts.completed` by default, may be published either way,
 /// so its `data` is only an object.)
 fn data(settings: &Settings, info: &EventTypeInfo) -> Value {

@@ -15,11 +15,14 @@ pub enum SigningMode {
     Standard,
     /// Standard Webhooks ed25519 (`v1a,…`); receivers verify with the published public key.
     Ed25519,
-    /// A static `Authorization: Bearer <token>` (seed 001, newer API).
+    /// A static `Authorization: Bearer <token>` header.
+    // Seed 001's newer API.
     Bearer { token: String },
-    /// A static header of the user's choosing (seed 001, older API: `secret-key: <key>`).
+    /// A static header of the account's choosing, such as `secret-key: <key>`.
+    // Seed 001's older API.
     Header { name: String, value: String },
-    /// Nothing: an explicit opt-in (seed 002).
+    /// No authentication at all: an explicit opt-in.
+    // Seed 002.
     None,
 }
 

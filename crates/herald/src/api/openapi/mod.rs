@@ -96,6 +96,9 @@ pub fn base() -> Document {
 /// event type of `catalog`, describing the delivery a receiver gets).
 pub fn complete(paths: Document, settings: &Settings, catalog: &Catalog) -> Value {
     let mut doc = serde_json::to_value(&paths).expect("the document serializes");
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        super::reference::describe(paths);
+    }
     errors::add_shared_errors(&mut doc);
     doc["webhooks"] = receivers::section(settings, catalog);
     doc

@@ -220,3 +220,37 @@ impl Publisher {
         }
     }
 }
+
+/// A node with `delivery.enabled = false` serves the API and stores deliveries but sends none:
+/// an event published to it reaches the receiver through the other node, whose name is on the
+/// attempt (had the first node delivered, publishing would have handed the delivery to it).
+#[tokio::test]
+async fn a_node_with_delivery_off_stores_deliveries_that_another_node_sends() {
+    let env = TestEnv::new(Backend::Postgres).await;
+    let node = |name: &str, enabled: bool| {
+        let mut s = env.settings();
+        s.node_id = Some(name.to_owned());
+        s.delivery.enabled = enabled;
+        s
+    };
+    let quiet = common::TestApp::start(node("quiet", false)).await;
+    let receiver = TestReceiver::start().await;
+    let account = quiet.create_account("Acme").await;
+    quiet
+        .create_webhook(
+            &account,
+            json!({ "url": receiver.url("/hook"), "events": ["tts.completed"] }),
+        )
+        .await;
+    let published = quiet
+        .publish(&account, "tts.completed", json!({ "n": 1 }))
+        .await;
+    let delivery = quiet.first_delivery(&account, &published).await;
+    let _sender = common::TestApp::start(node("sender", true)).await;
+    let done = quiet
+        .wait_for_status(&account, &delivery, "succeeded", Duration::from_secs(20))
+        .await;
+    assert_eq!(done["attempts"][0]["node"], "sender", "{done}");
+    assert_eq!(done["attempts"].as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(receiver.count(), 1);
+}

@@ -3,7 +3,7 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Actor, ApiJson, ApiQuery, object_only};
-use super::webhooks::{KeyView, parse_grace};
+use super::webhook_secrets::{KeyView, parse_grace};
 use crate::domain::{
     EventFilter, SigningMode, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind,
     WebhookStatus, WebhookUrl,

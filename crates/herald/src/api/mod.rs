@@ -11,6 +11,7 @@ mod meta;
 pub mod openapi;
 pub mod rate_limit;
 mod reference;
+mod webhook_secrets;
 mod webhooks;
 
 use crate::config::Settings;
@@ -83,6 +84,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(meta::routes())
         .merge(accounts::routes())
         .merge(webhooks::routes())
+        .merge(webhook_secrets::routes())
         .merge(events::routes())
         .merge(deliveries::routes())
         .merge(jobs::routes())

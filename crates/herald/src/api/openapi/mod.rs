@@ -110,3 +110,26 @@ pub fn document(settings: &Settings) -> Result<Value, String> {
     let (_, paths) = super::documented_routes().split_for_parts();
     Ok(complete(paths, settings, &catalog))
 }
+
+/// One entry of a webhook's `events`, for the document: an event type, a prefix or `*`.
+pub struct EventPattern;
+
+impl utoipa::PartialSchema for EventPattern {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"^(\*|[a-z0-9_-]+(\.[a-z0-9_-]+)*(\.\*)?)$"))
+            .max_length(Some(130))
+            .description(Some(
+                "An event type of the catalog (`tts.completed`), every type under a prefix \
+                 (`tts.*`), or every type (`*`)",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventPattern {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("EventPattern")
+    }
+}

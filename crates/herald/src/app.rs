@@ -90,6 +90,7 @@ impl Herald {
             metrics,
             limiter,
             known_accounts: Arc::default(),
+            key_use: Arc::default(),
         };
         Ok(Self {
             listener,

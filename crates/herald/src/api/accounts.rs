@@ -1,17 +1,13 @@
 //! Accounts (admin): each is created with its first API key, shown once.
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Actor, ApiJson, ApiQuery, hash_key};
+use super::extract::{Actor, ApiJson, ApiQuery};
 use super::{AppState, ListBody, PageParams};
-use crate::domain::{Account, AccountId, ApiKeyId, Timestamp};
-use crate::store::NewApiKey;
+use crate::domain::{Account, AccountId, Timestamp};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 pub fn routes() -> Router<AppState> {
@@ -36,13 +32,6 @@ struct Created {
     created_at: Timestamp,
 }
 
-/// A new API key: `hk_` and 32 random bytes.
-fn new_api_key() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("hk_{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
 async fn create(
     State(state): State<AppState>,
     actor: Actor,
@@ -62,13 +51,7 @@ async fn create(
         name: name.to_owned(),
         created_at: now,
     };
-    let api_key = new_api_key();
-    let key = NewApiKey {
-        id: ApiKeyId::generate(),
-        account_id: account.id.clone(),
-        hash: hash_key(&api_key),
-        created_at: now,
-    };
+    let (api_key, key) = super::keys::new_key(&account.id, "first key".to_owned(), now);
     state.store.create_account(&account, &key).await?;
     Ok((
         StatusCode::CREATED,

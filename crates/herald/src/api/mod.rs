@@ -6,6 +6,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod jobs;
+pub mod keys;
 mod me;
 mod meta;
 pub mod rate_limit;
@@ -36,6 +37,8 @@ pub struct AppState {
     /// Accounts known to exist (accounts are never deleted), so publishing under the admin
     /// token need not read the account on every request.
     pub known_accounts: Arc<KnownAccounts>,
+    /// When this node last wrote down each key's use.
+    pub key_use: Arc<keys::KeyUse>,
 }
 
 impl AppState {
@@ -80,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(deliveries::routes())
         .merge(jobs::routes())
         .merge(me::routes())
+        .merge(keys::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

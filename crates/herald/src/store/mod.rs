@@ -38,9 +38,9 @@ pub use traits::{
     Store, Webhooks,
 };
 pub use types::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
-    Idempotency, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest,
-    PruneEvents, PrunedEvents, Published, QueueDepth, Release, RetryRequest,
+    ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
+    HealthPolicy, Idempotency, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page,
+    PageRequest, PruneEvents, PrunedEvents, Published, QueueDepth, Release, RetryRequest,
 };
 
 /// The whole store, shared; each caller takes the part it uses (see [`traits`]).

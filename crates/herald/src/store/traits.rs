@@ -7,12 +7,12 @@
 //! account, so another account's ids are simply not found.
 
 use super::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
-    JobCreated, JobUpdate, NewApiKey, NewEvent, Page, PageRequest, PruneEvents, PrunedEvents,
-    Published, QueueDepth, Release, RetryRequest, StoreResult,
+    ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
+    HealthPolicy, JobCreated, JobUpdate, NewApiKey, NewEvent, Page, PageRequest, PruneEvents,
+    PrunedEvents, Published, QueueDepth, Release, RetryRequest, StoreResult,
 };
 use crate::domain::{
-    Account, AccountId, Attempt, Delivery, DeliveryId, Event, EventId, Job, JobPatch,
+    Account, AccountId, ApiKeyId, Attempt, Delivery, DeliveryId, Event, EventId, Job, JobPatch,
     SigningSecret, Timestamp, Webhook, WebhookId, WebhookStatus,
 };
 use async_trait::async_trait;
@@ -25,8 +25,26 @@ pub trait Accounts: Send + Sync + 'static {
     async fn create_account(&self, account: &Account, key: &NewApiKey) -> StoreResult<()>;
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
     async fn list_accounts(&self, page: &PageRequest) -> StoreResult<Page<Account>>;
-    /// The account owning the key with this hash, with the stored hash for a constant-time check.
-    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<(AccountId, String)>>;
+    /// The live (not revoked) key with this hash.
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<FoundKey>>;
+    /// Adds a key to an existing account.
+    async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<()>;
+    /// The account's keys, revoked ones included, newest first.
+    async fn list_api_keys(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ApiKeyInfo>>;
+    /// Revokes a live key of the account; `None` if it has no such key, else the key as it is
+    /// now (revoking a revoked key changes nothing).
+    async fn revoke_api_key(
+        &self,
+        account: &AccountId,
+        id: &ApiKeyId,
+        now: Timestamp,
+    ) -> StoreResult<Option<ApiKeyInfo>>;
+    /// Notes that a key was used at `at` (callers limit how often).
+    async fn touch_api_key(&self, id: &ApiKeyId, at: Timestamp) -> StoreResult<()>;
     /// The account's signing secret (for its callback URL and jobs' own webhooks), made on
     /// first use.
     async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret>;

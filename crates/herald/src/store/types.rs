@@ -21,14 +21,39 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// An API key to store: only its hash is kept.
+/// An API key to store: only its hash is kept, beside a label and the key's first characters.
 #[derive(Clone, Debug)]
 pub struct NewApiKey {
     pub id: ApiKeyId,
     pub account_id: AccountId,
     /// Hex SHA-256 of the key.
     pub hash: String,
+    /// The key's first characters, to tell keys apart in a list.
+    pub prefix: String,
+    pub name: String,
     pub created_at: Timestamp,
+}
+
+/// An API key as a list shows it: never the key or its hash.
+#[derive(Clone, Debug)]
+pub struct ApiKeyInfo {
+    pub id: ApiKeyId,
+    pub account_id: AccountId,
+    pub name: String,
+    /// Empty for keys made before prefixes were kept.
+    pub prefix: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// The live key a presented key's hash belongs to.
+#[derive(Clone, Debug)]
+pub struct FoundKey {
+    pub id: ApiKeyId,
+    pub account_id: AccountId,
+    /// The stored hash, for a constant-time comparison with the presented key's.
+    pub hash: String,
 }
 
 /// A publish request's idempotency: the key, a fingerprint of the request, and how far back

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api_keys;
 mod bad_input;
 mod batch;
 mod cli;

@@ -166,6 +166,8 @@ async fn add_account(store: &DynStore, name: &str) -> AccountId {
         id: ApiKeyId::generate(),
         account_id: account.id.clone(),
         hash: uuid::Uuid::new_v4().simple().to_string(),
+        prefix: "hk_first0".to_owned(),
+        name: "first key".to_owned(),
         created_at: account.created_at,
     };
     store.create_account(&account, &key).await.expect("account");

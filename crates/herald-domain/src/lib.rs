@@ -25,7 +25,7 @@ pub use ids::{AccountId, ApiKeyId, AttemptId, DeliveryId, EventId, WebhookId};
 pub use job::{Job, JobPatch, JobStatus};
 pub use model::{Account, Attempt, Delivery, DeliveryStatus, Event, Webhook, WebhookStatus};
 pub use outcome::{AttemptOutcome, ErrorKind};
-pub use retry::{RetryOn, RetryPolicy, RetryPolicyDoc};
+pub use retry::{Jitter, RetryOn, RetryPolicy, RetryPolicyDoc};
 pub use routing::{JobRef, Route};
 pub use secret::{ReceiverKey, SigningSecret};
 pub use time::Timestamp;

@@ -17,6 +17,7 @@ mod delivery;
 mod flood;
 mod health;
 mod hostile;
+mod jitter;
 mod jobs;
 mod lifecycle;
 mod metrics;

@@ -33,9 +33,10 @@ pub use error::{StoreError, StoreResult};
 pub(crate) use handoff::{Handoff, IntakeSlot};
 pub(crate) use health::failure_record_changes;
 pub use open::open;
+pub(crate) use open::{APPLIED_MIGRATION, migrations_done};
 pub use traits::{
-    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Publisher, Queue, QueueGauges, Retention,
-    Store, Webhooks,
+    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Publisher, Queue, QueueGauges, Readiness,
+    Retention, Store, Webhooks,
 };
 pub use types::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,

@@ -235,10 +235,24 @@ pub trait QueueGauges: Send + Sync + 'static {
 }
 
 /// What the API uses: its resources and publishing.
-pub trait ApiStore: Accounts + Webhooks + Jobs + Publisher + Events + Deliveries {}
+pub trait ApiStore:
+    Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + Readiness
+{
+}
 
-impl<T> ApiStore for T where T: Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + ?Sized
-{}
+impl<T> ApiStore for T where
+    T: Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + Readiness + ?Sized
+{
+}
+
+/// Whether the store can serve requests now (`/readyz`).
+#[async_trait]
+pub trait Readiness: Send + Sync + 'static {
+    /// The database answers, every migration this build knows is applied, and (SQLite) the
+    /// writer thread takes writes; else what is not so, in words fit for an unauthenticated
+    /// answer (the cause itself is logged).
+    async fn check_ready(&self) -> Result<(), String>;
+}
 
 /// The whole store, as [`super::open`] returns it: each part goes to the caller that uses it
 /// (an `Arc<dyn Store>` coerces to an `Arc` of any of its traits).

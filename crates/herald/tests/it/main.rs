@@ -25,6 +25,7 @@ mod multinode;
 mod pg_outage;
 mod private_keys;
 mod rate_limit;
+mod readiness;
 mod readme;
 mod retention;
 mod secrets_at_rest;

@@ -2,8 +2,8 @@
 //!
 //! A pass runs every `retention.interval` (the first one soon after start, so frequent restarts
 //! do not postpone it for ever). It deletes old events whose deliveries have all finished, with
-//! their deliveries and attempts; finished jobs; and idempotency keys past the idempotency
-//! window. Work goes in small batches, one short transaction each, with a pause after every
+//! their deliveries and attempts; finished jobs; idempotency keys past the idempotency
+//! window; and endpoint figures older than they are kept (`store::stats::KEPT`). Work goes in small batches, one short transaction each, with a pause after every
 //! batch as long as the batch took, so publishes and the dispatcher's writes are never held up
 //! by more than one batch.
 
@@ -30,6 +30,7 @@ pub struct Pruned {
     pub attempts: u64,
     pub jobs: u64,
     pub idempotency_keys: u64,
+    pub stats_rows: u64,
 }
 
 impl Pruned {
@@ -137,6 +138,12 @@ impl Janitor {
         total.idempotency_keys = self
             .in_batches("idempotency_keys", shutdown, || {
                 self.store.forget_idempotency_keys(before, self.batch)
+            })
+            .await?;
+        let before = now.minus(crate::store::stats::KEPT);
+        total.stats_rows = self
+            .in_batches("stats_rows", shutdown, || {
+                self.store.prune_stats(before, self.batch)
             })
             .await?;
         Ok(total)

@@ -10,6 +10,7 @@ pub mod keys;
 mod me;
 mod meta;
 pub mod rate_limit;
+mod stats;
 mod webhooks;
 
 use crate::config::Settings;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(me::routes())
         .merge(keys::routes())
+        .merge(stats::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -213,7 +213,7 @@ async fn list(
 }
 
 /// Finds a webhook the caller may see; anything else is 404.
-async fn find(
+pub(super) async fn find(
     state: &AppState,
     actor: &Actor,
     id: &str,

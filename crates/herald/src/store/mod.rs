@@ -21,6 +21,7 @@ pub mod postgres;
 mod rows;
 pub mod seal;
 pub mod sqlite;
+pub mod stats;
 mod traits;
 mod types;
 

@@ -6,6 +6,7 @@
 //! `account: None` on a read means the admin's unscoped view; `Some(id)` restricts it to that
 //! account, so another account's ids are simply not found.
 
+use super::stats::AttemptStats;
 use super::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
     HealthPolicy, JobCreated, JobUpdate, NewApiKey, NewEvent, Page, PageRequest, PruneEvents,
@@ -53,6 +54,8 @@ pub trait Accounts: Send + Sync + 'static {
 /// Webhooks: subscriptions, an account's callback URL, jobs' own.
 #[async_trait]
 pub trait Webhooks: Send + Sync + 'static {
+    /// The webhook's attempt figures from the minute of `since` on ([`super::stats`]).
+    async fn webhook_stats(&self, id: &WebhookId, since: Timestamp) -> StoreResult<AttemptStats>;
     async fn insert_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
     /// The account's callback-URL webhook, if it has one.
     async fn callback_webhook(&self, account: &AccountId) -> StoreResult<Option<Webhook>>;
@@ -225,6 +228,9 @@ pub trait Retention: Send + Sync + 'static {
     /// Frees up to `limit` idempotency keys of events published before `before` (expired keys,
     /// which publishing already ignores). Returns how many.
     async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
+    /// Deletes up to `limit` rows of endpoint figures of minutes before `before`. Returns how
+    /// many.
+    async fn prune_stats(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
 }
 
 /// The queue gauges of `/metrics`.

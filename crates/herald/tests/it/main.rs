@@ -31,5 +31,6 @@ mod retention;
 mod secrets_at_rest;
 mod signing;
 mod ssrf;
+mod stats;
 mod store_contract;
 mod tenancy;

@@ -20,6 +20,7 @@ mod queue;
 mod ready;
 mod record;
 mod retention;
+mod stats;
 mod webhooks;
 
 use super::group_commit::PublishRequest;

@@ -167,4 +167,17 @@ impl Retention for PgStore {
         tx.commit().await?;
         Ok(freed)
     }
+
+    async fn prune_stats(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        let pruned = sqlx::query(
+            "DELETE FROM webhook_stats WHERE ctid IN (
+                 SELECT ctid FROM webhook_stats WHERE minute < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before.millis())
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(pruned)
+    }
 }

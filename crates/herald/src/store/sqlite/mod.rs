@@ -26,6 +26,7 @@ mod queue;
 mod ready;
 mod record;
 mod retention;
+mod stats;
 mod webhooks;
 mod writer;
 

@@ -53,6 +53,29 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub api: ApiSettings,
     pub retention: RetentionSettings,
+    pub listeners: ListenerSettings,
+}
+
+/// `herald listen --forward-to` streams (`GET /v1/listen`) and their ephemeral webhooks.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerSettings {
+    /// How long a listener webhook lives past its stream's last sign of life. The node holding
+    /// the stream renews it every third of this; a CLI whose stream broke may take it up again
+    /// (same webhook, same secret) within it; once it lapses (the node died, or the CLI did not
+    /// come back), retention removes the webhook at its next pass.
+    pub lease: HumanDuration,
+    /// Streams one account may hold open at once on one node.
+    pub max_per_account: usize,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        Self {
+            lease: HumanDuration(Duration::from_secs(60)),
+            max_per_account: 10,
+        }
+    }
 }
 
 /// Limits of the HTTP API.
@@ -206,6 +229,7 @@ impl Default for Settings {
             delivery: DeliverySettings::default(),
             api: ApiSettings::default(),
             retention: RetentionSettings::default(),
+            listeners: ListenerSettings::default(),
         }
     }
 }
@@ -446,6 +470,9 @@ impl Settings {
         }
         if !(1..=10_000).contains(&r.batch) {
             bail!("retention.batch must be between 1 and 10000");
+        }
+        if self.listeners.lease.0 < Duration::from_secs(1) {
+            bail!("listeners.lease must be at least 1s");
         }
         Ok(())
     }

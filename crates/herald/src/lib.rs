@@ -3,7 +3,8 @@
 //! The parts (docs/architecture.md §3): [`config`] (typed settings), [`domain`] (pure rules),
 //! [`store`] (durable state), [`dispatch`] (claim → sign → send → record), [`api`] (the HTTP
 //! interface) behind [`server`] (connections within limits), [`janitor`] (retention), tied
-//! together by [`app`]; [`telemetry`] counts what they do.
+//! together by [`app`]; [`telemetry`] counts what they do. [`listen`] is the `herald listen`
+//! command and its stream's protocol.
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -21,8 +21,9 @@ struct Cli {
 enum Command {
     /// Run the server: the HTTP API and the delivery dispatcher.
     Serve(ServeArgs),
-    /// Run a local receiver that prints the webhooks it gets and checks their signatures.
-    Listen(herald::listen::ListenArgs),
+    /// Forward an account's deliveries to a local URL over a stream from the server
+    /// (--forward-to), or run a local receiver that prints the webhooks it gets.
+    Listen(Box<herald::listen::ListenArgs>),
     /// Print a new random key for HERALD_SECRETS_KEY (encrypts webhook secrets at rest).
     GenSecretsKey,
 }
@@ -63,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Listen(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn(signal_shutdown(shutdown.clone(), "receiver stopping"));
-            herald::listen::run(args, shutdown).await
+            herald::listen::run(*args, shutdown).await
         }
     }
 }

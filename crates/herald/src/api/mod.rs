@@ -7,6 +7,7 @@ mod events;
 pub mod extract;
 mod jobs;
 pub mod keys;
+mod listen;
 mod me;
 mod meta;
 pub mod rate_limit;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub waker: Waker,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<rate_limit::RateLimiter>,
+    /// The `herald listen` streams this node holds.
+    pub listeners: Arc<crate::dispatch::listeners::ListenerHub>,
     /// Accounts known to exist (accounts are never deleted), so publishing under the admin
     /// token need not read the account on every request.
     pub known_accounts: Arc<KnownAccounts>,
@@ -86,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .merge(me::routes())
         .merge(keys::routes())
         .merge(stats::routes())
+        .merge(listen::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -114,7 +114,7 @@ fn parse_url(state: &AppState, url: &str) -> ApiResult<WebhookUrl> {
         .map_err(|e| ApiError::invalid("url", e))
 }
 
-fn parse_filters(state: &AppState, events: &[String]) -> ApiResult<Vec<EventFilter>> {
+pub(super) fn parse_filters(state: &AppState, events: &[String]) -> ApiResult<Vec<EventFilter>> {
     if events.is_empty() || events.len() > MAX_FILTERS {
         return Err(ApiError::invalid(
             "events",
@@ -290,6 +290,7 @@ async fn update(
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> ApiResult<Json<WebhookView>> {
     let mut webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    editable(&webhook)?;
     // Validate everything before changing anything: a rejected PATCH writes nothing.
     if let Some(url) = &body.url {
         webhook.url = parse_url(&state, url)?;
@@ -349,6 +350,18 @@ async fn remove(
         return Err(ApiError::not_found("webhook"));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A listener webhook is what its `herald listen` stream made it: its secret is the one the CLI
+/// printed, its URL no address. It can be deleted (which ends the stream), not changed.
+fn editable(webhook: &Webhook) -> ApiResult<()> {
+    if webhook.kind == WebhookKind::Listener {
+        return Err(ApiError::conflict(
+            "listener_webhook",
+            "this webhook belongs to a `herald listen` stream and lives as long as it; it cannot be changed (delete it to end the stream)",
+        ));
+    }
+    Ok(())
 }
 
 /// A new secret of the kind a signing mode signs with.
@@ -427,6 +440,7 @@ async fn rotate(
     OptionalJson(body): OptionalJson<RotateSecret>,
 ) -> ApiResult<Json<RotatedView>> {
     let mut webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    editable(&webhook)?;
     let grace = parse_grace(body.grace_period.as_deref())?;
     let new_secret = secret_for(&webhook.signing, body.secret.as_deref())?;
     let now = Timestamp::now();

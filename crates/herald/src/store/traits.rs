@@ -1,6 +1,7 @@
 //! The store's interface, one trait per caller: the API's resources ([`Accounts`], [`Webhooks`],
-//! [`Jobs`], [`Events`], [`Deliveries`]) and [`Publisher`], the dispatcher's [`Queue`], the
-//! janitor's [`Retention`], and the metrics' [`QueueGauges`]. Both backends implement all of
+//! [`Jobs`], [`Events`], [`Deliveries`]), [`Publisher`] and the `herald listen` streams'
+//! [`Listeners`], the dispatcher's [`Queue`], the janitor's [`Retention`], and the metrics'
+//! [`QueueGauges`]. Both backends implement all of
 //! them; [`Store`] is the whole, which [`super::open`] returns and the app hands out in parts.
 //!
 //! `account: None` on a read means the admin's unscoped view; `Some(id)` restricts it to that
@@ -92,6 +93,40 @@ pub trait Webhooks: Send + Sync + 'static {
         id: &WebhookId,
         now: Timestamp,
     ) -> StoreResult<bool>;
+}
+
+/// The listener webhooks of `herald listen --forward-to` streams: each is held by the node whose
+/// stream it lives on, until a lease that node renews; only that node claims its deliveries
+/// (see [`super::ClaimRequest::node`]). Closing a stream deletes its webhook
+/// ([`Webhooks::delete_webhook`]); a lapsed lease is retention's ([`Retention`]).
+#[async_trait]
+pub trait Listeners: Send + Sync + 'static {
+    /// Stores a new listener webhook, held by `node` until `until`.
+    async fn open_listener(
+        &self,
+        webhook: &Webhook,
+        node: &str,
+        until: Timestamp,
+    ) -> StoreResult<()>;
+    /// Takes the account's listener webhook `id` over for `node` until `until` (a CLI that
+    /// reconnects), and makes its pending deliveries due at `now`, so what waited for a listener
+    /// is retried at once. `None` when it is gone.
+    async fn resume_listener(
+        &self,
+        account: &AccountId,
+        id: &WebhookId,
+        node: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Option<Webhook>>;
+    /// Extends to `until` the leases of those of `ids` that `node` still holds, and returns
+    /// them: a webhook missing from the answer was deleted or taken over by another node.
+    async fn renew_listeners(
+        &self,
+        ids: &[WebhookId],
+        node: &str,
+        until: Timestamp,
+    ) -> StoreResult<Vec<WebhookId>>;
 }
 
 /// Jobs, whose status changes publish events.
@@ -231,6 +266,10 @@ pub trait Retention: Send + Sync + 'static {
     /// Deletes up to `limit` rows of endpoint figures of minutes before `before`. Returns how
     /// many.
     async fn prune_stats(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
+    /// Deletes up to `limit` listener webhooks whose lease lapsed before `now` (their node died,
+    /// or their CLI did not come back), cancelling their pending deliveries, as a delete does.
+    /// Returns how many.
+    async fn remove_lapsed_listeners(&self, now: Timestamp, limit: usize) -> StoreResult<u64>;
 }
 
 /// The queue gauges of `/metrics`.
@@ -240,14 +279,14 @@ pub trait QueueGauges: Send + Sync + 'static {
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth>;
 }
 
-/// What the API uses: its resources and publishing.
+/// What the API uses: its resources, publishing, readiness, and the listener streams.
 pub trait ApiStore:
-    Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + Readiness
+    Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + Readiness + Listeners
 {
 }
 
 impl<T> ApiStore for T where
-    T: Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + Readiness + ?Sized
+    T: Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + Readiness + Listeners + ?Sized
 {
 }
 

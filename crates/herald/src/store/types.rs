@@ -125,6 +125,9 @@ pub struct ClaimRequest {
     pub per_webhook_cap: usize,
     /// …counting these, already in flight.
     pub in_flight: HashMap<WebhookId, usize>,
+    /// The claiming node: of the listener webhooks, only those whose stream it holds are
+    /// claimed (their deliveries can only go down that stream).
+    pub node: String,
 }
 
 /// A delivery this node now holds the lease on, with everything needed to attempt it.

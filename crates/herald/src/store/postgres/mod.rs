@@ -15,6 +15,7 @@ mod deliveries;
 mod events;
 mod gauges;
 mod jobs;
+mod listeners;
 mod publish;
 mod queue;
 mod ready;

@@ -180,4 +180,13 @@ impl Retention for PgStore {
         .rows_affected();
         Ok(pruned)
     }
+
+    async fn remove_lapsed_listeners(&self, now: Timestamp, limit: usize) -> StoreResult<u64> {
+        let Some(mut tx) = self.begin_pruning().await? else {
+            return Ok(0);
+        };
+        let removed = super::listeners::remove_lapsed_listeners(&mut tx, now, limit).await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
 }

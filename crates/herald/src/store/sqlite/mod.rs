@@ -21,6 +21,7 @@ mod deliveries;
 mod events;
 mod gauges;
 mod jobs;
+mod listeners;
 mod publish;
 mod queue;
 mod ready;

@@ -129,4 +129,11 @@ impl Retention for SqliteStore {
         })
         .await
     }
+
+    async fn remove_lapsed_listeners(&self, now: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.write_alone(Commit::Durable, move |tx| {
+            super::listeners::remove_lapsed_listeners(tx, now, limit)
+        })
+        .await
+    }
 }

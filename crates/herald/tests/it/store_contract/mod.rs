@@ -1,6 +1,6 @@
 //! The store's promises, checked on the store itself (no HTTP), on both backends: the queue's
 //! leases, caps and late results, publishing's idempotency and hand-over, a job's one terminal
-//! event, retention, and the order of every list.
+//! event, retention, the order of every list, and listener webhooks' node affinity.
 
 use crate::common;
 
@@ -104,6 +104,7 @@ impl Fixture {
             limit,
             per_webhook_cap: cap,
             in_flight: in_flight.iter().map(|(w, n)| ((*w).clone(), *n)).collect(),
+            node: "test-node".to_owned(),
         };
         self.store.claim_due(&request).await.expect("claim")
     }
@@ -241,6 +242,7 @@ fn per_webhook(claims: &[ClaimedDelivery]) -> BTreeMap<WebhookId, usize> {
     counts
 }
 
+mod listeners;
 mod publish;
 mod queue;
 mod resources;

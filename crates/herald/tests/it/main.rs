@@ -20,6 +20,7 @@ mod hostile;
 mod jitter;
 mod jobs;
 mod lifecycle;
+mod listen_forward;
 mod metrics;
 mod multinode;
 mod pg_outage;

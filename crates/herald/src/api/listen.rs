@@ -29,6 +29,10 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
+/// Largest message the CLI may send: a result carries at most 4 KiB of the local answer (a few
+/// times that once escaped as JSON) and an error message.
+const MAX_MESSAGE: usize = 256 * 1024;
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/listen", get(listen))
 }
@@ -109,7 +113,10 @@ async fn listen(
         .listeners
         .register(account.clone(), webhook.id.clone());
     let store = state.store.clone();
-    Ok(upgrade.on_upgrade(move |socket| stream::serve(socket, handle, ready, store, account)))
+    Ok(upgrade
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| stream::serve(socket, handle, ready, store, account)))
 }
 
 /// `?events=a,b.*`: each checked against the catalog, as a webhook's `events` are.

@@ -73,7 +73,7 @@ pub struct ListenerHub {
 }
 
 /// A stream's side of its registration: the attempts to send, and the signals to stop. Dropped,
-/// it takes the stream out of the registry (unless a newer stream of the webhook replaced it).
+/// it takes the stream out of the registry, and lets a shutdown waiting for the streams go on.
 pub struct StreamHandle {
     hub: Arc<ListenerHub>,
     pub webhook: WebhookId,
@@ -86,8 +86,10 @@ pub struct StreamHandle {
     _task: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
-impl Drop for StreamHandle {
-    fn drop(&mut self) {
+impl StreamHandle {
+    /// Takes the stream out of the registry (unless a newer stream of the webhook replaced it):
+    /// attempts from then on find no stream here.
+    pub fn unregister(&self) {
         let mut streams = self.hub.lock();
         if streams
             .get(&self.webhook)
@@ -95,6 +97,12 @@ impl Drop for StreamHandle {
         {
             streams.remove(&self.webhook);
         }
+    }
+}
+
+impl Drop for StreamHandle {
+    fn drop(&mut self) {
+        self.unregister();
     }
 }
 

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+pub mod listen_cli;
+
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
 /// Polls `check` until it returns `Some`, failing the test after `timeout`.

@@ -6,6 +6,7 @@
 
 use crate::common;
 
+use common::listen_cli::ListenCli;
 use common::{
     ADMIN, Backend, Reply, ServerProcess, TestAccount, TestApp, TestEnv, TestReceiver, eventually,
     verify_with_python,
@@ -15,112 +16,9 @@ use herald::domain::duration::HumanDuration;
 use herald::domain::{RetryOn, RetryPolicyDoc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A running `herald listen --forward-to`, its output collected line by line.
-struct ListenCli {
-    child: tokio::process::Child,
-    out: Arc<Mutex<Vec<String>>>,
-}
-
-impl ListenCli {
-    /// Starts the CLI against `api` for `key`, forwarding to `to`, with `extra` arguments.
-    fn start(api: &str, key: &str, to: &str, extra: &[&str]) -> Self {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-        cmd.args(["listen", "--api", api, "--key", key, "--forward-to", to])
-            .args(extra)
-            .env("HERALD_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("HERALD_") {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd.spawn().expect("herald listen starts");
-        let out = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = out.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    out.lock().unwrap().push(line);
-                }
-            });
-        }
-        Self { child, out }
-    }
-
-    fn output(&self) -> String {
-        self.out.lock().unwrap().join("\n")
-    }
-
-    /// Waits for a line containing `needle`, and returns it.
-    async fn line(&self, needle: &str) -> String {
-        eventually(
-            &format!("herald listen to print {needle:?}"),
-            WAIT,
-            || async {
-                self.out
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .find(|l| l.contains(needle))
-                    .cloned()
-            },
-        )
-        .await
-    }
-
-    /// The signing secret the CLI printed, and the listener webhook's id.
-    async fn ready(&self) -> (String, String) {
-        let ready = self.line("Ready! Your webhook signing secret is ").await;
-        let secret = ready
-            .split_whitespace()
-            .find(|w| w.starts_with("whsec_"))
-            .expect("a whsec_ secret")
-            .to_owned();
-        let forwarding = self.line("Forwarding ").await;
-        let webhook = forwarding
-            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
-            .find(|w| w.starts_with("wh_"))
-            .expect("the webhook id")
-            .to_owned();
-        (secret, webhook)
-    }
-
-    /// Ctrl-C, and the exit status.
-    async fn interrupt(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().unwrap().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let status = tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("herald listen exits after Ctrl-C")
-            .unwrap();
-        // The pipes drain once the process is gone.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        (status, self.output())
-    }
-
-    /// SIGKILL: no close frame, no goodbye.
-    async fn kill_9(&mut self) {
-        self.child.kill().await.expect("SIGKILL");
-    }
-}
 
 /// A server without `--dev`, whose subscription-model retries (the listeners') are quick.
 async fn server(backend: Backend, schedule: &[&str]) -> TestApp {
@@ -343,6 +241,39 @@ async fn a_stream_cut_mid_delivery_with_no_listener_back_fails_per_its_policy(ba
     );
 }
 
+/// The server shuts down (its streams close, "going away") and comes back: the CLI reconnects by
+/// itself to the same webhook, and deliveries go on under the same secret.
+async fn the_cli_reconnects_to_its_webhook_when_the_server_restarts(backend: Backend) {
+    let env = TestEnv::new(backend).await;
+    let mut settings = env.settings();
+    settings.dev = false;
+    let mut app = TestApp::start(settings.clone()).await;
+    settings.listen = app.addr;
+    let account = app.create_account("Acme").await;
+    let receiver = TestReceiver::start().await;
+    let cli = ListenCli::start(&app.url(""), &account.key, &receiver.url("/hook"), &[]);
+    let (secret, webhook) = cli.ready().await;
+    app.stop().await;
+    cli.line("Lost the stream").await;
+    let app = TestApp::start(settings).await;
+    cli.line("Reconnected").await;
+    let listed = webhooks(&app, &account).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], webhook.as_str(), "the same webhook");
+    let published = app
+        .publish(&account, "tts.completed", json!({ "id": "tts_5" }))
+        .await;
+    let got = receiver.wait_for(1, Some("/hook"), WAIT).await;
+    assert_eq!(
+        got[0].header("webhook-id"),
+        app.first_delivery(&account, &published).await
+    );
+    let mut case = got[0].signed_case();
+    case["secret"] = json!(secret);
+    verify_with_python("verify_standardwebhooks.py", &json!([case]));
+    cli.interrupt().await;
+}
+
 /// Node A holds the stream and dies (kill -9, with its CLI); node B, on the same store, neither
 /// claims the listener's deliveries nor keeps the webhook once its lease lapses.
 async fn a_listener_whose_node_died_is_removed_by_retention(backend: Backend) {
@@ -468,6 +399,7 @@ on_both_backends!(
     ctrl_c_removes_the_ephemeral_webhook,
     a_stream_cut_mid_delivery_is_retried_when_a_listener_is_back,
     a_stream_cut_mid_delivery_with_no_listener_back_fails_per_its_policy,
+    the_cli_reconnects_to_its_webhook_when_the_server_restarts,
     a_listener_whose_node_died_is_removed_by_retention,
     a_refused_stream_is_a_json_error_and_writes_nothing,
 );

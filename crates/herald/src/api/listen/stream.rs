@@ -49,7 +49,7 @@ pub(super) async fn serve(
         let end = run(&mut socket, &mut handle, ready).await;
         let webhook = handle.webhook.clone();
         // Out of the registry first: attempts from now on find no stream and are retried.
-        drop(handle);
+        handle.unregister();
         match end {
             End::ClosedByClient => {
                 let deleted = store
@@ -68,6 +68,10 @@ pub(super) async fn serve(
             End::Revoked => info!("listener stream closed: its webhook was deleted or taken over"),
             End::ServerClosing => info!("listener stream closed: the server is shutting down"),
         }
+        // The store goes before the handle: a shutdown waits for the handles, and a SQLite
+        // store must be let go of by then for the next start to open it.
+        drop(store);
+        drop(handle);
     }
     .instrument(span)
     .await

@@ -1,8 +1,9 @@
 //! `herald listen --forward-to` (issue 16, acceptance 5): the built CLI against a server started
 //! without `--dev`, which never connects to the customer: deliveries come down the CLI's stream
 //! and reach a local receiver signed as over HTTP; the local answer is the attempt's outcome;
-//! Ctrl-C removes the ephemeral webhook; a stream cut mid-delivery loses nothing; and a listener
-//! whose node died is removed by retention.
+//! Ctrl-C removes the ephemeral webhook; a stream cut mid-delivery loses nothing; a listener's
+//! deliveries go out through the node holding its stream; and a listener whose node died is
+//! removed by retention.
 
 use crate::common;
 
@@ -390,6 +391,42 @@ async fn a_refused_stream_is_a_json_error_and_writes_nothing(backend: Backend) {
         .await;
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "listener_webhook");
+    cli.interrupt().await;
+}
+
+/// Two nodes on one PostgreSQL: events published on node A go out through node B, which holds
+/// the stream; A never attempts them (it has no stream to send them down).
+#[tokio::test]
+async fn a_listeners_deliveries_go_out_through_the_node_holding_its_stream() {
+    let env = TestEnv::new(Backend::Postgres).await;
+    let node = |name: &str| {
+        let mut s = env.settings();
+        s.dev = false;
+        s.node_id = Some(name.to_owned());
+        s
+    };
+    let node_a = TestApp::start(node("node-a")).await;
+    let node_b = TestApp::start(node("node-b")).await;
+    let account = node_a.create_account("Acme").await;
+    let receiver = TestReceiver::start().await;
+    let cli = ListenCli::start(&node_b.url(""), &account.key, &receiver.url("/hook"), &[]);
+    cli.ready().await;
+    let mut deliveries = Vec::new();
+    for i in 0..5 {
+        let published = node_a
+            .publish(&account, "tts.completed", json!({ "n": i }))
+            .await;
+        deliveries.push(node_a.first_delivery(&account, &published).await);
+    }
+    receiver.wait_for(5, Some("/hook"), WAIT).await;
+    for delivery in &deliveries {
+        node_a
+            .wait_for_status(&account, delivery, "succeeded", WAIT)
+            .await;
+        let tried = attempts(&node_a, &account, delivery).await;
+        assert_eq!(tried.len(), 1, "{tried:?}");
+        assert_eq!(tried[0]["node"], "node-b", "{tried:?}");
+    }
     cli.interrupt().await;
 }
 

@@ -37,8 +37,7 @@ pub use open::open;
 pub(crate) use open::{APPLIED_MIGRATION, migrations_done};
 pub use traits::{
     Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Listeners, Publisher, Queue, QueueGauges,
-    Readiness,
-    Retention, Store, Webhooks,
+    Readiness, Retention, Store, Webhooks,
 };
 pub use types::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,

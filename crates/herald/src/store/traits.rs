@@ -286,7 +286,15 @@ pub trait ApiStore:
 }
 
 impl<T> ApiStore for T where
-    T: Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + Readiness + Listeners + ?Sized
+    T: Accounts
+        + Webhooks
+        + Jobs
+        + Publisher
+        + Events
+        + Deliveries
+        + Readiness
+        + Listeners
+        + ?Sized
 {
 }
 

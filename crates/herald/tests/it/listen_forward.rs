@@ -31,6 +31,7 @@ async fn server(backend: Backend, schedule: &[&str]) -> TestApp {
             retry_on: Some(RetryOn::Any),
             preset: None,
             timeout: Some("5s".to_owned()),
+            jitter: None,
         });
     })
     .await

@@ -11,6 +11,7 @@ mod listen;
 mod me;
 mod meta;
 pub mod rate_limit;
+mod replay;
 mod stats;
 mod webhooks;
 
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(me::routes())
         .merge(keys::routes())
         .merge(stats::routes())
+        .merge(replay::routes())
         .merge(listen::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {

@@ -42,7 +42,8 @@ pub use traits::{
 pub use types::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
     HealthPolicy, Idempotency, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page,
-    PageRequest, PruneEvents, PrunedEvents, Published, QueueDepth, Release, RetryRequest,
+    PageRequest, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
+    ReplayPage, RetryRequest,
 };
 
 /// The whole store, shared; each caller takes the part it uses (see [`traits`]).

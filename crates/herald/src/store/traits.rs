@@ -11,7 +11,8 @@ use super::stats::AttemptStats;
 use super::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
     HealthPolicy, JobCreated, JobUpdate, NewApiKey, NewEvent, Page, PageRequest, PruneEvents,
-    PrunedEvents, Published, QueueDepth, Release, RetryRequest, StoreResult,
+    PrunedEvents, Published, QueueDepth, Release, ReplayMissing, ReplayPage, RetryRequest,
+    StoreResult,
 };
 use crate::domain::{
     Account, AccountId, ApiKeyId, Attempt, Delivery, DeliveryId, Event, EventId, Job, JobPatch,
@@ -198,6 +199,9 @@ pub trait Deliveries: Send + Sync + 'static {
         id: &DeliveryId,
         now: Timestamp,
     ) -> StoreResult<RetryRequest>;
+    /// One page of replaying what a webhook missed ([`ReplayMissing`]); each event gets at
+    /// most one delivery to the webhook however often this runs, also at once on several nodes.
+    async fn replay_missing(&self, request: &ReplayMissing) -> StoreResult<ReplayPage>;
 }
 
 /// The delivery queue, as the dispatcher works it: claim with a lease, record the outcome,

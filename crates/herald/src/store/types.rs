@@ -234,3 +234,54 @@ pub struct PrunedEvents {
     /// on PostgreSQL, another node is pruning right now).
     pub next: Option<EventId>,
 }
+
+/// One page of `replay-missing`: the account's events from `since` on (after `after`, by id)
+/// that `webhook` would get and has no delivery of get one, unless `dry_run`.
+#[derive(Clone, Debug)]
+pub struct ReplayMissing {
+    pub webhook: Webhook,
+    pub since: Timestamp,
+    /// The last event id of the previous page.
+    pub after: Option<String>,
+    /// Events examined per page.
+    pub limit: usize,
+    pub dry_run: bool,
+    pub now: Timestamp,
+}
+
+/// What a page of `replay-missing` found.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayPage {
+    /// Deliveries made (or, in a dry run, that would be).
+    pub missing: u64,
+    /// Where the next page starts; `None` at the end.
+    pub next: Option<String>,
+}
+
+impl ReplayMissing {
+    /// Whether the webhook gets an event of this type now, so a missing delivery is made:
+    /// by its filters (a job's own webhook and a test send's one target are not replayed).
+    pub fn wants(&self, event_type: &str) -> bool {
+        event_type != "webhook.test"
+            && crate::domain::Route {
+                event_type,
+                job: None,
+                only_webhook: None,
+            }
+            .reaches(
+                self.webhook.id.as_str(),
+                self.webhook.kind,
+                self.webhook.job_id.as_deref(),
+                &self.webhook.events,
+            )
+    }
+
+    /// The first event id the page may return.
+    pub fn start_after(&self) -> String {
+        let bound = crate::domain::EventId::bound_at(self.since);
+        match &self.after {
+            Some(after) if *after > bound => after.clone(),
+            _ => bound,
+        }
+    }
+}

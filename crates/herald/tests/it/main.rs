@@ -28,6 +28,7 @@ mod private_keys;
 mod rate_limit;
 mod readiness;
 mod readme;
+mod replay_missing;
 mod retention;
 mod secrets_at_rest;
 mod signing;

@@ -20,6 +20,7 @@ mod publish;
 mod queue;
 mod ready;
 mod record;
+mod replay;
 mod retention;
 mod stats;
 mod webhooks;

@@ -26,6 +26,7 @@ mod publish;
 mod queue;
 mod ready;
 mod record;
+mod replay;
 mod retention;
 mod stats;
 mod webhooks;

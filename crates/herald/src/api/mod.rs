@@ -31,6 +31,8 @@ pub struct AppState {
     pub store: Arc<dyn ApiStore>,
     pub settings: Arc<Settings>,
     pub catalog: Arc<Catalog>,
+    /// The catalog's schemas, compiled once at start.
+    pub schemas: Arc<crate::schemas::EventSchemas>,
     pub default_retry: Arc<RetryPolicy>,
     pub admin_token: Arc<str>,
     pub waker: Waker,

@@ -12,6 +12,7 @@ mod me;
 mod meta;
 pub mod rate_limit;
 mod stats;
+pub mod test_send;
 mod webhooks;
 
 use crate::config::Settings;

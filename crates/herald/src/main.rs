@@ -28,6 +28,8 @@ enum Command {
     GenSecretsKey,
     /// Send a test event of a catalog type (its example, or --data) to the account's webhooks.
     Trigger(herald::cli::trigger::TriggerArgs),
+    /// Verify a captured delivery's signature offline (body on standard input) and say why not.
+    Verify(herald::cli::verify::VerifyArgs),
 }
 
 /// mimalloc instead of glibc's malloc: Herald makes and frees many short-lived buffers (requests,
@@ -69,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             herald::listen::run(*args, shutdown).await
         }
         Command::Trigger(args) => herald::cli::trigger::run(args).await,
+        Command::Verify(args) => herald::cli::verify::run(args),
     }
 }
 

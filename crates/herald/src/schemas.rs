@@ -404,6 +404,64 @@ mod tests {
         );
     }
 
+    /// What a check adds to a publish, beside reading the publish body itself (the JSON parse
+    /// every publish already pays). Run: `cargo test --release -p herald --lib cost_of_checks
+    /// -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost_of_checks() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Publish<'a> {
+            account: &'a str,
+            #[serde(rename = "type")]
+            event_type: &'a str,
+            #[serde(borrow)]
+            data: &'a RawValue,
+        }
+        let settings = crate::config::Settings::default();
+        let catalog = settings.catalog().unwrap();
+        let schemas = EventSchemas::compile(catalog.types()).unwrap();
+        let time = |what: &str, f: &mut dyn FnMut()| {
+            let n = 200_000;
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            println!(
+                "{what}: {:.0} ns",
+                start.elapsed().as_nanos() as f64 / n as f64
+            );
+        };
+        // The benchmark's data (herald-bench), the seed's example, a job as Herald sends it.
+        let bench = RawValue::from_string(r#"{"t":1733456789123456,"s":42}"#.into()).unwrap();
+        let seed = serde_json::value::to_raw_value(&catalog.get("tts.completed").unwrap().example)
+            .unwrap();
+        let job = serde_json::value::to_raw_value(
+            &catalog.get("transcription.completed").unwrap().example,
+        )
+        .unwrap();
+        let body = format!(
+            r#"{{"account":"acc_0193a8f2c0aa7d3e8b1f5c9a2d6e4b80","type":"tts.completed","data":{}}}"#,
+            bench.get()
+        );
+        time("publish body read (baseline)", &mut || {
+            std::hint::black_box(serde_json::from_str::<Publish<'_>>(&body).unwrap());
+        });
+        time("type without a schema", &mut || {
+            std::hint::black_box(schemas.check("render.completed", &bench)).unwrap();
+        });
+        time("tts.completed, the benchmark's data", &mut || {
+            std::hint::black_box(schemas.check("tts.completed", &bench)).unwrap();
+        });
+        time("tts.completed, the seed's example", &mut || {
+            std::hint::black_box(schemas.check("tts.completed", &seed)).unwrap();
+        });
+        time("transcription.completed, a whole job", &mut || {
+            std::hint::black_box(schemas.check("transcription.completed", &job)).unwrap();
+        });
+    }
+
     #[test]
     fn schema_files_are_read_relative_to_the_configuration() {
         let dir = tempfile::tempdir().unwrap();

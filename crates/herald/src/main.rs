@@ -70,8 +70,8 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(signal_shutdown(shutdown.clone(), "receiver stopping"));
             herald::listen::run(*args, shutdown).await
         }
-        Command::Trigger(args) => herald::cli::trigger::run(args).await,
-        Command::Verify(args) => herald::cli::verify::run(args),
+        Command::Trigger(args) => herald::cli::finish(herald::cli::trigger::run(args).await),
+        Command::Verify(args) => herald::cli::finish(herald::cli::verify::run(args)),
     }
 }
 

@@ -93,7 +93,9 @@ impl std::fmt::Display for Finding {
                         "the signature itself matches this body, so the capture is genuine but too \
                          old (pass a larger --tolerance to check an old capture)",
                     ),
-                    ref other => write!(f, "the signature does not match either: {other}"),
+                    ref other => {
+                        write!(f, "the signature does not match this body either: {other}")
+                    }
                 }
             }
             Self::ChangedBody(how) => write!(
@@ -441,7 +443,7 @@ mod tests {
         );
         let says = text(&headers(NOW + 600, &sig), BODY);
         assert!(
-            says.contains("10m ahead") && says.contains("does not match either"),
+            says.contains("10m ahead") && says.contains("does not match this body either"),
             "{says}"
         );
 

@@ -5,3 +5,13 @@
 mod diagnose;
 pub mod trigger;
 pub mod verify;
+
+/// Ends a tool's run: on an error, its message (with its causes) on standard error and exit
+/// status 1, without the backtrace `main` returning an error would print under `RUST_BACKTRACE`.
+pub fn finish(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}

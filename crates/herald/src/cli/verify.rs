@@ -24,8 +24,9 @@ pub struct VerifyArgs {
     /// A header of the delivery, `name: value`; repeat for each.
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     pub header: Vec<String>,
-    /// A file of the delivery's headers, one `name: value` a line (a request or status line,
-    /// blank lines and `#` comments are skipped). `--header` adds to it and wins.
+    /// A file of the delivery's headers, one `name: value` a line (a request or status line and
+    /// `#` comments are skipped; a blank line after the headers ends them, so a raw HTTP capture
+    /// works). `--header` adds to it and wins.
     #[arg(long = "headers", value_name = "FILE")]
     pub headers_file: Option<PathBuf>,
     /// How far webhook-timestamp may be from now (receivers' libraries allow 5 minutes).
@@ -89,10 +90,13 @@ fn parse_header_lines(text: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut headers: Vec<(String, String)> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
-        let request_or_status = n == 0
+        let request_or_status = headers.is_empty()
             && (line.starts_with("HTTP/")
                 || line.ends_with(" HTTP/1.1")
                 || line.ends_with(" HTTP/2"));
+        if line.is_empty() && !headers.is_empty() {
+            break; // the end of a capture's head: what follows is its body
+        }
         if line.is_empty() || line.starts_with('#') || request_or_status {
             continue;
         }
@@ -110,11 +114,15 @@ mod tests {
 
     #[test]
     fn header_files_are_read_as_captures_write_them() {
-        let text = "POST /hooks HTTP/1.1\r\nWebhook-Id: dlv_1\r\n# note\r\n\r\nwebhook-signature: v1,abc= v1,def=\r\ncontent-type: application/json\r\n";
+        let text = "\nPOST /hooks HTTP/1.1\r\nWebhook-Id: dlv_1\r\n# note\r\nwebhook-signature: v1,abc= v1,def=\r\ncontent-type: application/json\r\n\r\n{\"type\": 1}\r\n";
         let headers = parse_header_lines(text).unwrap();
         assert_eq!(headers[0], ("webhook-id".to_owned(), "dlv_1".to_owned()));
         assert_eq!(headers[1].1, "v1,abc= v1,def=");
-        assert_eq!(headers.len(), 3);
+        assert_eq!(
+            headers.len(),
+            3,
+            "the body after the blank line is not read: {headers:?}"
+        );
         let err = parse_header_lines("webhook-id: a\nnot a header\n").unwrap_err();
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
         assert!(parse_header("webhook-timestamp:1700000000").is_ok());

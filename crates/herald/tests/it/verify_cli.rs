@@ -153,15 +153,16 @@ async fn verify_accepts_a_good_capture_and_names_each_failure() {
         "signature valid"
     );
 
-    // The headers from a file, as a capture holds them.
+    // The headers from a file: a raw HTTP capture, request line, head and body.
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("headers.txt");
+    let file = dir.path().join("capture.http");
     let lines: String = c
         .headers
         .iter()
         .map(|(n, v)| format!("{n}: {v}\r\n"))
         .collect();
-    std::fs::write(&file, format!("POST /hooks HTTP/1.1\r\n{lines}")).unwrap();
+    let head = format!("POST /hooks HTTP/1.1\r\n{lines}\r\n");
+    std::fs::write(&file, [head.as_bytes(), &c.body].concat()).unwrap();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.args(["verify", "--secret", &c.secret, "--headers"])
         .arg(&file);

@@ -2,6 +2,7 @@
 //! given) reaches the subscribed webhooks, signed, with the type asked; refusals exit non-zero
 //! with the API's message.
 
+use crate::common::listen_cli::ListenCli;
 use crate::common::{Backend, TestAccount, TestApp, TestReceiver};
 use herald::domain::SigningSecret;
 use serde_json::{Value, json};
@@ -174,7 +175,51 @@ async fn trigger_exits_non_zero_with_the_apis_message(backend: Backend) {
     assert_eq!(receiver.count(), 0, "nothing refused was sent");
 }
 
+/// `herald listen --forward-to` and `herald trigger` together, as `stripe listen` and
+/// `stripe trigger`: the listener's ephemeral webhook is one of the account's, so the trigger
+/// reaches the local receiver through the stream, signed under the secret the listener printed.
+async fn trigger_reaches_a_listen_forward_to_listener(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = TestReceiver::start().await;
+    let acme = app.create_account("acme").await;
+    let cli = ListenCli::start(
+        &app.url(""),
+        &acme.key,
+        &receiver.url("/local"),
+        &["--events", "voice.*"],
+    );
+    let (secret, webhook) = cli.ready().await;
+
+    let out = trigger(&app, &acme, &["voice.ready"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(&webhook),
+        "the listener was triggered: {stdout}"
+    );
+    let got = receiver
+        .wait_for(1, Some("/local"), Duration::from_secs(20))
+        .await;
+    let r = &got[0];
+    assert_eq!(r.json()["type"], "voice.ready");
+    assert_eq!(
+        r.json()["data"],
+        json!({ "id": "voice-789", "name": "Narrator" })
+    );
+    let timestamp = r.header("webhook-timestamp").parse().unwrap();
+    let secret = SigningSecret::parse(&secret).unwrap();
+    assert!(secret.verify(
+        r.header("webhook-id"),
+        timestamp,
+        &r.body,
+        r.header("webhook-signature")
+    ));
+    let (status, _) = cli.interrupt().await;
+    assert!(status.success());
+}
+
 on_both_backends!(
     trigger_sends_the_example_signed_to_subscribed_webhooks,
     trigger_exits_non_zero_with_the_apis_message,
+    trigger_reaches_a_listen_forward_to_listener,
 );

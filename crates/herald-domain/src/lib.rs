@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod contract;
+pub mod default_catalog;
 pub mod duration;
 pub mod event_type;
 pub mod ids;
@@ -27,6 +28,6 @@ pub use model::{Account, Attempt, Delivery, DeliveryStatus, Event, Webhook, Webh
 pub use outcome::{AttemptOutcome, ErrorKind};
 pub use retry::{Jitter, RetryOn, RetryPolicy, RetryPolicyDoc};
 pub use routing::{JobRef, Route};
-pub use secret::{ReceiverKey, SigningSecret};
+pub use secret::{PublicKey, ReceiverKey, SigningSecret};
 pub use time::Timestamp;
 pub use url::WebhookUrl;

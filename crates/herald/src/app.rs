@@ -63,6 +63,8 @@ impl Herald {
         .await
         .context("opening the store")?;
         let catalog = settings.catalog().map_err(anyhow::Error::msg)?;
+        let schemas =
+            crate::schemas::EventSchemas::compile(catalog.types()).map_err(anyhow::Error::msg)?;
         let default_retry = settings.default_retry().map_err(anyhow::Error::msg)?;
         let waker = Waker::default();
         let metrics = Arc::new(Metrics::new());
@@ -91,6 +93,7 @@ impl Herald {
             listeners: listeners.clone(),
             settings: Arc::new(settings),
             catalog: Arc::new(catalog),
+            schemas: Arc::new(schemas),
             default_retry: Arc::new(default_retry),
             admin_token: Arc::from(admin_token.0.as_str()),
             waker,

@@ -26,6 +26,10 @@ enum Command {
     Listen(Box<herald::listen::ListenArgs>),
     /// Print a new random key for HERALD_SECRETS_KEY (encrypts webhook secrets at rest).
     GenSecretsKey,
+    /// Send a test event of a catalog type (its example, or --data) to the account's webhooks.
+    Trigger(herald::cli::trigger::TriggerArgs),
+    /// Verify a captured delivery's signature offline (body on standard input) and say why not.
+    Verify(herald::cli::verify::VerifyArgs),
 }
 
 /// mimalloc instead of glibc's malloc: Herald makes and frees many short-lived buffers (requests,
@@ -66,6 +70,8 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(signal_shutdown(shutdown.clone(), "receiver stopping"));
             herald::listen::run(*args, shutdown).await
         }
+        Command::Trigger(args) => herald::cli::finish(herald::cli::trigger::run(args).await),
+        Command::Verify(args) => herald::cli::finish(herald::cli::verify::run(args)),
     }
 }
 

@@ -85,6 +85,7 @@ fn prepare(
         .catalog
         .check_publishable(&body.event_type)
         .map_err(|e| ApiError::invalid("type", e))?;
+    check_data(state, event_type.as_str(), &body.data)?;
     let timestamp = match &body.timestamp {
         Some(t) => Timestamp::parse_rfc3339(t).ok_or_else(|| {
             ApiError::invalid(
@@ -114,6 +115,22 @@ fn prepare(
         timestamp,
         idempotency,
         ..NewEvent::new(account, event_type.as_str().to_owned(), body.data)
+    })
+}
+
+/// 422 when `data` does not match the schema of `event_type`, with `field` the path of what is
+/// wrong (`data.voice.id`). A type without a schema takes any data, unread.
+pub(super) fn check_data(state: &AppState, event_type: &str, data: &RawValue) -> ApiResult<()> {
+    state.schemas.check(event_type, data).map_err(|v| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "schema_violation",
+            format!(
+                "data does not match the schema of {event_type} (GET /v1/event-types): {}",
+                v.message
+            ),
+        )
+        .with_field(v.path)
     })
 }
 

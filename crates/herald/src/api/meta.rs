@@ -1,13 +1,15 @@
 //! Liveness and readiness, Prometheus metrics and the event type catalog.
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, ListBody};
+use crate::domain::EventTypeInfo;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 pub fn routes() -> Router<AppState> {
@@ -48,7 +50,40 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// The catalog is public: it is the provider's documentation, not account data.
-async fn event_types(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "data": state.catalog.types(), "next_cursor": null }))
+/// One entry of `GET /v1/event-types`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventTypeView {
+    pub name: String,
+    pub description: String,
+    /// The JSON Schema of the events' `data`; published data must match it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    /// An example of `data` (what `herald trigger` sends unless told otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<Value>,
+}
+
+impl From<&EventTypeInfo> for EventTypeView {
+    fn from(t: &EventTypeInfo) -> Self {
+        Self {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            schema: t.schema.clone(),
+            example: t.example.clone(),
+        }
+    }
+}
+
+/// The catalog is public: it is the provider's documentation, not account data. One page: it
+/// is configuration, not a growing list.
+async fn event_types(State(state): State<AppState>) -> Json<ListBody<EventTypeView>> {
+    Json(ListBody {
+        data: state
+            .catalog
+            .types()
+            .iter()
+            .map(EventTypeView::from)
+            .collect(),
+        next_cursor: None,
+    })
 }

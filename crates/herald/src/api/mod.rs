@@ -13,6 +13,7 @@ mod meta;
 pub mod rate_limit;
 mod replay;
 mod stats;
+pub mod test_send;
 mod webhooks;
 
 use crate::config::Settings;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub store: Arc<dyn ApiStore>,
     pub settings: Arc<Settings>,
     pub catalog: Arc<Catalog>,
+    /// The catalog's schemas, compiled once at start.
+    pub schemas: Arc<crate::schemas::EventSchemas>,
     pub default_retry: Arc<RetryPolicy>,
     pub admin_token: Arc<str>,
     pub waker: Waker,

@@ -2,19 +2,19 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Actor, ApiJson, ApiQuery, OptionalJson};
+use super::test_send::{TestSendAnswer, TestSendRequest, test_event};
 use super::{AppState, ListBody, page_request};
 use crate::domain::duration::parse_duration;
 use crate::domain::{
     AccountId, EventFilter, PayloadFormat, ReceiverKey, RetryPolicy, RetryPolicyDoc, SigningMode,
     SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
 };
-use crate::store::NewEvent;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 
 pub fn routes() -> Router<AppState> {
@@ -478,13 +478,15 @@ async fn enable(
     Ok(Json(enabled.into()))
 }
 
-/// Sends a `webhook.test` event to this webhook only.
+/// Sends a test event to this webhook only: `webhook.test`, or the type and data the optional
+/// body names (`api/test_send.rs`).
 async fn send_test(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<AccountParam>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    OptionalJson(body): OptionalJson<TestSendRequest>,
+) -> ApiResult<(StatusCode, Json<TestSendAnswer>)> {
     let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
     if webhook.status != WebhookStatus::Active {
         return Err(ApiError::conflict(
@@ -492,13 +494,7 @@ async fn send_test(
             "the webhook is disabled; enable it first",
         ));
     }
-    let data = json!({ "webhook_id": webhook.id, "message": "This is a test event from Herald." });
-    let mut event = NewEvent::new(
-        webhook.account_id.clone(),
-        "webhook.test".to_owned(),
-        serde_json::value::to_raw_value(&data).expect("json serializes"),
-    );
-    event.only_webhook = Some(webhook.id.clone());
+    let event = test_event(&state, &webhook, body)?;
     let published = state.store.publish_event(event).await?;
     state.deliveries_created(published.deliveries);
     let delivery = state
@@ -519,6 +515,10 @@ async fn send_test(
         .next();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "event_id": published.event.id, "delivery_id": delivery.map(|d| d.id) })),
+        Json(TestSendAnswer {
+            event_id: published.event.id,
+            event_type: published.event.event_type,
+            delivery_id: delivery.map(|d| d.id),
+        }),
     ))
 }

@@ -124,7 +124,8 @@ impl PayloadFormat {
     }
 }
 
-/// Which of the three registration models made a webhook.
+/// Which registration model made a webhook: one of the three seed models, or a `herald listen`
+/// stream.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,6 +136,9 @@ pub enum WebhookKind {
     Callback,
     /// A job's own `webhook_url`: that job's terminal event only (seed 002).
     Job,
+    /// An ephemeral webhook living as long as a `herald listen --forward-to` stream (and its
+    /// lease): its deliveries go down that stream, never over HTTP from the server.
+    Listener,
 }
 
 impl WebhookKind {
@@ -143,13 +147,19 @@ impl WebhookKind {
             Self::Subscription => "subscription",
             Self::Callback => "callback",
             Self::Job => "job",
+            Self::Listener => "listener",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Subscription, Self::Callback, Self::Job]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Subscription,
+            Self::Callback,
+            Self::Job,
+            Self::Listener,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

@@ -86,13 +86,26 @@ pub fn any_matches(filters: &[EventFilter], event_type: &str) -> bool {
 }
 
 /// One entry of the catalog.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventTypeInfo {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// A JSON Schema of the events' `data` (draft 2020-12 unless it names another in
+    /// `$schema`). Published data must match it; the server compiles it at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+    /// A `data` value that matches `schema`: what `herald trigger` sends by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<serde_json::Value>,
+    /// A JSON file holding `schema` (configuration only; the server reads it at start, relative
+    /// to the configuration file, and fills `schema` with it).
+    #[serde(default, skip_serializing)]
+    pub schema_file: Option<String>,
+    /// A JSON file holding `example` (as `schema_file`; JSON can say `null`, TOML cannot).
+    #[serde(default, skip_serializing)]
+    pub example_file: Option<String>,
 }
 
 /// The known event types, from configuration.
@@ -117,8 +130,13 @@ impl Catalog {
         &self.types
     }
 
+    /// The entry of the type `name`, if the catalog has one.
+    pub fn get(&self, name: &str) -> Option<&EventTypeInfo> {
+        self.types.iter().find(|t| t.name == name)
+    }
+
     fn known(&self, name: &str) -> bool {
-        self.types.iter().any(|t| t.name == name)
+        self.get(name).is_some()
     }
 
     fn known_names(&self) -> String {
@@ -164,33 +182,7 @@ impl Catalog {
     }
 }
 
-/// The default catalog: the seed providers' events plus `webhook.test`.
-pub fn default_event_types() -> Vec<EventTypeInfo> {
-    [
-        ("tts.completed", "Text-to-speech generation completed"),
-        ("tts.failed", "Text-to-speech generation failed"),
-        ("stt.completed", "Speech-to-text transcription completed"),
-        ("stt.failed", "Speech-to-text transcription failed"),
-        ("voice.created", "Custom voice created"),
-        ("voice.ready", "Custom voice processing completed"),
-        ("voice.failed", "Custom voice processing failed"),
-        (
-            "transcription.completed",
-            "Transcription finished successfully",
-        ),
-        ("transcription.failed", "Transcription failed"),
-        (
-            "webhook.test",
-            "A test event sent on request to one webhook",
-        ),
-    ]
-    .into_iter()
-    .map(|(name, description)| EventTypeInfo {
-        name: name.to_owned(),
-        description: description.to_owned(),
-    })
-    .collect()
-}
+pub use crate::default_catalog::default_event_types;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod contract;
+pub mod default_catalog;
 pub mod duration;
 pub mod event_type;
 pub mod ids;
@@ -27,8 +28,8 @@ pub use ids::{AccountId, ApiKeyId, AttemptId, DeliveryId, EventId, WebhookId};
 pub use job::{Job, JobPatch, JobStatus};
 pub use model::{Account, Attempt, Delivery, DeliveryStatus, Event, Webhook, WebhookStatus};
 pub use outcome::{AttemptOutcome, ErrorKind};
-pub use retry::{RetryOn, RetryPolicy, RetryPolicyDoc};
+pub use retry::{Jitter, RetryOn, RetryPolicy, RetryPolicyDoc};
 pub use routing::{JobRef, Route};
-pub use secret::{ReceiverKey, SigningSecret};
+pub use secret::{PublicKey, ReceiverKey, SigningSecret};
 pub use time::Timestamp;
 pub use url::WebhookUrl;

@@ -1,6 +1,7 @@
 //! Retry policies: which failures are retried and after how long.
 //!
-//! Policies are pure: the caller passes the attempt count, the outcome and any `Retry-After`.
+//! Policies are pure: the caller passes the attempt count, the outcome, any `Retry-After`, and
+//! a random draw for the jitter.
 
 use super::duration::{HumanDuration, format_duration, parse_duration};
 use super::outcome::AttemptOutcome;
@@ -18,6 +19,37 @@ pub const MAX_SPAN: Duration = Duration::from_secs(30 * 86_400);
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// The standard schedule's jitter: each wait is stretched by up to a fifth.
+pub const STANDARD_JITTER: Jitter = Jitter(200);
+
+/// How much a retry's wait may be stretched, at random, as a fraction of it: with jitter `j`, a
+/// wait `d` becomes a time drawn evenly from `d` to `d × (1 + j)`. Retries of many deliveries
+/// that failed together (an endpoint down for a while) then come back spread out instead of in
+/// one burst; none comes earlier than its schedule or a receiver's `Retry-After` says. Kept in
+/// thousandths so policies compare exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Jitter(u16);
+
+impl Jitter {
+    pub const NONE: Jitter = Jitter(0);
+
+    /// A fraction from 0 (none) to 1 (a wait up to twice as long).
+    pub fn from_fraction(f: f64) -> Result<Self, String> {
+        if !(0.0..=1.0).contains(&f) {
+            return Err(format!("jitter must be a fraction from 0 to 1, not {f}"));
+        }
+        Ok(Self((f * 1000.0).round() as u16))
+    }
+
+    pub fn fraction(self) -> f64 {
+        f64::from(self.0) / 1000.0
+    }
+
+    /// `wait` stretched by `draw` (from 0 to 1) of the jitter.
+    pub fn stretch(self, wait: Duration, draw: f64) -> Duration {
+        wait.mul_f64(1.0 + self.fraction() * draw.clamp(0.0, 1.0))
+    }
+}
 
 /// Which failed attempts are retried.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -38,6 +70,7 @@ pub struct RetryPolicy {
     pub retry_on: RetryOn,
     /// How long one attempt may take, response included.
     pub timeout: Duration,
+    pub jitter: Jitter,
 }
 
 impl Default for RetryPolicy {
@@ -57,6 +90,7 @@ impl Default for RetryPolicy {
             ],
             retry_on: RetryOn::Any,
             timeout: s(10),
+            jitter: STANDARD_JITTER,
         }
     }
 }
@@ -76,6 +110,12 @@ pub struct RetryPolicyDoc {
     pub retry_on: Option<RetryOn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// A fraction from 0 to 1 by which each wait may be stretched at random. Unset: the
+    /// preset's (the standard schedule has some, the seed providers' schedules none), or none
+    /// with a schedule of one's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1, example = 0.2))]
+    pub jitter: Option<f64>,
 }
 
 impl RetryPolicy {
@@ -90,6 +130,7 @@ impl RetryPolicy {
                 schedule: vec![min(1), min(5), min(30), min(120), min(720)],
                 retry_on: RetryOn::Any,
                 timeout: Duration::from_secs(10),
+                jitter: Jitter::NONE,
             }),
             "burst-exponential" => Some(Self {
                 schedule: std::iter::repeat_n(Duration::ZERO, 5)
@@ -97,6 +138,7 @@ impl RetryPolicy {
                     .collect(),
                 retry_on: RetryOn::Transient,
                 timeout: Duration::from_secs(10),
+                jitter: Jitter::NONE,
             }),
             _ => None,
         }
@@ -160,10 +202,17 @@ impl RetryPolicy {
                 format_duration(MAX_TIMEOUT)
             ));
         }
+        let jitter = match (doc.jitter, &doc.schedule) {
+            (Some(f), _) => Jitter::from_fraction(f)?,
+            // A schedule of one's own is kept exactly unless jitter is asked for.
+            (None, Some(_)) => Jitter::NONE,
+            (None, None) => defaults.jitter,
+        };
         Ok(Self {
             schedule,
             retry_on: doc.retry_on.unwrap_or(defaults.retry_on),
             timeout,
+            jitter,
         })
     }
 
@@ -174,6 +223,7 @@ impl RetryPolicy {
             schedule: Some(self.schedule.iter().map(|d| format_duration(*d)).collect()),
             retry_on: Some(self.retry_on),
             timeout: Some(format_duration(self.timeout)),
+            jitter: Some(self.jitter.fraction()),
         }
     }
 
@@ -195,21 +245,24 @@ impl RetryPolicy {
     }
 
     /// The wait before the next attempt after `attempts_made` attempts ending in `outcome`,
-    /// or `None` when the delivery is over. A `Retry-After` longer than the scheduled delay wins.
+    /// or `None` when the delivery is over. A `Retry-After` longer than the scheduled delay wins;
+    /// the jitter then stretches the wait by `draw` (uniform from 0 to 1) of itself.
     pub fn next_delay(
         &self,
         attempts_made: u32,
         outcome: &AttemptOutcome,
         retry_after: Option<Duration>,
+        draw: f64,
     ) -> Option<Duration> {
         if !self.is_retryable(outcome) {
             return None;
         }
         let scheduled = *self.schedule.get(attempts_made.checked_sub(1)? as usize)?;
-        Some(match retry_after {
+        let wait = match retry_after {
             Some(ra) => scheduled.max(ra.min(MAX_RETRY_AFTER)),
             None => scheduled,
-        })
+        };
+        Some(self.jitter.stretch(wait, draw))
     }
 }
 
@@ -219,6 +272,13 @@ pub struct StoredPolicy {
     schedule: Vec<HumanDuration>,
     retry_on: RetryOn,
     timeout: HumanDuration,
+    /// In thousandths; absent in policies stored before jitter existed (none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    jitter_permille: u16,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 impl From<&RetryPolicy> for StoredPolicy {
@@ -227,6 +287,7 @@ impl From<&RetryPolicy> for StoredPolicy {
             schedule: p.schedule.iter().copied().map(HumanDuration).collect(),
             retry_on: p.retry_on,
             timeout: HumanDuration(p.timeout),
+            jitter_permille: p.jitter.0,
         }
     }
 }
@@ -237,6 +298,7 @@ impl From<StoredPolicy> for RetryPolicy {
             schedule: p.schedule.into_iter().map(|d| d.0).collect(),
             retry_on: p.retry_on,
             timeout: p.timeout.0,
+            jitter: Jitter(p.jitter_permille.min(1000)),
         }
     }
 }
@@ -250,6 +312,7 @@ mod tests {
             schedule: schedule.iter().map(|s| Duration::from_secs(*s)).collect(),
             retry_on,
             timeout: Duration::from_secs(10),
+            jitter: Jitter::NONE,
         }
     }
 
@@ -257,10 +320,19 @@ mod tests {
     fn follows_the_schedule_then_stops() {
         let p = policy(&[1, 5, 30], RetryOn::Any);
         let fail = AttemptOutcome::Status { code: 500 };
-        assert_eq!(p.next_delay(1, &fail, None), Some(Duration::from_secs(1)));
-        assert_eq!(p.next_delay(2, &fail, None), Some(Duration::from_secs(5)));
-        assert_eq!(p.next_delay(3, &fail, None), Some(Duration::from_secs(30)));
-        assert_eq!(p.next_delay(4, &fail, None), None);
+        assert_eq!(
+            p.next_delay(1, &fail, None, 0.5),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            p.next_delay(2, &fail, None, 0.5),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            p.next_delay(3, &fail, None, 0.5),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(p.next_delay(4, &fail, None, 0.5), None);
         assert_eq!(p.max_attempts(), 4);
     }
 
@@ -268,11 +340,11 @@ mod tests {
     fn transient_policy_gives_up_on_client_errors() {
         let p = policy(&[1, 1], RetryOn::Transient);
         assert_eq!(
-            p.next_delay(1, &AttemptOutcome::Status { code: 400 }, None),
+            p.next_delay(1, &AttemptOutcome::Status { code: 400 }, None, 0.5),
             None
         );
         assert_eq!(
-            p.next_delay(1, &AttemptOutcome::Status { code: 404 }, None),
+            p.next_delay(1, &AttemptOutcome::Status { code: 404 }, None, 0.5),
             None
         );
         for retried in [
@@ -283,13 +355,13 @@ mod tests {
             AttemptOutcome::Connect,
         ] {
             assert!(
-                p.next_delay(1, &retried, None).is_some(),
+                p.next_delay(1, &retried, None, 0.5).is_some(),
                 "{retried:?} is transient"
             );
         }
         let any = policy(&[1], RetryOn::Any);
         assert!(
-            any.next_delay(1, &AttemptOutcome::Status { code: 400 }, None)
+            any.next_delay(1, &AttemptOutcome::Status { code: 400 }, None, 0.5)
                 .is_some()
         );
     }
@@ -299,15 +371,15 @@ mod tests {
         let p = policy(&[10], RetryOn::Any);
         let busy = AttemptOutcome::Status { code: 429 };
         assert_eq!(
-            p.next_delay(1, &busy, Some(Duration::from_secs(60))),
+            p.next_delay(1, &busy, Some(Duration::from_secs(60)), 0.5),
             Some(Duration::from_secs(60))
         );
         assert_eq!(
-            p.next_delay(1, &busy, Some(Duration::from_secs(2))),
+            p.next_delay(1, &busy, Some(Duration::from_secs(2)), 0.5),
             Some(Duration::from_secs(10))
         );
         assert_eq!(
-            p.next_delay(1, &busy, Some(Duration::from_secs(10 * 86_400))),
+            p.next_delay(1, &busy, Some(Duration::from_secs(10 * 86_400)), 0.5),
             Some(MAX_RETRY_AFTER)
         );
     }
@@ -320,6 +392,7 @@ mod tests {
             schedule: Some(schedule.iter().map(|s| s.to_string()).collect()),
             retry_on: None,
             timeout: timeout.map(str::to_owned),
+            jitter: None,
         };
         let p = RetryPolicy::from_doc(&doc(&["0s", "250ms", "2h"], Some("5s")), &d).unwrap();
         assert_eq!(p.schedule[1], Duration::from_millis(250));
@@ -369,5 +442,92 @@ mod tests {
             ..Default::default()
         };
         assert!(RetryPolicy::from_doc(&both, &RetryPolicy::default()).is_err());
+    }
+
+    #[test]
+    fn jitter_stretches_waits_and_never_shortens_them() {
+        let mut p = policy(&[10, 0], RetryOn::Any);
+        p.jitter = Jitter::from_fraction(0.5).unwrap();
+        let fail = AttemptOutcome::Status { code: 503 };
+        let secs = |d: Option<Duration>| d.unwrap().as_secs_f64();
+        assert_eq!(secs(p.next_delay(1, &fail, None, 0.0)), 10.0);
+        assert_eq!(secs(p.next_delay(1, &fail, None, 0.5)), 12.5);
+        assert_eq!(secs(p.next_delay(1, &fail, None, 1.0)), 15.0);
+        assert_eq!(
+            secs(p.next_delay(1, &fail, None, 7.0)),
+            15.0,
+            "draws are clamped"
+        );
+        assert_eq!(
+            secs(p.next_delay(2, &fail, None, 1.0)),
+            0.0,
+            "an immediate retry stays one"
+        );
+        let ra = Some(Duration::from_secs(40));
+        assert_eq!(secs(p.next_delay(1, &fail, ra, 0.0)), 40.0);
+        assert_eq!(secs(p.next_delay(1, &fail, ra, 1.0)), 60.0);
+    }
+
+    #[test]
+    fn the_standard_schedule_has_jitter_and_the_seed_schedules_none() {
+        let standard = RetryPolicy::default();
+        assert_eq!(standard.jitter, STANDARD_JITTER);
+        assert_eq!(
+            RetryPolicy::preset("standard").unwrap().jitter,
+            STANDARD_JITTER
+        );
+        let fail = AttemptOutcome::Status { code: 500 };
+        for name in ["fixed", "burst-exponential"] {
+            let p = RetryPolicy::preset(name).unwrap();
+            for (i, scheduled) in p.schedule.iter().enumerate() {
+                let n = i as u32 + 1;
+                assert_eq!(
+                    p.next_delay(n, &fail, None, 1.0),
+                    Some(*scheduled),
+                    "{name} #{n}"
+                );
+            }
+        }
+        let d = RetryPolicy::default();
+        let from = |doc: RetryPolicyDoc| RetryPolicy::from_doc(&doc, &d);
+        let own = RetryPolicyDoc {
+            schedule: Some(vec!["1s".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            from(own.clone()).unwrap().jitter,
+            Jitter::NONE,
+            "an own schedule is exact"
+        );
+        let timeout_only = RetryPolicyDoc {
+            timeout: Some("3s".into()),
+            ..Default::default()
+        };
+        assert_eq!(from(timeout_only).unwrap().jitter, STANDARD_JITTER);
+        let asked = RetryPolicyDoc {
+            jitter: Some(0.25),
+            ..own.clone()
+        };
+        let p = from(asked).unwrap();
+        assert_eq!(p.jitter.fraction(), 0.25);
+        assert_eq!(p.to_doc().jitter, Some(0.25));
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let doc = RetryPolicyDoc {
+                jitter: Some(bad),
+                ..own.clone()
+            };
+            assert!(from(doc).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stored_policies_keep_their_jitter_and_old_ones_have_none() {
+        let p = RetryPolicy::default();
+        let json = serde_json::to_string(&StoredPolicy::from(&p)).unwrap();
+        let back: StoredPolicy = serde_json::from_str(&json).unwrap();
+        assert_eq!(RetryPolicy::from(back), p);
+        let old = r#"{"schedule":["5s"],"retry_on":"any","timeout":"10s"}"#;
+        let old: StoredPolicy = serde_json::from_str(old).unwrap();
+        assert_eq!(RetryPolicy::from(old).jitter, Jitter::NONE);
     }
 }

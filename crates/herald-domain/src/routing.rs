@@ -28,7 +28,7 @@ impl Route<'_> {
     /// Whether the webhook `id` of the event's account, of `kind`, made for job `job_id` (a job's
     /// own webhook) and subscribed to `filters`, gets the event: a test event goes to its one
     /// webhook; a job's own webhook gets that job's terminal event and nothing else; a
-    /// subscription or the callback URL gets what its filters match.
+    /// subscription, the callback URL or a `herald listen` stream gets what its filters match.
     pub fn reaches(
         &self,
         id: &str,
@@ -43,7 +43,7 @@ impl Route<'_> {
             WebhookKind::Job => self
                 .job
                 .is_some_and(|j| j.terminal && job_id == Some(j.id.as_str())),
-            WebhookKind::Subscription | WebhookKind::Callback => {
+            WebhookKind::Subscription | WebhookKind::Callback | WebhookKind::Listener => {
                 any_matches(filters, self.event_type)
             }
         }
@@ -72,7 +72,11 @@ mod tests {
     #[test]
     fn subscriptions_and_the_callback_get_what_their_filters_match() {
         let orders = filters(&["order.*", "invoice.paid"]);
-        for kind in [WebhookKind::Subscription, WebhookKind::Callback] {
+        for kind in [
+            WebhookKind::Subscription,
+            WebhookKind::Callback,
+            WebhookKind::Listener,
+        ] {
             assert!(plain("order.created").reaches("wh_a", kind, None, &orders));
             assert!(plain("invoice.paid").reaches("wh_a", kind, None, &orders));
             assert!(!plain("invoice.sent").reaches("wh_a", kind, None, &orders));

@@ -147,12 +147,7 @@ impl SigningSecret {
 
     /// One `webhook-signature` entry for a message: `v1,…` or `v1a,…`.
     pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut content = Vec::with_capacity(msg_id.len() + body.len() + 24);
-        content.extend_from_slice(msg_id.as_bytes());
-        content.push(b'.');
-        content.extend_from_slice(timestamp.to_string().as_bytes());
-        content.push(b'.');
-        content.extend_from_slice(body);
+        let content = signed_content(msg_id, timestamp, body);
         match &self.key {
             Key::Hmac(key) => {
                 let mut mac =
@@ -172,6 +167,47 @@ impl SigningSecret {
         header
             .split(' ')
             .any(|candidate| bool::from(candidate.as_bytes().ct_eq(expected.as_bytes())))
+    }
+}
+
+/// What a signature signs: `{id}.{timestamp}.{body}`.
+fn signed_content(msg_id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(msg_id.len() + body.len() + 24);
+    content.extend_from_slice(msg_id.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(timestamp.to_string().as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(body);
+    content
+}
+
+/// An ed25519 public key as a receiver holds it, `whpk_` + base64 of 32 bytes: what verifies
+/// `v1a` signatures (`herald verify --public-key`).
+#[derive(Clone, Debug)]
+pub struct PublicKey(ed25519_dalek::VerifyingKey);
+
+impl PublicKey {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("a public key is \"{PUBLIC_PREFIX}\" followed by the base64 of 32 bytes");
+        let bytes: [u8; 32] = s
+            .strip_prefix(PUBLIC_PREFIX)
+            .and_then(|b64| STANDARD.decode(b64).ok())
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(bad)?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map(Self)
+            .map_err(|_| format!("{s} is not an ed25519 public key"))
+    }
+
+    /// Whether `signature` (the decoded bytes of a `v1a` entry) signs the message.
+    pub fn verifies(&self, msg_id: &str, timestamp: i64, body: &[u8], signature: &[u8]) -> bool {
+        use ed25519_dalek::Verifier;
+        ed25519_dalek::Signature::from_slice(signature).is_ok_and(|sig| {
+            self.0
+                .verify(&signed_content(msg_id, timestamp, body), &sig)
+                .is_ok()
+        })
     }
 }
 
@@ -226,6 +262,13 @@ mod tests {
         let signature = ed25519_dalek::Signature::from_slice(&raw).unwrap();
         assert!(vk.verify(b"msg_1.1700000000.{}", &signature).is_ok());
         assert!(vk.verify(b"msg_1.1700000001.{}", &signature).is_err());
+        let key = PublicKey::parse(&s.public_key().unwrap()).unwrap();
+        assert!(key.verifies("msg_1", 1_700_000_000, b"{}", &raw));
+        assert!(!key.verifies("msg_1", 1_700_000_000, b"{} ", &raw));
+        assert!(!key.verifies("msg_1", 1_700_000_000, b"{}", &raw[1..]));
+        assert!(
+            PublicKey::parse("whpk_c2hvcnQ=").is_err() && PublicKey::parse(s.expose()).is_err()
+        );
     }
 
     #[test]

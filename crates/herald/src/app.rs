@@ -4,6 +4,7 @@
 use crate::api::rate_limit::RateLimiter;
 use crate::api::{self, AppState};
 use crate::config::{AdminToken, Settings};
+use crate::dispatch::listeners::ListenerHub;
 use crate::dispatch::{Dispatcher, Waker};
 use crate::janitor::Janitor;
 use crate::server;
@@ -28,6 +29,8 @@ pub struct Herald {
     dispatcher: Dispatcher,
     janitor: Janitor,
     gauges: Arc<dyn QueueGauges>,
+    listeners: Arc<ListenerHub>,
+    store: DynStore,
 }
 
 impl Herald {
@@ -60,16 +63,21 @@ impl Herald {
         .await
         .context("opening the store")?;
         let catalog = settings.catalog().map_err(anyhow::Error::msg)?;
+        let schemas =
+            crate::schemas::EventSchemas::compile(catalog.types()).map_err(anyhow::Error::msg)?;
         let default_retry = settings.default_retry().map_err(anyhow::Error::msg)?;
         let waker = Waker::default();
         let metrics = Arc::new(Metrics::new());
+        let node = settings.node_id();
+        let listeners = ListenerHub::new(node.clone());
         let dispatcher = Dispatcher::new(
             store.clone(),
             settings.delivery.clone(),
             settings.dev,
-            settings.node_id(),
+            node,
             waker.clone(),
             metrics.clone(),
+            listeners.clone(),
         )?;
         let janitor = Janitor::new(store.clone(), &settings, metrics.clone());
         let listener = TcpListener::bind(settings.listen)
@@ -81,15 +89,18 @@ impl Herald {
         ));
         let gauges = store.clone();
         let state = AppState {
-            store,
+            store: store.clone(),
+            listeners: listeners.clone(),
             settings: Arc::new(settings),
             catalog: Arc::new(catalog),
+            schemas: Arc::new(schemas),
             default_retry: Arc::new(default_retry),
             admin_token: Arc::from(admin_token.0.as_str()),
             waker,
             metrics,
             limiter,
             known_accounts: Arc::default(),
+            key_use: Arc::default(),
         };
         Ok(Self {
             listener,
@@ -97,6 +108,8 @@ impl Herald {
             dispatcher,
             janitor,
             gauges,
+            listeners,
+            store,
         })
     }
 
@@ -123,6 +136,11 @@ impl Herald {
             shutdown.clone(),
         ));
         let janitor = tokio::spawn(self.janitor.run(shutdown.clone()));
+        let renewals = tokio::spawn(self.listeners.clone().renew(
+            self.store.clone(),
+            self.state.settings.listeners.lease.0,
+            shutdown.clone(),
+        ));
         let settings = &self.state.settings;
         let limits = server::Limits {
             max_connections: settings.api.max_connections,
@@ -134,6 +152,10 @@ impl Herald {
         if let Some(dispatcher) = dispatcher {
             dispatcher.await.context("dispatcher task")?;
         }
+        // Only now: the attempts in flight at shutdown may be relayed ones, answered down
+        // their streams.
+        self.listeners.close().await;
+        renewals.await.context("listener renewal task")?;
         janitor.await.context("janitor task")?;
         // Every task holding the store has ended when this returns, so the store (and on
         // SQLite its lock file) is released with the last of them.

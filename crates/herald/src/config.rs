@@ -11,6 +11,7 @@ use crate::store::seal::{KEY_VARIABLE, SecretsKey};
 use anyhow::{Context, bail};
 use ipnet::IpNet;
 use serde::Deserialize;
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +54,29 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub api: ApiSettings,
     pub retention: RetentionSettings,
+    pub listeners: ListenerSettings,
+}
+
+/// `herald listen --forward-to` streams (`GET /v1/listen`) and their ephemeral webhooks.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerSettings {
+    /// How long a listener webhook lives past its stream's last sign of life. The node holding
+    /// the stream renews it every third of this; a CLI whose stream broke may take it up again
+    /// (same webhook, same secret) within it; once it lapses (the node died, or the CLI did not
+    /// come back), retention removes the webhook at its next pass.
+    pub lease: HumanDuration,
+    /// Streams one account may hold open at once on one node.
+    pub max_per_account: usize,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        Self {
+            lease: HumanDuration(Duration::from_secs(60)),
+            max_per_account: 10,
+        }
+    }
 }
 
 /// Limits of the HTTP API.
@@ -204,13 +228,14 @@ impl Default for Settings {
             idempotency_window: HumanDuration(Duration::from_secs(24 * 3600)),
             allow_unknown_event_types: false,
             event_types: default_event_types(),
-            job_kinds: ["tts", "stt", "voice", "transcription"]
+            job_kinds: crate::domain::default_catalog::DEFAULT_JOB_KINDS
                 .map(String::from)
                 .to_vec(),
             registration: RegistrationSettings::default(),
             delivery: DeliverySettings::default(),
             api: ApiSettings::default(),
             retention: RetentionSettings::default(),
+            listeners: ListenerSettings::default(),
         }
     }
 }
@@ -338,8 +363,11 @@ impl Settings {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str::<Settings>(&text)
-                    .with_context(|| format!("in configuration file {}", path.display()))?
+                let mut settings = toml::from_str::<Settings>(&text)
+                    .with_context(|| format!("in configuration file {}", path.display()))?;
+                let dir = path.parent().unwrap_or(std::path::Path::new("."));
+                crate::schemas::read_schema_files(&mut settings.event_types, dir)?;
+                settings
             }
             None => Settings::default(),
         };
@@ -436,8 +464,10 @@ impl Settings {
                 anyhow::anyhow!("delivery.delivery_id_header is not a valid header name")
             })?;
         }
-        self.catalog()
+        let catalog = self
+            .catalog()
             .map_err(|e| anyhow::anyhow!("event_types: {e}"))?;
+        crate::schemas::EventSchemas::compile(catalog.types()).map_err(anyhow::Error::msg)?;
         for (key, limit) in [
             ("api.rate_limit", &self.api.rate_limit),
             ("api.admin_rate_limit", &self.api.admin_rate_limit),
@@ -453,6 +483,9 @@ impl Settings {
         if !(1..=10_000).contains(&r.batch) {
             bail!("retention.batch must be between 1 and 10000");
         }
+        if self.listeners.lease.0 < Duration::from_secs(1) {
+            bail!("listeners.lease must be at least 1s");
+        }
         Ok(())
     }
 
@@ -461,12 +494,20 @@ impl Settings {
         RetryPolicy::from_doc(&self.delivery.retry, &RetryPolicy::default())
     }
 
-    /// The configured event types, the job kinds' status events, and `webhook.disabled`.
+    /// The configured event types, the job kinds' status events, and `webhook.disabled`; the
+    /// ones added here carry the schema and an example of the data Herald gives them.
     pub fn catalog(&self) -> Result<Catalog, String> {
+        use crate::domain::default_catalog::{job_event, webhook_disabled};
         let mut types = self.event_types.clone();
-        let mut add = |name: String, description: String| {
+        let mut add = |name: String, description: String, (schema, example): (Value, Value)| {
             if !types.iter().any(|t| t.name == name) {
-                types.push(EventTypeInfo { name, description });
+                types.push(EventTypeInfo {
+                    name,
+                    description,
+                    schema: Some(schema),
+                    example: Some(example),
+                    ..EventTypeInfo::default()
+                });
             }
         };
         for kind in &self.job_kinds {
@@ -474,12 +515,14 @@ impl Settings {
                 add(
                     format!("{kind}.{}", status.as_str()),
                     format!("A {kind} job is {}", status.as_str()),
+                    job_event(kind, status),
                 );
             }
         }
         add(
             "webhook.disabled".into(),
             "A webhook of the account was disabled".into(),
+            webhook_disabled(),
         );
         Catalog::new(types, self.allow_unknown_event_types)
     }
@@ -557,6 +600,44 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("delivery.retry")
+        );
+    }
+
+    #[test]
+    fn schema_files_are_read_beside_the_configuration_and_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("schemas")).unwrap();
+        std::fs::write(
+            dir.path().join("schemas/render.json"),
+            r#"{"type": "object", "required": ["id"]}"#,
+        )
+        .unwrap();
+        let config = dir.path().join("herald.toml");
+        let write = |example: &str| {
+            std::fs::write(
+                &config,
+                format!(
+                    "[[event_types]]\nname = \"render.completed\"\nschema_file = \"schemas/render.json\"\nexample = {example}\n"
+                ),
+            )
+            .unwrap()
+        };
+        let args = ServeArgs {
+            config: Some(config.clone()),
+            ..ServeArgs::default()
+        };
+        write("{ id = \"r-1\" }");
+        let s = Settings::load(&args).unwrap();
+        assert_eq!(
+            s.event_types[0].schema.as_ref().unwrap()["required"][0],
+            "id"
+        );
+        write("{ name = \"r-1\" }");
+        let err = format!("{:#}", Settings::load(&args).unwrap_err());
+        assert!(
+            err.contains("event_types[\"render.completed\"].example")
+                && err.contains("data.id is required"),
+            "{err}"
         );
     }
 

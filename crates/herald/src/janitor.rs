@@ -2,8 +2,10 @@
 //!
 //! A pass runs every `retention.interval` (the first one soon after start, so frequent restarts
 //! do not postpone it for ever). It deletes old events whose deliveries have all finished, with
-//! their deliveries and attempts; finished jobs; and idempotency keys past the idempotency
-//! window. Work goes in small batches, one short transaction each, with a pause after every
+//! their deliveries and attempts; finished jobs; idempotency keys past the idempotency
+//! window; endpoint figures older than they are kept (`store::stats::KEPT`); and listener
+//! webhooks (`herald listen`) whose lease has lapsed, because the node holding their stream
+//! died or their CLI did not come back. Work goes in small batches, one short transaction each, with a pause after every
 //! batch as long as the batch took, so publishes and the dispatcher's writes are never held up
 //! by more than one batch.
 
@@ -30,6 +32,8 @@ pub struct Pruned {
     pub attempts: u64,
     pub jobs: u64,
     pub idempotency_keys: u64,
+    pub stats_rows: u64,
+    pub listeners: u64,
 }
 
 impl Pruned {
@@ -84,6 +88,7 @@ impl Janitor {
                     attempts = p.attempts,
                     jobs = p.jobs,
                     idempotency_keys = p.idempotency_keys,
+                    listeners = p.listeners,
                     took_ms = started.elapsed().as_millis() as u64,
                     "retention: pruned"
                 ),
@@ -137,6 +142,17 @@ impl Janitor {
         total.idempotency_keys = self
             .in_batches("idempotency_keys", shutdown, || {
                 self.store.forget_idempotency_keys(before, self.batch)
+            })
+            .await?;
+        let before = now.minus(crate::store::stats::KEPT);
+        total.stats_rows = self
+            .in_batches("stats_rows", shutdown, || {
+                self.store.prune_stats(before, self.batch)
+            })
+            .await?;
+        total.listeners = self
+            .in_batches("listeners", shutdown, || {
+                self.store.remove_lapsed_listeners(now, self.batch)
             })
             .await?;
         Ok(total)

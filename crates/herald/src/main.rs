@@ -21,10 +21,15 @@ struct Cli {
 enum Command {
     /// Run the server: the HTTP API and the delivery dispatcher.
     Serve(ServeArgs),
-    /// Run a local receiver that prints the webhooks it gets and checks their signatures.
-    Listen(herald::listen::ListenArgs),
+    /// Forward an account's deliveries to a local URL over a stream from the server
+    /// (--forward-to), or run a local receiver that prints the webhooks it gets.
+    Listen(Box<herald::listen::ListenArgs>),
     /// Print a new random key for HERALD_SECRETS_KEY (encrypts webhook secrets at rest).
     GenSecretsKey,
+    /// Send a test event of a catalog type (its example, or --data) to the account's webhooks.
+    Trigger(herald::cli::trigger::TriggerArgs),
+    /// Verify a captured delivery's signature offline (body on standard input) and say why not.
+    Verify(herald::cli::verify::VerifyArgs),
 }
 
 /// mimalloc instead of glibc's malloc: Herald makes and frees many short-lived buffers (requests,
@@ -63,8 +68,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Listen(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn(signal_shutdown(shutdown.clone(), "receiver stopping"));
-            herald::listen::run(args, shutdown).await
+            herald::listen::run(*args, shutdown).await
         }
+        Command::Trigger(args) => herald::cli::finish(herald::cli::trigger::run(args).await),
+        Command::Verify(args) => herald::cli::finish(herald::cli::verify::run(args)),
     }
 }
 

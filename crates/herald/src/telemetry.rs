@@ -26,12 +26,14 @@ pub const ATTEMPT_CLASSES: [&str; 10] = [
 ];
 
 /// What retention prunes, as counted by `herald_pruned_total{kind}`.
-pub const PRUNED_KINDS: [&str; 5] = [
+pub const PRUNED_KINDS: [&str; 7] = [
     "events",
     "deliveries",
     "attempts",
     "jobs",
     "idempotency_keys",
+    "stats_rows",
+    "listeners",
 ];
 
 /// The store operations whose latency is measured.

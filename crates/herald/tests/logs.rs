@@ -176,6 +176,24 @@ async fn no_secret_or_token_appears_in_debug_logs(backend: Backend) {
         )
         .await;
     assert_eq!(status, 422);
+    // A key made, used, revoked and tried again.
+    let (status, made) = app
+        .call(
+            "POST",
+            "/v1/me/keys",
+            Some(&acme.key),
+            Some(json!({ "name": "ci" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let new_key = made["key"].as_str().unwrap().to_owned();
+    let (status, _) = app.call("GET", "/v1/webhooks", Some(&new_key), None).await;
+    assert_eq!(status, 200);
+    let revoke = format!("/v1/me/keys/{}", made["id"].as_str().unwrap());
+    let (status, _) = app.call("DELETE", &revoke, Some(&acme.key), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = app.call("GET", "/v1/webhooks", Some(&new_key), None).await;
+    assert_eq!(status, 401);
     failing.wait_for(2, None, WAIT).await;
 
     let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
@@ -201,6 +219,11 @@ async fn no_secret_or_token_appears_in_debug_logs(backend: Backend) {
         secrets.push((what, bare));
     }
     secrets.push(("API key", acme.key.strip_prefix("hk_").unwrap().to_owned()));
+    secrets.push(("second API key", new_key.clone()));
+    secrets.push((
+        "second API key",
+        new_key.strip_prefix("hk_").unwrap().to_owned(),
+    ));
     for (what, secret) in secrets {
         assert!(
             !text.contains(&secret),

@@ -2,16 +2,12 @@
 
 use super::error::ErrorBody;
 use super::error::{ApiError, ApiResult};
-use super::extract::{Actor, ApiJson, ApiQuery, hash_key};
+use super::extract::{Actor, ApiJson, ApiQuery};
 use super::{AppState, ListBody, PageParams};
-use crate::domain::{Account, AccountId, ApiKeyId, Timestamp};
-use crate::store::NewApiKey;
+use crate::domain::{Account, AccountId, Timestamp};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -45,13 +41,6 @@ struct Created {
     created_at: Timestamp,
 }
 
-/// A new API key: `hk_` and 32 random bytes.
-fn new_api_key() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("hk_{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
 /// Create an account
 ///
 /// The answer holds the account's first API key, shown this once.
@@ -82,13 +71,7 @@ async fn create(
         name: name.to_owned(),
         created_at: now,
     };
-    let api_key = new_api_key();
-    let key = NewApiKey {
-        id: ApiKeyId::generate(),
-        account_id: account.id.clone(),
-        hash: hash_key(&api_key),
-        created_at: now,
-    };
+    let (api_key, key) = super::keys::new_key(&account.id, "first key".to_owned(), now);
     state.store.create_account(&account, &key).await?;
     Ok((
         StatusCode::CREATED,

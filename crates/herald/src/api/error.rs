@@ -126,7 +126,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable and machine-readable: `malformed_request`, `unauthorized`, `forbidden`,
     /// `not_found`, `invalid_value`, `payload_too_large`, `unsupported_media_type`,
-    /// `request_timeout`, `rate_limited`, a conflict's own code, `store_unavailable`…
+    /// `request_timeout`, `rate_limited`, `schema_violation` (published data that does not match
+    /// its type's schema), a conflict's own code, `store_unavailable`, `not_ready`…
     #[schema(example = "invalid_value")]
     pub code: String,
     /// For people: what was wrong and how to put it right.

@@ -98,6 +98,7 @@ fn prepare(
         .catalog
         .check_publishable(&body.event_type)
         .map_err(|e| ApiError::invalid("type", e))?;
+    check_data(state, event_type.as_str(), &body.data)?;
     let timestamp = match &body.timestamp {
         Some(t) => Timestamp::parse_rfc3339(t).ok_or_else(|| {
             ApiError::invalid(
@@ -127,6 +128,22 @@ fn prepare(
         timestamp,
         idempotency,
         ..NewEvent::new(account, event_type.as_str().to_owned(), body.data)
+    })
+}
+
+/// 422 when `data` does not match the schema of `event_type`, with `field` the path of what is
+/// wrong (`data.voice.id`). A type without a schema takes any data, unread.
+pub(super) fn check_data(state: &AppState, event_type: &str, data: &RawValue) -> ApiResult<()> {
+    state.schemas.check(event_type, data).map_err(|v| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "schema_violation",
+            format!(
+                "data does not match the schema of {event_type} (GET /v1/event-types): {}",
+                v.message
+            ),
+        )
+        .with_field(v.path)
     })
 }
 
@@ -172,7 +189,9 @@ fn answer(p: Published) -> PublishAnswer {
         (status = 409, description = "The Idempotency-Key was used for a different request \
             (`idempotency_conflict`)", body = ErrorBody),
         (status = 422, description = "An unknown event type, a bad timestamp or key; the field \
-            says which", body = ErrorBody),
+            says which (`invalid_value`). Or the data does not match its type's schema \
+            (`schema_violation`; `field` is the JSON path of what is wrong, such as \
+            `data.voice.id`); nothing is stored", body = ErrorBody),
     ))]
 async fn publish(
     State(state): State<AppState>,
@@ -243,7 +262,9 @@ enum BatchResult {
 ///
 /// Up to 1,000 events in one transaction, with a result per event in request order —
 /// `{id, type, timestamp, deliveries}` or `{error}` — under the same rules and idempotency as
-/// single publishes. A refused event does not stop the others. The body may be up to 16 MiB.
+/// single publishes. A refused event (data that does not match its type's schema answers
+/// `schema_violation`, `field` such as `events[3].data.voice.id`) does not stop the others. The
+/// body may be up to 16 MiB.
 #[utoipa::path(post, path = "/v1/events/batch", tag = "events", operation_id = "publish_events",
     security(("admin_token" = [])),
     request_body = BatchBody,

@@ -4,7 +4,7 @@
 use super::AppState;
 use super::error::ApiError;
 use super::rate_limit::{Credential, Verdict};
-use crate::domain::AccountId;
+use crate::domain::{AccountId, ApiKeyId, Timestamp};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -304,15 +304,29 @@ impl FromRequestParts<AppState> for Actor {
         }
         let hash = hash_key(token);
         match state.store.find_api_key(&hash).await? {
-            Some((account, stored)) if bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) => {
+            Some(key) if bool::from(key.hash.as_bytes().ct_eq(hash.as_bytes())) => {
                 admit(state, &Credential::Key(hash.into())).inspect_err(|_| {
-                    tracing::debug!(account_id = %account, "request rate limited");
+                    tracing::debug!(account_id = %key.account_id, "request rate limited");
                 })?;
-                Ok(Actor::Account(account))
+                note_use(state, &key.id);
+                Ok(Actor::Account(key.account_id))
             }
             _ => Err(ApiError::unauthorized()),
         }
     }
+}
+
+/// Writes down that a key was used, at most once a minute per node, beside the request.
+fn note_use(state: &AppState, key: &ApiKeyId) {
+    if !state.key_use.due(key, std::time::Instant::now()) {
+        return;
+    }
+    let (store, key) = (state.store.clone(), key.clone());
+    tokio::spawn(async move {
+        if let Err(e) = store.touch_api_key(&key, Timestamp::now()).await {
+            tracing::warn!(key_id = %key, error = %e, "could not note an API key's use");
+        }
+    });
 }
 
 /// Takes a token from an authenticated caller's bucket, or refuses with 429. Runs before the

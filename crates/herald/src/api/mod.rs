@@ -6,11 +6,16 @@ pub mod error;
 mod events;
 pub mod extract;
 mod jobs;
+pub mod keys;
+mod listen;
 mod me;
 mod meta;
 pub mod openapi;
 pub mod rate_limit;
 mod reference;
+mod replay;
+mod stats;
+pub mod test_send;
 mod webhook_secrets;
 mod webhooks;
 
@@ -33,14 +38,20 @@ pub struct AppState {
     pub store: Arc<dyn ApiStore>,
     pub settings: Arc<Settings>,
     pub catalog: Arc<Catalog>,
+    /// The catalog's schemas, compiled once at start.
+    pub schemas: Arc<crate::schemas::EventSchemas>,
     pub default_retry: Arc<RetryPolicy>,
     pub admin_token: Arc<str>,
     pub waker: Waker,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<rate_limit::RateLimiter>,
+    /// The `herald listen` streams this node holds.
+    pub listeners: Arc<crate::dispatch::listeners::ListenerHub>,
     /// Accounts known to exist (accounts are never deleted), so publishing under the admin
     /// token need not read the account on every request.
     pub known_accounts: Arc<KnownAccounts>,
+    /// When this node last wrote down each key's use.
+    pub key_use: Arc<keys::KeyUse>,
 }
 
 impl AppState {
@@ -89,6 +100,10 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(deliveries::routes())
         .merge(jobs::routes())
         .merge(me::routes())
+        .merge(keys::routes())
+        .merge(stats::routes())
+        .merge(replay::routes())
+        .merge(listen::routes())
 }
 
 pub fn router(state: AppState) -> Router {

@@ -190,6 +190,8 @@ struct RotatedView {
     responses(
         (status = 200, description = "The new key", body = RotatedView),
         (status = 404, description = "No such webhook in the account", body = ErrorBody),
+        (status = 409, description = "A `herald listen` stream's webhook, which cannot be changed \
+            (`listener_webhook`)", body = ErrorBody),
         (status = 422, description = "A value is not accepted; the field says which",
             body = ErrorBody),
     ))]
@@ -201,6 +203,7 @@ async fn rotate(
     OptionalJson(body): OptionalJson<RotateSecret>,
 ) -> ApiResult<Json<RotatedView>> {
     let mut webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    super::webhooks::editable(&webhook)?;
     let grace = parse_grace(body.grace_period.as_deref())?;
     let new_secret = secret_for(&webhook.signing, body.secret.as_deref())?;
     let now = Timestamp::now();

@@ -2,20 +2,18 @@
 //! Their signing keys are in `webhook_secrets.rs`.
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Actor, ApiJson, ApiQuery, object_only};
+use super::extract::{Actor, ApiJson, ApiQuery, OptionalJson, object_only};
+use super::test_send::{TestSendAnswer, TestSendRequest, test_event};
 use super::webhook_secrets::{fresh_secret, parse_grace, secret_for};
 use super::{AppState, ListBody, page_request};
 use crate::domain::{
     AccountId, EventFilter, PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode, Timestamp,
     Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
 };
-use crate::domain::{DeliveryId, EventId};
-use crate::store::NewEvent;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -181,7 +179,7 @@ fn parse_url(state: &AppState, url: &str) -> ApiResult<WebhookUrl> {
         .map_err(|e| ApiError::invalid("url", e))
 }
 
-fn parse_filters(state: &AppState, events: &[String]) -> ApiResult<Vec<EventFilter>> {
+pub(super) fn parse_filters(state: &AppState, events: &[String]) -> ApiResult<Vec<EventFilter>> {
     if events.is_empty() || events.len() > MAX_FILTERS {
         return Err(ApiError::invalid(
             "events",
@@ -360,6 +358,8 @@ async fn show(
     responses(
         (status = 200, description = "The webhook as changed", body = WebhookView),
         (status = 404, description = "No such webhook in the account", body = ErrorBody),
+        (status = 409, description = "A `herald listen` stream's webhook, which cannot be changed \
+            (`listener_webhook`)", body = ErrorBody),
         (status = 422, description = "A value is not accepted; the field says which",
             body = ErrorBody),
     ))]
@@ -371,6 +371,7 @@ async fn update(
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> ApiResult<Json<WebhookView>> {
     let mut webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    editable(&webhook)?;
     // Validate everything before changing anything: a rejected PATCH writes nothing.
     if let Some(url) = &body.url {
         webhook.url = parse_url(&state, url)?;
@@ -442,6 +443,18 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A listener webhook is what its `herald listen` stream made it: its secret is the one the CLI
+/// printed, its URL no address. It can be deleted (which ends the stream), not changed.
+pub(super) fn editable(webhook: &Webhook) -> ApiResult<()> {
+    if webhook.kind == WebhookKind::Listener {
+        return Err(ApiError::conflict(
+            "listener_webhook",
+            "this webhook belongs to a `herald listen` stream and lives as long as it; it cannot be changed (delete it to end the stream)",
+        ));
+    }
+    Ok(())
+}
+
 /// Enable a webhook
 ///
 /// Re-enables a webhook (after an automatic disable); its waiting deliveries go out again.
@@ -475,33 +488,31 @@ async fn enable(
     Ok(Json(enabled.into()))
 }
 
-/// What a test send made.
-#[derive(Serialize, ToSchema)]
-struct TestSent {
-    event_id: EventId,
-    /// The delivery of the test event to this webhook.
-    delivery_id: Option<DeliveryId>,
-}
-
 /// Send a test event
 ///
-/// Publishes a `webhook.test` event to this webhook only.
+/// Publishes an event to this webhook only: a `webhook.test` event, or the catalog type the
+/// body names, with the data given or the type's example (checked against its schema).
 #[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
     operation_id = "test_webhook",
     security(("admin_token" = []), ("api_key" = [])),
     params(("id" = WebhookId, Path, description = "The webhook's id"), AccountParam),
+    request_body(content = Option<TestSendRequest>, description = "Optional"),
     responses(
-        (status = 202, description = "The test event is on its way", body = TestSent),
+        (status = 202, description = "The test event is on its way", body = TestSendAnswer),
         (status = 404, description = "No such webhook in the account", body = ErrorBody),
         (status = 409, description = "The webhook is disabled (`webhook_disabled`)",
             body = ErrorBody),
+        (status = 422, description = "The type is not in the catalog, it has no example and no \
+            data was given, or the data does not match its schema (`schema_violation`; `field` \
+            is the JSON path of what is wrong)", body = ErrorBody),
     ))]
 async fn send_test(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<AccountParam>,
-) -> ApiResult<(StatusCode, Json<TestSent>)> {
+    OptionalJson(body): OptionalJson<TestSendRequest>,
+) -> ApiResult<(StatusCode, Json<TestSendAnswer>)> {
     let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
     if webhook.status != WebhookStatus::Active {
         return Err(ApiError::conflict(
@@ -509,13 +520,7 @@ async fn send_test(
             "the webhook is disabled; enable it first",
         ));
     }
-    let data = json!({ "webhook_id": webhook.id, "message": "This is a test event from Herald." });
-    let mut event = NewEvent::new(
-        webhook.account_id.clone(),
-        "webhook.test".to_owned(),
-        serde_json::value::to_raw_value(&data).expect("json serializes"),
-    );
-    event.only_webhook = Some(webhook.id.clone());
+    let event = test_event(&state, &webhook, body)?;
     let published = state.store.publish_event(event).await?;
     state.deliveries_created(published.deliveries);
     let delivery = state
@@ -536,8 +541,9 @@ async fn send_test(
         .next();
     Ok((
         StatusCode::ACCEPTED,
-        Json(TestSent {
+        Json(TestSendAnswer {
             event_id: published.event.id,
+            event_type: published.event.event_type,
             delivery_id: delivery.map(|d| d.id),
         }),
     ))

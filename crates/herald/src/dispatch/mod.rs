@@ -11,10 +11,14 @@
 //! - the recorder (`recorder.rs`) writes finished attempts in batches, apart from the attempts
 //!   themselves.
 //!
+//! A listener webhook's attempts (`herald listen`) go down the stream this node holds for it
+//! ([`listeners`]) instead of over HTTP.
+//!
 //! This module wires them together and runs the shutdown. The queue itself stays in the store;
 //! memory holds at most `HOLD_AHEAD × workers` claimed deliveries.
 
 mod lanes;
+pub mod listeners;
 mod message;
 mod recorder;
 mod scheduler;
@@ -59,6 +63,7 @@ impl Waker {
 }
 
 pub struct Dispatcher {
+    node: String,
     store: Arc<dyn Queue>,
     sender: Arc<Sender>,
     settings: DeliverySettings,
@@ -75,10 +80,12 @@ impl Dispatcher {
         node: String,
         waker: Waker,
         metrics: Arc<Metrics>,
+        listeners: Arc<listeners::ListenerHub>,
     ) -> anyhow::Result<Self> {
-        let sender = Arc::new(Sender::new(&settings, dev, node)?);
+        let sender = Arc::new(Sender::new(&settings, dev, node.clone(), listeners)?);
         let lanes = Lanes::new(settings.workers, settings.per_webhook_concurrency);
         Ok(Self {
+            node,
             lanes: Arc::new(SharedLanes::new(lanes)),
             store,
             sender,
@@ -134,6 +141,7 @@ impl Dispatcher {
             metrics: &self.metrics,
             lanes: &self.lanes,
             waker: &self.waker,
+            node: &self.node,
         };
         scheduler
             .run(&job_tx, &mut freed_rx, &done_tx, &shutdown)

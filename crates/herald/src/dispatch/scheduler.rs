@@ -37,6 +37,8 @@ pub struct Scheduler<'a> {
     pub metrics: &'a Arc<Metrics>,
     pub lanes: &'a SharedLanes,
     pub waker: &'a Waker,
+    /// This node's id: it claims only the listener webhooks whose streams it holds.
+    pub node: &'a str,
 }
 
 impl Scheduler<'_> {
@@ -146,6 +148,7 @@ impl Scheduler<'_> {
             limit,
             per_webhook_cap: s.per_webhook_concurrency * HOLD_AHEAD,
             in_flight,
+            node: self.node.to_owned(),
         };
         let store = self.store.clone();
         let metrics = self.metrics.clone();

@@ -1,9 +1,12 @@
-//! Making one attempt: build the body, sign it, POST it, and classify what happened.
+//! Making one attempt: build the body, sign it, POST it, and classify what happened. A listener
+//! webhook's attempt (`herald listen`) is signed the same way but goes down its stream instead
+//! ([`super::listeners`]): the HTTP path is never taken for it, whatever its stored URL says.
 
+use super::listeners::{ListenerHub, RelayAnswer, RelayError, RelayRequest};
 use super::message::MessageFormat;
 use crate::config::DeliverySettings;
 use crate::domain::address::AddressPolicy;
-use crate::domain::{Attempt, AttemptId, AttemptOutcome, Timestamp};
+use crate::domain::{Attempt, AttemptId, AttemptOutcome, Timestamp, WebhookKind};
 use crate::store::ClaimedDelivery;
 use http::HeaderValue;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -26,14 +29,35 @@ pub struct Sender {
     capture: usize,
     node: String,
     format: MessageFormat,
+    user_agent: HeaderValue,
+    listeners: Arc<ListenerHub>,
 }
 
+/// What an attempt came to: its outcome, an error message, the start of the answer, and any
+/// `Retry-After`.
+type Exchange = (
+    AttemptOutcome,
+    Option<String>,
+    Option<String>,
+    Option<Duration>,
+);
+
+/// How much longer than the webhook's timeout the server waits for a relayed attempt's answer,
+/// so that the CLI's own timeout (the more telling report) normally comes first.
+const RELAY_MARGIN: Duration = Duration::from_secs(1);
+
 impl Sender {
-    pub fn new(settings: &DeliverySettings, dev: bool, node: String) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: &DeliverySettings,
+        dev: bool,
+        node: String,
+        listeners: Arc<ListenerHub>,
+    ) -> anyhow::Result<Self> {
         let policy = AddressPolicy::new(dev, settings.allow_networks.clone());
+        let user_agent = HeaderValue::try_from(settings.user_agent.as_str())?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(HeaderValue::try_from(settings.user_agent.as_str())?)
+            .user_agent(user_agent.clone())
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
             }))
@@ -47,6 +71,8 @@ impl Sender {
             capture: settings.response_capture_bytes,
             node,
             format: MessageFormat::new(settings)?,
+            user_agent,
+            listeners,
         })
     }
 
@@ -55,9 +81,15 @@ impl Sender {
         let started_at = Timestamp::now();
         let clock = Instant::now();
         let webhook = &claim.webhook;
-        let (outcome, error, body, retry_after) = match refuse(&self.policy, webhook.url.as_str()) {
-            Some(reason) => (AttemptOutcome::Blocked, Some(reason), None, None),
-            None => self.send(claim, started_at).await,
+        let (outcome, error, body, retry_after) = match webhook.kind {
+            // Never over HTTP: its URL is no address to POST to.
+            WebhookKind::Listener => self.relay(claim, started_at).await,
+            WebhookKind::Subscription | WebhookKind::Callback | WebhookKind::Job => {
+                match refuse(&self.policy, webhook.url.as_str()) {
+                    Some(reason) => (AttemptOutcome::Blocked, Some(reason), None, None),
+                    None => self.send(claim, started_at).await,
+                }
+            }
         };
         let attempt = Attempt {
             id: AttemptId::generate(),
@@ -77,16 +109,80 @@ impl Sender {
         }
     }
 
-    async fn send(
-        &self,
-        claim: &ClaimedDelivery,
-        now: Timestamp,
-    ) -> (
-        AttemptOutcome,
-        Option<String>,
-        Option<String>,
-        Option<Duration>,
-    ) {
+    /// Sends the attempt down the webhook's `herald listen` stream, signed as over HTTP, and
+    /// takes the CLI's report of the local receiver's answer as the outcome.
+    async fn relay(&self, claim: &ClaimedDelivery, now: Timestamp) -> Exchange {
+        let body = self.format.body(claim);
+        let mut headers = self.format.headers(claim, &body, now);
+        headers.insert(http::header::USER_AGENT, self.user_agent.clone());
+        let timeout = claim.webhook.retry.timeout;
+        let request = RelayRequest {
+            delivery_id: claim.delivery_id.to_string(),
+            event_type: claim.event.event_type.clone(),
+            attempt: claim.attempt_number,
+            headers: headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            timeout,
+        };
+        let answer = self
+            .listeners
+            .relay(&claim.webhook.id, request, timeout + RELAY_MARGIN)
+            .await;
+        match answer {
+            Ok(answer) => self.relayed_outcome(answer, timeout),
+            Err(e @ RelayError::TimedOut(_)) => {
+                (AttemptOutcome::Timeout, Some(e.to_string()), None, None)
+            }
+            Err(e) => (AttemptOutcome::Connect, Some(e.to_string()), None, None),
+        }
+    }
+
+    /// The outcome of an attempt as the CLI reported it.
+    fn relayed_outcome(&self, answer: RelayAnswer, timeout: Duration) -> Exchange {
+        match answer.status {
+            Some(code) => {
+                let outcome = if (200..300).contains(&code) {
+                    AttemptOutcome::Delivered { code }
+                } else {
+                    AttemptOutcome::Status { code }
+                };
+                let body = answer
+                    .body
+                    .filter(|b| !b.is_empty())
+                    .map(|b| captured_text(b.as_bytes(), self.capture));
+                let retry_after = answer
+                    .retry_after
+                    .and_then(|v| HeaderValue::try_from(v).ok())
+                    .and_then(|v| parse_retry_after(&v));
+                (outcome, None, body, retry_after)
+            }
+            None if answer.timed_out => (
+                AttemptOutcome::Timeout,
+                Some(format!(
+                    "herald listen: the local receiver gave no complete answer within {timeout:?}"
+                )),
+                None,
+                None,
+            ),
+            None => {
+                let why = answer.error.unwrap_or_else(|| "no answer".to_owned());
+                let why = captured_text(why.as_bytes(), self.capture);
+                (
+                    AttemptOutcome::Connect,
+                    Some(format!(
+                        "herald listen could not reach the local receiver: {why}"
+                    )),
+                    None,
+                    None,
+                )
+            }
+        }
+    }
+
+    async fn send(&self, claim: &ClaimedDelivery, now: Timestamp) -> Exchange {
         let body = self.format.body(claim);
         let headers = self.format.headers(claim, &body, now);
         let request = self

@@ -96,12 +96,13 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Decides what follows an attempt, by the webhook's policy.
+/// Decides what follows an attempt, by the webhook's policy (its jitter drawn here).
 fn next_step(policy: &RetryPolicy, attempt_number: u32, report: &AttemptReport) -> NextStep {
     if report.outcome.is_success() {
         return NextStep::Succeeded;
     }
-    match policy.next_delay(attempt_number, &report.outcome, report.retry_after) {
+    let draw = rand::random::<f64>();
+    match policy.next_delay(attempt_number, &report.outcome, report.retry_after, draw) {
         Some(delay) => NextStep::RetryAt(Timestamp::now().plus(delay)),
         None => NextStep::Failed,
     }

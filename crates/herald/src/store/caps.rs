@@ -76,6 +76,7 @@ mod tests {
                 .iter()
                 .map(|(w, n)| (WebhookId::from_trusted((*w).to_owned()), *n))
                 .collect(),
+            node: "test".to_owned(),
         }
     }
 

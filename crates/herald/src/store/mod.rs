@@ -5,8 +5,8 @@
 //! their event, claimed with a lease in a short transaction, and their outcome is written in
 //! another; no transaction is ever held across an HTTP call.
 //!
-//! The backends have the same files, one per concern (`accounts`, `webhooks`, `jobs`,
-//! `publish`, `events`, `deliveries`, `queue`, `claim`, `record`, `retention`, `gauges`), so a
+//! The backends have the same files, one per concern (`accounts`, `webhooks`, `listeners`,
+//! `jobs`, `publish`, `events`, `deliveries`, `queue`, `claim`, `record`, `retention`, `gauges`), so a
 //! diff of the two shows their dialects; what they share is here: the column lists and row
 //! mapping ([`rows`]), the per-webhook caps ([`caps`]), the hand-over to the dispatcher
 //! ([`handoff`]), failure records ([`health`]) and the group-commit channel ([`group_commit`]).
@@ -21,6 +21,7 @@ pub mod postgres;
 mod rows;
 pub mod seal;
 pub mod sqlite;
+pub mod stats;
 mod traits;
 mod types;
 
@@ -33,14 +34,16 @@ pub use error::{StoreError, StoreResult};
 pub(crate) use handoff::{Handoff, IntakeSlot};
 pub(crate) use health::failure_record_changes;
 pub use open::open;
+pub(crate) use open::{APPLIED_MIGRATION, migrations_done};
 pub use traits::{
-    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Publisher, Queue, QueueGauges, Retention,
-    Store, Webhooks,
+    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Listeners, Publisher, Queue, QueueGauges,
+    Readiness, Retention, Store, Webhooks,
 };
 pub use types::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
-    Idempotency, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page, PageRequest,
-    PruneEvents, PrunedEvents, Published, QueueDepth, Release, RetryRequest,
+    ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
+    HealthPolicy, Idempotency, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page,
+    PageRequest, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
+    ReplayPage, RetryRequest,
 };
 
 /// The whole store, shared; each caller takes the part it uses (see [`traits`]).

@@ -26,3 +26,22 @@ pub async fn open(
         )))
     }
 }
+
+/// Readiness's migration check, the same on both backends: the newest migration applied (from
+/// sqlx's own table) is at least the newest this build carries.
+pub(crate) fn migrations_done(
+    applied: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), String> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied.unwrap_or(0) {
+        a if a >= known => Ok(()),
+        a => Err(format!(
+            "database migrations pending (applied up to {a}, this build needs {known})"
+        )),
+    }
+}
+
+/// The newest migration applied, from sqlx's own table.
+pub(crate) const APPLIED_MIGRATION: &str =
+    "SELECT MAX(version) FROM _sqlx_migrations WHERE success";

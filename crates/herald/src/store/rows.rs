@@ -2,12 +2,12 @@
 //! both backends (and, for the SQLite writer's own connection, from its rusqlite rows).
 
 use super::seal::{Column, SealError, Sealer};
-use super::{StoreError, StoreResult};
+use super::{ApiKeyInfo, StoreError, StoreResult};
 use crate::domain::retry::StoredPolicy;
 use crate::domain::{
-    Account, AccountId, Attempt, AttemptId, Delivery, DeliveryId, DeliveryStatus, ErrorKind, Event,
-    EventFilter, EventId, PayloadFormat, RetryPolicy, SigningSecret, Timestamp, Webhook, WebhookId,
-    WebhookKind, WebhookStatus, WebhookUrl,
+    Account, AccountId, ApiKeyId, Attempt, AttemptId, Delivery, DeliveryId, DeliveryStatus,
+    ErrorKind, Event, EventFilter, EventId, PayloadFormat, RetryPolicy, SigningSecret, Timestamp,
+    Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
 };
 use serde_json::value::RawValue;
 
@@ -251,6 +251,33 @@ impl AccountColumns {
             id: AccountId::from_trusted(self.id),
             name: self.name,
             created_at: Timestamp::from_millis(self.created_at),
+        }
+    }
+}
+
+columns! {
+    /// The columns of an API key as lists show it (never its hash), read by name.
+    ApiKeyColumns, API_KEY_COLUMNS {
+        id: String,
+        account_id: String,
+        name: String,
+        prefix: String,
+        created_at: i64,
+        last_used_at: Option<i64>,
+        revoked_at: Option<i64>,
+    }
+}
+
+impl ApiKeyColumns {
+    pub fn into_info(self) -> ApiKeyInfo {
+        ApiKeyInfo {
+            id: ApiKeyId::from_trusted(self.id),
+            account_id: AccountId::from_trusted(self.account_id),
+            name: self.name,
+            prefix: self.prefix,
+            created_at: Timestamp::from_millis(self.created_at),
+            last_used_at: self.last_used_at.map(Timestamp::from_millis),
+            revoked_at: self.revoked_at.map(Timestamp::from_millis),
         }
     }
 }

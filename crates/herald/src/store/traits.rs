@@ -1,18 +1,21 @@
 //! The store's interface, one trait per caller: the API's resources ([`Accounts`], [`Webhooks`],
-//! [`Jobs`], [`Events`], [`Deliveries`]) and [`Publisher`], the dispatcher's [`Queue`], the
-//! janitor's [`Retention`], and the metrics' [`QueueGauges`]. Both backends implement all of
+//! [`Jobs`], [`Events`], [`Deliveries`]), [`Publisher`] and the `herald listen` streams'
+//! [`Listeners`], the dispatcher's [`Queue`], the janitor's [`Retention`], and the metrics'
+//! [`QueueGauges`]. Both backends implement all of
 //! them; [`Store`] is the whole, which [`super::open`] returns and the app hands out in parts.
 //!
 //! `account: None` on a read means the admin's unscoped view; `Some(id)` restricts it to that
 //! account, so another account's ids are simply not found.
 
+use super::stats::AttemptStats;
 use super::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, HealthPolicy,
-    JobCreated, JobUpdate, NewApiKey, NewEvent, Page, PageRequest, PruneEvents, PrunedEvents,
-    Published, QueueDepth, Release, RetryRequest, StoreResult,
+    ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
+    HealthPolicy, JobCreated, JobUpdate, NewApiKey, NewEvent, Page, PageRequest, PruneEvents,
+    PrunedEvents, Published, QueueDepth, Release, ReplayMissing, ReplayPage, RetryRequest,
+    StoreResult,
 };
 use crate::domain::{
-    Account, AccountId, Attempt, Delivery, DeliveryId, Event, EventId, Job, JobPatch,
+    Account, AccountId, ApiKeyId, Attempt, Delivery, DeliveryId, Event, EventId, Job, JobPatch,
     SigningSecret, Timestamp, Webhook, WebhookId, WebhookStatus,
 };
 use async_trait::async_trait;
@@ -25,8 +28,26 @@ pub trait Accounts: Send + Sync + 'static {
     async fn create_account(&self, account: &Account, key: &NewApiKey) -> StoreResult<()>;
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
     async fn list_accounts(&self, page: &PageRequest) -> StoreResult<Page<Account>>;
-    /// The account owning the key with this hash, with the stored hash for a constant-time check.
-    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<(AccountId, String)>>;
+    /// The live (not revoked) key with this hash.
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<FoundKey>>;
+    /// Adds a key to an existing account.
+    async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<()>;
+    /// The account's keys, revoked ones included, newest first.
+    async fn list_api_keys(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ApiKeyInfo>>;
+    /// Revokes a live key of the account; `None` if it has no such key, else the key as it is
+    /// now (revoking a revoked key changes nothing).
+    async fn revoke_api_key(
+        &self,
+        account: &AccountId,
+        id: &ApiKeyId,
+        now: Timestamp,
+    ) -> StoreResult<Option<ApiKeyInfo>>;
+    /// Notes that a key was used at `at` (callers limit how often).
+    async fn touch_api_key(&self, id: &ApiKeyId, at: Timestamp) -> StoreResult<()>;
     /// The account's signing secret (for its callback URL and jobs' own webhooks), made on
     /// first use.
     async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret>;
@@ -35,6 +56,8 @@ pub trait Accounts: Send + Sync + 'static {
 /// Webhooks: subscriptions, an account's callback URL, jobs' own.
 #[async_trait]
 pub trait Webhooks: Send + Sync + 'static {
+    /// The webhook's attempt figures from the minute of `since` on ([`super::stats`]).
+    async fn webhook_stats(&self, id: &WebhookId, since: Timestamp) -> StoreResult<AttemptStats>;
     async fn insert_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
     /// The account's callback-URL webhook, if it has one.
     async fn callback_webhook(&self, account: &AccountId) -> StoreResult<Option<Webhook>>;
@@ -71,6 +94,40 @@ pub trait Webhooks: Send + Sync + 'static {
         id: &WebhookId,
         now: Timestamp,
     ) -> StoreResult<bool>;
+}
+
+/// The listener webhooks of `herald listen --forward-to` streams: each is held by the node whose
+/// stream it lives on, until a lease that node renews; only that node claims its deliveries
+/// (see [`super::ClaimRequest::node`]). Closing a stream deletes its webhook
+/// ([`Webhooks::delete_webhook`]); a lapsed lease is retention's ([`Retention`]).
+#[async_trait]
+pub trait Listeners: Send + Sync + 'static {
+    /// Stores a new listener webhook, held by `node` until `until`.
+    async fn open_listener(
+        &self,
+        webhook: &Webhook,
+        node: &str,
+        until: Timestamp,
+    ) -> StoreResult<()>;
+    /// Takes the account's listener webhook `id` over for `node` until `until` (a CLI that
+    /// reconnects), and makes its pending deliveries due at `now`, so what waited for a listener
+    /// is retried at once. `None` when it is gone.
+    async fn resume_listener(
+        &self,
+        account: &AccountId,
+        id: &WebhookId,
+        node: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Option<Webhook>>;
+    /// Extends to `until` the leases of those of `ids` that `node` still holds, and returns
+    /// them: a webhook missing from the answer was deleted or taken over by another node.
+    async fn renew_listeners(
+        &self,
+        ids: &[WebhookId],
+        node: &str,
+        until: Timestamp,
+    ) -> StoreResult<Vec<WebhookId>>;
 }
 
 /// Jobs, whose status changes publish events.
@@ -142,6 +199,9 @@ pub trait Deliveries: Send + Sync + 'static {
         id: &DeliveryId,
         now: Timestamp,
     ) -> StoreResult<RetryRequest>;
+    /// One page of replaying what a webhook missed ([`ReplayMissing`]); each event gets at
+    /// most one delivery to the webhook however often this runs, also at once on several nodes.
+    async fn replay_missing(&self, request: &ReplayMissing) -> StoreResult<ReplayPage>;
 }
 
 /// The delivery queue, as the dispatcher works it: claim with a lease, record the outcome,
@@ -207,6 +267,13 @@ pub trait Retention: Send + Sync + 'static {
     /// Frees up to `limit` idempotency keys of events published before `before` (expired keys,
     /// which publishing already ignores). Returns how many.
     async fn forget_idempotency_keys(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
+    /// Deletes up to `limit` rows of endpoint figures of minutes before `before`. Returns how
+    /// many.
+    async fn prune_stats(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
+    /// Deletes up to `limit` listener webhooks whose lease lapsed before `now` (their node died,
+    /// or their CLI did not come back), cancelling their pending deliveries, as a delete does.
+    /// Returns how many.
+    async fn remove_lapsed_listeners(&self, now: Timestamp, limit: usize) -> StoreResult<u64>;
 }
 
 /// The queue gauges of `/metrics`.
@@ -216,11 +283,33 @@ pub trait QueueGauges: Send + Sync + 'static {
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth>;
 }
 
-/// What the API uses: its resources and publishing.
-pub trait ApiStore: Accounts + Webhooks + Jobs + Publisher + Events + Deliveries {}
+/// What the API uses: its resources, publishing, readiness, and the listener streams.
+pub trait ApiStore:
+    Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + Readiness + Listeners
+{
+}
 
-impl<T> ApiStore for T where T: Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + ?Sized
-{}
+impl<T> ApiStore for T where
+    T: Accounts
+        + Webhooks
+        + Jobs
+        + Publisher
+        + Events
+        + Deliveries
+        + Readiness
+        + Listeners
+        + ?Sized
+{
+}
+
+/// Whether the store can serve requests now (`/readyz`).
+#[async_trait]
+pub trait Readiness: Send + Sync + 'static {
+    /// The database answers, every migration this build knows is applied, and (SQLite) the
+    /// writer thread takes writes; else what is not so, in words fit for an unauthenticated
+    /// answer (the cause itself is logged).
+    async fn check_ready(&self) -> Result<(), String>;
+}
 
 /// The whole store, as [`super::open`] returns it: each part goes to the caller that uses it
 /// (an `Arc<dyn Store>` coerces to an `Arc` of any of its traits).

@@ -21,14 +21,39 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// An API key to store: only its hash is kept.
+/// An API key to store: only its hash is kept, beside a label and the key's first characters.
 #[derive(Clone, Debug)]
 pub struct NewApiKey {
     pub id: ApiKeyId,
     pub account_id: AccountId,
     /// Hex SHA-256 of the key.
     pub hash: String,
+    /// The key's first characters, to tell keys apart in a list.
+    pub prefix: String,
+    pub name: String,
     pub created_at: Timestamp,
+}
+
+/// An API key as a list shows it: never the key or its hash.
+#[derive(Clone, Debug)]
+pub struct ApiKeyInfo {
+    pub id: ApiKeyId,
+    pub account_id: AccountId,
+    pub name: String,
+    /// Empty for keys made before prefixes were kept.
+    pub prefix: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// The live key a presented key's hash belongs to.
+#[derive(Clone, Debug)]
+pub struct FoundKey {
+    pub id: ApiKeyId,
+    pub account_id: AccountId,
+    /// The stored hash, for a constant-time comparison with the presented key's.
+    pub hash: String,
 }
 
 /// A publish request's idempotency: the key, a fingerprint of the request, and how far back
@@ -100,6 +125,9 @@ pub struct ClaimRequest {
     pub per_webhook_cap: usize,
     /// …counting these, already in flight.
     pub in_flight: HashMap<WebhookId, usize>,
+    /// The claiming node: of the listener webhooks, only those whose stream it holds are
+    /// claimed (their deliveries can only go down that stream).
+    pub node: String,
 }
 
 /// A delivery this node now holds the lease on, with everything needed to attempt it.
@@ -205,4 +233,55 @@ pub struct PrunedEvents {
     /// Where the next batch continues; `None` when the scan has passed every old event (or,
     /// on PostgreSQL, another node is pruning right now).
     pub next: Option<EventId>,
+}
+
+/// One page of `replay-missing`: the account's events from `since` on (after `after`, by id)
+/// that `webhook` would get and has no delivery of get one, unless `dry_run`.
+#[derive(Clone, Debug)]
+pub struct ReplayMissing {
+    pub webhook: Webhook,
+    pub since: Timestamp,
+    /// The last event id of the previous page.
+    pub after: Option<String>,
+    /// Events examined per page.
+    pub limit: usize,
+    pub dry_run: bool,
+    pub now: Timestamp,
+}
+
+/// What a page of `replay-missing` found.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayPage {
+    /// Deliveries made (or, in a dry run, that would be).
+    pub missing: u64,
+    /// Where the next page starts; `None` at the end.
+    pub next: Option<String>,
+}
+
+impl ReplayMissing {
+    /// Whether the webhook gets an event of this type now, so a missing delivery is made:
+    /// by its filters (a job's own webhook and a test send's one target are not replayed).
+    pub fn wants(&self, event_type: &str) -> bool {
+        event_type != "webhook.test"
+            && crate::domain::Route {
+                event_type,
+                job: None,
+                only_webhook: None,
+            }
+            .reaches(
+                self.webhook.id.as_str(),
+                self.webhook.kind,
+                self.webhook.job_id.as_deref(),
+                &self.webhook.events,
+            )
+    }
+
+    /// The first event id the page may return.
+    pub fn start_after(&self) -> String {
+        let bound = crate::domain::EventId::bound_at(self.since);
+        match &self.after {
+            Some(after) if *after > bound => after.clone(),
+            _ => bound,
+        }
+    }
 }

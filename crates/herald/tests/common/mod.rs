@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+pub mod listen_cli;
+
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
 /// Polls `check` until it returns `Some`, failing the test after `timeout`.
@@ -499,6 +501,8 @@ impl Reply {
 struct Script {
     queue: VecDeque<Reply>,
     default: Option<Reply>,
+    /// The answer to every first attempt (`herald-attempt: 1`), whatever else is scripted.
+    first_attempts: Option<Reply>,
 }
 
 #[derive(Default)]
@@ -560,6 +564,11 @@ impl TestReceiver {
     /// How requests are answered once the scripted ones are used up.
     pub fn set_default(&self, reply: Reply) {
         self.state.script.lock().unwrap().default = Some(reply);
+    }
+
+    /// Answers every delivery's first attempt with `reply`, and later ones as scripted.
+    pub fn answer_first_attempts(&self, reply: Reply) {
+        self.state.script.lock().unwrap().first_attempts = Some(reply);
     }
 
     /// Delivery ids that had two requests in flight at the same moment.
@@ -643,6 +652,9 @@ async fn answer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let first_attempt = headers
+        .get("herald-attempt")
+        .is_some_and(|v| v.as_bytes() == b"1");
     state.received.lock().unwrap().push(Received {
         path: uri.path().to_owned(),
         headers,
@@ -651,11 +663,14 @@ async fn answer(
     });
     let reply = {
         let mut script = state.script.lock().unwrap();
-        script
-            .queue
-            .pop_front()
-            .or_else(|| script.default.clone())
-            .unwrap_or(Reply::status(200))
+        match &script.first_attempts {
+            Some(reply) if first_attempt => reply.clone(),
+            _ => script
+                .queue
+                .pop_front()
+                .or_else(|| script.default.clone())
+                .unwrap_or(Reply::status(200)),
+        }
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;

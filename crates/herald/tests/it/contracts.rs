@@ -228,7 +228,7 @@ async fn seed_002_job_webhook_url_headers_and_fixed_retries(backend: Backend) {
     let policy = policy_of_delivery(&app, r).await;
     assert_eq!(
         policy,
-        json!({ "schedule": ["1m", "5m", "30m", "2h", "12h"], "retry_on": "any", "timeout": "10s" })
+        json!({ "schedule": ["1m", "5m", "30m", "2h", "12h"], "retry_on": "any", "timeout": "10s", "jitter": 0.0 })
     );
 }
 
@@ -244,6 +244,7 @@ async fn seed_002_retry_timing_on_a_scaled_schedule(backend: Backend) {
             retry_on: Some(herald::domain::RetryOn::Any),
             preset: None,
             timeout: None,
+            jitter: None,
         });
     };
     let app =
@@ -298,7 +299,7 @@ async fn seed_003_callback_url_raw_body_and_burst_exponential(backend: Backend) 
     let policy = policy_of_delivery(&app, &got[0]).await;
     assert_eq!(
         policy,
-        json!({ "schedule": schedule, "retry_on": "transient", "timeout": "10s" })
+        json!({ "schedule": schedule, "retry_on": "transient", "timeout": "10s", "jitter": 0.0 })
     );
 }
 
@@ -313,6 +314,7 @@ async fn seed_003_retry_timing_on_a_scaled_schedule(backend: Backend) {
             retry_on: Some(herald::domain::RetryOn::Transient),
             preset: None,
             timeout: None,
+            jitter: None,
         });
     };
     let app =

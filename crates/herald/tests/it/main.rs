@@ -7,27 +7,36 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api_keys;
 mod bad_input;
 mod batch;
 mod cli;
 mod contracts;
 mod crash;
 mod delivery;
+mod event_schemas;
 mod flood;
 mod health;
 mod hostile;
+mod jitter;
 mod jobs;
 mod lifecycle;
+mod listen_forward;
 mod metrics;
 mod multinode;
 mod openapi;
 mod pg_outage;
 mod private_keys;
 mod rate_limit;
+mod readiness;
 mod readme;
+mod replay_missing;
 mod retention;
 mod secrets_at_rest;
 mod signing;
 mod ssrf;
+mod stats;
 mod store_contract;
 mod tenancy;
+mod trigger_cli;
+mod verify_cli;

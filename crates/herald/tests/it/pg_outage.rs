@@ -223,13 +223,42 @@ async fn a_10s_database_outage_under_load_loses_no_acknowledged_event() {
     run(2).await;
     let before = log.lock().unwrap().acknowledged.len();
     assert!(before > 0, "events were acknowledged before the outage");
+    let ready = |base: String| {
+        let client = client.clone();
+        async move {
+            let resp = client.get(format!("{base}/readyz")).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    for node in &nodes {
+        assert_eq!(
+            ready(node.base.clone()).await.0,
+            200,
+            "ready before the outage"
+        );
+    }
     pg.stop();
     down.store(true, Ordering::SeqCst);
     let outage = Instant::now();
+    let (status, answer) = ready(nodes[1].base.clone()).await;
+    assert_eq!(
+        status, 503,
+        "not ready while the database is down: {answer}"
+    );
+    assert_eq!(answer["error"]["code"], "not_ready");
     run(10).await;
     down.store(false, Ordering::SeqCst);
     pg.start();
     println!("database down for {:?}", outage.elapsed());
+    for node in &nodes {
+        eventually(
+            "the node to be ready again",
+            Duration::from_secs(30),
+            || async { (ready(node.base.clone()).await.0 == 200).then_some(()) },
+        )
+        .await;
+    }
     run(3).await;
     stop.store(true, Ordering::SeqCst);
     while let Some(done) = producers.join_next().await {

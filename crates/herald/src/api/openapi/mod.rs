@@ -54,7 +54,9 @@ newest first.\n\n\
 publishes an event"),
         (name = "deliveries", description = "The delivery log, with every attempt; manual retries"),
         (name = "me", description = "The account's own callback URL and signing secret"),
-        (name = "meta", description = "Health, metrics, the event catalog and this document"),
+        (name = "keys", description = "API keys: an account's own (`/v1/me/keys`), any account's \
+(admin token)"),
+        (name = "meta", description = "Liveness, readiness, metrics, the event catalog and this document"),
     ),
     components(schemas(ErrorBody)),
     modifiers(&Credentials),

@@ -16,6 +16,9 @@
 //! `enable_bitmapscan` off, custom plans): with the statistics of a table that has just grown
 //! (estimates of a dozen due rows among tens of thousands), or with a generic plan that cannot
 //! see how small the `LIMIT` is, it chose a bitmap scan of every due row and a sort again.
+//!
+//! A listener webhook (`herald listen`) counts as claimable only for the node holding its stream
+//! (`listener_node`): every other node sees it as it sees a disabled webhook, left out.
 
 use super::PgStore;
 use crate::domain::{DeliveryId, WebhookId};
@@ -34,20 +37,24 @@ const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off; \
                            SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off";
 
 /// The webhooks with pending deliveries (leased or not, due or not), and whether each is
-/// active: a loose index scan over `deliveries_pending_by_webhook`, one index seek per webhook.
+/// active and claimable by this node ($2): a loose index scan over
+/// `deliveries_pending_by_webhook`, one index seek per webhook.
 const PENDING_WEBHOOKS: &str = "WITH RECURSIVE hooks(id, n) AS (
        (SELECT webhook_id, 1 FROM deliveries WHERE status = 'pending' ORDER BY webhook_id LIMIT 1)
        UNION ALL
        SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > hooks.id
                ORDER BY webhook_id LIMIT 1), n + 1
        FROM hooks WHERE hooks.id IS NOT NULL AND n < $1)
-     SELECT h.id, w.status = 'active' AS active FROM hooks h JOIN webhooks w ON w.id = h.id";
+     SELECT h.id, w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = $2) AS active
+     FROM hooks h JOIN webhooks w ON w.id = h.id";
 
 /// `picked` for a claim webhook by webhook: up to `room` ($5) due deliveries of each webhook
-/// ($4), oldest first, skipping rows another claim holds.
+/// ($4), oldest first, skipping rows another claim holds; listener webhooks of this node ($6)
+/// only.
 const PICK_BY_WEBHOOK: &str = "picked AS (
        SELECT d.id FROM UNNEST($4::text[], $5::int8[]) AS h(id, room)
        JOIN webhooks w ON w.id = h.id AND w.status = 'active'
+         AND (w.listener_node IS NULL OR w.listener_node = $6)
        CROSS JOIN LATERAL (
          SELECT d.id FROM deliveries d
          WHERE d.webhook_id = h.id AND d.status = 'pending' AND d.next_attempt_at <= $3
@@ -58,7 +65,7 @@ const PICK_BY_WEBHOOK: &str = "picked AS (
 /// `picked` for a claim in due order: a window of the claim's size ($5) of due deliveries, less
 /// those of webhooks left out ($4: at their cap, or not active), skipping rows another claim
 /// holds; then each webhook's share cut to its room: the cap ($6) less what it has in flight
-/// ($7, $8).
+/// ($7, $8); listener webhooks of this node ($9) only.
 const PICK_IN_DUE_ORDER: &str = "due AS (
        SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d
        WHERE d.status = 'pending' AND d.next_attempt_at <= $3
@@ -71,6 +78,7 @@ const PICK_IN_DUE_ORDER: &str = "due AS (
                 row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) AS n,
                 $6 - COALESCE(f.used, 0) AS room
          FROM due JOIN webhooks w ON w.id = due.webhook_id AND w.status = 'active'
+           AND (w.listener_node IS NULL OR w.listener_node = $9)
          LEFT JOIN UNNEST($7::text[], $8::int8[]) AS f(id, used) ON f.id = due.webhook_id) ranked
        WHERE n <= room)";
 
@@ -159,6 +167,7 @@ impl PgStore {
         let mut tx = self.pool.begin_with(CLAIM_BEGIN).await?;
         let pending: Vec<(String, bool)> = sqlx::query_as(PENDING_WEBHOOKS)
             .bind(MAX_WEBHOOKS_PER_CLAIM)
+            .bind(&req.node)
             .fetch_all(&mut *tx)
             .await?;
         let lease = uuid::Uuid::new_v4().simple().to_string();
@@ -171,6 +180,7 @@ impl PgStore {
                     .bind(req.now.millis())
                     .bind(hooks)
                     .bind(rooms)
+                    .bind(&req.node)
                     .fetch_all(&mut *tx)
                     .await?
             }
@@ -189,6 +199,7 @@ impl PgStore {
                     .bind(req.per_webhook_cap as i64)
                     .bind(in_flight)
                     .bind(used)
+                    .bind(&req.node)
                     .fetch_all(&mut *tx)
                     .await?
             }
@@ -225,6 +236,7 @@ mod tests {
                 .iter()
                 .map(|(w, n)| (WebhookId::from_trusted((*w).to_owned()), *n))
                 .collect::<HashMap<_, _>>(),
+            node: "test".to_owned(),
         }
     }
 

@@ -6,16 +6,23 @@
 //! (see `publish`); commits that leave work for the claims `NOTIFY herald_work`, which wakes idle
 //! nodes at once. Migrations take sqlx's advisory lock, so nodes starting together migrate once.
 
+/// The schema's migrations, carried in the binary.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
 mod accounts;
 mod claim;
 mod deliveries;
 mod events;
 mod gauges;
 mod jobs;
+mod listeners;
 mod publish;
 mod queue;
+mod ready;
 mod record;
+mod replay;
 mod retention;
+mod stats;
 mod webhooks;
 
 use super::group_commit::PublishRequest;
@@ -56,7 +63,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        MIGRATOR.run(&pool).await?;
         reseal_stored_secrets(&pool, &sealer).await?;
         let intake = IntakeSlot::default();
         let publisher = publish::start_publishers(&pool, pool_size, &intake, &sealer);

@@ -337,7 +337,10 @@ async fn insert_events(
             }
             let id = DeliveryId::generate();
             let (mut lease, mut until) = (None, None);
-            if let Some((h, _)) = handoff.as_mut()
+            // A listener's deliveries go down its stream, on the node holding it: left to that
+            // node's claims, never handed to this one's dispatcher.
+            if hook.kind != WebhookKind::Listener
+                && let Some((h, _)) = handoff.as_mut()
                 && let Some(webhook) = &hook.webhook
                 && h.reserve(&webhook.id)
             {

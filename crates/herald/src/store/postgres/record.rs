@@ -59,6 +59,7 @@ impl PgStore {
         );
         update.build().execute(&mut *tx).await?;
         record_health(&mut tx, records, health).await?;
+        super::stats::record_stats(&mut tx, records).await?;
         tx.commit().await?;
         Ok(())
     }

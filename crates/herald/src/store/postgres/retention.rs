@@ -167,4 +167,26 @@ impl Retention for PgStore {
         tx.commit().await?;
         Ok(freed)
     }
+
+    async fn prune_stats(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        let pruned = sqlx::query(
+            "DELETE FROM webhook_stats WHERE ctid IN (
+                 SELECT ctid FROM webhook_stats WHERE minute < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before.millis())
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(pruned)
+    }
+
+    async fn remove_lapsed_listeners(&self, now: Timestamp, limit: usize) -> StoreResult<u64> {
+        let Some(mut tx) = self.begin_pruning().await? else {
+            return Ok(0);
+        };
+        let removed = super::listeners::remove_lapsed_listeners(&mut tx, now, limit).await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
 }

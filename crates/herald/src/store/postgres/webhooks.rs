@@ -10,6 +10,16 @@ use sqlx::{AssertSqlSafe, QueryBuilder};
 
 #[async_trait]
 impl Webhooks for PgStore {
+    async fn webhook_stats(
+        &self,
+        id: &WebhookId,
+        since: Timestamp,
+    ) -> StoreResult<crate::store::stats::AttemptStats> {
+        Ok(crate::store::stats::AttemptStats::sum(
+            self.stats_since(id, since).await?,
+        ))
+    }
+
     async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
         insert_webhook_on(&mut conn, w, &self.sealer).await

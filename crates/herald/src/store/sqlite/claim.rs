@@ -1,6 +1,10 @@
 //! Claiming due deliveries on SQLite: the candidates are read on a reader connection, so the
 //! scan never holds up the writer; the writer thread then leases those still due, in its next
 //! round, and reads them back with their events and webhooks.
+//!
+//! A listener webhook (`herald listen`) counts as claimable only for the node holding its stream
+//! (`listener_node`), as on PostgreSQL; with SQLite there is one node, so this only keeps a
+//! restarted server (a new node id) from claiming for a stream it does not hold.
 
 use super::SqliteStore;
 use super::batch::Batch;
@@ -35,10 +39,12 @@ impl SqliteStore {
             "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
                AND (d.locked_until IS NULL OR d.locked_until <= ?1) AND w.status = 'active'
+               AND (w.listener_node IS NULL OR w.listener_node = ?3)
              ORDER BY d.next_attempt_at LIMIT ?2",
         )
         .bind(req.now.millis())
         .bind(window as i64)
+        .bind(&req.node)
         .fetch_all(&mut *conn)
         .await?;
         let mut picked: Vec<(String, String)> = {
@@ -118,11 +124,13 @@ async fn claim_per_webhook(
             "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.webhook_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
                AND (d.locked_until IS NULL OR d.locked_until <= ?2) AND w.status = 'active'
+               AND (w.listener_node IS NULL OR w.listener_node = ?4)
              ORDER BY d.next_attempt_at LIMIT ?3",
         )
         .bind(&hook)
         .bind(req.now.millis())
         .bind((room + req.per_webhook_cap) as i64)
+        .bind(&req.node)
         .fetch_all(&mut *conn)
         .await?;
         let more = crate::store::pick_more(&due, req, picked);

@@ -5,13 +5,20 @@ use crate::domain::{AccountId, Attempt, Delivery, DeliveryId, Timestamp};
 use crate::store::rows::{
     ATTEMPT_COLUMNS, AttemptColumns, DELIVERY_COLUMNS, DeliveryColumns, paginate,
 };
-use crate::store::{Deliveries, DeliveryQuery, Page, PageRequest, RetryRequest, StoreResult};
+use crate::store::{
+    Deliveries, DeliveryQuery, Page, PageRequest, ReplayMissing, ReplayPage, RetryRequest,
+    StoreResult,
+};
 use async_trait::async_trait;
 use rusqlite::OptionalExtension;
 use sqlx::{AssertSqlSafe, QueryBuilder};
 
 #[async_trait]
 impl Deliveries for SqliteStore {
+    async fn replay_missing(&self, request: &ReplayMissing) -> StoreResult<ReplayPage> {
+        self.replay_page(request).await
+    }
+
     async fn get_delivery(
         &self,
         account: Option<&AccountId>,

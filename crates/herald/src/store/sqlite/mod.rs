@@ -11,6 +11,9 @@
 //! Opening the store migrates the database, checks its stored secrets and releases those leases
 //! on a connection of its own, closed before the writer thread starts.
 
+/// The schema's migrations, carried in the binary.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
 mod accounts;
 mod batch;
 mod claim;
@@ -18,10 +21,14 @@ mod deliveries;
 mod events;
 mod gauges;
 mod jobs;
+mod listeners;
 mod publish;
 mod queue;
+mod ready;
 mod record;
+mod replay;
 mod retention;
+mod stats;
 mod webhooks;
 mod writer;
 
@@ -89,9 +96,7 @@ impl SqliteStore {
             .foreign_keys(true);
         let lock = lock_beside(options.get_filename())?;
         let mut setup = SqliteConnection::connect_with(&options).await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&mut setup)
-            .await?;
+        MIGRATOR.run(&mut setup).await?;
         reseal_stored_secrets(&mut setup, &sealer).await?;
         sqlx::query(
             "UPDATE deliveries SET lease = NULL, locked_until = NULL WHERE lease IS NOT NULL",

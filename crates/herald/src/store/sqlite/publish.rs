@@ -238,7 +238,10 @@ fn plan_deliveries(
             }
             let id = DeliveryId::generate();
             let mut leased = None;
-            if let Some(h) = handoff.as_deref_mut()
+            // A listener's deliveries go down its stream, on the node holding it: left to that
+            // node's claims, never handed to this one's dispatcher.
+            if hook.kind != WebhookKind::Listener
+                && let Some(h) = handoff.as_deref_mut()
                 && h.reserve(&hook.id)
             {
                 h.add(id.clone(), e.to_event(), hook.clone());

@@ -18,6 +18,7 @@ pub(super) fn write(
 ) -> StoreResult<()> {
     let mut batch = Batch::new();
     push_record(&mut batch, records, health);
+    super::stats::push_stats(&mut batch, records);
     batch.run(conn)
 }
 

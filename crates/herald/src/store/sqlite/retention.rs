@@ -116,4 +116,24 @@ impl Retention for SqliteStore {
         })
         .await
     }
+
+    async fn prune_stats(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.write_alone(Commit::Relaxed, move |tx| {
+            let pruned = tx
+                .prepare_cached(
+                    "DELETE FROM webhook_stats WHERE rowid IN (
+                         SELECT rowid FROM webhook_stats WHERE minute < ? LIMIT ?)",
+                )?
+                .execute((before.millis(), limit as i64))?;
+            Ok(pruned as u64)
+        })
+        .await
+    }
+
+    async fn remove_lapsed_listeners(&self, now: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.write_alone(Commit::Durable, move |tx| {
+            super::listeners::remove_lapsed_listeners(tx, now, limit)
+        })
+        .await
+    }
 }

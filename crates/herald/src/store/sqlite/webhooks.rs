@@ -11,6 +11,16 @@ use sqlx::{AssertSqlSafe, QueryBuilder};
 
 #[async_trait]
 impl Webhooks for SqliteStore {
+    async fn webhook_stats(
+        &self,
+        id: &WebhookId,
+        since: Timestamp,
+    ) -> StoreResult<crate::store::stats::AttemptStats> {
+        Ok(crate::store::stats::AttemptStats::sum(
+            self.stats_since(id, since).await?,
+        ))
+    }
+
     async fn insert_webhook(&self, w: &Webhook) -> StoreResult<()> {
         let (w, sealer) = (w.clone(), self.sealer.clone());
         self.write_alone(Commit::Durable, move |tx| {

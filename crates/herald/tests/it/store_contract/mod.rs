@@ -1,6 +1,6 @@
 //! The store's promises, checked on the store itself (no HTTP), on both backends: the queue's
 //! leases, caps and late results, publishing's idempotency and hand-over, a job's one terminal
-//! event, retention, and the order of every list.
+//! event, retention, the order of every list, and listener webhooks' node affinity.
 
 use crate::common;
 
@@ -104,6 +104,7 @@ impl Fixture {
             limit,
             per_webhook_cap: cap,
             in_flight: in_flight.iter().map(|(w, n)| ((*w).clone(), *n)).collect(),
+            node: "test-node".to_owned(),
         };
         self.store.claim_due(&request).await.expect("claim")
     }
@@ -166,6 +167,8 @@ async fn add_account(store: &DynStore, name: &str) -> AccountId {
         id: ApiKeyId::generate(),
         account_id: account.id.clone(),
         hash: uuid::Uuid::new_v4().simple().to_string(),
+        prefix: "hk_first0".to_owned(),
+        name: "first key".to_owned(),
         created_at: account.created_at,
     };
     store.create_account(&account, &key).await.expect("account");
@@ -239,6 +242,7 @@ fn per_webhook(claims: &[ClaimedDelivery]) -> BTreeMap<WebhookId, usize> {
     counts
 }
 
+mod listeners;
 mod publish;
 mod queue;
 mod resources;

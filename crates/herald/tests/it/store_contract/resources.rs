@@ -186,7 +186,106 @@ async fn deleting_a_webhook_cancels_its_pending_deliveries(backend: Backend) {
     assert_eq!((depth.due, depth.scheduled), (0, 0));
 }
 
+async fn api_keys_are_found_until_revoked_and_listed_newest_first(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let other = add_account(&f.store, "Other").await;
+    let mut keys = Vec::new();
+    for i in 0..4 {
+        let key = NewApiKey {
+            id: ApiKeyId::generate(),
+            account_id: f.account.clone(),
+            hash: format!("{i:064x}"),
+            prefix: format!("hk_key{i:03}"),
+            name: format!("key {i}"),
+            created_at: Timestamp::now(),
+        };
+        f.store.create_api_key(&key).await.unwrap();
+        let found = f.store.find_api_key(&key.hash).await.unwrap().unwrap();
+        assert_eq!((&found.id, &found.account_id), (&key.id, &f.account));
+        assert_eq!(found.hash, key.hash);
+        keys.push(key);
+    }
+    let (store, account) = (&f.store, &f.account);
+    let listed = store
+        .list_api_keys(
+            account,
+            &PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    let all: Vec<String> = listed.iter().map(|k| k.id.to_string()).collect();
+    assert_eq!(all.len(), 5, "the first key and four more");
+    pages(&all, 2, |page| async move {
+        let p = store.list_api_keys(account, &page).await.unwrap();
+        (
+            p.items.into_iter().map(|k| k.id.to_string()).collect(),
+            p.next_cursor,
+        )
+    })
+    .await;
+    let shown = listed.iter().find(|k| k.id == keys[2].id).unwrap();
+    assert_eq!(
+        (shown.name.as_str(), shown.prefix.as_str()),
+        ("key 2", "hk_key002")
+    );
+    assert_eq!((shown.last_used_at, shown.revoked_at), (None, None));
+
+    // Revoking: not found from then on; once revoked it stays revoked as it was.
+    let now = Timestamp::from_millis(Timestamp::now().millis());
+    assert!(
+        store
+            .revoke_api_key(&other, &keys[0].id, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.find_api_key(&keys[0].hash).await.unwrap().is_some());
+    let revoked = store
+        .revoke_api_key(account, &keys[0].id, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(now));
+    assert!(store.find_api_key(&keys[0].hash).await.unwrap().is_none());
+    let again = store
+        .revoke_api_key(account, &keys[0].id, now.plus(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.revoked_at,
+        Some(now),
+        "the first revocation's time stays"
+    );
+    assert!(store.find_api_key(&keys[1].hash).await.unwrap().is_some());
+
+    // A key's last use only moves forward.
+    store.touch_api_key(&keys[1].id, now).await.unwrap();
+    store
+        .touch_api_key(&keys[1].id, now.minus(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let listed = store
+        .list_api_keys(
+            account,
+            &PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    let used = listed.iter().find(|k| k.id == keys[1].id).unwrap();
+    assert_eq!(used.last_used_at, Some(now));
+}
+
 contract!(
+    api_keys_are_found_until_revoked_and_listed_newest_first,
     lists_run_newest_first_and_cursors_continue_without_gaps_or_repeats,
     retention_prunes_finished_events_and_keeps_pending_ones,
     deleting_a_webhook_cancels_its_pending_deliveries,

@@ -1,26 +1,14 @@
-//! `herald listen`: a receiver for local development. It prints every webhook it gets and, given
-//! the webhook's secret, checks the signature, so nobody needs a public tunnel to try Herald.
+//! `herald listen` without `--forward-to`: a receiver for local development. It prints every
+//! webhook it gets and, given the webhook's secret, checks the signature. The server must reach
+//! it (`--dev`, or a tunnel): this is for providers trying Herald on their own machine.
 
+use super::ListenArgs;
 use crate::domain::SigningSecret;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Clone, Debug, clap::Args)]
-pub struct ListenArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:9000", value_name = "ADDR")]
-    pub listen: SocketAddr,
-    /// The webhook's signing secret (whsec_…), to check each signature.
-    #[arg(long, env = "HERALD_LISTEN_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
-    /// Status code to answer with (try 500 to watch the retries).
-    #[arg(long, default_value_t = 200)]
-    pub status: u16,
-}
 
 struct Receiver {
     secret: Option<SigningSecret>,

@@ -1,0 +1,59 @@
+//! Replaying what a webhook missed, on SQLite: a page of the account's events at a time, each
+//! page one transaction on the writer thread, which also makes a second call wait its turn and
+//! then find the deliveries the first one made.
+
+use super::{Commit, SqliteStore};
+use crate::domain::DeliveryId;
+use crate::store::{ReplayMissing, ReplayPage, StoreResult};
+
+impl SqliteStore {
+    pub(super) async fn replay_page(&self, request: &ReplayMissing) -> StoreResult<ReplayPage> {
+        let request = request.clone();
+        self.write_alone(Commit::Durable, move |tx| {
+            let webhook = request.webhook.id.as_str();
+            let account = request.webhook.account_id.as_str();
+            let events: Vec<(String, String, bool)> = tx
+                .prepare_cached(
+                    "SELECT e.id, e.type, EXISTS (SELECT 1 FROM deliveries d
+                                                  WHERE d.event_id = e.id AND d.webhook_id = ?3)
+                     FROM events e WHERE e.account_id = ?1 AND e.id > ?2 AND e.created_at >= ?4
+                     ORDER BY e.id LIMIT ?5",
+                )?
+                .query_map(
+                    (
+                        account,
+                        request.start_after(),
+                        webhook,
+                        request.since.millis(),
+                        request.limit as i64,
+                    ),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let next = (events.len() == request.limit)
+                .then(|| events.last().map(|e| e.0.clone()))
+                .flatten();
+            let missing: Vec<&(String, String, bool)> = events
+                .iter()
+                .filter(|(_, kind, has)| !has && request.wants(kind))
+                .collect();
+            if !request.dry_run {
+                let now = request.now.millis();
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status,
+                     attempts_made, next_attempt_at, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)",
+                )?;
+                for (event, kind, _) in &missing {
+                    let id = DeliveryId::generate();
+                    insert.execute((id.as_str(), account, event, kind, webhook, now))?;
+                }
+            }
+            Ok(ReplayPage {
+                missing: missing.len() as u64,
+                next,
+            })
+        })
+        .await
+    }
+}

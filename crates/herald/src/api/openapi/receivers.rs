@@ -32,7 +32,7 @@ fn delivery(settings: &Settings, info: &EventTypeInfo) -> Value {
         "parameters": headers(settings),
         "requestBody": {
             "required": true,
-            "content": { "application/json": { "schema": envelope(settings, info) } }
+            "content": { "application/json": body(settings, info) }
         },
         "responses": {
             "2XX": { "description": "Received: the delivery succeeded" },
@@ -121,6 +121,21 @@ fn headers(settings: &Settings) -> Vec<Value> {
     all
 }
 
+/// The body's schema and, when the catalog has an example of the type's `data`, an example
+/// envelope holding it.
+fn body(settings: &Settings, info: &EventTypeInfo) -> Value {
+    let mut media = json!({ "schema": envelope(settings, info) });
+    if let Some(example) = &info.example {
+        let f = &settings.delivery.envelope;
+        let mut envelope = Map::new();
+        envelope.insert(f.type_field.clone(), json!(info.name));
+        envelope.insert(f.timestamp_field.clone(), json!("2025-01-31T12:00:00Z"));
+        envelope.insert(f.data_field.clone(), example.clone());
+        media["example"] = Value::Object(envelope);
+    }
+    media
+}
+
 /// The body: `{"type", "timestamp", "data"}` under the operator's field names.
 fn envelope(settings: &Settings, info: &EventTypeInfo) -> Value {
     let f = &settings.delivery.envelope;
@@ -142,13 +157,16 @@ fn envelope(settings: &Settings, info: &EventTypeInfo) -> Value {
     })
 }
 
-/// What `data` holds: the job itself for a job's status events, Herald's own shape for its own
-/// events, otherwise an object as the provider published it. A catalog entry that carries a JSON
-/// Schema of its `data` (and an example) belongs here, before these guesses: the section is
-/// plain JSON so such a schema goes in as it is. (A type that is both a configured
-/// type and a job kind's status, such as `tts.completed` by default, may be published either way,
-/// so its `data` is only an object.)
+/// What `data` holds: the catalog entry's JSON Schema as it is, when it has one (publishing
+/// checks data against it, so it holds for what is delivered); else the job itself for a job's
+/// status events, Herald's own shape for its own events, otherwise an object as the provider
+/// published it. (A type that is both a configured type and a job kind's status, such as
+/// `tts.completed` by default, may be published either way, so without a schema its `data` is
+/// only an object.)
 fn data(settings: &Settings, info: &EventTypeInfo) -> Value {
+    if let Some(schema) = &info.schema {
+        return schema.clone();
+    }
     let configured = settings.event_types.iter().any(|t| t.name == info.name);
     let is_job_event = settings.job_kinds.iter().any(|kind| {
         JobStatus::ALL

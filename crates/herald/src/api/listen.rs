@@ -71,8 +71,9 @@ pub struct ListenParams {
         (status = 101, description = "Switching to the WebSocket stream"),
         (status = 404, description = "The `resume` webhook is no listener of the account, or the \
             named account does not exist (or is not the key's)", body = ErrorBody),
-        (status = 409, description = "The account holds `listeners.max_per_account` streams on \
-            this node already (`too_many_listeners`)", body = ErrorBody),
+        (status = 409, description = "This node cannot hold the stream: the account holds \
+            `listeners.max_per_account` streams on it already (`too_many_listeners`), or it sends \
+            no deliveries (`delivery.enabled = false`: `delivery_disabled`)", body = ErrorBody),
         (status = 422, description = "An event type is not in the catalog, `events` came with \
             `resume`, or the admin token named no account", body = ErrorBody),
         (status = 426, description = "Not a WebSocket upgrade request (`upgrade_required`)",
@@ -85,6 +86,32 @@ async fn listen(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let account = actor.account(&state, params.account.as_deref()).await?;
+    // The query first, so a bad one is a 422 (or a 404) whatever else is wrong.
+    let resume = match &params.resume {
+        Some(id) => {
+            if params.events.is_some() {
+                return Err(ApiError::invalid(
+                    "events",
+                    "a resumed listener keeps its events; leave events out with resume",
+                ));
+            }
+            Some(WebhookId::parse(id).ok_or_else(|| ApiError::not_found("listener"))?)
+        }
+        None => None,
+    };
+    let events = match resume {
+        Some(_) => Vec::new(),
+        None => parse_events(&state, params.events.as_deref())?,
+    };
+    // A stream's deliveries are claimed only by the node holding it: on a node that sends none
+    // they would wait until the lease ran out. A 409 as for `too_many_listeners`: this node
+    // cannot hold the stream, another may.
+    if !state.settings.delivery.enabled {
+        return Err(ApiError::conflict(
+            "delivery_disabled",
+            "this node sends no deliveries (delivery.enabled = false); open the stream on one that does",
+        ));
+    }
     let upgrade = upgrade.map_err(|_| {
         ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
@@ -105,15 +132,8 @@ async fn listen(
     let node = state.listeners.node().to_owned();
     let now = Timestamp::now();
     let until = now.plus(settings.lease.0);
-    let (webhook, resumed) = match &params.resume {
+    let (webhook, resumed) = match resume {
         Some(id) => {
-            if params.events.is_some() {
-                return Err(ApiError::invalid(
-                    "events",
-                    "a resumed listener keeps its events; leave events out with resume",
-                ));
-            }
-            let id = WebhookId::parse(id).ok_or_else(|| ApiError::not_found("listener"))?;
             let webhook = state
                 .store
                 .resume_listener(&account, &id, &node, until, now)
@@ -124,7 +144,6 @@ async fn listen(
             (webhook, true)
         }
         None => {
-            let events = parse_events(&state, params.events.as_deref())?;
             let webhook = listener_webhook(&state, account.clone(), events)?;
             state.store.open_listener(&webhook, &node, until).await?;
             (webhook, false)

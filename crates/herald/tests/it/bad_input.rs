@@ -284,6 +284,11 @@ fn table(s: &Seeded) -> Vec<Case> {
         case(get, "/v1/deliveries?event=nope", Key, None).invalid("event"),
         case(get, "/v1/events?since=yesterday", Key, None).invalid("since"),
         case(get, "/v1/events?type=a%00b", Key, None).invalid("type"),
+        // GET /v1/listen checks its query before it asks for the WebSocket upgrade (schemathesis:
+        // a bad `resume` or `events` answered 426 Upgrade Required).
+        case(get, "/v1/listen?events=y%21Z%29", Key, None).invalid("events[0]"),
+        case(get, "/v1/listen?resume=", Key, None).not_found(),
+        case(get, "/v1/listen?resume=wh_x&events=*", Key, None).invalid("events"),
         // 404: unknown accounts, ids and routes.
         case(post, "/v1/events", Admin, event(json!({ "account": NO_SUCH_ACCOUNT }))).not_found(),
         case(post, "/v1/events", Admin, event(json!({ "account": "acme" }))).not_found(),

@@ -441,3 +441,17 @@ on_both_backends!(
     a_listener_whose_node_died_is_removed_by_retention,
     a_refused_stream_is_a_json_error_and_writes_nothing,
 );
+
+/// A stream's deliveries go out only through the node holding it, so a node with
+/// `delivery.enabled = false` refuses to hold one rather than keep its deliveries waiting.
+#[tokio::test]
+async fn a_node_that_sends_nothing_refuses_a_stream() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| s.delivery.enabled = false).await;
+    let account = app.create_account("Acme").await;
+    let (code, body) = app
+        .call("GET", "/v1/listen", Some(&account.key), None)
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "delivery_disabled");
+    assert!(webhooks(&app, &account).await.is_empty());
+}

@@ -1,0 +1,249 @@
+//! The sections of the settings (`[api]`, `[delivery]`, `[retention]`, `[listeners]`,
+//! `[registration.*]`) with their defaults; [`super::Settings`] holds one of each and checks them.
+
+use crate::domain::duration::HumanDuration;
+use crate::domain::{PayloadFormat, RetryPolicyDoc, SigningMode};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `herald listen --forward-to` streams (`GET /v1/listen`) and their ephemeral webhooks.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerSettings {
+    /// How long a listener webhook lives past its stream's last sign of life. The node holding
+    /// the stream renews it every third of this; a CLI whose stream broke may take it up again
+    /// (same webhook, same secret) within it; once it lapses (the node died, or the CLI did not
+    /// come back), retention removes the webhook at its next pass.
+    pub lease: HumanDuration,
+    /// Streams one account may hold open at once on one node.
+    pub max_per_account: usize,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        Self {
+            lease: HumanDuration(Duration::from_secs(60)),
+            max_per_account: 10,
+        }
+    }
+}
+
+/// Limits of the HTTP API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Requests each API key may make: a token bucket per key, kept in each node's memory (with
+    /// N nodes behind a load balancer a key may get up to N times this).
+    pub rate_limit: RateLimit,
+    /// The admin token's own bucket. Unlimited by default: the admin token is the provider's
+    /// own backend, and publishing is its hot path.
+    pub admin_rate_limit: RateLimit,
+    /// Open connections the API holds at most (lowered at start to fit the open-file limit).
+    /// A new connection beyond it closes the longest-open one that has no request in progress.
+    pub max_connections: usize,
+    /// Time a connection has to send a complete request head, counted from when it opens and,
+    /// on a kept-alive connection, from the end of the previous answer (so it is also the
+    /// keep-alive idle timeout).
+    pub header_timeout: HumanDuration,
+    /// Time a request has to send its whole body once its head has arrived (408 after).
+    pub body_timeout: HumanDuration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            rate_limit: RateLimit {
+                per_second: 1000,
+                burst: Some(2000),
+            },
+            admin_rate_limit: RateLimit::UNLIMITED,
+            max_connections: 10_000,
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            body_timeout: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// A token bucket: `per_second` requests a second on average, up to `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second; 0 means unlimited.
+    pub per_second: u32,
+    /// Requests that may arrive at once after a quiet spell; by default twice `per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl RateLimit {
+    pub const UNLIMITED: Self = Self {
+        per_second: 0,
+        burst: None,
+    };
+
+    pub fn is_unlimited(&self) -> bool {
+        self.per_second == 0
+    }
+
+    /// The bucket's size.
+    pub fn burst(&self) -> u32 {
+        self.burst
+            .unwrap_or_else(|| self.per_second.saturating_mul(2))
+    }
+}
+
+/// How long finished records are kept before the janitor prunes them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Events whose deliveries have all finished (succeeded, failed or cancelled) are deleted
+    /// with their deliveries and attempts once this old; `0` keeps them forever.
+    pub events: HumanDuration,
+    /// Finished (completed or failed) jobs are deleted this long after they finished, with
+    /// their own webhook once its deliveries are gone; `0` keeps them forever.
+    pub jobs: HumanDuration,
+    /// How often a pruning pass runs (the first one a minute after start, or sooner).
+    pub interval: HumanDuration,
+    /// Most events (or jobs, or idempotency keys) deleted in one transaction.
+    pub batch: usize,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            events: HumanDuration(Duration::from_secs(30 * 86_400)),
+            jobs: HumanDuration(Duration::from_secs(30 * 86_400)),
+            interval: HumanDuration(Duration::from_secs(600)),
+            batch: 500,
+        }
+    }
+}
+
+/// How deliveries are made.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Whether this node sends deliveries. Off, it stores events and their deliveries but
+    /// attempts none (other nodes on the same database still do): a node that only serves the
+    /// API, or a server that must send nothing anywhere, such as the one the API fuzzing in
+    /// `tests/it/openapi.rs` runs against, whose invented webhook URLs may name any host.
+    pub enabled: bool,
+    /// Attempts in flight at once on this node.
+    pub workers: usize,
+    /// Attempts in flight at once to one webhook on this node.
+    pub per_webhook_concurrency: usize,
+    /// Most deliveries leased in one claim.
+    pub claim_batch: usize,
+    /// How long a claim holds a delivery before another claim may take it. Keep it longer than
+    /// the longest webhook timeout, or a slow attempt may be repeated by another node.
+    pub lease: HumanDuration,
+    /// Longest idle wait between looks at the queue (new work wakes the dispatcher sooner).
+    pub poll_interval: HumanDuration,
+    /// Bytes of each response body kept with the attempt.
+    pub response_capture_bytes: usize,
+    pub user_agent: String,
+    pub event_type_header: String,
+    pub attempt_header: String,
+    /// A header carrying the delivery id besides `webhook-id` (seed 002's `X-QuillAI-Delivery`);
+    /// empty for none. Empty `event_type_header` or `attempt_header` leave those out too.
+    pub delivery_id_header: String,
+    /// How `delivery_id_header` shows the id: `id` (`dlv_…`) or `uuid` (the same id as a UUID).
+    pub delivery_id_format: DeliveryIdFormat,
+    /// The envelope's field names.
+    pub envelope: EnvelopeFields,
+    /// A webhook whose attempts have all failed for this long is disabled.
+    pub disable_after: HumanDuration,
+    /// The retry policy of webhooks that do not set their own.
+    pub retry: RetryPolicyDoc,
+    /// How long shutdown waits for attempts in flight.
+    pub shutdown_grace: HumanDuration,
+    /// Private networks deliveries may reach outside dev mode (CIDR, e.g. `"10.20.0.0/16"`):
+    /// let through both when a webhook URL is checked and at connect time, after DNS.
+    pub allow_networks: Vec<IpNet>,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            workers: 64,
+            per_webhook_concurrency: 16,
+            claim_batch: 256,
+            lease: HumanDuration(Duration::from_secs(120)),
+            poll_interval: HumanDuration(Duration::from_secs(1)),
+            response_capture_bytes: 4096,
+            user_agent: format!("Herald-Webhooks/{}", env!("CARGO_PKG_VERSION")),
+            event_type_header: "herald-event-type".to_owned(),
+            attempt_header: "herald-attempt".to_owned(),
+            delivery_id_header: String::new(),
+            delivery_id_format: DeliveryIdFormat::Id,
+            envelope: EnvelopeFields::default(),
+            disable_after: HumanDuration(Duration::from_secs(5 * 86_400)),
+            retry: RetryPolicyDoc::default(),
+            shutdown_grace: HumanDuration(Duration::from_secs(30)),
+            allow_networks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryIdFormat {
+    Id,
+    Uuid,
+}
+
+/// The names of the envelope's three fields (seed 000 calls `type` `event`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvelopeFields {
+    #[serde(rename = "type")]
+    pub type_field: String,
+    #[serde(rename = "timestamp")]
+    pub timestamp_field: String,
+    #[serde(rename = "data")]
+    pub data_field: String,
+}
+
+impl Default for EnvelopeFields {
+    fn default() -> Self {
+        Self {
+            type_field: "type".into(),
+            timestamp_field: "timestamp".into(),
+            data_field: "data".into(),
+        }
+    }
+}
+
+/// What webhooks made by one registration model get unless they say otherwise.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelDefaults {
+    pub signing: SigningMode,
+    pub format: PayloadFormat,
+    /// Unset: the operator's default policy (`delivery.retry`).
+    pub retry: Option<RetryPolicyDoc>,
+}
+
+impl Default for ModelDefaults {
+    fn default() -> Self {
+        Self {
+            signing: SigningMode::Standard,
+            format: PayloadFormat::Envelope,
+            retry: None,
+        }
+    }
+}
+
+/// Defaults per registration model.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationSettings {
+    /// `POST /v1/webhooks` (a request may set its own signing, format and retry).
+    pub subscription: ModelDefaults,
+    /// `PUT /v1/me/callback-url`.
+    pub callback: ModelDefaults,
+    /// A job's `webhook_url`.
+    pub job: ModelDefaults,
+}

@@ -1,0 +1,118 @@
+//! The settings' parsing and checks.
+
+use super::*;
+
+#[test]
+fn file_settings_parse_and_unknown_keys_are_named() {
+    let s: Settings = toml::from_str(
+        r#"
+        listen = "0.0.0.0:9000"
+        [delivery]
+        workers = 8
+        allow_networks = ["10.20.0.0/16", "fd00::/8"]
+        retry = { schedule = ["1s", "5s"], retry_on = "transient" }
+        [[event_types]]
+        name = "render.done"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(s.listen.port(), 9000);
+    assert_eq!(s.delivery.workers, 8);
+    assert_eq!(s.default_retry().unwrap().schedule.len(), 2);
+    assert_eq!(s.event_types.len(), 1);
+    assert!(s.address_policy().permits("10.20.3.4".parse().unwrap()));
+    assert!(!s.address_policy().permits("10.21.3.4".parse().unwrap()));
+    s.check().unwrap();
+    let err = toml::from_str::<Settings>("[delivery]\nallow_networks = [\"10.0.0.0/33\"]")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("allow_networks"), "{err}");
+
+    let err = toml::from_str::<Settings>("[delivery]\nworkerz = 3")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("workerz"), "{err}");
+    let bad: Settings = toml::from_str("[delivery]\nretry = { schedule = [\"soon\"] }").unwrap();
+    assert!(
+        bad.check()
+            .unwrap_err()
+            .to_string()
+            .contains("delivery.retry")
+    );
+}
+
+#[test]
+fn schema_files_are_read_beside_the_configuration_and_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("schemas/render.json"),
+        r#"{"type": "object", "required": ["id"]}"#,
+    )
+    .unwrap();
+    let config = dir.path().join("herald.toml");
+    let write = |example: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[[event_types]]\nname = \"render.completed\"\nschema_file = \"schemas/render.json\"\nexample = {example}\n"
+            ),
+        )
+        .unwrap()
+    };
+    let args = ServeArgs {
+        config: Some(config.clone()),
+        ..ServeArgs::default()
+    };
+    write("{ id = \"r-1\" }");
+    let s = Settings::load(&args).unwrap();
+    assert_eq!(
+        s.event_types[0].schema.as_ref().unwrap()["required"][0],
+        "id"
+    );
+    write("{ name = \"r-1\" }");
+    let err = format!("{:#}", Settings::load(&args).unwrap_err());
+    assert!(
+        err.contains("event_types[\"render.completed\"].example")
+            && err.contains("data.id is required"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rate_limits_and_retention_parse_with_their_defaults_and_are_checked() {
+    let d = Settings::default();
+    assert_eq!(
+        (d.api.rate_limit.per_second, d.api.rate_limit.burst()),
+        (1000, 2000)
+    );
+    assert!(d.api.admin_rate_limit.is_unlimited());
+    assert_eq!(d.retention.events.0, Duration::from_secs(30 * 86_400));
+    d.check().unwrap();
+
+    let s: Settings = toml::from_str(
+        "[api]\nrate_limit = { per_second = 5 }\nadmin_rate_limit = { per_second = 50, burst = 1 }\n\
+         [retention]\nevents = \"0\"\njobs = \"7d\"\ninterval = \"1m\"\nbatch = 100\n",
+    )
+    .unwrap();
+    assert_eq!(
+        s.api.rate_limit.burst(),
+        10,
+        "burst defaults to twice the rate"
+    );
+    assert_eq!(s.api.admin_rate_limit.burst(), 1);
+    assert!(s.retention.events.0.is_zero());
+    s.check().unwrap();
+
+    let no_burst: Settings =
+        toml::from_str("[api]\nrate_limit = { per_second = 5, burst = 0 }").unwrap();
+    let err = no_burst.check().unwrap_err().to_string();
+    assert!(err.contains("api.rate_limit.burst"), "{err}");
+    let zero_batch: Settings = toml::from_str("[retention]\nbatch = 0").unwrap();
+    let err = zero_batch.check().unwrap_err().to_string();
+    assert!(err.contains("retention.batch"), "{err}");
+    let err = toml::from_str::<Settings>("[retention]\nevent = \"1d\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("event"), "{err}");
+}

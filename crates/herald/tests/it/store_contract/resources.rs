@@ -284,7 +284,75 @@ async fn api_keys_are_found_until_revoked_and_listed_newest_first(backend: Backe
     assert_eq!(used.last_used_at, Some(now));
 }
 
+async fn endpoint_figures_add_up_per_minute_and_old_minutes_are_pruned(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let hook = f.subscribe(&["*"]).await;
+    f.publish((0..4).map(|_| f.event("tts.completed")).collect())
+        .await;
+    let now = Timestamp::from_millis(Timestamp::now().millis());
+    let claims = f.claim(now, 10, 10).await;
+    assert_eq!(claims.len(), 4);
+    let old = now.minus(Duration::from_secs(8 * 86_400));
+    let (ok, failed) = (NextStep::Succeeded, NextStep::Failed);
+    // Two batches, each with a result in the old minute and one now: the second adds to the
+    // rows the first stored.
+    f.record(
+        &[
+            result(&claims[0], 200, ok, old),
+            result(&claims[2], 200, ok, now),
+        ],
+        now,
+    )
+    .await;
+    f.record(
+        &[
+            result(&claims[1], 500, failed, old),
+            result(&claims[3], 503, failed, now),
+        ],
+        now,
+    )
+    .await;
+    let all = f
+        .store
+        .webhook_stats(&hook.id, old.minus(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (all.attempts, all.successes, all.failures.status_5xx),
+        (4, 2, 2)
+    );
+    assert_eq!(
+        all.last_error.as_ref().map(|e| e.1.as_str()),
+        Some("HTTP 503")
+    );
+    let recent = f
+        .store
+        .webhook_stats(&hook.id, now.minus(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (recent.attempts, recent.successes, recent.failed()),
+        (2, 1, 1)
+    );
+    assert_eq!(recent.last_error, Some((now, "HTTP 503".to_owned())));
+
+    let week = now.minus(Duration::from_secs(7 * 86_400));
+    assert_eq!(
+        f.store.prune_stats(week, 100).await.unwrap(),
+        1,
+        "the old minute's row"
+    );
+    assert_eq!(f.store.prune_stats(week, 100).await.unwrap(), 0);
+    let left = f
+        .store
+        .webhook_stats(&hook.id, old.minus(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(left, recent, "the recent minute is kept");
+}
+
 contract!(
+    endpoint_figures_add_up_per_minute_and_old_minutes_are_pruned,
     api_keys_are_found_until_revoked_and_listed_newest_first,
     lists_run_newest_first_and_cursors_continue_without_gaps_or_repeats,
     retention_prunes_finished_events_and_keeps_pending_ones,

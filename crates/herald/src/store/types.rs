@@ -261,7 +261,7 @@ pub struct ReplayPage {
 impl ReplayMissing {
     /// Whether the webhook gets an event of this type now, so a missing delivery is made:
     /// by its filters (a job's own webhook and a test send's one target are not replayed).
-    pub fn wants(&self, event_type: &str) -> bool {
+    fn wants(&self, event_type: &str) -> bool {
         event_type != "webhook.test"
             && crate::domain::Route {
                 event_type,
@@ -274,6 +274,22 @@ impl ReplayMissing {
                 self.webhook.job_id.as_deref(),
                 &self.webhook.events,
             )
+    }
+
+    /// Of a page's events (id, type, whether it has a delivery to the webhook already), those
+    /// missing one, and where the next page starts (`None` after a short page).
+    pub fn missing<'a>(
+        &self,
+        events: &'a [(String, String, bool)],
+    ) -> (Vec<&'a (String, String, bool)>, Option<String>) {
+        let next = (events.len() == self.limit)
+            .then(|| events.last().map(|e| e.0.clone()))
+            .flatten();
+        let missing = events
+            .iter()
+            .filter(|(_, kind, has)| !has && self.wants(kind))
+            .collect();
+        (missing, next)
     }
 
     /// The first event id the page may return.

@@ -28,13 +28,7 @@ impl PgStore {
         .bind(request.limit as i64)
         .fetch_all(&mut *tx)
         .await?;
-        let next = (events.len() == request.limit)
-            .then(|| events.last().map(|e| e.0.clone()))
-            .flatten();
-        let missing: Vec<&(String, String, bool)> = events
-            .iter()
-            .filter(|(_, kind, has)| !has && request.wants(kind))
-            .collect();
+        let (missing, next) = request.missing(&events);
         if !request.dry_run && !missing.is_empty() {
             let ids: Vec<String> = missing
                 .iter()

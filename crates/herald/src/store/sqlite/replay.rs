@@ -30,13 +30,7 @@ impl SqliteStore {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )?
                 .collect::<rusqlite::Result<_>>()?;
-            let next = (events.len() == request.limit)
-                .then(|| events.last().map(|e| e.0.clone()))
-                .flatten();
-            let missing: Vec<&(String, String, bool)> = events
-                .iter()
-                .filter(|(_, kind, has)| !has && request.wants(kind))
-                .collect();
+            let (missing, next) = request.missing(&events);
             if !request.dry_run {
                 let now = request.now.millis();
                 let mut insert = tx.prepare_cached(

@@ -199,15 +199,15 @@ async fn create(
     }
     let (key, stored) = new_key(&account, name, Timestamp::now());
     state.store.create_api_key(&stored).await?;
-    let view = KeyView {
+    let view = KeyView::from(ApiKeyInfo {
         id: stored.id,
-        account: stored.account_id,
+        account_id: stored.account_id,
         name: stored.name,
-        prefix: Some(stored.prefix),
+        prefix: stored.prefix,
         created_at: stored.created_at,
         last_used_at: None,
         revoked_at: None,
-    };
+    });
     Ok((StatusCode::CREATED, Json(CreatedKey { view, key })))
 }
 

@@ -156,6 +156,19 @@ impl Server {
         Some(kb * 1024)
     }
 
+    /// CPU time the server process has used so far (user + system), from /proc (Linux). Less
+    /// noisy than a rate on a shared machine: the same work costs the same CPU whatever else runs.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // Fields after the command name (which may hold spaces), from field 3 on.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // USER_HZ is 100 on every Linux this runs on.
+        Some(ticks as f64 / 100.0)
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(mut self, grace: Duration) {
         terminate(&mut self.child, grace);

@@ -83,6 +83,7 @@ pub async fn backlog(ctx: &Ctx, events: u64, hang: Duration) -> anyhow::Result<R
     down.stop().await;
     let receiver = Receiver::start(port).await?;
     let up_us = stats::now_us();
+    let cpu_at_up = server.cpu_seconds();
     let mut rss_peak = rss_restarted;
     let bar = ctx.bar("drain", Some(events));
     let deadline = Instant::now() + ctx.timeout;
@@ -110,6 +111,13 @@ pub async fn backlog(ctx: &Ctx, events: u64, hang: Duration) -> anyhow::Result<R
     report.add("drain: seconds", drain_s);
     report.add("drain: deliveries/s", drain);
     report.add("RSS peak while draining (MB)", rss_peak as f64 / 1e6);
+    if let (Some(before), Some(after)) = (cpu_at_up, server.cpu_seconds()) {
+        // Includes up to one poll (100 ms) of idling after the last receipt.
+        report.add(
+            "drain: server CPU per delivery (µs)",
+            1e6 * (after - before) / events as f64,
+        );
+    }
     // Counted since the restart: the wait for the queue gauges, against the receiver still
     // down, is in them too.
     store_timings(&server, &mut report, "since restart: ").await;

@@ -332,7 +332,7 @@ fn note_use(state: &AppState, key: &ApiKeyId) {
 /// Takes a token from an authenticated caller's bucket, or refuses with 429. Runs before the
 /// handler reads the body, so a refused request writes nothing.
 fn admit(state: &AppState, who: &Credential) -> Result<(), ApiError> {
-    match state.limiter.check(who, std::time::Instant::now()) {
+    match state.limiter.check(who) {
         Verdict::Allowed => Ok(()),
         Verdict::Limited { retry_after } => {
             state.metrics.requests_rate_limited.increment(1);

@@ -1,16 +1,23 @@
-//! Per-credential request rate limits (429 `rate_limited`).
+//! Per-credential request rate limits (429 `rate_limited`), with `governor`'s GCRA: one limit
+//! per API key (keyed by the hash it is stored under) and one for the admin token.
 //!
-//! One token bucket per API key and one for the admin token, held in this node's memory: with N
-//! nodes behind a load balancer a key may get up to N times its limit. Buckets are looked at
-//! only after a caller has authenticated, so a flood of bad credentials costs 401s, not memory.
-//! A bucket left alone until it is full again is forgotten: a fresh one would answer the same.
+//! The limits live in this node's memory: with N nodes behind a load balancer a key may get up
+//! to N times its limit (the README says so). A key is looked at only after it authenticated,
+//! so a flood of bad credentials costs 401s, not memory; a key's state that has come back to
+//! "fresh" is forgotten now and then ([`governor::RateLimiter::retain_recent`]), since a fresh
+//! one would answer the same.
 
 use crate::config::RateLimit;
-use std::collections::HashMap;
+use governor::clock::{Clock, MonotonicClock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{NotUntil, Quota};
+use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Whose bucket a request takes from.
+/// Whose limit a request counts against.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Credential {
     Admin,
@@ -22,88 +29,90 @@ pub enum Credential {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Verdict {
     Allowed,
-    /// Over the limit; a token is back after this long.
+    /// Over the limit; the next request is allowed after this long.
     Limited {
         retry_after: Duration,
     },
 }
 
-/// How often idle buckets are looked for.
+/// How often keys back at a fresh state are forgotten.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-pub struct RateLimiter {
-    keys: RateLimit,
-    admin: RateLimit,
-    state: Mutex<Buckets>,
-}
+type Keyed<C> = governor::RateLimiter<
+    Box<str>,
+    HashMapStateStore<Box<str>>,
+    C,
+    NoOpMiddleware<<C as Clock>::Instant>,
+>;
+type Direct<C> =
+    governor::RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
-struct Buckets {
-    by_credential: HashMap<Credential, Bucket>,
-    swept: Instant,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+/// The node's limits. `C` is the clock: the monotonic one in the server, a fake one in tests.
+pub struct RateLimiter<C: Clock = MonotonicClock> {
+    /// `None`: unlimited (no state is kept at all).
+    keys: Option<Keyed<C>>,
+    admin: Option<Direct<C>>,
+    clock: C,
+    swept: Mutex<C::Instant>,
 }
 
 impl RateLimiter {
     pub fn new(keys: RateLimit, admin: RateLimit) -> Self {
+        Self::with_clock(keys, admin, MonotonicClock)
+    }
+}
+
+impl<C: Clock + Clone> RateLimiter<C> {
+    pub fn with_clock(keys: RateLimit, admin: RateLimit, clock: C) -> Self {
         Self {
-            keys,
-            admin,
-            state: Mutex::new(Buckets {
-                by_credential: HashMap::new(),
-                swept: Instant::now(),
-            }),
+            keys: quota(keys).map(|q| governor::RateLimiter::hashmap_with_clock(q, clock.clone())),
+            admin: quota(admin).map(|q| governor::RateLimiter::direct_with_clock(q, clock.clone())),
+            swept: Mutex::new(clock.now()),
+            clock,
         }
     }
 
-    /// Takes one token from `who`'s bucket at `now`, if it has one.
-    pub fn check(&self, who: &Credential, now: Instant) -> Verdict {
-        let limit = match who {
-            Credential::Admin => self.admin,
-            Credential::Key(_) => self.keys,
+    /// Counts one request of `who` now, if its limit allows it.
+    pub fn check(&self, who: &Credential) -> Verdict {
+        let answer = match who {
+            Credential::Admin => match &self.admin {
+                Some(limiter) => limiter.check(),
+                None => return Verdict::Allowed,
+            },
+            Credential::Key(hash) => match &self.keys {
+                Some(limiter) => {
+                    self.sweep(limiter);
+                    limiter.check_key(hash)
+                }
+                None => return Verdict::Allowed,
+            },
         };
-        if limit.is_unlimited() {
-            return Verdict::Allowed;
-        }
-        let rate = f64::from(limit.per_second);
-        let burst = f64::from(limit.burst());
-        let mut state = self.state.lock().expect("rate limiter lock");
-        if now.saturating_duration_since(state.swept) >= SWEEP_EVERY {
-            state.swept = now;
-            let (keys, admin) = (self.keys, self.admin);
-            state.by_credential.retain(|c, b| {
-                let limit = if *c == Credential::Admin { admin } else { keys };
-                !is_full(b, limit, now)
-            });
-        }
-        let bucket = state.by_credential.entry(who.clone()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-        bucket.at = now.max(bucket.at);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Verdict::Allowed
-        } else {
-            Verdict::Limited {
-                retry_after: Duration::from_secs_f64((1.0 - bucket.tokens) / rate),
-            }
+        match answer {
+            Ok(()) => Verdict::Allowed,
+            Err(not_until) => Verdict::Limited {
+                retry_after: self.wait(&not_until),
+            },
         }
     }
 
-    /// Buckets held right now.
+    fn wait(&self, not_until: &NotUntil<C::Instant>) -> Duration {
+        not_until.wait_time_from(self.clock.now())
+    }
+
+    /// Forgets the keys back at a fresh state, at most every [`SWEEP_EVERY`].
+    fn sweep(&self, limiter: &Keyed<C>) {
+        let now = self.clock.now();
+        let mut swept = self.swept.lock().expect("rate limiter sweep lock");
+        if Duration::from(now.duration_since(*swept)) >= SWEEP_EVERY {
+            *swept = now;
+            drop(swept);
+            limiter.retain_recent();
+        }
+    }
+
+    /// API keys with state held right now.
     pub fn len(&self) -> usize {
-        self.state
-            .lock()
-            .expect("rate limiter lock")
-            .by_credential
-            .len()
+        self.keys.as_ref().map_or(0, |k| k.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -111,16 +120,17 @@ impl RateLimiter {
     }
 }
 
-/// Whether the bucket would be full by `now`, so forgetting it changes nothing.
-fn is_full(bucket: &Bucket, limit: RateLimit, now: Instant) -> bool {
-    let refill =
-        now.saturating_duration_since(bucket.at).as_secs_f64() * f64::from(limit.per_second);
-    limit.is_unlimited() || bucket.tokens + refill >= f64::from(limit.burst())
+/// `per_second` on average, up to `burst` at once; `None` when unlimited.
+fn quota(limit: RateLimit) -> Option<Quota> {
+    let per_second = NonZeroU32::new(limit.per_second)?;
+    let burst = NonZeroU32::new(limit.burst()).unwrap_or(per_second);
+    Some(Quota::per_second(per_second).allow_burst(burst))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
 
     fn limit(per_second: u32, burst: u32) -> RateLimit {
         RateLimit {
@@ -133,70 +143,88 @@ mod tests {
         Credential::Key(name.into())
     }
 
-    #[test]
-    fn a_burst_then_one_token_per_interval() {
-        let l = RateLimiter::new(limit(5, 3), RateLimit::UNLIMITED);
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(l.check(&key("a"), t0), Verdict::Allowed);
-        }
-        let Verdict::Limited { retry_after } = l.check(&key("a"), t0) else {
-            panic!("the fourth request at once is over the burst");
-        };
-        assert_eq!(retry_after, Duration::from_millis(200));
-        // Another key, and the admin token, have their own buckets.
-        assert_eq!(l.check(&key("b"), t0), Verdict::Allowed);
-        assert_eq!(l.check(&Credential::Admin, t0), Verdict::Allowed);
-        let t1 = t0 + Duration::from_millis(200);
-        assert_eq!(l.check(&key("a"), t1), Verdict::Allowed);
-        assert!(matches!(l.check(&key("a"), t1), Verdict::Limited { .. }));
-        // A long pause refills only up to the burst.
-        let t2 = t1 + Duration::from_secs(60);
-        for _ in 0..3 {
-            assert_eq!(l.check(&key("a"), t2), Verdict::Allowed);
-        }
-        assert!(matches!(l.check(&key("a"), t2), Verdict::Limited { .. }));
+    fn limiter(
+        keys: RateLimit,
+        admin: RateLimit,
+    ) -> (RateLimiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (RateLimiter::with_clock(keys, admin, clock.clone()), clock)
     }
 
     #[test]
-    fn unlimited_credentials_take_no_bucket() {
-        let l = RateLimiter::new(RateLimit::UNLIMITED, RateLimit::UNLIMITED);
-        let t0 = Instant::now();
+    fn a_burst_then_one_request_per_interval() {
+        let (l, clock) = limiter(limit(5, 3), RateLimit::UNLIMITED);
+        for _ in 0..3 {
+            assert_eq!(l.check(&key("a")), Verdict::Allowed);
+        }
+        let Verdict::Limited { retry_after } = l.check(&key("a")) else {
+            panic!("the fourth request at once is over the burst");
+        };
+        assert_eq!(retry_after, Duration::from_millis(200));
+        // Another key, and the admin token, have their own limits.
+        assert_eq!(l.check(&key("b")), Verdict::Allowed);
+        assert_eq!(l.check(&Credential::Admin), Verdict::Allowed);
+        clock.advance(Duration::from_millis(200));
+        assert_eq!(l.check(&key("a")), Verdict::Allowed);
+        assert!(matches!(l.check(&key("a")), Verdict::Limited { .. }));
+        // A long pause gives back only the burst.
+        clock.advance(Duration::from_secs(60));
+        for _ in 0..3 {
+            assert_eq!(l.check(&key("a")), Verdict::Allowed);
+        }
+        assert!(matches!(l.check(&key("a")), Verdict::Limited { .. }));
+    }
+
+    #[test]
+    fn the_admin_token_has_its_own_limit() {
+        let (l, _clock) = limiter(RateLimit::UNLIMITED, limit(1, 2));
+        assert_eq!(l.check(&Credential::Admin), Verdict::Allowed);
+        assert_eq!(l.check(&Credential::Admin), Verdict::Allowed);
+        assert_eq!(
+            l.check(&Credential::Admin),
+            Verdict::Limited {
+                retry_after: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(l.check(&key("a")), Verdict::Allowed);
+    }
+
+    #[test]
+    fn unlimited_credentials_keep_no_state() {
+        let (l, _clock) = limiter(RateLimit::UNLIMITED, RateLimit::UNLIMITED);
         for _ in 0..10_000 {
-            assert_eq!(l.check(&key("a"), t0), Verdict::Allowed);
-            assert_eq!(l.check(&Credential::Admin, t0), Verdict::Allowed);
+            assert_eq!(l.check(&key("a")), Verdict::Allowed);
+            assert_eq!(l.check(&Credential::Admin), Verdict::Allowed);
         }
         assert!(l.is_empty());
     }
 
     #[test]
-    fn idle_buckets_are_forgotten() {
-        let l = RateLimiter::new(limit(10, 10), limit(1, 1));
-        let t0 = Instant::now();
+    fn keys_back_at_a_fresh_state_are_forgotten() {
+        let (l, clock) = limiter(limit(10, 10), limit(1, 1));
         for i in 0..1000 {
-            l.check(&key(&i.to_string()), t0);
+            l.check(&key(&i.to_string()));
         }
-        l.check(&Credential::Admin, t0);
-        assert_eq!(l.len(), 1001);
-        // Ten seconds on, every bucket has refilled: the sweep drops them all but the one in use.
-        let t1 = t0 + SWEEP_EVERY;
-        assert_eq!(l.check(&key("busy"), t1), Verdict::Allowed);
+        assert_eq!(l.len(), 1000);
+        // Ten seconds on, every key is back at a fresh state: the sweep drops them all but the
+        // one in use.
+        clock.advance(SWEEP_EVERY);
+        assert_eq!(l.check(&key("busy")), Verdict::Allowed);
         assert_eq!(l.len(), 1);
     }
 
     #[test]
-    fn a_bucket_still_refilling_is_kept() {
-        let l = RateLimiter::new(limit(1, 100), RateLimit::UNLIMITED);
-        let t0 = Instant::now();
+    fn a_key_still_recovering_is_kept() {
+        let (l, clock) = limiter(limit(1, 100), RateLimit::UNLIMITED);
         for _ in 0..100 {
-            l.check(&key("a"), t0);
+            l.check(&key("a"));
         }
-        let t1 = t0 + SWEEP_EVERY;
-        l.check(&key("b"), t1);
+        clock.advance(SWEEP_EVERY);
+        l.check(&key("b"));
         assert_eq!(
             l.len(),
             2,
-            "key a has 10 of 100 tokens back; forgetting it would reset it"
+            "key a has 10 of its 100 back; forgetting it would reset it"
         );
     }
 }

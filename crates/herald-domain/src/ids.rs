@@ -1,4 +1,4 @@
-//! Prefixed, time-sortable identifiers (`acc_…`, `wh_…`, `evt_…`, `dlv_…`).
+//! Prefixed, time-sortable identifiers (`acc_…`, `wh_…`, `evt_…`, `dlv_…`, `tsk_…`).
 //!
 //! The suffix is a UUIDv7 in lowercase hex: its leading 48 bits are the creation time in
 //! milliseconds, so ids sort by creation time and serve directly as pagination cursors.
@@ -32,6 +32,15 @@ macro_rules! prefixed_id {
             /// Wraps a value read back from the store, which only holds ids it made.
             pub fn from_trusted(s: String) -> Self {
                 Self(s)
+            }
+
+            /// A bound between ids of this kind by creation time: every id made before `at`
+            /// sorts before it, every id made at or after it sorts after. (The suffix begins
+            /// with the creation time in milliseconds, as 12 hex digits.) Lets the store find
+            /// records made in a span of time through the primary key.
+            pub fn bound_at(at: Timestamp) -> String {
+                let millis = at.millis().clamp(0, 0xffff_ffff_ffff);
+                format!("{}_{millis:012x}", $prefix)
             }
 
             pub fn as_str(&self) -> &str {
@@ -90,16 +99,10 @@ prefixed_id!(
     /// One try of a delivery.
     AttemptId, "att"
 );
-
-impl EventId {
-    /// A bound between event ids by creation time: every id made before `at` sorts before it,
-    /// every id made at or after it sorts after. (The suffix begins with the creation time in
-    /// milliseconds, as 12 hex digits.) Lets the store find old events through the primary key.
-    pub fn bound_at(at: Timestamp) -> String {
-        let millis = at.millis().clamp(0, 0xffff_ffff_ffff);
-        format!("{}_{millis:012x}", Self::PREFIX)
-    }
-}
+prefixed_id!(
+    /// A background task (re-queuing deliveries in bulk), whose progress the API shows.
+    TaskId, "tsk"
+);
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ use crate::dispatch::{Dispatcher, Waker};
 use crate::janitor::Janitor;
 use crate::server;
 use crate::store::{self, DynStore, QueueGauges};
+use crate::tasks::{TaskRunner, TaskWaker};
 use crate::telemetry::{self, Metrics};
 use anyhow::Context;
 use base64::Engine;
@@ -28,6 +29,7 @@ pub struct Herald {
     state: AppState,
     dispatcher: Dispatcher,
     janitor: Janitor,
+    tasks: TaskRunner,
     gauges: Arc<dyn QueueGauges>,
     listeners: Arc<ListenerHub>,
     store: DynStore,
@@ -80,6 +82,14 @@ impl Herald {
             listeners.clone(),
         )?;
         let janitor = Janitor::new(store.clone(), &settings, metrics.clone());
+        let task_waker = TaskWaker::default();
+        let tasks = TaskRunner::new(
+            store.clone(),
+            settings.tasks.clone(),
+            settings.node_id(),
+            task_waker.clone(),
+            waker.clone(),
+        );
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -97,6 +107,7 @@ impl Herald {
             default_retry: Arc::new(default_retry),
             admin_token: Arc::from(admin_token.0.as_str()),
             waker,
+            tasks: task_waker,
             metrics,
             limiter,
             known_accounts: Arc::default(),
@@ -107,6 +118,7 @@ impl Herald {
             state,
             dispatcher,
             janitor,
+            tasks,
             gauges,
             listeners,
             store,
@@ -119,7 +131,7 @@ impl Herald {
             .expect("a bound listener has an address")
     }
 
-    /// Serves the API and runs the dispatcher and the janitor until `shutdown` fires, then stops
+    /// Serves the API and runs the dispatcher, the janitor and the task runner until `shutdown` fires, then stops
     /// them gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         info!(addr = %self.local_addr(), "herald listening");
@@ -136,6 +148,7 @@ impl Herald {
             shutdown.clone(),
         ));
         let janitor = tokio::spawn(self.janitor.run(shutdown.clone()));
+        let tasks = tokio::spawn(self.tasks.run(shutdown.clone()));
         let renewals = tokio::spawn(self.listeners.clone().renew(
             self.store.clone(),
             self.state.settings.listeners.lease.0,
@@ -157,6 +170,7 @@ impl Herald {
         self.listeners.close().await;
         renewals.await.context("listener renewal task")?;
         janitor.await.context("janitor task")?;
+        tasks.await.context("task runner")?;
         // Every task holding the store has ended when this returns, so the store (and on
         // SQLite its lock file) is released with the last of them.
         gauges.await.context("queue gauge task")?;

@@ -2,8 +2,8 @@
 //!
 //! The parts (docs/architecture.md §3): [`config`] (typed settings), [`domain`] (pure rules),
 //! [`store`] (durable state), [`dispatch`] (claim → sign → send → record), [`api`] (the HTTP
-//! interface) behind [`server`] (connections within limits), [`janitor`] (retention), tied
-//! together by [`app`]; [`telemetry`] counts what they do; [`schemas`] checks event data against
+//! interface) behind [`server`] (connections within limits), [`janitor`] (retention), [`tasks`]
+//! (background tasks: bulk re-queues), tied together by [`app`]; [`telemetry`] counts what they do; [`schemas`] checks event data against
 //! the catalog's JSON Schemas. [`listen`] is the `herald listen` command and its stream's
 //! protocol; [`cli`] holds the other user tools, `herald trigger` and `herald verify`.
 #![forbid(unsafe_code)]
@@ -18,6 +18,7 @@ pub mod listen;
 pub mod schemas;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 
 /// The domain is a crate of its own (`herald-domain`), so the fuzz targets build without the

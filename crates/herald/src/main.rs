@@ -30,6 +30,8 @@ enum Command {
     Trigger(herald::cli::trigger::TriggerArgs),
     /// Verify a captured delivery's signature offline (body on standard input) and say why not.
     Verify(herald::cli::verify::VerifyArgs),
+    /// Re-queue a webhook's failed deliveries of a span of time, and follow the task to its end.
+    Recover(herald::cli::recover::RecoverArgs),
 }
 
 /// mimalloc instead of glibc's malloc: Herald makes and frees many short-lived buffers (requests,
@@ -72,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Trigger(args) => herald::cli::finish(herald::cli::trigger::run(args).await),
         Command::Verify(args) => herald::cli::finish(herald::cli::verify::run(args)),
+        Command::Recover(args) => herald::cli::finish(herald::cli::recover::run(args).await),
     }
 }
 

@@ -12,9 +12,11 @@ mod me;
 mod meta;
 pub mod openapi;
 pub mod rate_limit;
+mod recover;
 mod reference;
 mod replay;
 mod stats;
+mod tasks;
 pub mod test_send;
 mod webhook_secrets;
 mod webhooks;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub default_retry: Arc<RetryPolicy>,
     pub admin_token: Arc<str>,
     pub waker: Waker,
+    /// Wakes this node's task runner for a task made here.
+    pub tasks: crate::tasks::TaskWaker,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<rate_limit::RateLimiter>,
     /// The `herald listen` streams this node holds.
@@ -103,6 +107,8 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(keys::routes())
         .merge(stats::routes())
         .merge(replay::routes())
+        .merge(recover::routes())
+        .merge(tasks::routes())
         .merge(listen::routes())
 }
 

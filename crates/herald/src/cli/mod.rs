@@ -1,8 +1,12 @@
 //! User tools besides `serve` and `listen`: `herald trigger` (a test send of any catalog event
-//! to the account's webhooks) and `herald verify` (why a captured delivery's signature does or
-//! does not verify). `main.rs` only parses their flags and calls `run`.
+//! to the account's webhooks), `herald verify` (why a captured delivery's signature does or
+//! does not verify) and `herald recover` (re-queue a webhook's failed deliveries, with a
+//! progress bar). `main.rs` only parses their flags and calls `run`; `client` is the API client
+//! they share.
 
+mod client;
 mod diagnose;
+pub mod recover;
 pub mod trigger;
 pub mod verify;
 

@@ -7,14 +7,12 @@
 //! the account did not pick hears of it. Which webhooks subscribe is decided with the same
 //! filters the server routes with (`EventFilter`); a job's own webhook is never a target.
 
+use super::client::{Api, Page};
 use crate::api::test_send::{TestSendAnswer, TestSendRequest};
 use crate::domain::EventFilter;
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
 use serde_json::value::RawValue;
-use std::time::Duration;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct TriggerArgs {
@@ -50,12 +48,6 @@ struct Webhook {
     kind: String,
 }
 
-#[derive(Deserialize)]
-struct Page<T> {
-    data: Vec<T>,
-    next_cursor: Option<String>,
-}
-
 /// Sends the test events and prints `webhook id  url  delivery id`, one line per webhook.
 pub async fn run(args: TriggerArgs) -> anyhow::Result<()> {
     crate::install_tls_provider();
@@ -64,16 +56,10 @@ pub async fn run(args: TriggerArgs) -> anyhow::Result<()> {
         .map(RawValue::from_string)
         .transpose()
         .context("--data is not JSON")?;
-    let api = Api {
-        base: args.api.as_str().trim_end_matches('/').to_owned(),
-        key: args.key,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?,
-    };
+    let api = Api::new(&args.api, args.key)?;
     let targets = match &args.webhook {
         Some(id) => vec![api.get::<Webhook>(&format!("/v1/webhooks/{id}")).await?],
-        None => api.subscribed(&args.event_type).await?,
+        None => subscribed(&api, &args.event_type).await?,
     };
     if targets.is_empty() {
         bail!(
@@ -101,75 +87,27 @@ pub async fn run(args: TriggerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Api {
-    base: String,
-    key: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    /// The account's active webhooks whose filters match `event_type`, jobs' own excepted.
-    async fn subscribed(&self, event_type: &str) -> anyhow::Result<Vec<Webhook>> {
-        let mut found = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut path = "/v1/webhooks?limit=200".to_owned();
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={c}"));
-            }
-            let page: Page<Webhook> = self.get(&path).await?;
-            found.extend(page.data.into_iter().filter(|w| {
-                w.status == "active"
-                    && w.kind != "job"
-                    && w.events
-                        .iter()
-                        .filter_map(|p| EventFilter::parse(p).ok())
-                        .any(|f| f.matches(event_type))
-            }));
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(found),
-            }
+/// The account's active webhooks whose filters match `event_type`, jobs' own excepted.
+async fn subscribed(api: &Api, event_type: &str) -> anyhow::Result<Vec<Webhook>> {
+    let mut found = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/v1/webhooks?limit=200".to_owned();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
         }
-    }
-
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.send(self.client.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &impl serde::Serialize,
-    ) -> anyhow::Result<T> {
-        self.send(self.client.post(format!("{}{path}", self.base)).json(body))
-            .await
-    }
-
-    /// Sends with the key; an answer other than 2xx is an error carrying the API's message.
-    async fn send<T: DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> anyhow::Result<T> {
-        let response = request
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach Herald at {}", self.base))?;
-        let status = response.status();
-        let text = response.text().await.context("reading Herald's answer")?;
-        if !status.is_success() {
-            let error: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let error = &error["error"];
-            let message = error["message"].as_str().unwrap_or(text.as_str());
-            let field = error["field"]
-                .as_str()
-                .map(|f| format!(", field {f}"))
-                .unwrap_or_default();
-            bail!("the API refused ({status}{field}): {message}");
+        let page: Page<Webhook> = api.get(&path).await?;
+        found.extend(page.data.into_iter().filter(|w| {
+            w.status == "active"
+                && w.kind != "job"
+                && w.events
+                    .iter()
+                    .filter_map(|p| EventFilter::parse(p).ok())
+                    .any(|f| f.matches(event_type))
+        }));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(found),
         }
-        serde_json::from_str(&text)
-            .with_context(|| format!("unexpected answer from Herald: {text}"))
     }
 }

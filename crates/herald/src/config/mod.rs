@@ -54,6 +54,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub retention: RetentionSettings,
     pub listeners: ListenerSettings,
+    pub tasks: TaskSettings,
 }
 
 mod sections;
@@ -85,6 +86,7 @@ impl Default for Settings {
             api: ApiSettings::default(),
             retention: RetentionSettings::default(),
             listeners: ListenerSettings::default(),
+            tasks: TaskSettings::default(),
         }
     }
 }
@@ -181,6 +183,16 @@ impl Settings {
         }
         if d.poll_interval.0.is_zero() {
             bail!("delivery.poll_interval must be above zero");
+        }
+        let t = &self.tasks;
+        if !(1..=100_000).contains(&t.batch) {
+            bail!("tasks.batch must be between 1 and 100000");
+        }
+        if t.pace.0.is_zero() || t.poll_interval.0.is_zero() {
+            bail!("tasks.pace and tasks.poll_interval must be above zero");
+        }
+        if t.lease.0 < Duration::from_secs(1) {
+            bail!("tasks.lease must be at least 1s");
         }
         if !(2..=1000).contains(&self.database_pool_size) {
             bail!("database_pool_size must be between 2 and 1000");

@@ -1,5 +1,5 @@
 //! The sections of the settings (`[api]`, `[delivery]`, `[retention]`, `[listeners]`,
-//! `[registration.*]`) with their defaults; [`super::Settings`] holds one of each and checks them.
+//! `[tasks]`, `[registration.*]`) with their defaults; [`super::Settings`] holds one of each and checks them.
 
 use crate::domain::duration::HumanDuration;
 use crate::domain::{PayloadFormat, RetryPolicyDoc, SigningMode};
@@ -25,6 +25,34 @@ impl Default for ListenerSettings {
         Self {
             lease: HumanDuration(Duration::from_secs(60)),
             max_per_account: 10,
+        }
+    }
+}
+
+/// Background tasks (recovering a webhook, bulk retries): how the runner on each node works them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskSettings {
+    /// Deliveries re-queued per transaction; also how much due backlog a task's scope may have
+    /// before the task waits for the dispatcher to take it.
+    pub batch: usize,
+    /// How long a task waits before it looks at its scope's backlog again.
+    pub pace: HumanDuration,
+    /// How often an idle runner looks for tasks made on other nodes (one made on this node
+    /// wakes it at once).
+    pub poll_interval: HumanDuration,
+    /// How long a runner holds a task without renewing it; a task whose runner died is taken up
+    /// again once this lapses.
+    pub lease: HumanDuration,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            pace: HumanDuration(Duration::from_secs(1)),
+            poll_interval: HumanDuration(Duration::from_secs(5)),
+            lease: HumanDuration(Duration::from_secs(60)),
         }
     }
 }

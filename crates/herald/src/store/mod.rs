@@ -6,10 +6,11 @@
 //! another; no transaction is ever held across an HTTP call.
 //!
 //! The backends have the same files, one per concern (`accounts`, `webhooks`, `listeners`,
-//! `jobs`, `publish`, `events`, `deliveries`, `queue`, `claim`, `record`, `retention`, `gauges`), so a
-//! diff of the two shows their dialects; what they share is here: the column lists and row
-//! mapping ([`rows`]), the per-webhook caps ([`caps`]), the hand-over to the dispatcher
-//! ([`handoff`]), failure records ([`health`]) and the group-commit channel ([`group_commit`]).
+//! `jobs`, `publish`, `events`, `deliveries`, `queue`, `claim`, `record`, `retention`, `gauges`,
+//! `tasks`), so a diff of the two shows their dialects; what they share is here: the column
+//! lists and row mapping ([`rows`]), the per-webhook caps ([`caps`]), the hand-over to the dispatcher
+//! ([`handoff`]), failure records ([`health`]), the group-commit channel ([`group_commit`]) and
+//! background tasks' columns and delivery filters ([`tasks`]).
 
 mod caps;
 mod error;
@@ -22,6 +23,7 @@ mod rows;
 pub mod seal;
 pub mod sqlite;
 pub mod stats;
+mod tasks;
 mod traits;
 mod types;
 
@@ -35,9 +37,10 @@ pub(crate) use handoff::{Handoff, IntakeSlot};
 pub(crate) use health::failure_record_changes;
 pub use open::open;
 pub(crate) use open::{APPLIED_MIGRATION, migrations_done};
+pub use tasks::{BatchOutcome, NewTask, RequeueBatch, TaskLease};
 pub use traits::{
     Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Listeners, Publisher, Queue, QueueGauges,
-    Readiness, Retention, Store, Webhooks,
+    Readiness, Retention, Store, TaskQueue, Tasks, Webhooks,
 };
 pub use types::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,

@@ -42,6 +42,8 @@ macro_rules! columns {
     };
 }
 
+pub(crate) use columns;
+
 pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {detail}"))
 }

@@ -1,6 +1,7 @@
 //! The store's interface, one trait per caller: the API's resources ([`Accounts`], [`Webhooks`],
 //! [`Jobs`], [`Events`], [`Deliveries`]), [`Publisher`] and the `herald listen` streams'
-//! [`Listeners`], the dispatcher's [`Queue`], the janitor's [`Retention`], and the metrics'
+//! [`Listeners`], the background tasks' [`Tasks`] (the API's side) and [`TaskQueue`] (the
+//! runner's), the dispatcher's [`Queue`], the janitor's [`Retention`], and the metrics'
 //! [`QueueGauges`]. Both backends implement all of
 //! them; [`Store`] is the whole, which [`super::open`] returns and the app hands out in parts.
 //!
@@ -14,9 +15,10 @@ use super::{
     PrunedEvents, Published, QueueDepth, Release, ReplayMissing, ReplayPage, RetryRequest,
     StoreResult,
 };
+use super::{BatchOutcome, NewTask, RequeueBatch, TaskLease};
 use crate::domain::{
     Account, AccountId, ApiKeyId, Attempt, Delivery, DeliveryId, Event, EventId, Job, JobPatch,
-    SigningSecret, Timestamp, Webhook, WebhookId, WebhookStatus,
+    RequeueFilter, SigningSecret, Task, TaskId, Timestamp, Webhook, WebhookId, WebhookStatus,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -204,6 +206,60 @@ pub trait Deliveries: Send + Sync + 'static {
     async fn replay_missing(&self, request: &ReplayMissing) -> StoreResult<ReplayPage>;
 }
 
+/// Background tasks, as the API starts and shows them (the runner's side is [`TaskQueue`]).
+#[async_trait]
+pub trait Tasks: Send + Sync + 'static {
+    /// How many deliveries `filter` takes now: a dry run's answer, a new task's `counted`.
+    async fn count_requeueable(&self, filter: &RequeueFilter) -> StoreResult<u64>;
+    /// Stores a new task, queued.
+    async fn create_task(&self, task: &NewTask) -> StoreResult<Task>;
+    async fn get_task(&self, account: Option<&AccountId>, id: &TaskId)
+    -> StoreResult<Option<Task>>;
+    /// Newest first.
+    async fn list_tasks(
+        &self,
+        account: Option<&AccountId>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Task>>;
+}
+
+/// Background tasks, as the runner on each node works them ([`crate::tasks`]): one runner holds
+/// a task at a time, under a lease it renews; a task whose lease lapsed is taken up again where
+/// its last batch left it.
+#[async_trait]
+pub trait TaskQueue: Send + Sync + 'static {
+    /// Leases the oldest runnable task (queued, or running under a lapsed lease), if any.
+    async fn lease_task(&self, lease: &TaskLease) -> StoreResult<Option<Task>>;
+    /// One batch, in one transaction: if the lease is still `batch.token`, re-queues the next
+    /// deliveries the filter takes after the task's cursor (pending and due now, same ids), and
+    /// moves the cursor and `done` past them; a short batch finishes the task.
+    async fn requeue_batch(&self, batch: &RequeueBatch) -> StoreResult<BatchOutcome>;
+    /// Counts, up to `limit`, the deliveries in the filter's scope waiting for a claim now.
+    async fn due_backlog(
+        &self,
+        filter: &RequeueFilter,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreResult<u64>;
+    /// Extends the lease `token` to `until`; false when the task is no longer under it.
+    async fn renew_task(
+        &self,
+        id: &TaskId,
+        token: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Stops the task under the lease `token` for good, with `error`; false when it is no
+    /// longer under it.
+    async fn fail_task(
+        &self,
+        id: &TaskId,
+        token: &str,
+        error: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+}
+
 /// The delivery queue, as the dispatcher works it: claim with a lease, record the outcome,
 /// give back what it will not attempt.
 #[async_trait]
@@ -283,9 +339,9 @@ pub trait QueueGauges: Send + Sync + 'static {
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth>;
 }
 
-/// What the API uses: its resources, publishing, readiness, and the listener streams.
+/// What the API uses: its resources, publishing, readiness, the listener streams and tasks.
 pub trait ApiStore:
-    Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + Readiness + Listeners
+    Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + Readiness + Listeners + Tasks
 {
 }
 
@@ -298,6 +354,7 @@ impl<T> ApiStore for T where
         + Deliveries
         + Readiness
         + Listeners
+        + Tasks
         + ?Sized
 {
 }
@@ -313,6 +370,6 @@ pub trait Readiness: Send + Sync + 'static {
 
 /// The whole store, as [`super::open`] returns it: each part goes to the caller that uses it
 /// (an `Arc<dyn Store>` coerces to an `Arc` of any of its traits).
-pub trait Store: ApiStore + Queue + Retention + QueueGauges {}
+pub trait Store: ApiStore + Queue + Retention + QueueGauges + TaskQueue {}
 
-impl<T> Store for T where T: ApiStore + Queue + Retention + QueueGauges + ?Sized {}
+impl<T> Store for T where T: ApiStore + Queue + Retention + QueueGauges + TaskQueue + ?Sized {}

@@ -511,9 +511,20 @@ struct InFlightLog {
     overlapping: Vec<String>,
 }
 
+/// Whether answers are held back (see [`TestReceiver::hold`]).
+struct Gate(tokio::sync::watch::Sender<bool>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self(tokio::sync::watch::channel(false).0)
+    }
+}
+
 #[derive(Clone, Default)]
 struct ReceiverState {
     received: Arc<Mutex<Vec<Received>>>,
+    /// While closed, requests are recorded at once and answered only once it opens.
+    held: Arc<Gate>,
     script: Arc<Mutex<Script>>,
     /// Requests being answered right now, per `webhook-id`, and every id seen twice at once.
     in_flight: Arc<Mutex<InFlightLog>>,
@@ -569,6 +580,17 @@ impl TestReceiver {
     /// Answers every delivery's first attempt with `reply`, and later ones as scripted.
     pub fn answer_first_attempts(&self, reply: Reply) {
         self.state.script.lock().unwrap().first_attempts = Some(reply);
+    }
+
+    /// Holds every answer from now on (requests are still recorded as they arrive) until
+    /// [`Self::release`].
+    pub fn hold(&self) {
+        self.state.held.0.send_replace(true);
+    }
+
+    /// Answers the held requests, and later ones at once.
+    pub fn release(&self) {
+        self.state.held.0.send_replace(false);
     }
 
     /// Delivery ids that had two requests in flight at the same moment.
@@ -672,6 +694,7 @@ async fn answer(
                 .unwrap_or(Reply::status(200)),
         }
     };
+    let _ = state.held.0.subscribe().wait_for(|held| !*held).await;
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }

@@ -30,6 +30,7 @@ mod private_keys;
 mod rate_limit;
 mod readiness;
 mod readme;
+mod recover;
 mod replay_missing;
 mod retention;
 mod secrets_at_rest;

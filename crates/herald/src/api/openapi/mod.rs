@@ -53,6 +53,8 @@ newest first.\n\n\
         (name = "jobs", description = "The provider's asynchronous work; each status change \
 publishes an event"),
         (name = "deliveries", description = "The delivery log, with every attempt; manual retries"),
+        (name = "tasks", description = "Background tasks (a webhook's recovery, bulk retries) \
+and their progress"),
         (name = "me", description = "The account's own callback URL and signing secret"),
         (name = "keys", description = "API keys: an account's own (`/v1/me/keys`), any account's \
 (admin token)"),

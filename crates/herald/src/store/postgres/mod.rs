@@ -23,6 +23,7 @@ mod record;
 mod replay;
 mod retention;
 mod stats;
+mod tasks;
 mod webhooks;
 
 use super::group_commit::PublishRequest;

@@ -9,7 +9,7 @@
 //! belonged to a process that died.
 //!
 //! Opening the store migrates the database, checks its stored secrets and releases those leases
-//! on a connection of its own, closed before the writer thread starts.
+//! (and background tasks') on a connection of its own, closed before the writer thread starts.
 
 /// The schema's migrations, carried in the binary.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -29,6 +29,7 @@ mod record;
 mod replay;
 mod retention;
 mod stats;
+mod tasks;
 mod webhooks;
 mod writer;
 
@@ -103,6 +104,10 @@ impl SqliteStore {
         )
         .execute(&mut setup)
         .await?;
+        // Likewise a task's: the next start's runner takes it up where its last batch left it.
+        sqlx::query("UPDATE tasks SET lease_until = 0 WHERE state = 'running'")
+            .execute(&mut setup)
+            .await?;
         setup.close().await?;
         // No ping before each acquire: it would be one more round trip to sqlx's worker thread
         // per query, and an embedded database has no connection to lose. A row buffer as large

@@ -246,3 +246,4 @@ mod listeners;
 mod publish;
 mod queue;
 mod resources;
+mod tasks;

@@ -9,7 +9,8 @@
 //! `jobs`, `publish`, `events`, `deliveries`, `queue`, `claim`, `record`, `retention`, `gauges`), so a
 //! diff of the two shows their dialects; what they share is here: the column lists and row
 //! mapping ([`rows`]), the per-webhook caps ([`caps`]), the hand-over to the dispatcher
-//! ([`handoff`]), failure records ([`health`]) and the group-commit channel ([`group_commit`]).
+//! ([`handoff`]), failure records ([`health`]), operator events ([`operator`]) and the
+//! group-commit channel ([`group_commit`]).
 
 mod caps;
 mod error;
@@ -17,6 +18,7 @@ mod group_commit;
 mod handoff;
 mod health;
 mod open;
+pub mod operator;
 pub mod postgres;
 mod rows;
 pub mod seal;
@@ -36,8 +38,8 @@ pub(crate) use health::failure_record_changes;
 pub use open::open;
 pub(crate) use open::{APPLIED_MIGRATION, migrations_done};
 pub use traits::{
-    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Listeners, Publisher, Queue, QueueGauges,
-    Readiness, Retention, Store, Webhooks,
+    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Listeners, OperatorWebhook, Publisher,
+    Queue, QueueGauges, Readiness, Retention, Store, Webhooks,
 };
 pub use types::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,

@@ -114,10 +114,12 @@ async fn record_health(
     if health.operator.is_some() && !succeeded.is_empty() {
         let recovered = notices(
             &mut *conn,
-            "UPDATE webhooks SET reported_failing_since = NULL
-             WHERE id = ANY($1) AND reported_failing_since IS NOT NULL AND status = 'active'
-               AND deleted_at IS NULL AND kind <> 'operator'
-             RETURNING id, account_id, url, reported_failing_since",
+            // The spell as it was: RETURNING shows the row after the update.
+            "UPDATE webhooks w SET reported_failing_since = NULL
+             FROM (SELECT id, reported_failing_since AS spell FROM webhooks WHERE id = ANY($1)) AS was
+             WHERE w.id = was.id AND w.reported_failing_since IS NOT NULL AND w.status = 'active'
+               AND w.deleted_at IS NULL AND w.kind <> 'operator'
+             RETURNING w.id, w.account_id, w.url, was.spell",
             &succeeded,
             None,
         )

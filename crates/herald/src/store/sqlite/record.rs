@@ -82,14 +82,24 @@ fn recovered(conn: &rusqlite::Connection, records: &[AttemptRecord]) -> StoreRes
         return Ok(Vec::new());
     }
     let ids = serde_json::to_string(&cleared).expect("strings serialize");
-    select_notices(
+    // Read, then cleared (RETURNING would show the cleared value); nothing writes between the
+    // two on the one writer.
+    let found = select_notices(
         conn,
-        "UPDATE webhooks SET reported_failing_since = NULL
+        "SELECT id, account_id, url, reported_failing_since FROM webhooks
          WHERE id IN (SELECT value FROM json_each(?)) AND reported_failing_since IS NOT NULL
-           AND status = 'active' AND deleted_at IS NULL AND kind <> 'operator'
-         RETURNING id, account_id, url, reported_failing_since",
+           AND status = 'active' AND deleted_at IS NULL AND kind <> 'operator'",
         [ids],
-    )
+    )?;
+    let ids: Vec<&str> = found.iter().map(|w| w.id.as_str()).collect();
+    if !ids.is_empty() {
+        conn.prepare_cached(
+            "UPDATE webhooks SET reported_failing_since = NULL
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )?
+        .execute([serde_json::to_string(&ids).expect("strings serialize")])?;
+    }
+    Ok(found)
 }
 
 /// The notices a statement returns (id, account, url, failing since).

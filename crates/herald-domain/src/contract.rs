@@ -139,6 +139,10 @@ pub enum WebhookKind {
     /// An ephemeral webhook living as long as a `herald listen --forward-to` stream (and its
     /// lease): its deliveries go down that stream, never over HTTP from the server.
     Listener,
+    /// The operator's own webhook (`[operator]` in the configuration), in Herald's hidden
+    /// operator account: it receives the operator events, is never disabled for failing, and
+    /// its failures produce no operator events.
+    Operator,
 }
 
 impl WebhookKind {
@@ -148,6 +152,7 @@ impl WebhookKind {
             Self::Callback => "callback",
             Self::Job => "job",
             Self::Listener => "listener",
+            Self::Operator => "operator",
         }
     }
 
@@ -157,6 +162,7 @@ impl WebhookKind {
             Self::Callback,
             Self::Job,
             Self::Listener,
+            Self::Operator,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

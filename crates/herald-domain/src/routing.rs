@@ -28,7 +28,8 @@ impl Route<'_> {
     /// Whether the webhook `id` of the event's account, of `kind`, made for job `job_id` (a job's
     /// own webhook) and subscribed to `filters`, gets the event: a test event goes to its one
     /// webhook; a job's own webhook gets that job's terminal event and nothing else; a
-    /// subscription, the callback URL or a `herald listen` stream gets what its filters match.
+    /// subscription, the callback URL, a `herald listen` stream or the operator's webhook gets what
+    /// its filters match.
     pub fn reaches(
         &self,
         id: &str,
@@ -43,9 +44,10 @@ impl Route<'_> {
             WebhookKind::Job => self
                 .job
                 .is_some_and(|j| j.terminal && job_id == Some(j.id.as_str())),
-            WebhookKind::Subscription | WebhookKind::Callback | WebhookKind::Listener => {
-                any_matches(filters, self.event_type)
-            }
+            WebhookKind::Subscription
+            | WebhookKind::Callback
+            | WebhookKind::Listener
+            | WebhookKind::Operator => any_matches(filters, self.event_type),
         }
     }
 }
@@ -76,6 +78,7 @@ mod tests {
             WebhookKind::Subscription,
             WebhookKind::Callback,
             WebhookKind::Listener,
+            WebhookKind::Operator,
         ] {
             assert!(plain("order.created").reaches("wh_a", kind, None, &orders));
             assert!(plain("invoice.paid").reaches("wh_a", kind, None, &orders));

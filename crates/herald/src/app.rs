@@ -8,6 +8,7 @@ use crate::dispatch::listeners::ListenerHub;
 use crate::dispatch::{Dispatcher, Waker};
 use crate::janitor::Janitor;
 use crate::server;
+use crate::store::operator::OperatorPolicy;
 use crate::store::{self, DynStore, QueueGauges};
 use crate::tasks::{TaskRunner, TaskWaker};
 use crate::telemetry::{self, Metrics};
@@ -64,6 +65,18 @@ impl Herald {
         )
         .await
         .context("opening the store")?;
+        let operator = settings.operator_webhook()?;
+        store
+            .set_operator_webhook(operator.as_ref(), crate::domain::Timestamp::now())
+            .await
+            .context("setting up the operator's webhook ([operator])")?;
+        let operator = operator.map(|_| {
+            // Not the URL: it may carry a token of the operator's.
+            info!("operator events are on ([operator])");
+            OperatorPolicy {
+                failing_after: settings.operator.failing_after.0,
+            }
+        });
         let catalog = settings.catalog().map_err(anyhow::Error::msg)?;
         let schemas =
             crate::schemas::EventSchemas::compile(catalog.types()).map_err(anyhow::Error::msg)?;
@@ -80,7 +93,8 @@ impl Herald {
             waker.clone(),
             metrics.clone(),
             listeners.clone(),
-        )?;
+        )?
+        .with_operator(operator);
         let janitor = Janitor::new(store.clone(), &settings, metrics.clone());
         let task_waker = TaskWaker::default();
         let tasks = TaskRunner::new(

@@ -3,10 +3,10 @@
 //! Everything is parsed and checked here, at boot, so a bad value stops the start with a message
 //! that names its key.
 
-use crate::domain::RetryPolicy;
 use crate::domain::address::AddressPolicy;
-use crate::domain::duration::HumanDuration;
+use crate::domain::duration::{HumanDuration, format_duration};
 use crate::domain::event_type::{Catalog, EventTypeInfo, default_event_types};
+use crate::domain::{RetryPolicy, SigningSecret, Timestamp, Webhook, WebhookUrl};
 use crate::store::seal::{KEY_VARIABLE, SecretsKey};
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -55,6 +55,7 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub listeners: ListenerSettings,
     pub tasks: TaskSettings,
+    pub operator: OperatorSettings,
 }
 
 mod sections;
@@ -87,6 +88,7 @@ impl Default for Settings {
             retention: RetentionSettings::default(),
             listeners: ListenerSettings::default(),
             tasks: TaskSettings::default(),
+            operator: OperatorSettings::default(),
         }
     }
 }
@@ -161,6 +163,16 @@ impl Settings {
             && !key.is_empty()
         {
             settings.secrets_key = Some(SecretsKey::parse(&key).map_err(anyhow::Error::msg)?);
+        }
+        if let Ok(url) = std::env::var("HERALD_OPERATOR_URL")
+            && !url.is_empty()
+        {
+            settings.operator.url = Some(url);
+        }
+        if let Ok(secret) = std::env::var("HERALD_OPERATOR_SECRET")
+            && !secret.is_empty()
+        {
+            settings.operator.secret = Some(OperatorSecret(secret));
         }
         settings.check()?;
         Ok(settings)
@@ -262,7 +274,56 @@ impl Settings {
         if self.listeners.lease.0 < Duration::from_secs(1) {
             bail!("listeners.lease must be at least 1s");
         }
+        self.operator_webhook()?;
         Ok(())
+    }
+
+    /// The operator's webhook as the `[operator]` section describes it (`None` when it is
+    /// unset), made at `now`: in the hidden operator account, subscribed to every operator
+    /// event, signed per Standard Webhooks, on the default retry policy (`delivery.retry`).
+    /// Every message names its key.
+    pub fn operator_webhook(&self) -> anyhow::Result<Option<Webhook>> {
+        let o = &self.operator;
+        let (url, secret) = match (&o.url, &o.secret) {
+            (None, None) => return Ok(None),
+            (Some(url), Some(secret)) => (url, secret),
+            (Some(_), None) => {
+                bail!("operator.secret (HERALD_OPERATOR_SECRET) must be set with operator.url")
+            }
+            (None, Some(_)) => {
+                bail!("operator.url (HERALD_OPERATOR_URL) must be set with operator.secret")
+            }
+        };
+        // Trusted configuration: http and private addresses are fine (the egress policy is
+        // for customers' URLs), the other rules of a webhook URL hold.
+        let url = WebhookUrl::parse(url, true).map_err(|e| anyhow::anyhow!("operator.url: {e}"))?;
+        let secret = SigningSecret::parse(&secret.0)
+            .ok()
+            .filter(|s| !s.is_ed25519())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "operator.secret must be a Standard Webhooks secret: \"whsec_\" and the base64 of 24 to 64 random bytes"
+                )
+            })?;
+        if o.failing_after.0.is_zero() {
+            bail!("operator.failing_after must be above zero");
+        }
+        if o.failing_after.0 >= self.delivery.disable_after.0 {
+            bail!(
+                "operator.failing_after ({}) must be below delivery.disable_after ({}), or webhooks are disabled before they are reported failing",
+                format_duration(o.failing_after.0),
+                format_duration(self.delivery.disable_after.0)
+            );
+        }
+        let retry = self
+            .default_retry()
+            .map_err(|e| anyhow::anyhow!("delivery.retry: {e}"))?;
+        Ok(Some(crate::store::operator::webhook(
+            url,
+            secret,
+            retry,
+            Timestamp::now(),
+        )))
     }
 
     /// The retry policy of webhooks that set none.

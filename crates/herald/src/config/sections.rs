@@ -1,5 +1,5 @@
 //! The sections of the settings (`[api]`, `[delivery]`, `[retention]`, `[listeners]`,
-//! `[tasks]`, `[registration.*]`) with their defaults; [`super::Settings`] holds one of each and checks them.
+//! `[tasks]`, `[operator]`, `[registration.*]`) with their defaults; [`super::Settings`] holds one of each and checks them.
 
 use crate::domain::duration::HumanDuration;
 use crate::domain::{PayloadFormat, RetryPolicyDoc, SigningMode};
@@ -274,4 +274,45 @@ pub struct RegistrationSettings {
     pub callback: ModelDefaults,
     /// A job's `webhook_url`.
     pub job: ModelDefaults,
+}
+
+/// The operator's own events (`delivery.exhausted`, `webhook.failing`, `webhook.disabled`,
+/// `webhook.recovered`), sent to `url` signed with `secret` by Herald's own dispatcher
+/// (`store/operator.rs`). Unset `url` (the default): none are made, and a node that starts so
+/// removes the operator's webhook.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OperatorSettings {
+    /// Where the operator events go (also `HERALD_OPERATOR_URL`). Trusted configuration: `http`
+    /// is allowed and the egress policy does not apply to it (it is the operator's own
+    /// endpoint, often on an internal network).
+    pub url: Option<String>,
+    /// The Standard Webhooks secret (`whsec_…`) the events are signed with (also
+    /// `HERALD_OPERATOR_SECRET`).
+    pub secret: Option<OperatorSecret>,
+    /// How long a webhook must have been failing (every attempt failed) before
+    /// `webhook.failing` is sent; below `delivery.disable_after`, so it comes before the
+    /// webhook is disabled.
+    pub failing_after: HumanDuration,
+}
+
+impl Default for OperatorSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: None,
+            failing_after: HumanDuration(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// The operator's signing secret as configured. `Debug` never shows it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct OperatorSecret(pub String);
+
+impl std::fmt::Debug for OperatorSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorSecret(…)")
+    }
 }

@@ -116,3 +116,43 @@ fn rate_limits_and_retention_parse_with_their_defaults_and_are_checked() {
         .to_string();
     assert!(err.contains("event"), "{err}");
 }
+
+#[test]
+fn the_operator_section_is_checked_naming_its_keys_and_its_secret_never_shows() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let parse = |extra: &str| {
+        toml::from_str::<Settings>(&format!(
+            "[operator]\nurl = \"http://alerts.internal:9000/herald\"\nsecret = \"{secret}\"\n{extra}"
+        ))
+        .unwrap()
+    };
+    let s = parse("failing_after = \"30m\"");
+    let webhook = s.operator_webhook().unwrap().expect("an operator webhook");
+    assert_eq!(webhook.url.as_str(), "http://alerts.internal:9000/herald");
+    assert_eq!(webhook.kind, crate::domain::WebhookKind::Operator);
+    assert!(
+        !format!("{s:?}").contains("MfKQ9r8"),
+        "Debug hides the secret"
+    );
+    assert!(Settings::default().operator_webhook().unwrap().is_none());
+
+    let err = |s: Settings| s.check().unwrap_err().to_string();
+    let late = err(parse("failing_after = \"5d\""));
+    assert!(
+        late.contains("operator.failing_after") && late.contains("delivery.disable_after"),
+        "{late}"
+    );
+    let mut no_secret = parse("");
+    no_secret.operator.secret = None;
+    assert!(err(no_secret).contains("operator.secret"));
+    let mut bad = parse("");
+    bad.operator.secret = Some(OperatorSecret("hunter2".into()));
+    let bad = err(bad);
+    assert!(
+        bad.contains("operator.secret") && !bad.contains("hunter2"),
+        "{bad}"
+    );
+    let mut ftp = parse("");
+    ftp.operator.url = Some("ftp://alerts.internal/".into());
+    assert!(err(ftp).contains("operator.url"));
+}

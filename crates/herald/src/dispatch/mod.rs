@@ -27,10 +27,11 @@ mod worker;
 
 use crate::config::DeliverySettings;
 use crate::domain::WebhookId;
+use crate::store::operator::OperatorPolicy;
 use crate::store::{ClaimedDelivery, Queue, Release};
 use crate::telemetry::Metrics;
 use lanes::{Lanes, SharedLanes, release_of};
-use recorder::Finished;
+use recorder::{Finished, HealthSettings};
 use scheduler::Scheduler;
 use sender::Sender;
 use std::sync::Arc;
@@ -70,6 +71,8 @@ pub struct Dispatcher {
     waker: Waker,
     metrics: Arc<Metrics>,
     lanes: Arc<SharedLanes>,
+    /// Set when `[operator]` is: the recorder writes operator events with the results.
+    operator: Option<OperatorPolicy>,
 }
 
 impl Dispatcher {
@@ -92,7 +95,14 @@ impl Dispatcher {
             settings,
             waker,
             metrics,
+            operator: None,
         })
+    }
+
+    /// Has the recorder write the operator events the results cause ([`OperatorPolicy`]).
+    pub fn with_operator(mut self, operator: Option<OperatorPolicy>) -> Self {
+        self.operator = operator;
+        self
     }
 
     /// Runs until `shutdown` fires, then stops claiming, lets attempts in hand finish (up to the
@@ -131,7 +141,10 @@ impl Dispatcher {
             done_rx,
             self.store.clone(),
             self.waker.clone(),
-            self.settings.disable_after.0,
+            HealthSettings {
+                disable_after: self.settings.disable_after.0,
+                operator: self.operator,
+            },
             self.metrics.clone(),
         ));
 

@@ -3,6 +3,7 @@
 
 use super::Waker;
 use crate::domain::Timestamp;
+use crate::store::operator::OperatorPolicy;
 use crate::store::{AttemptRecord, HealthPolicy, NextStep, Queue, Release, StoreResult};
 use crate::telemetry::{Metrics, StoreOp};
 use std::sync::Arc;
@@ -12,6 +13,13 @@ use tracing::error;
 
 /// Most finished attempts written in one transaction.
 const RECORD_BATCH: usize = 256;
+
+/// What the recorder's [`HealthPolicy`] holds besides the time.
+#[derive(Clone, Copy, Debug)]
+pub struct HealthSettings {
+    pub disable_after: Duration,
+    pub operator: Option<OperatorPolicy>,
+}
 
 /// A worker's result (or the scheduler's give-back), on its way to the recorder.
 pub enum Finished {
@@ -24,7 +32,7 @@ pub async fn record(
     mut done: mpsc::Receiver<Finished>,
     store: Arc<dyn Queue>,
     waker: Waker,
-    disable_after: Duration,
+    settings: HealthSettings,
     metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
@@ -39,7 +47,8 @@ pub async fn record(
         }
         let health = HealthPolicy {
             now: Timestamp::now(),
-            disable_after,
+            disable_after: settings.disable_after,
+            operator: settings.operator,
         };
         if !records.is_empty() {
             write_with_retries("recording attempts", || {
@@ -48,12 +57,20 @@ pub async fn record(
             .await;
         }
         let mut retries = false;
+        // A spent delivery or a 410 may have published events (`webhook.disabled`, operator
+        // events) for the dispatcher to send; a recovery's operator event waits for the next
+        // look at the queue (`delivery.poll_interval` at most).
+        let mut published = false;
         for r in &records {
             match r.next {
                 NextStep::Succeeded => metrics.deliveries_succeeded.increment(1),
-                NextStep::Failed => metrics.deliveries_failed.increment(1),
+                NextStep::Failed => {
+                    metrics.deliveries_failed.increment(1);
+                    published = true;
+                }
                 NextStep::RetryAt(_) => retries = true,
             }
+            published |= r.gone;
         }
         if !releases.is_empty() {
             write_with_retries("releasing leases", || {
@@ -62,7 +79,7 @@ pub async fn record(
             .await;
         }
         // A retry may be due at once, and a released delivery is: look at the queue again.
-        if retries || !releases.is_empty() {
+        if retries || published || !releases.is_empty() {
             waker.wake();
         }
     }

@@ -1,6 +1,8 @@
 //! Making one attempt: build the body, sign it, POST it, and classify what happened. A listener
 //! webhook's attempt (`herald listen`) is signed the same way but goes down its stream instead
 //! ([`super::listeners`]): the HTTP path is never taken for it, whatever its stored URL says.
+//! The operator's own webhook (`[operator]`) is trusted configuration: its attempts go through
+//! a client of their own that the egress policy does not guard.
 
 use super::listeners::{ListenerHub, RelayAnswer, RelayError, RelayRequest};
 use super::message::MessageFormat;
@@ -25,6 +27,9 @@ pub struct AttemptReport {
 /// Sends deliveries over one shared HTTP client (connection reuse, no redirects).
 pub struct Sender {
     client: reqwest::Client,
+    /// For the operator's webhook only: no egress guard (its URL is the operator's, not a
+    /// customer's), and connections of its own.
+    trusted: reqwest::Client,
     policy: AddressPolicy,
     capture: usize,
     node: String,
@@ -55,18 +60,22 @@ impl Sender {
     ) -> anyhow::Result<Self> {
         let policy = AddressPolicy::new(dev, settings.allow_networks.clone());
         let user_agent = HeaderValue::try_from(settings.user_agent.as_str())?;
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(user_agent.clone())
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(user_agent.clone())
+                .connect_timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+        };
+        let client = builder()
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: policy.clone(),
             }))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
             .build()?;
         Ok(Self {
             client,
+            trusted: builder().build()?,
             policy,
             capture: settings.response_capture_bytes,
             node,
@@ -87,9 +96,10 @@ impl Sender {
             WebhookKind::Subscription | WebhookKind::Callback | WebhookKind::Job => {
                 match refuse(&self.policy, webhook.url.as_str()) {
                     Some(reason) => (AttemptOutcome::Blocked, Some(reason), None, None),
-                    None => self.send(claim, started_at).await,
+                    None => self.send(&self.client, claim, started_at).await,
                 }
             }
+            WebhookKind::Operator => self.send(&self.trusted, claim, started_at).await,
         };
         let attempt = Attempt {
             id: AttemptId::generate(),
@@ -182,11 +192,15 @@ impl Sender {
         }
     }
 
-    async fn send(&self, claim: &ClaimedDelivery, now: Timestamp) -> Exchange {
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        claim: &ClaimedDelivery,
+        now: Timestamp,
+    ) -> Exchange {
         let body = self.format.body(claim);
         let headers = self.format.headers(claim, &body, now);
-        let request = self
-            .client
+        let request = client
             .post(claim.webhook.url.as_str())
             .headers(headers)
             .body(body);

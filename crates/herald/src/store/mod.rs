@@ -9,8 +9,8 @@
 //! `jobs`, `publish`, `events`, `deliveries`, `queue`, `claim`, `record`, `retention`, `gauges`,
 //! `tasks`), so a diff of the two shows their dialects; what they share is here: the column
 //! lists and row mapping ([`rows`]), the per-webhook caps ([`caps`]), the hand-over to the dispatcher
-//! ([`handoff`]), failure records ([`health`]), the group-commit channel ([`group_commit`]) and
-//! background tasks' columns and delivery filters ([`tasks`]).
+//! ([`handoff`]), failure records ([`health`]), operator events ([`operator`]), the group-commit
+//! channel ([`group_commit`]) and background tasks' columns and delivery filters ([`tasks`]).
 
 mod caps;
 mod error;
@@ -18,6 +18,7 @@ mod group_commit;
 mod handoff;
 mod health;
 mod open;
+pub mod operator;
 pub mod postgres;
 mod rows;
 pub mod seal;
@@ -39,8 +40,8 @@ pub use open::open;
 pub(crate) use open::{APPLIED_MIGRATION, migrations_done};
 pub use tasks::{BatchOutcome, NewTask, RequeueBatch, TaskLease};
 pub use traits::{
-    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Listeners, Publisher, Queue, QueueGauges,
-    Readiness, Retention, Store, TaskQueue, Tasks, Webhooks,
+    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Listeners, OperatorWebhook, Publisher,
+    Queue, QueueGauges, Readiness, Retention, Store, TaskQueue, Tasks, Webhooks,
 };
 pub use types::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,

@@ -1,8 +1,8 @@
 //! The store's interface, one trait per caller: the API's resources ([`Accounts`], [`Webhooks`],
 //! [`Jobs`], [`Events`], [`Deliveries`]), [`Publisher`] and the `herald listen` streams'
 //! [`Listeners`], the background tasks' [`Tasks`] (the API's side) and [`TaskQueue`] (the
-//! runner's), the dispatcher's [`Queue`], the janitor's [`Retention`], and the metrics'
-//! [`QueueGauges`]. Both backends implement all of
+//! runner's), the dispatcher's [`Queue`], the janitor's [`Retention`], the metrics'
+//! [`QueueGauges`], and the start-up's [`OperatorWebhook`]. Both backends implement all of
 //! them; [`Store`] is the whole, which [`super::open`] returns and the app hands out in parts.
 //!
 //! `account: None` on a read means the admin's unscoped view; `Some(id)` restricts it to that
@@ -359,6 +359,19 @@ impl<T> ApiStore for T where
 {
 }
 
+/// The operator's webhook ([`super::operator`]), set at start from the configuration.
+#[async_trait]
+pub trait OperatorWebhook: Send + Sync + 'static {
+    /// Makes the hidden operator account and its webhook, or brings the webhook in line with
+    /// `webhook` (URL, secret, retry policy; active again, undeleted). `None` (no `[operator]`)
+    /// deletes the webhook, cancelling its pending deliveries; nothing when there is none.
+    async fn set_operator_webhook(
+        &self,
+        webhook: Option<&Webhook>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+}
+
 /// Whether the store can serve requests now (`/readyz`).
 #[async_trait]
 pub trait Readiness: Send + Sync + 'static {
@@ -370,6 +383,9 @@ pub trait Readiness: Send + Sync + 'static {
 
 /// The whole store, as [`super::open`] returns it: each part goes to the caller that uses it
 /// (an `Arc<dyn Store>` coerces to an `Arc` of any of its traits).
-pub trait Store: ApiStore + Queue + Retention + QueueGauges + TaskQueue {}
+pub trait Store: ApiStore + Queue + Retention + QueueGauges + TaskQueue + OperatorWebhook {}
 
-impl<T> Store for T where T: ApiStore + Queue + Retention + QueueGauges + TaskQueue + ?Sized {}
+impl<T> Store for T where
+    T: ApiStore + Queue + Retention + QueueGauges + TaskQueue + OperatorWebhook + ?Sized
+{
+}

@@ -161,12 +161,14 @@ pub struct AttemptRecord {
     pub gone: bool,
 }
 
-/// When failing endpoints are disabled.
+/// When failing endpoints are disabled, and whether the operator hears of it.
 #[derive(Clone, Copy, Debug)]
 pub struct HealthPolicy {
     pub now: Timestamp,
     /// A webhook whose attempts have all failed for this long is disabled.
     pub disable_after: std::time::Duration,
+    /// Set when `[operator]` is: the results' operator events are written with them.
+    pub operator: Option<super::operator::OperatorPolicy>,
 }
 
 /// What creating a job did.

@@ -25,6 +25,7 @@ mod listen_forward;
 mod metrics;
 mod multinode;
 mod openapi;
+mod operator;
 mod pg_outage;
 mod private_keys;
 mod rate_limit;

@@ -43,7 +43,8 @@ and deliveries; a foreign id answers 404, never 403.\n\n\
 **Errors** are `{\"error\": {\"code\", \"message\", \"field\"?}}`.\n\n\
 **Lists** take `?cursor=&limit=` and answer `{\"data\": [...], \"next_cursor\": \"…\" | null}`, \
 newest first.\n\n\
-**Deliveries** to receivers are described under `webhooks`, one per event type.",
+**Deliveries** to receivers are described under `webhooks`, one per event type; the \
+`operator:` entries are what the operator's own URL gets (`[operator]`).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(

@@ -7,15 +7,28 @@ use crate::config::Settings;
 use crate::domain::{Catalog, EventTypeInfo, JobStatus};
 use serde_json::{Map, Value, json};
 
-/// `{"<event type>": {"post": …}}` for every type of `catalog`.
+/// `{"<event type>": {"post": …}}` for every type of `catalog`, and
+/// `{"operator:<event type>": …}` for the operator events, which go to the operator's URL alone.
 pub fn section(settings: &Settings, catalog: &Catalog) -> Value {
-    let entries: Map<String, Value> = catalog
+    let mut entries: Map<String, Value> = catalog
         .types()
         .iter()
         .map(|t| (t.name.clone(), json!({ "post": delivery(settings, t) })))
         .collect();
+    for t in crate::store::operator::described() {
+        let mut post = delivery(settings, &t);
+        post["tags"] = json!(["operator events"]);
+        post["description"] = json!(OPERATOR_DESCRIPTION);
+        post["operationId"] = json!(format!("receive_operator_{}", t.name.replace('.', "_")));
+        entries.insert(format!("operator:{}", t.name), json!({ "post": post }));
+    }
     Value::Object(entries)
 }
+
+const OPERATOR_DESCRIPTION: &str = "What the operator's URL (`[operator]` in the configuration) \
+gets, and no customer: Herald's notices about customers' endpoints, in the envelope below, signed \
+per Standard Webhooks (`v1,…`) with the operator's `whsec_` secret, retried on the default policy \
+(`delivery.retry`). Their `data` never holds a customer's payload or a secret.";
 
 /// The delivery of one event type, as an operation the receiver implements.
 fn delivery(settings: &Settings, info: &EventTypeInfo) -> Value {

@@ -197,10 +197,21 @@ pub(super) async fn insert_webhook_on(
     w: &Webhook,
     sealer: &Sealer,
 ) -> StoreResult<()> {
+    insert_webhook_or(conn, w, sealer, "").await
+}
+
+/// Stores a new webhook, its secrets sealed, with `on_conflict` (an `ON CONFLICT` clause, or
+/// nothing) deciding what happens when its id is taken.
+pub(super) async fn insert_webhook_or(
+    conn: &mut sqlx::PgConnection,
+    w: &Webhook,
+    sealer: &Sealer,
+    on_conflict: &str,
+) -> StoreResult<()> {
     let v = WebhookValues::of(w, sealer);
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) {on_conflict}"
     )))
     .bind(w.id.as_str())
     .bind(w.account_id.as_str())

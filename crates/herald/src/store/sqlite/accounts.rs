@@ -38,7 +38,11 @@ impl Accounts for SqliteStore {
     }
 
     async fn list_accounts(&self, page: &PageRequest) -> StoreResult<Page<Account>> {
-        let mut q = QueryBuilder::new(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE TRUE"));
+        // Not the hidden operator account: it is no customer (see `store/operator.rs`).
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id <> '{}'",
+            crate::store::operator::ACCOUNT
+        ));
         push_page(&mut q, "id", page);
         let rows: Vec<AccountColumns> = q.build_query_as().fetch_all(&self.reader).await?;
         let items = rows.into_iter().map(AccountColumns::into_account).collect();

@@ -1,25 +1,118 @@
 //! Attempt results on SQLite, written by the writer thread in its rounds: the attempts, their
 //! deliveries' new state (only while the lease is still theirs), the webhooks' failure records,
-//! and disabling the webhooks that answered 410 or have failed for too long.
+//! disabling the webhooks that answered 410 or have failed for too long, and the operator events
+//! all this causes ([`crate::store::operator`]).
 
 use super::batch::Batch;
 use super::publish::insert_event;
 use crate::domain::{AccountId, DeliveryStatus};
+use crate::store::operator::{self, Exhausted, Notice};
 use crate::store::seal::Sealer;
 use crate::store::{AttemptRecord, HealthPolicy, NewEvent, NextStep, StoreResult, WebhookRef};
 use tokio::sync::oneshot;
 
-/// On the writer's connection, in its round: the attempts, their deliveries' new state, and the
-/// webhooks' failure records.
+/// On the writer's connection, in its round: the attempts, their deliveries' new state, the
+/// webhooks' failure records, and the operator's `delivery.exhausted` and `webhook.recovered`.
 pub(super) fn write(
     conn: &rusqlite::Connection,
     records: &[AttemptRecord],
     health: &HealthPolicy,
+    sealer: &Sealer,
 ) -> StoreResult<()> {
+    // Before the deliveries' update, which lets their leases go: a spent delivery counts only
+    // while its result's lease still holds it, as for the update itself.
+    let exhausted = match health.operator {
+        Some(_) => find_exhausted(conn, records)?,
+        None => Vec::new(),
+    };
     let mut batch = Batch::new();
     push_record(&mut batch, records, health);
     super::stats::push_stats(&mut batch, records);
-    batch.run(conn)
+    batch.run(conn)?;
+    if health.operator.is_some() {
+        let now = health.now;
+        for found in &exhausted {
+            let event = operator::delivery_exhausted(found, records, now);
+            insert_event(conn, &event, now, sealer)?;
+        }
+        for w in recovered(conn, records)? {
+            insert_event(conn, &operator::webhook_recovered(&w, now), now, sealer)?;
+        }
+    }
+    Ok(())
+}
+
+/// The deliveries these results spend (still leased to them; none to the operator's webhook).
+fn find_exhausted(
+    conn: &rusqlite::Connection,
+    records: &[AttemptRecord],
+) -> StoreResult<Vec<Exhausted>> {
+    let keys = operator::exhausted_keys(records);
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = serde_json::to_string(&keys).expect("strings serialize");
+    let rows = conn
+        .prepare_cached(
+            "SELECT d.id, d.account_id, d.event_id, d.event_type, w.id, w.url
+             FROM jsonb_each(?) AS k
+             JOIN deliveries d ON d.id = k.value->>0 AND d.lease = k.value->>1
+             JOIN webhooks w ON w.id = d.webhook_id
+             WHERE w.kind <> 'operator'",
+        )?
+        .query_map([keys], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows.into_iter().map(Exhausted::from).collect())
+}
+
+/// The webhooks reported failing (or disabled) that these results show succeeding again, their
+/// report cleared: each is reported recovered.
+fn recovered(conn: &rusqlite::Connection, records: &[AttemptRecord]) -> StoreResult<Vec<Notice>> {
+    let cleared = crate::store::failure_record_changes(records).cleared;
+    if cleared.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(&cleared).expect("strings serialize");
+    // Read, then cleared (RETURNING would show the cleared value); nothing writes between the
+    // two on the one writer.
+    let found = select_notices(
+        conn,
+        "SELECT id, account_id, url, reported_failing_since FROM webhooks
+         WHERE id IN (SELECT value FROM json_each(?)) AND reported_failing_since IS NOT NULL
+           AND status = 'active' AND deleted_at IS NULL AND kind <> 'operator'",
+        [ids],
+    )?;
+    let ids: Vec<&str> = found.iter().map(|w| w.id.as_str()).collect();
+    if !ids.is_empty() {
+        conn.prepare_cached(
+            "UPDATE webhooks SET reported_failing_since = NULL
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )?
+        .execute([serde_json::to_string(&ids).expect("strings serialize")])?;
+    }
+    Ok(found)
+}
+
+/// The notices a statement returns (id, account, url, failing since).
+fn select_notices(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<Notice>> {
+    let rows = conn
+        .prepare_cached(sql)?
+        .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows.into_iter().map(Notice::from).collect())
 }
 
 /// Attempt results to write.
@@ -103,10 +196,11 @@ fn push_record(batch: &mut Batch, records: &[AttemptRecord], health: &HealthPoli
     }
 }
 
-/// Disables the webhooks these results show gone (410) or failing for longer than the policy
-/// allows, each with a `webhook.disabled` event. Only a webhook whose last attempt here failed
-/// can be newly failing for too long (a success clears its record), so a batch of successes
-/// costs nothing here.
+/// Reports to the operator the webhooks these results show failing for `failing_after` (once
+/// per spell), then disables those gone (410) or failing for longer than the policy allows,
+/// each with a `webhook.disabled` event (and the operator's copy). Only a webhook whose last
+/// attempt here failed can be newly failing for too long (a success clears its record), so a
+/// batch of successes costs nothing here. The operator's own webhook is never disabled.
 pub(super) fn disable_unhealthy(
     conn: &rusqlite::Connection,
     records: &[AttemptRecord],
@@ -123,64 +217,86 @@ pub(super) fn disable_unhealthy(
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let failing_before = health.now.minus(health.disable_after).millis();
+    let now = health.now;
+    if let Some(policy) = health.operator
+        && !failing.is_empty()
+    {
+        let ids = serde_json::to_string(&failing).expect("strings serialize");
+        let found = select_notices(
+            conn,
+            "UPDATE webhooks SET reported_failing_since = failing_since
+             WHERE id IN (SELECT value FROM json_each(?)) AND status = 'active' AND deleted_at IS NULL
+               AND kind <> 'operator' AND failing_since <= ? AND reported_failing_since IS NOT failing_since
+             RETURNING id, account_id, url, failing_since",
+            (ids, policy.failing_before(now)),
+        )?;
+        for w in found {
+            let event = operator::webhook_failing(&w, records, now);
+            insert_event(conn, &event, now, sealer)?;
+        }
+    }
+    let failing_before = now.minus(health.disable_after).millis();
     if !gone.is_empty() {
         let ids = serde_json::to_string(&gone).expect("strings serialize");
-        let found = select_webhooks(
+        let found = select_notices(
             conn,
-            "SELECT id, account_id, url FROM webhooks
-             WHERE status = 'active' AND id IN (SELECT value FROM json_each(?))",
+            "SELECT id, account_id, url, failing_since FROM webhooks
+             WHERE status = 'active' AND kind <> 'operator' AND id IN (SELECT value FROM json_each(?))",
             [ids],
         )?;
-        disable(conn, found, "gone", health, sealer)?;
+        disable(conn, found, "gone", records, health, sealer)?;
     }
     if !failing.is_empty() {
         // After the gone ones: a webhook disabled above is no longer active here.
         let ids = serde_json::to_string(&failing).expect("strings serialize");
-        let found = select_webhooks(
+        let found = select_notices(
             conn,
-            "SELECT id, account_id, url FROM webhooks
-             WHERE status = 'active' AND id IN (SELECT value FROM json_each(?)) AND failing_since <= ?",
+            "SELECT id, account_id, url, failing_since FROM webhooks
+             WHERE status = 'active' AND kind <> 'operator' AND id IN (SELECT value FROM json_each(?))
+               AND failing_since <= ?",
             (ids, failing_before),
         )?;
-        disable(conn, found, "failing", health, sealer)?;
+        disable(conn, found, "failing", records, health, sealer)?;
     }
     Ok(())
 }
 
-/// The (id, account, url) of the webhooks `sql` selects.
-fn select_webhooks(
-    conn: &rusqlite::Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> StoreResult<Vec<(String, String, String)>> {
-    Ok(conn
-        .prepare_cached(sql)?
-        .query_map(params, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?)
-}
-
-/// Disables each webhook with a `webhook.disabled` event saying why.
+/// Disables each webhook with a `webhook.disabled` event saying why, and the operator's copy
+/// (noting the spell as reported, so that its next success is reported as a recovery).
 fn disable(
     conn: &rusqlite::Connection,
-    webhooks: Vec<(String, String, String)>,
+    webhooks: Vec<Notice>,
     reason: &str,
+    records: &[AttemptRecord],
     health: &HealthPolicy,
     sealer: &Sealer,
 ) -> StoreResult<()> {
-    for (id, account, url) in webhooks {
+    let now = health.now;
+    for w in webhooks {
         conn.prepare_cached(
             "UPDATE webhooks SET status = 'disabled', disabled_reason = ?, updated_at = ? WHERE id = ?",
         )?
-        .execute((reason, health.now.millis(), &id))?;
-        tracing::warn!(webhook_id = %id, reason, "webhook disabled");
+        .execute((reason, now.millis(), &w.id))?;
+        tracing::warn!(webhook_id = %w.id, reason, "webhook disabled");
         let who = WebhookRef {
-            id,
-            account: AccountId::from_trusted(account),
-            url,
+            id: w.id.clone(),
+            account: AccountId::from_trusted(w.account.clone()),
+            url: w.url.clone(),
         };
-        let event = NewEvent::webhook_disabled(&who, reason, health.now);
-        insert_event(conn, &event, health.now, sealer)?;
+        insert_event(
+            conn,
+            &NewEvent::webhook_disabled(&who, reason, now),
+            now,
+            sealer,
+        )?;
+        if health.operator.is_some() {
+            conn.prepare_cached(
+                "UPDATE webhooks SET reported_failing_since = coalesce(failing_since, ?) WHERE id = ?",
+            )?
+            .execute((now.millis(), &w.id))?;
+            let event = operator::webhook_disabled(&w, reason, records, now);
+            insert_event(conn, &event, now, sealer)?;
+        }
     }
     Ok(())
 }

@@ -211,9 +211,20 @@ pub(super) fn insert_webhook_on(
     w: &Webhook,
     sealer: &Sealer,
 ) -> StoreResult<()> {
+    insert_webhook_or(conn, w, sealer, "")
+}
+
+/// Stores a new webhook, its secrets sealed, with `on_conflict` (an `ON CONFLICT` clause, or
+/// nothing) deciding what happens when its id is taken.
+pub(super) fn insert_webhook_or(
+    conn: &rusqlite::Connection,
+    w: &Webhook,
+    sealer: &Sealer,
+    on_conflict: &str,
+) -> StoreResult<()> {
     let v = WebhookValues::of(w, sealer);
     conn.prepare_cached(&format!(
-        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {on_conflict}"
     ))?
     .execute(rusqlite::params![
         w.id.as_str(),

@@ -339,7 +339,7 @@ fn write_round(
 ) -> StoreResult<Done> {
     for w in writes {
         if let Write::Record(r) = w {
-            record::write(conn, &r.records, &r.health)?;
+            record::write(conn, &r.records, &r.health, sealer)?;
         }
     }
     for w in writes {

@@ -113,6 +113,7 @@ impl Fixture {
         let health = HealthPolicy {
             now,
             disable_after: Duration::from_secs(3600),
+            operator: None,
         };
         self.store
             .record_attempts(records, &health)
@@ -243,6 +244,7 @@ fn per_webhook(claims: &[ClaimedDelivery]) -> BTreeMap<WebhookId, usize> {
 }
 
 mod listeners;
+mod operator;
 mod publish;
 mod queue;
 mod resources;

@@ -186,6 +186,7 @@ async fn a_gone_or_long_failing_webhook_is_disabled_and_announced(backend: Backe
     let health = HealthPolicy {
         now: t0,
         disable_after: Duration::from_secs(60),
+        operator: None,
     };
     let records = [
         result(of(&gone), 410, NextStep::Failed, t0),

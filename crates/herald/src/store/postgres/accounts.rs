@@ -27,7 +27,7 @@ impl Accounts for PgStore {
 
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
         let row: Option<AccountColumns> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1 AND erasing_since IS NULL"
         )))
         .bind(id.as_str())
         .fetch_optional(&self.pool)
@@ -36,7 +36,9 @@ impl Accounts for PgStore {
     }
 
     async fn list_accounts(&self, page: &PageRequest) -> StoreResult<Page<Account>> {
-        let mut q = QueryBuilder::new(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE TRUE"));
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE erasing_since IS NULL"
+        ));
         push_page(&mut q, "id", page);
         let rows: Vec<AccountColumns> = q.build_query_as().fetch_all(&self.pool).await?;
         let items = rows.into_iter().map(AccountColumns::into_account).collect();
@@ -45,7 +47,8 @@ impl Accounts for PgStore {
 
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<FoundKey>> {
         let row = sqlx::query(
-            "SELECT id, account_id, key_hash FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            "SELECT k.id, k.account_id, k.key_hash FROM api_keys k JOIN accounts a ON a.id = k.account_id
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND a.erasing_since IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -120,6 +123,14 @@ impl Accounts for PgStore {
             .sealer
             .open(Column::AccountSigningSecret, account.as_str(), &stored)?;
         SigningSecret::parse(&text).map_err(|e| corrupt("account signing secret", e))
+    }
+
+    async fn begin_erasure(
+        &self,
+        id: &AccountId,
+        now: Timestamp,
+    ) -> StoreResult<crate::store::ErasureMark> {
+        self.mark_for_erasure(id, now).await
     }
 }
 

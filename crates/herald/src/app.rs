@@ -2,10 +2,11 @@
 //! Tests start exactly this, on port 0.
 
 use crate::api::rate_limit::RateLimiter;
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, KnownAccounts};
 use crate::config::{AdminToken, Settings};
 use crate::dispatch::listeners::ListenerHub;
 use crate::dispatch::{Dispatcher, Waker};
+use crate::erasure::{Eraser, Erasures};
 use crate::janitor::Janitor;
 use crate::server;
 use crate::store::{self, DynStore, QueueGauges};
@@ -28,6 +29,7 @@ pub struct Herald {
     state: AppState,
     dispatcher: Dispatcher,
     janitor: Janitor,
+    eraser: Eraser,
     gauges: Arc<dyn QueueGauges>,
     listeners: Arc<ListenerHub>,
     store: DynStore,
@@ -70,6 +72,8 @@ impl Herald {
         let metrics = Arc::new(Metrics::new());
         let node = settings.node_id();
         let listeners = ListenerHub::new(node.clone());
+        let known_accounts = Arc::new(KnownAccounts::default());
+        let erasures = Arc::new(Erasures::new(known_accounts.clone()));
         let dispatcher = Dispatcher::new(
             store.clone(),
             settings.delivery.clone(),
@@ -78,8 +82,10 @@ impl Herald {
             waker.clone(),
             metrics.clone(),
             listeners.clone(),
+            erasures.clone(),
         )?;
         let janitor = Janitor::new(store.clone(), &settings, metrics.clone());
+        let eraser = Eraser::new(store.clone(), erasures.clone(), &settings, metrics.clone());
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -99,7 +105,8 @@ impl Herald {
             waker,
             metrics,
             limiter,
-            known_accounts: Arc::default(),
+            known_accounts,
+            erasures,
             key_use: Arc::default(),
         };
         Ok(Self {
@@ -107,6 +114,7 @@ impl Herald {
             state,
             dispatcher,
             janitor,
+            eraser,
             gauges,
             listeners,
             store,
@@ -119,8 +127,8 @@ impl Herald {
             .expect("a bound listener has an address")
     }
 
-    /// Serves the API and runs the dispatcher and the janitor until `shutdown` fires, then stops
-    /// them gracefully.
+    /// Serves the API and runs the dispatcher, the janitor and the eraser until `shutdown` fires,
+    /// then stops them gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         info!(addr = %self.local_addr(), "herald listening");
         let dispatcher = if self.state.settings.delivery.enabled {
@@ -136,6 +144,7 @@ impl Herald {
             shutdown.clone(),
         ));
         let janitor = tokio::spawn(self.janitor.run(shutdown.clone()));
+        let eraser = tokio::spawn(self.eraser.run(shutdown.clone()));
         let renewals = tokio::spawn(self.listeners.clone().renew(
             self.store.clone(),
             self.state.settings.listeners.lease.0,
@@ -157,6 +166,7 @@ impl Herald {
         self.listeners.close().await;
         renewals.await.context("listener renewal task")?;
         janitor.await.context("janitor task")?;
+        eraser.await.context("eraser task")?;
         // Every task holding the store has ended when this returns, so the store (and on
         // SQLite its lock file) is released with the last of them.
         gauges.await.context("queue gauge task")?;

@@ -27,6 +27,7 @@ mod worker;
 
 use crate::config::DeliverySettings;
 use crate::domain::WebhookId;
+use crate::erasure::Erasures;
 use crate::store::{ClaimedDelivery, Queue, Release};
 use crate::telemetry::Metrics;
 use lanes::{Lanes, SharedLanes, release_of};
@@ -70,6 +71,7 @@ pub struct Dispatcher {
     waker: Waker,
     metrics: Arc<Metrics>,
     lanes: Arc<SharedLanes>,
+    erasures: Arc<Erasures>,
 }
 
 impl Dispatcher {
@@ -81,6 +83,7 @@ impl Dispatcher {
         waker: Waker,
         metrics: Arc<Metrics>,
         listeners: Arc<listeners::ListenerHub>,
+        erasures: Arc<Erasures>,
     ) -> anyhow::Result<Self> {
         let sender = Arc::new(Sender::new(&settings, dev, node.clone(), listeners)?);
         let lanes = Lanes::new(settings.workers, settings.per_webhook_concurrency);
@@ -92,6 +95,7 @@ impl Dispatcher {
             settings,
             waker,
             metrics,
+            erasures,
         })
     }
 
@@ -122,6 +126,7 @@ impl Dispatcher {
                 freed_tx.clone(),
                 aborted_tx.clone(),
                 self.sender.clone(),
+                self.erasures.clone(),
                 shutdown.clone(),
                 self.metrics.clone(),
             ));

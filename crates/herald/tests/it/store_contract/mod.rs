@@ -242,6 +242,7 @@ fn per_webhook(claims: &[ClaimedDelivery]) -> BTreeMap<WebhookId, usize> {
     counts
 }
 
+mod erasure;
 mod listeners;
 mod publish;
 mod queue;

@@ -2,10 +2,11 @@
 //! Tests start exactly this, on port 0.
 
 use crate::api::rate_limit::RateLimiter;
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, KnownAccounts};
 use crate::config::{AdminToken, Settings};
 use crate::dispatch::listeners::ListenerHub;
 use crate::dispatch::{Dispatcher, Waker};
+use crate::erasure::{Eraser, Erasures};
 use crate::janitor::Janitor;
 use crate::server;
 use crate::store::operator::OperatorPolicy;
@@ -31,6 +32,7 @@ pub struct Herald {
     dispatcher: Dispatcher,
     janitor: Janitor,
     tasks: TaskRunner,
+    eraser: Eraser,
     gauges: Arc<dyn QueueGauges>,
     listeners: Arc<ListenerHub>,
     store: DynStore,
@@ -85,6 +87,8 @@ impl Herald {
         let metrics = Arc::new(Metrics::new());
         let node = settings.node_id();
         let listeners = ListenerHub::new(node.clone());
+        let known_accounts = Arc::new(KnownAccounts::default());
+        let erasures = Arc::new(Erasures::new(known_accounts.clone()));
         let dispatcher = Dispatcher::new(
             store.clone(),
             settings.delivery.clone(),
@@ -93,9 +97,11 @@ impl Herald {
             waker.clone(),
             metrics.clone(),
             listeners.clone(),
+            erasures.clone(),
         )?
         .with_operator(operator);
         let janitor = Janitor::new(store.clone(), &settings, metrics.clone());
+        let eraser = Eraser::new(store.clone(), erasures.clone(), &settings, metrics.clone());
         let task_waker = TaskWaker::default();
         let tasks = TaskRunner::new(
             store.clone(),
@@ -124,7 +130,8 @@ impl Herald {
             tasks: task_waker,
             metrics,
             limiter,
-            known_accounts: Arc::default(),
+            known_accounts,
+            erasures,
             key_use: Arc::default(),
         };
         Ok(Self {
@@ -133,6 +140,7 @@ impl Herald {
             dispatcher,
             janitor,
             tasks,
+            eraser,
             gauges,
             listeners,
             store,
@@ -145,8 +153,8 @@ impl Herald {
             .expect("a bound listener has an address")
     }
 
-    /// Serves the API and runs the dispatcher, the janitor and the task runner until `shutdown` fires, then stops
-    /// them gracefully.
+    /// Serves the API and runs the dispatcher, the janitor, the eraser and the task runner until
+    /// `shutdown` fires, then stops them gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         info!(addr = %self.local_addr(), "herald listening");
         let dispatcher = if self.state.settings.delivery.enabled {
@@ -163,6 +171,7 @@ impl Herald {
         ));
         let janitor = tokio::spawn(self.janitor.run(shutdown.clone()));
         let tasks = tokio::spawn(self.tasks.run(shutdown.clone()));
+        let eraser = tokio::spawn(self.eraser.run(shutdown.clone()));
         let renewals = tokio::spawn(self.listeners.clone().renew(
             self.store.clone(),
             self.state.settings.listeners.lease.0,
@@ -185,6 +194,7 @@ impl Herald {
         renewals.await.context("listener renewal task")?;
         janitor.await.context("janitor task")?;
         tasks.await.context("task runner")?;
+        eraser.await.context("eraser task")?;
         // Every task holding the store has ended when this returns, so the store (and on
         // SQLite its lock file) is released with the last of them.
         gauges.await.context("queue gauge task")?;

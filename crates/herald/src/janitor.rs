@@ -183,7 +183,7 @@ impl Janitor {
 }
 
 /// Gives the store to everyone else for as long as the last batch had it; false on shutdown.
-async fn pause(took: Duration, shutdown: &CancellationToken) -> bool {
+pub(crate) async fn pause(took: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(took.max(MIN_PAUSE)) => true,
         _ = shutdown.cancelled() => false,

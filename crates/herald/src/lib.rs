@@ -2,8 +2,9 @@
 //!
 //! The parts (docs/architecture.md §3): [`config`] (typed settings), [`domain`] (pure rules),
 //! [`store`] (durable state), [`dispatch`] (claim → sign → send → record), [`api`] (the HTTP
-//! interface) behind [`server`] (connections within limits), [`janitor`] (retention), [`tasks`]
-//! (background tasks: bulk re-queues), tied together by [`app`]; [`telemetry`] counts what they do; [`schemas`] checks event data against
+//! interface) behind [`server`] (connections within limits), [`janitor`] (retention),
+//! [`erasure`] (deleting an account and everything of it) and [`tasks`] (background tasks: bulk
+//! re-queues), tied together by [`app`]; [`telemetry`] counts what they do; [`schemas`] checks event data against
 //! the catalog's JSON Schemas. [`listen`] is the `herald listen` command and its stream's
 //! protocol; [`cli`] holds the other user tools, `herald trigger` and `herald verify`.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod erasure;
 pub mod janitor;
 pub mod listen;
 pub mod schemas;

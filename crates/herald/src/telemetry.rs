@@ -36,6 +36,18 @@ pub const PRUNED_KINDS: [&str; 7] = [
     "listeners",
 ];
 
+/// What erasure deletes, as counted by `herald_erased_total{kind}`.
+pub const ERASED_KINDS: [&str; 8] = [
+    "deliveries",
+    "attempts",
+    "events",
+    "jobs",
+    "stats_rows",
+    "webhooks",
+    "api_keys",
+    "accounts",
+];
+
 /// The store operations whose latency is measured.
 #[derive(Clone, Copy, Debug)]
 pub enum StoreOp {
@@ -81,6 +93,7 @@ pub struct Metrics {
     pub queue_lag: Gauge,
     pub requests_rate_limited: Counter,
     pruned: [Counter; PRUNED_KINDS.len()],
+    erased: [Counter; ERASED_KINDS.len()],
     store_latency: [Histogram; StoreOp::ALL.len()],
 }
 
@@ -170,6 +183,13 @@ impl Metrics {
                     "Records deleted by retention, by kind (idempotency keys are freed, not deleted)",
                 )
             }),
+            erased: ERASED_KINDS.map(|kind| {
+                counter(
+                    "herald_erased_total",
+                    vec![Label::new("kind", kind)],
+                    "Records of erased accounts deleted, by kind",
+                )
+            }),
             store_latency: StoreOp::ALL.map(|op| {
                 histogram(
                     "herald_store_operation_duration_seconds",
@@ -189,6 +209,15 @@ impl Metrics {
     pub fn attempt_finished(&self, outcome: &AttemptOutcome, took: Duration) {
         self.attempts[class_index(outcome)].increment(1);
         self.attempt_duration.record(took.as_secs_f64());
+    }
+
+    /// Counts `n` records of `kind` (one of [`ERASED_KINDS`]) deleted by erasure.
+    pub fn erased(&self, kind: &str, n: u64) {
+        let i = ERASED_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .expect("a listed kind");
+        self.erased[i].increment(n);
     }
 
     /// Counts `n` records of `kind` (one of [`PRUNED_KINDS`]) pruned by retention.

@@ -1,10 +1,12 @@
-//! Accounts (admin): each is created with its first API key, shown once.
+//! Accounts (admin): each is created with its first API key, shown once, and erased with
+//! everything of it (`crate::erasure`).
 
 use super::error::ErrorBody;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Actor, ApiJson, ApiQuery};
 use super::{AppState, ListBody, PageParams};
 use crate::domain::{Account, AccountId, Timestamp};
+use crate::store::ErasureMark;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -16,7 +18,7 @@ use utoipa_axum::routes;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
-        .routes(routes!(show))
+        .routes(routes!(show, erase))
 }
 
 const MAX_NAME: usize = 200;
@@ -130,4 +132,75 @@ async fn show(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("account"))
+}
+
+/// An account being erased.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AccountErasing)]
+struct Erasing {
+    id: AccountId,
+    state: ErasingState,
+}
+
+/// What an erased account is now.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ErasingState {
+    /// Gone for the API; its rows are being deleted in the background.
+    Erasing,
+}
+
+/// Erase an account
+///
+/// Removes the account and everything of it: its API keys, webhooks (subscriptions, its
+/// callback URL, jobs' own, `herald listen` streams), events, deliveries and their attempts,
+/// jobs, idempotency keys, endpoint figures and its signing secret. At once, and on every node:
+/// the account is not found, its keys are refused (401), publishing to it is refused (404), and
+/// none of its pending deliveries is sent (attempts under way are cut off). Its rows are deleted
+/// in small batches in the background, so other accounts are not slowed; an erasure cut short
+/// by a restart goes on by itself. Erasing an account already being erased is a 404, as for an
+/// account that never existed.
+#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts", operation_id = "erase_account",
+    security(("admin_token" = [])),
+    params(("id" = AccountId, Path, description = "The account's id")),
+    responses(
+        (status = 202, description = "Marked: the account is gone for the API, and its rows \
+            are being deleted", body = Erasing),
+        (status = 404, description = "No such account, or it is already being erased",
+            body = ErrorBody),
+    ))]
+async fn erase(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Erasing>)> {
+    actor.require_admin()?;
+    let id = AccountId::parse(&id).ok_or_else(|| ApiError::not_found("account"))?;
+    // This node stops attempting the account's deliveries before the store marks it, so none
+    // starts here once the mark is committed (other nodes learn of it from the store).
+    let new = state.erasures.mark(&id);
+    let marked = state.store.begin_erasure(&id, Timestamp::now()).await;
+    match marked {
+        Ok(ErasureMark::Marked) => {
+            tracing::info!(account_id = %id, "account marked for erasure");
+            state.erasures.wake();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(Erasing {
+                    id,
+                    state: ErasingState::Erasing,
+                }),
+            ))
+        }
+        Ok(ErasureMark::AlreadyMarked) => Err(ApiError::not_found("account")),
+        other => {
+            // Not marked after all (unless it was marked here before: an erased account).
+            if new {
+                state.erasures.unmark(&id);
+            }
+            Err(other
+                .err()
+                .map_or_else(|| ApiError::not_found("account"), ApiError::from))
+        }
+    }
 }

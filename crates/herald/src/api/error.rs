@@ -96,6 +96,7 @@ impl From<StoreError> for ApiError {
             StoreError::IdempotencyConflict => {
                 Self::conflict("idempotency_conflict", e.to_string())
             }
+            StoreError::UnknownAccount => Self::not_found("account"),
             e if e.is_transient() => {
                 tracing::warn!(error = %e, "store unavailable");
                 let mut e = Self::new(

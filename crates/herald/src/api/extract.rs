@@ -365,6 +365,9 @@ impl Actor {
             )),
             (Actor::Admin, Some(n)) => {
                 let id = AccountId::parse(n).ok_or_else(|| ApiError::not_found("account"))?;
+                if state.erasures.contains(&id) {
+                    return Err(ApiError::not_found("account"));
+                }
                 if state.known_accounts.contains(&id) {
                     return Ok(id);
                 }

@@ -24,6 +24,7 @@ mod webhooks;
 use crate::config::Settings;
 use crate::dispatch::Waker;
 use crate::domain::{Catalog, RetryPolicy};
+use crate::erasure::Erasures;
 use crate::store::{ApiStore, Page, PageRequest};
 use crate::telemetry::Metrics;
 use axum::Router;
@@ -51,9 +52,11 @@ pub struct AppState {
     pub limiter: Arc<rate_limit::RateLimiter>,
     /// The `herald listen` streams this node holds.
     pub listeners: Arc<crate::dispatch::listeners::ListenerHub>,
-    /// Accounts known to exist (accounts are never deleted), so publishing under the admin
-    /// token need not read the account on every request.
+    /// Accounts known to exist, so publishing under the admin token need not read the account
+    /// on every request; an account marked for erasure is forgotten ([`Erasures::mark`]).
     pub known_accounts: Arc<KnownAccounts>,
+    /// The accounts this node knows to be erased or being erased.
+    pub erasures: Arc<Erasures>,
     /// When this node last wrote down each key's use.
     pub key_use: Arc<keys::KeyUse>,
 }
@@ -79,6 +82,10 @@ impl KnownAccounts {
 
     pub fn contains(&self, id: &crate::domain::AccountId) -> bool {
         self.0.lock().expect("known accounts lock").contains(id)
+    }
+
+    pub fn forget(&self, id: &crate::domain::AccountId) {
+        self.0.lock().expect("known accounts lock").remove(id);
     }
 
     pub fn insert(&self, id: crate::domain::AccountId) {

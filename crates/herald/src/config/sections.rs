@@ -133,7 +133,8 @@ pub struct RetentionSettings {
     pub jobs: HumanDuration,
     /// How often a pruning pass runs (the first one a minute after start, or sooner).
     pub interval: HumanDuration,
-    /// Most events (or jobs, or idempotency keys) deleted in one transaction.
+    /// Most events (or jobs, or idempotency keys, or rows of an account being erased)
+    /// deleted in one transaction.
     pub batch: usize,
 }
 

@@ -28,6 +28,7 @@ mod worker;
 use crate::config::DeliverySettings;
 use crate::domain::WebhookId;
 use crate::store::operator::OperatorPolicy;
+use crate::erasure::Erasures;
 use crate::store::{ClaimedDelivery, Queue, Release};
 use crate::telemetry::Metrics;
 use lanes::{Lanes, SharedLanes, release_of};
@@ -73,6 +74,7 @@ pub struct Dispatcher {
     lanes: Arc<SharedLanes>,
     /// Set when `[operator]` is: the recorder writes operator events with the results.
     operator: Option<OperatorPolicy>,
+    erasures: Arc<Erasures>,
 }
 
 impl Dispatcher {
@@ -84,6 +86,7 @@ impl Dispatcher {
         waker: Waker,
         metrics: Arc<Metrics>,
         listeners: Arc<listeners::ListenerHub>,
+        erasures: Arc<Erasures>,
     ) -> anyhow::Result<Self> {
         let sender = Arc::new(Sender::new(&settings, dev, node.clone(), listeners)?);
         let lanes = Lanes::new(settings.workers, settings.per_webhook_concurrency);
@@ -96,6 +99,7 @@ impl Dispatcher {
             waker,
             metrics,
             operator: None,
+            erasures,
         })
     }
 
@@ -132,6 +136,7 @@ impl Dispatcher {
                 freed_tx.clone(),
                 aborted_tx.clone(),
                 self.sender.clone(),
+                self.erasures.clone(),
                 shutdown.clone(),
                 self.metrics.clone(),
             ));

@@ -1,11 +1,13 @@
 //! A worker: takes claimed deliveries off the job channel and attempts them one at a time
 //! (sign and send through [`Sender`]), decides by the webhook's policy what follows, and passes
-//! the result to the recorder.
+//! the result to the recorder. Deliveries of an account being erased are not attempted, and an
+//! attempt of one under way when its account is marked is cut off ([`Erasures`]).
 
 use super::lanes::release_of;
 use super::recorder::Finished;
 use super::sender::{AttemptReport, Sender};
 use crate::domain::{RetryPolicy, Timestamp, WebhookId};
+use crate::erasure::Erasures;
 use crate::store::{AttemptRecord, ClaimedDelivery, NextStep, Release};
 use crate::telemetry::Metrics;
 use std::sync::Arc;
@@ -21,12 +23,13 @@ pub async fn work(
     freed: mpsc::UnboundedSender<WebhookId>,
     aborted: mpsc::UnboundedSender<Release>,
     sender: Arc<Sender>,
+    erasures: Arc<Erasures>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) {
     while let Ok(claim) = jobs.recv().await {
         let webhook = claim.webhook.id.clone();
-        if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() || erasures.contains(&claim.event.account) {
             let _ = done.send(Finished::Released(release_of(claim))).await;
             let _ = freed.send(webhook);
             continue;
@@ -44,9 +47,20 @@ pub async fn work(
             }),
             aborted: &aborted,
         };
-        let report = sender.attempt(&claim).instrument(span.clone()).await;
-        metrics.attempt_finished(&report.outcome, started.elapsed());
+        // An attempt of an account being erased is cut off: nothing of it is recorded, and its
+        // lease is given back, so the eraser can delete the delivery.
+        let report = tokio::select! {
+            report = sender.attempt(&claim).instrument(span.clone()) => Some(report),
+            () = erasures.marked(&claim.event.account) => None,
+        };
         metrics.attempts_in_flight.decrement(1.0);
+        let Some(report) = report else {
+            in_flight.finished();
+            let _ = done.send(Finished::Released(release_of(claim))).await;
+            let _ = freed.send(webhook);
+            continue;
+        };
+        metrics.attempt_finished(&report.outcome, started.elapsed());
         // 410 Gone: the receiver says the endpoint is no more; stop now and disable it.
         let gone = report.outcome.status_code() == Some(410);
         let next = if gone {

@@ -24,6 +24,9 @@ pub enum StoreError {
     Sealed(#[from] seal::SealError),
     #[error("the Idempotency-Key was already used with a different request")]
     IdempotencyConflict,
+    /// The event's account is being erased (or does not exist): nothing of it was stored.
+    #[error("no such account")]
+    UnknownAccount,
     /// The task or thread that writes this store's publishes (or, on SQLite, all its writes)
     /// has stopped, or stopped before it answered: nothing of the request was acknowledged.
     #[error("the {0} has stopped; the write was not acknowledged")]

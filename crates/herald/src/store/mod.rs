@@ -13,6 +13,7 @@
 //! channel ([`group_commit`]) and background tasks' columns and delivery filters ([`tasks`]).
 
 mod caps;
+pub mod erasure;
 mod error;
 mod group_commit;
 mod handoff;
@@ -33,6 +34,7 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 
 pub(crate) use caps::{pick_more, pick_within_caps, saturated_webhooks};
+pub use erasure::{ErasedRows, ErasureMark, ErasureStep};
 pub use error::{StoreError, StoreResult};
 pub(crate) use handoff::{Handoff, IntakeSlot};
 pub(crate) use health::failure_record_changes;

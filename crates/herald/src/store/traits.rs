@@ -8,6 +8,7 @@
 //! `account: None` on a read means the admin's unscoped view; `Some(id)` restricts it to that
 //! account, so another account's ids are simply not found.
 
+use super::erasure::{ErasedRows, ErasureMark, ErasureStep};
 use super::stats::AttemptStats;
 use super::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
@@ -53,6 +54,11 @@ pub trait Accounts: Send + Sync + 'static {
     /// The account's signing secret (for its callback URL and jobs' own webhooks), made on
     /// first use.
     async fn account_signing_secret(&self, account: &AccountId) -> StoreResult<SigningSecret>;
+    /// Marks the account for erasure, in one transaction: from then on it is not found (nor
+    /// listed, nor published to), its keys are revoked, and its webhooks are deleted and
+    /// disabled, so no claim takes their deliveries; the eraser deletes its rows
+    /// ([`Retention::erase_batch`]).
+    async fn begin_erasure(&self, id: &AccountId, now: Timestamp) -> StoreResult<ErasureMark>;
 }
 
 /// Webhooks: subscriptions, an account's callback URL, jobs' own.
@@ -330,6 +336,32 @@ pub trait Retention: Send + Sync + 'static {
     /// or their CLI did not come back), cancelling their pending deliveries, as a delete does.
     /// Returns how many.
     async fn remove_lapsed_listeners(&self, now: Timestamp, limit: usize) -> StoreResult<u64>;
+    /// The accounts marked for erasure ([`Accounts::begin_erasure`]), the oldest mark first.
+    async fn accounts_being_erased(&self) -> StoreResult<Vec<AccountId>>;
+    /// Deletes up to `limit` rows of `step` of an account being erased, in one short
+    /// transaction; deliveries whose lease runs past `now` are left for a later batch (see
+    /// [`super::erasure`]). `None` when another node is erasing right now (PostgreSQL).
+    async fn erase_batch(
+        &self,
+        account: &AccountId,
+        step: ErasureStep,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Option<ErasedRows>>;
+    /// Deletes the account row of an account being erased once no row of any
+    /// [`ErasureStep`] is left; true when it is gone (or was already).
+    async fn finish_erasure(&self, account: &AccountId) -> StoreResult<bool>;
+
+    /// Calls `on_mark` whenever another process marks an account for erasure, until
+    /// `shutdown`. Backends shared by several processes implement it (PostgreSQL: LISTEN);
+    /// the process that marks one learns of it in memory.
+    fn watch_for_erasures(
+        &self,
+        on_mark: Arc<dyn Fn() + Send + Sync>,
+        shutdown: CancellationToken,
+    ) {
+        let _ = (on_mark, shutdown);
+    }
 }
 
 /// The queue gauges of `/metrics`.

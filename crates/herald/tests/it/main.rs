@@ -14,6 +14,7 @@ mod cli;
 mod contracts;
 mod crash;
 mod delivery;
+mod erasure;
 mod event_schemas;
 mod flood;
 mod health;

@@ -154,6 +154,8 @@ async fn the_document_validates_as_openapi_3_1() {
 /// Ids of resources that exist, so that operations on one reach past the 404 (see [`seeded`]).
 struct Seeds {
     account: String,
+    /// An account of its own for `DELETE /v1/accounts/{id}`, which erases it.
+    doomed: String,
     event: String,
     delivery: String,
     job: String,
@@ -179,6 +181,7 @@ async fn seeded(app: &TestApp, account: &TestAccount) -> Seeds {
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
     Seeds {
         account: account.id.clone(),
+        doomed: app.create_account("doomed").await.id,
         event: id(&published),
         delivery,
         job: id(&job),
@@ -203,11 +206,22 @@ fn fuzz_config(seeds: &Seeds, admin: bool) -> String {
         ("deliveries", &seeds.delivery),
         ("jobs", &seeds.job),
     ] {
+        // Erasing the seeded account would leave the rest of the run nothing to reach.
+        let keep = if path == "accounts" {
+            "exclude-method = \"DELETE\"\n"
+        } else {
+            ""
+        };
         config += &format!(
-            "[[operations]]\ninclude-path-regex = '^/v1/{path}/\\{{id\\}}'\n\
+            "[[operations]]\ninclude-path-regex = '^/v1/{path}/\\{{id\\}}'\n{keep}\
              parameters = {{ \"path.id\" = \"{id}\" }}\n\n"
         );
     }
+    config += &format!(
+        "[[operations]]\ninclude-operation-id = \"erase_account\"\n\
+         parameters = {{ \"path.id\" = \"{}\" }}\n\n",
+        seeds.doomed
+    );
     config
 }
 

@@ -12,6 +12,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 mod accounts;
 mod claim;
 mod deliveries;
+mod erasure;
 mod events;
 mod gauges;
 mod jobs;

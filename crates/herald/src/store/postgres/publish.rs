@@ -12,6 +12,7 @@
 
 use super::{CHANNEL, PUBLISHER, PgStore};
 use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookKind};
+use crate::store::erasure;
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
 use crate::store::rows::{self, WEBHOOK_COLUMNS, WebhookColumns, corrupt, event_from_row};
 use crate::store::seal::Sealer;
@@ -96,13 +97,20 @@ async fn publish_batch(
     let events: Vec<&NewEvent> = batch.iter().flat_map(|r| &r.events).collect();
     let mut results: Vec<Option<StoreResult<Published>>> = events.iter().map(|_| None).collect();
     let mut tx = pool.begin().await?;
+    // Events of accounts being erased are refused, as of unknown accounts.
+    let erasing = super::erasure::erasing_among(&mut tx, &erasure::accounts_of(&events)).await?;
+    for (result, refused) in results.iter_mut().zip(erasure::refused(&events, &erasing)) {
+        if refused {
+            *result = Some(Err(StoreError::UnknownAccount));
+        }
+    }
     // Deliveries left for the claims: what other nodes (and this one's claims) are woken for.
     let mut made = 0u32;
     // Keyed events in (account, key) order: concurrent committers and nodes then wait on the
     // idempotency index in one order and cannot deadlock. The sort is stable, so repeats of a
     // key within the group keep their order (the first stores, the next replay it).
     let mut keyed: Vec<usize> = (0..events.len())
-        .filter(|&i| events[i].idempotency.is_some())
+        .filter(|&i| events[i].idempotency.is_some() && results[i].is_none())
         .collect();
     keyed.sort_by_key(|&i| {
         let key = events[i].idempotency.as_ref().map(|k| k.key.as_str());
@@ -305,9 +313,7 @@ async fn insert_events(
     .execute(&mut *conn)
     .await?;
 
-    let mut accounts: Vec<&str> = events.iter().map(|e| e.account.as_str()).collect();
-    accounts.sort_unstable();
-    accounts.dedup();
+    let accounts = erasure::accounts_of(events);
     let jobs: Vec<&str> = events
         .iter()
         .filter_map(|e| e.job.as_ref().map(|j| j.id.as_str()))

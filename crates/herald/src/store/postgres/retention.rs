@@ -7,8 +7,8 @@
 //! retry in the meantime keeps its event.
 
 use super::PgStore;
-use crate::domain::{EventId, Timestamp};
-use crate::store::{PruneEvents, PrunedEvents, Retention, StoreResult};
+use crate::domain::{AccountId, EventId, Timestamp};
+use crate::store::{ErasedRows, ErasureStep, PruneEvents, PrunedEvents, Retention, StoreResult};
 use async_trait::async_trait;
 use sqlx::{PgConnection, Postgres, Transaction};
 use std::collections::HashSet;
@@ -188,5 +188,31 @@ impl Retention for PgStore {
         let removed = super::listeners::remove_lapsed_listeners(&mut tx, now, limit).await?;
         tx.commit().await?;
         Ok(removed)
+    }
+
+    async fn accounts_being_erased(&self) -> StoreResult<Vec<AccountId>> {
+        self.erasing_accounts().await
+    }
+
+    async fn erase_batch(
+        &self,
+        account: &AccountId,
+        step: ErasureStep,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Option<ErasedRows>> {
+        self.erase(account, step, now, limit).await
+    }
+
+    async fn finish_erasure(&self, account: &AccountId) -> StoreResult<bool> {
+        self.erase_account_row(account).await
+    }
+
+    fn watch_for_erasures(
+        &self,
+        on_mark: std::sync::Arc<dyn Fn() + Send + Sync>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        self.listen_for_erasures(on_mark, shutdown);
     }
 }

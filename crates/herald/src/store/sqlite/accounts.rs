@@ -29,7 +29,7 @@ impl Accounts for SqliteStore {
 
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
         let row: Option<AccountColumns> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ? AND erasing_since IS NULL"
         )))
         .bind(id.as_str())
         .fetch_optional(&self.reader)
@@ -38,9 +38,10 @@ impl Accounts for SqliteStore {
     }
 
     async fn list_accounts(&self, page: &PageRequest) -> StoreResult<Page<Account>> {
-        // Not the hidden operator account: it is no customer (see `store/operator.rs`).
+        // Neither the hidden operator account (no customer: see `store/operator.rs`) nor an
+        // account being erased.
         let mut q = QueryBuilder::new(format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id <> '{}'",
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id <> '{}' AND erasing_since IS NULL",
             crate::store::operator::ACCOUNT
         ));
         push_page(&mut q, "id", page);
@@ -51,7 +52,8 @@ impl Accounts for SqliteStore {
 
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<FoundKey>> {
         let row = sqlx::query(
-            "SELECT id, account_id, key_hash FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+            "SELECT k.id, k.account_id, k.key_hash FROM api_keys k JOIN accounts a ON a.id = k.account_id
+             WHERE k.key_hash = ? AND k.revoked_at IS NULL AND a.erasing_since IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.reader)
@@ -144,6 +146,14 @@ impl Accounts for SqliteStore {
             .sealer
             .open(Column::AccountSigningSecret, account.as_str(), &stored)?;
         SigningSecret::parse(&text).map_err(|e| corrupt("account signing secret", e))
+    }
+
+    async fn begin_erasure(
+        &self,
+        id: &AccountId,
+        now: Timestamp,
+    ) -> StoreResult<crate::store::ErasureMark> {
+        self.mark_for_erasure(id, now).await
     }
 }
 

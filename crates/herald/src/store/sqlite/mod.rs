@@ -18,6 +18,7 @@ mod accounts;
 mod batch;
 mod claim;
 mod deliveries;
+mod erasure;
 mod events;
 mod gauges;
 mod jobs;

@@ -7,6 +7,7 @@
 use super::batch::Batch;
 use super::{PUBLISHER, SqliteStore};
 use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookKind};
+use crate::store::erasure;
 use crate::store::group_commit::{self, PublishRequest};
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, corrupt, event_from_rusqlite};
 use crate::store::seal::Sealer;
@@ -33,9 +34,13 @@ pub(super) fn write_group(
     sealer: &Sealer,
 ) -> StoreResult<Vec<StoreResult<Published>>> {
     let events: Vec<&NewEvent> = publishes.iter().flat_map(|r| &r.events).collect();
+    let erasing = super::erasure::erasing_among(conn, &erasure::accounts_of(&events))?;
+    let refused = erasure::refused(&events, &erasing);
     let (keyed, plain): (Vec<&NewEvent>, Vec<&NewEvent>) = events
         .iter()
-        .copied()
+        .zip(&refused)
+        .filter(|(_, refused)| !**refused)
+        .map(|(e, _)| *e)
         .partition(|e| e.idempotency.is_some());
     let now = Timestamp::now();
     let mut keyed_results = Vec::with_capacity(keyed.len());
@@ -53,7 +58,11 @@ pub(super) fn write_group(
     let mut counts = counts.into_iter();
     Ok(events
         .iter()
-        .map(|e| {
+        .zip(refused)
+        .map(|(e, refused)| {
+            if refused {
+                return Err(StoreError::UnknownAccount);
+            }
             if e.idempotency.is_some() {
                 return keyed_results.next().expect("one result per keyed event");
             }
@@ -189,9 +198,7 @@ fn push_insert_events(batch: &mut Batch, events: &[&NewEvent], now: Timestamp) {
 /// The lookup of every webhook that may get one of `events`: the active webhooks of their
 /// accounts, a job's webhook only for its own job's events; rows of [`WEBHOOK_COLUMNS`].
 fn push_webhook_lookup(batch: &mut Batch, events: &[&NewEvent]) {
-    let mut accounts: Vec<&str> = events.iter().map(|e| e.account.as_str()).collect();
-    accounts.sort_unstable();
-    accounts.dedup();
+    let accounts = erasure::accounts_of(events);
     let jobs: Vec<&str> = events
         .iter()
         .filter_map(|e| e.job.as_ref().map(|j| j.id.as_str()))

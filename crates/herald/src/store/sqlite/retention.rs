@@ -6,8 +6,8 @@
 //! publishes and attempt results queue behind one batch at most.
 
 use super::{Commit, SqliteStore};
-use crate::domain::{EventId, Timestamp};
-use crate::store::{PruneEvents, PrunedEvents, Retention, StoreResult};
+use crate::domain::{AccountId, EventId, Timestamp};
+use crate::store::{ErasedRows, ErasureStep, PruneEvents, PrunedEvents, Retention, StoreResult};
 use async_trait::async_trait;
 
 #[async_trait]
@@ -135,5 +135,23 @@ impl Retention for SqliteStore {
             super::listeners::remove_lapsed_listeners(tx, now, limit)
         })
         .await
+    }
+
+    async fn accounts_being_erased(&self) -> StoreResult<Vec<AccountId>> {
+        self.erasing_accounts().await
+    }
+
+    async fn erase_batch(
+        &self,
+        account: &AccountId,
+        step: ErasureStep,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Option<ErasedRows>> {
+        self.erase(account, step, now, limit).await
+    }
+
+    async fn finish_erasure(&self, account: &AccountId) -> StoreResult<bool> {
+        self.erase_account_row(account).await
     }
 }

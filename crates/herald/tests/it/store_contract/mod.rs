@@ -243,6 +243,7 @@ fn per_webhook(claims: &[ClaimedDelivery]) -> BTreeMap<WebhookId, usize> {
     counts
 }
 
+mod erasure;
 mod listeners;
 mod operator;
 mod publish;

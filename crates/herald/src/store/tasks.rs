@@ -350,8 +350,14 @@ mod tests {
             pg.text,
             "only the dialect differs"
         );
-        let unscoped =
-            Sql::count_requeueable(Dialect::Sqlite, &RequeueFilter { account: None, ..f });
+        let unscoped = Sql::count_requeueable(
+            Dialect::Sqlite,
+            &RequeueFilter {
+                account: None,
+                webhook: None,
+                ..f
+            },
+        );
         assert_eq!(unscoped.params.len(), 3);
         assert!(!unscoped.text.contains("account_id"));
     }

@@ -184,6 +184,11 @@ async fn the_newer_routes_answer_404_for_another_accounts_ids_too(backend: Backe
         ),
         ("POST", format!("/v1/webhooks/{}/enable", a.webhook), None),
         ("POST", format!("/v1/webhooks/{}/test", a.webhook), None),
+        (
+            "POST",
+            format!("/v1/webhooks/{}/recover", a.webhook),
+            Some(json!({ "since": "2020-01-01T00:00:00Z" })),
+        ),
         ("GET", "/v1/jobs/a-job".to_owned(), None),
         ("GET", format!("/v1/me/callback-url?account={acc}"), None),
         (
@@ -320,6 +325,18 @@ async fn every_route_answers_401_without_a_valid_credential(backend: Backend) {
         ("GET", "/v1/deliveries".into(), None),
         ("GET", format!("/v1/deliveries/{}", a.delivery), None),
         ("POST", format!("/v1/deliveries/{}/retry", a.delivery), None),
+        (
+            "POST",
+            format!("/v1/webhooks/{}/recover", a.webhook),
+            Some(json!({ "since": "2020-01-01T00:00:00Z" })),
+        ),
+        (
+            "POST",
+            "/v1/deliveries/retry".into(),
+            Some(json!({ "status": "failed", "since": "2020-01-01T00:00:00Z",
+                         "until": "2040-01-01T00:00:00Z" })),
+        ),
+        ("GET", "/v1/tasks".into(), None),
     ];
     let mut almost_a_key = b.account.key.clone();
     almost_a_key.pop();

@@ -17,6 +17,7 @@ mod replay;
 mod stats;
 pub mod test_send;
 mod webhook_secrets;
+mod webhook_view;
 mod webhooks;
 
 use crate::config::Settings;

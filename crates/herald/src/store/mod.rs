@@ -36,13 +36,14 @@ pub(crate) use health::failure_record_changes;
 pub use open::open;
 pub(crate) use open::{APPLIED_MIGRATION, migrations_done};
 pub use traits::{
-    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Listeners, Publisher, Queue, QueueGauges,
-    Readiness, Retention, Store, Webhooks,
+    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Listeners, PortalSessions, Publisher,
+    Queue, QueueGauges, Readiness, Retention, Store, Webhooks,
 };
 pub use types::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
-    HealthPolicy, Idempotency, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page,
-    PageRequest, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
+    HealthPolicy, Idempotency, JobCreated, JobCursor, JobUpdate, LinkRedeemed, NewApiKey, NewEvent,
+    NewPortalLink, NewPortalSession, NextStep, PORTAL_PRUNE_BATCH, Page, PageRequest,
+    PortalSession, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
     ReplayPage, RetryRequest,
 };
 

@@ -22,6 +22,7 @@ mod events;
 mod gauges;
 mod jobs;
 mod listeners;
+mod portal;
 mod publish;
 mod queue;
 mod ready;

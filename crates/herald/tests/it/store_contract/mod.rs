@@ -243,6 +243,7 @@ fn per_webhook(claims: &[ClaimedDelivery]) -> BTreeMap<WebhookId, usize> {
 }
 
 mod listeners;
+mod portal;
 mod publish;
 mod queue;
 mod resources;

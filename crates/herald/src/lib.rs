@@ -5,7 +5,8 @@
 //! interface) behind [`server`] (connections within limits), [`janitor`] (retention), tied
 //! together by [`app`]; [`telemetry`] counts what they do; [`schemas`] checks event data against
 //! the catalog's JSON Schemas. [`listen`] is the `herald listen` command and its stream's
-//! protocol; [`cli`] holds the other user tools, `herald trigger` and `herald verify`.
+//! protocol; [`cli`] holds the other user tools, `herald trigger` and `herald verify`; [`portal`]
+//! is the customer portal's web pages.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod dispatch;
 pub mod janitor;
 pub mod listen;
+pub mod portal;
 pub mod schemas;
 pub mod server;
 pub mod store;

@@ -54,6 +54,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub retention: RetentionSettings,
     pub listeners: ListenerSettings,
+    pub portal: PortalSettings,
 }
 
 mod sections;
@@ -85,6 +86,7 @@ impl Default for Settings {
             api: ApiSettings::default(),
             retention: RetentionSettings::default(),
             listeners: ListenerSettings::default(),
+            portal: PortalSettings::default(),
         }
     }
 }
@@ -250,6 +252,7 @@ impl Settings {
         if self.listeners.lease.0 < Duration::from_secs(1) {
             bail!("listeners.lease must be at least 1s");
         }
+        self.portal.check(self.dev).map_err(anyhow::Error::msg)?;
         Ok(())
     }
 

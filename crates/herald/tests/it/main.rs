@@ -26,6 +26,8 @@ mod metrics;
 mod multinode;
 mod openapi;
 mod pg_outage;
+mod portal;
+mod portal_pages;
 mod private_keys;
 mod rate_limit;
 mod readiness;

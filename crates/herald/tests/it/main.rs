@@ -27,6 +27,7 @@ mod multinode;
 mod openapi;
 mod pg_outage;
 mod portal;
+mod portal_browser;
 mod portal_pages;
 mod private_keys;
 mod rate_limit;

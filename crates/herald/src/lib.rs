@@ -6,7 +6,8 @@
 //! [`erasure`] (deleting an account and everything of it) and [`tasks`] (background tasks: bulk
 //! re-queues), tied together by [`app`]; [`telemetry`] counts what they do; [`schemas`] checks event data against
 //! the catalog's JSON Schemas. [`listen`] is the `herald listen` command and its stream's
-//! protocol; [`cli`] holds the other user tools, `herald trigger` and `herald verify`.
+//! protocol; [`cli`] holds the other user tools, `herald trigger` and `herald verify`; [`portal`]
+//! is the customer portal's web pages.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod dispatch;
 pub mod erasure;
 pub mod janitor;
 pub mod listen;
+pub mod portal;
 pub mod schemas;
 pub mod server;
 pub mod store;

@@ -1,10 +1,14 @@
 //! Deliveries and their attempts: the delivery log, and manual retries.
 
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::events::time_param;
 use super::extract::{Actor, ApiQuery};
 use super::{AppState, ListBody, page_request};
-use crate::domain::{Attempt, Delivery, DeliveryId, DeliveryStatus, EventId, Timestamp, WebhookId};
-use crate::store::{DeliveryQuery, RetryRequest};
+use crate::domain::{
+    AccountId, Attempt, Delivery, DeliveryId, DeliveryStatus, EventId, EventType, Timestamp,
+    WebhookId,
+};
+use crate::store::{DeliveryQuery, PageRequest, RetryRequest};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -28,26 +32,35 @@ struct DeliveryDetail {
     attempts: Vec<Attempt>,
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-struct ListParams {
+pub(crate) struct ListParams {
     /// With the admin token: one account's deliveries (all accounts' if left out). With an API
     /// key: leave out, or the key's own account.
-    account: Option<String>,
+    pub(crate) account: Option<String>,
     /// Only deliveries to this webhook.
     #[param(value_type = Option<WebhookId>)]
-    webhook: Option<String>,
+    pub(crate) webhook: Option<String>,
     /// Only deliveries of this event.
     #[param(value_type = Option<EventId>)]
-    event: Option<String>,
+    pub(crate) event: Option<String>,
     /// Only deliveries in this state.
     #[param(value_type = Option<DeliveryStatus>)]
-    status: Option<String>,
+    pub(crate) status: Option<String>,
+    /// Only deliveries of events of this type.
+    #[serde(rename = "type")]
+    pub(crate) event_type: Option<String>,
+    /// Only deliveries made at or after this time (RFC 3339).
+    #[param(format = DateTime)]
+    pub(crate) since: Option<String>,
+    /// Only deliveries made before this time (RFC 3339).
+    #[param(format = DateTime)]
+    pub(crate) until: Option<String>,
     /// The `next_cursor` of the previous page; leave out for the first (newest) page.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
     /// Items per page, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
 }
 
 fn id_param<T>(
@@ -61,6 +74,45 @@ fn id_param<T>(
             parse(v).ok_or_else(|| ApiError::invalid(field, format!("{field} is not a valid id")))
         })
         .transpose()
+}
+
+/// The store query and page a delivery list's parameters ask for, each checked (the API's list
+/// and the portal's filter form); `scope` is the account the caller may see.
+pub(crate) fn delivery_query(
+    scope: Option<AccountId>,
+    p: &ListParams,
+) -> ApiResult<(DeliveryQuery, PageRequest)> {
+    let status = p
+        .status
+        .as_deref()
+        .map(|s| {
+            DeliveryStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    "status must be pending, succeeded, failed or cancelled",
+                )
+            })
+        })
+        .transpose()?;
+    // Checked like a published type, so what reaches the store is a plain name.
+    let event_type = p
+        .event_type
+        .as_deref()
+        .map(|t| EventType::parse(t).map_err(|e| ApiError::invalid("type", e)))
+        .transpose()?;
+    let query = DeliveryQuery {
+        account: scope,
+        webhook: id_param("webhook", &p.webhook, WebhookId::parse)?,
+        event: id_param("event", &p.event, EventId::parse)?,
+        status,
+        event_type: event_type.map(|t| t.as_str().to_owned()),
+        since: time_param("since", &p.since)?,
+        until: time_param("until", &p.until)?,
+    };
+    let page = page_request(p.cursor.as_deref(), p.limit, |c| {
+        DeliveryId::parse(c).is_some()
+    })?;
+    Ok((query, page))
 }
 
 /// List deliveries
@@ -80,27 +132,8 @@ async fn list(
     actor: Actor,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<ListBody<Delivery>>> {
-    let status = p
-        .status
-        .as_deref()
-        .map(|s| {
-            DeliveryStatus::parse(s).ok_or_else(|| {
-                ApiError::invalid(
-                    "status",
-                    "status must be pending, succeeded, failed or cancelled",
-                )
-            })
-        })
-        .transpose()?;
-    let query = DeliveryQuery {
-        account: actor.read_scope(&state, p.account.as_deref()).await?,
-        webhook: id_param("webhook", &p.webhook, WebhookId::parse)?,
-        event: id_param("event", &p.event, EventId::parse)?,
-        status,
-    };
-    let page = page_request(p.cursor.as_deref(), p.limit, |c| {
-        DeliveryId::parse(c).is_some()
-    })?;
+    let scope = actor.read_scope(&state, p.account.as_deref()).await?;
+    let (query, page) = delivery_query(scope, &p)?;
     Ok(Json(ListBody::from_page(
         state.store.list_deliveries(&query, &page).await?,
         |d| d,
@@ -132,14 +165,25 @@ async fn show(
     ApiQuery(q): ApiQuery<AccountParam>,
 ) -> ApiResult<Json<DeliveryDetail>> {
     let scope = actor.read_scope(&state, q.account.as_deref()).await?;
-    let id = DeliveryId::parse(&id).ok_or_else(|| ApiError::not_found("delivery"))?;
+    let (delivery, attempts) = delivery_with_attempts(&state, scope.as_ref(), &id).await?;
+    Ok(Json(DeliveryDetail { delivery, attempts }))
+}
+
+/// A delivery the caller may see (`scope`), with its attempts, oldest first; anything else is
+/// 404.
+pub(crate) async fn delivery_with_attempts(
+    state: &AppState,
+    scope: Option<&AccountId>,
+    id: &str,
+) -> ApiResult<(Delivery, Vec<Attempt>)> {
+    let id = DeliveryId::parse(id).ok_or_else(|| ApiError::not_found("delivery"))?;
     let delivery = state
         .store
-        .get_delivery(scope.as_ref(), &id)
+        .get_delivery(scope, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("delivery"))?;
     let attempts = state.store.list_attempts(&id).await?;
-    Ok(Json(DeliveryDetail { delivery, attempts }))
+    Ok((delivery, attempts))
 }
 
 /// Retry a delivery
@@ -163,17 +207,27 @@ async fn retry(
     ApiQuery(q): ApiQuery<AccountParam>,
 ) -> ApiResult<(StatusCode, Json<Delivery>)> {
     let scope = actor.read_scope(&state, q.account.as_deref()).await?;
-    let id = DeliveryId::parse(&id).ok_or_else(|| ApiError::not_found("delivery"))?;
+    let delivery = retry_delivery(&state, scope.as_ref(), &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(delivery)))
+}
+
+/// Makes a delivery the caller may see due now, and wakes the dispatcher.
+pub(crate) async fn retry_delivery(
+    state: &AppState,
+    scope: Option<&AccountId>,
+    id: &str,
+) -> ApiResult<Delivery> {
+    let id = DeliveryId::parse(id).ok_or_else(|| ApiError::not_found("delivery"))?;
     match state
         .store
-        .retry_delivery(scope.as_ref(), &id, Timestamp::now())
+        .retry_delivery(scope, &id, Timestamp::now())
         .await?
     {
         RetryRequest::NotFound => Err(ApiError::not_found("delivery")),
         RetryRequest::Refused(why) => Err(ApiError::conflict("not_retryable", why)),
         RetryRequest::Scheduled(d) => {
             state.waker.wake();
-            Ok((StatusCode::ACCEPTED, Json(d)))
+            Ok(d)
         }
     }
 }

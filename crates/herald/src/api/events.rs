@@ -386,7 +386,7 @@ struct ListParams {
     limit: Option<u32>,
 }
 
-fn time_param(field: &str, value: &Option<String>) -> ApiResult<Option<Timestamp>> {
+pub(crate) fn time_param(field: &str, value: &Option<String>) -> ApiResult<Option<Timestamp>> {
     value
         .as_deref()
         .map(|v| {
@@ -425,6 +425,7 @@ async fn list(
         event_type: event_type.map(|t| t.as_str().to_owned()),
         since: time_param("since", &p.since)?,
         until: time_param("until", &p.until)?,
+        job: None,
     };
     let page = page_request(p.cursor.as_deref(), p.limit, |c| {
         EventId::parse(c).is_some()

@@ -5,7 +5,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Actor, ApiJson, ApiQuery, object_only};
 use super::webhook_secrets::{KeyView, parse_grace};
 use crate::domain::{
-    EventFilter, SigningMode, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind,
+    AccountId, EventFilter, SigningMode, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind,
     WebhookStatus, WebhookUrl,
 };
 use axum::Json;
@@ -22,22 +22,22 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(signing_secret))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SetCallback {
+pub(crate) struct SetCallback {
     /// Gets every event of the account.
     #[schema(pattern = "^https?://", example = "https://example.com/callback")]
-    callback_url: String,
+    pub(crate) callback_url: String,
     /// With the admin token: the account (required). With an API key: leave out (or the key's
     /// own account).
-    account: Option<String>,
+    pub(crate) account: Option<String>,
     /// How deliveries authenticate; the operator's `registration.callback.signing` if unset.
     #[serde(default, deserialize_with = "object_only")]
-    signing: Option<SigningMode>,
+    pub(crate) signing: Option<SigningMode>,
     /// How long the old key keeps signing when the signing mode moves between HMAC and ed25519
     /// (`0s` to `7d`, default `1d`).
     #[schema(example = "1d")]
-    grace_period: Option<String>,
+    pub(crate) grace_period: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -88,10 +88,23 @@ async fn set_callback(
     ApiJson(body): ApiJson<SetCallback>,
 ) -> ApiResult<Json<CallbackView>> {
     let account = actor.account(&state, body.account.as_deref()).await?;
+    let saved = set_callback_url(&state, account, &body).await?;
+    Ok(Json(callback_view(Some(&saved))))
+}
+
+/// Sets (or replaces) an account's callback URL (the API's PUT and the portal's form).
+pub(crate) async fn set_callback_url(
+    state: &AppState,
+    account: AccountId,
+    body: &SetCallback,
+) -> ApiResult<Webhook> {
     let url = WebhookUrl::parse_with(&body.callback_url, &state.settings.address_policy())
         .map_err(|e| ApiError::invalid("callback_url", e))?;
     let model = &state.settings.registration.callback;
-    let signing = body.signing.unwrap_or_else(|| model.signing.clone());
+    let signing = body
+        .signing
+        .clone()
+        .unwrap_or_else(|| model.signing.clone());
     signing
         .validate()
         .map_err(|e| ApiError::invalid("signing", e))?;
@@ -135,8 +148,7 @@ async fn set_callback(
             failing_since: None,
         },
     };
-    let saved = state.store.set_callback_webhook(&webhook).await?;
-    Ok(Json(callback_view(Some(&saved))))
+    Ok(state.store.set_callback_webhook(&webhook).await?)
 }
 
 /// Get the callback URL
@@ -177,14 +189,20 @@ async fn remove_callback(
     ApiQuery(q): ApiQuery<AccountParam>,
 ) -> ApiResult<StatusCode> {
     let account = actor.account(&state, q.account.as_deref()).await?;
-    let Some(webhook) = state.store.callback_webhook(&account).await? else {
+    remove_callback_url(&state, &account).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes an account's callback URL; 404 when it has none.
+pub(crate) async fn remove_callback_url(state: &AppState, account: &AccountId) -> ApiResult<()> {
+    let Some(webhook) = state.store.callback_webhook(account).await? else {
         return Err(ApiError::not_found("callback URL"));
     };
     state
         .store
-        .delete_webhook(Some(&account), &webhook.id, Timestamp::now())
+        .delete_webhook(Some(account), &webhook.id, Timestamp::now())
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// Get the account's signing secret

@@ -1,25 +1,28 @@
-//! The HTTP API: one file per resource, one error type, JSON everywhere.
+//! The HTTP API: one file per resource, one error type, JSON everywhere. The customer portal's
+//! pages (`crate::portal`) are served beside it and call its functions.
 
 mod accounts;
-mod deliveries;
+pub(crate) mod deliveries;
 pub mod error;
-mod events;
+pub(crate) mod events;
 pub mod extract;
 mod jobs;
 pub mod keys;
 mod listen;
-mod me;
-mod meta;
+pub(crate) mod me;
+pub(crate) mod meta;
 pub mod openapi;
+mod portal_sessions;
 pub mod rate_limit;
 mod recover;
 mod reference;
 mod replay;
-mod stats;
+pub(crate) mod stats;
 mod tasks;
 pub mod test_send;
-mod webhook_secrets;
-mod webhooks;
+pub(crate) mod webhook_secrets;
+mod webhook_view;
+pub(crate) mod webhooks;
 
 use crate::config::Settings;
 use crate::dispatch::Waker;
@@ -112,6 +115,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(jobs::routes())
         .merge(me::routes())
         .merge(keys::routes())
+        .merge(portal_sessions::routes())
         .merge(stats::routes())
         .merge(replay::routes())
         .merge(recover::routes())
@@ -136,7 +140,9 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::map_response(error::json_error_answers))
-        .with_state(state)
+        .with_state(state.clone())
+        // Its HTML pages keep their own answers (the layer above would make them JSON).
+        .merge(crate::portal::router(state))
 }
 
 /// `?cursor=&limit=` on every list. (Lists with more parameters repeat these two rather than

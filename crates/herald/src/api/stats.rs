@@ -142,7 +142,7 @@ async fn stats(
         successes: s.successes,
         failures: s.failed(),
         failures_by_class: s.failures.into(),
-        success_rate: (s.attempts > 0).then(|| s.successes as f64 / s.attempts as f64),
+        success_rate: s.success_rate(),
         latency_ms: LatencyView {
             p50: s.latency_quantile_ms(0.5),
             p99: s.latency_quantile_ms(0.99),

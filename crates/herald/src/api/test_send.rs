@@ -8,7 +8,7 @@
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::events::check_data;
-use crate::domain::{DeliveryId, EventId, Webhook};
+use crate::domain::{DeliveryId, EventId, Webhook, WebhookStatus};
 use crate::store::NewEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -90,4 +90,43 @@ pub(super) fn test_event(
     let mut event = NewEvent::new(webhook.account_id.clone(), name.to_owned(), data);
     event.only_webhook = Some(webhook.id.clone());
     Ok(event)
+}
+
+/// Sends a test event to an active webhook (the API's `POST /v1/webhooks/{id}/test` and the
+/// portal's form): publishes it for that webhook only, and answers the event and its delivery.
+pub(crate) async fn send_test(
+    state: &AppState,
+    webhook: &Webhook,
+    body: TestSendRequest,
+) -> ApiResult<TestSendAnswer> {
+    if webhook.status != WebhookStatus::Active {
+        return Err(ApiError::conflict(
+            "webhook_disabled",
+            "the webhook is disabled; enable it first",
+        ));
+    }
+    let event = test_event(state, webhook, body)?;
+    let published = state.store.publish_event(event).await?;
+    state.deliveries_created(published.deliveries);
+    let delivery = state
+        .store
+        .list_deliveries(
+            &crate::store::DeliveryQuery {
+                event: Some(published.event.id.clone()),
+                ..Default::default()
+            },
+            &crate::store::PageRequest {
+                after: None,
+                limit: 1,
+            },
+        )
+        .await?
+        .items
+        .into_iter()
+        .next();
+    Ok(TestSendAnswer {
+        event_id: published.event.id,
+        event_type: published.event.event_type,
+        delivery_id: delivery.map(|d| d.id),
+    })
 }

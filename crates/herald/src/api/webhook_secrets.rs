@@ -6,7 +6,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Actor, ApiQuery, OptionalJson};
 use super::webhooks::{AccountParam, find};
 use crate::domain::duration::parse_duration;
-use crate::domain::{ReceiverKey, SigningMode, SigningSecret, Timestamp, WebhookId};
+use crate::domain::{ReceiverKey, SigningMode, SigningSecret, Timestamp, Webhook, WebhookId};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -25,14 +25,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// receiver by design), an ed25519 key by its public half (`public_key`). One of the two.
 #[derive(Serialize, ToSchema)]
 #[schema(as = ReceiverKey)]
-pub(super) struct KeyView {
+pub(crate) struct KeyView {
     /// The HMAC secret, for `standard` signing.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
-    secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// The ed25519 public key, for `ed25519` signing.
     #[serde(skip_serializing_if = "Option::is_none")]
-    public_key: Option<String>,
+    pub(crate) public_key: Option<String>,
 }
 
 impl From<ReceiverKey> for KeyView {
@@ -53,22 +53,22 @@ impl From<ReceiverKey> for KeyView {
 /// What `GET /v1/webhooks/{id}/secret` answers: what receivers verify with, never a private key.
 #[derive(Serialize, ToSchema)]
 #[schema(as = WebhookSecret)]
-struct SecretView {
+pub(crate) struct SecretView {
     #[serde(flatten)]
-    key: KeyView,
+    pub(crate) key: KeyView,
     /// The signing mode, with its credential (a bearer token, a header's value) if it has one.
-    signing: SigningMode,
+    pub(crate) signing: SigningMode,
     #[serde(skip_serializing_if = "Option::is_none")]
-    previous_secret: Option<PreviousKeyView>,
+    pub(crate) previous_secret: Option<PreviousKeyView>,
 }
 
 /// The key a rotation or a change of signing mode replaced, still signing until `expires_at`.
 #[derive(Serialize, ToSchema)]
 #[schema(as = PreviousKey)]
-struct PreviousKeyView {
+pub(crate) struct PreviousKeyView {
     #[serde(flatten)]
-    key: KeyView,
-    expires_at: Timestamp,
+    pub(crate) key: KeyView,
+    pub(crate) expires_at: Timestamp,
 }
 
 /// Get a webhook's signing secret
@@ -90,7 +90,12 @@ async fn secret(
     ApiQuery(q): ApiQuery<AccountParam>,
 ) -> ApiResult<Json<SecretView>> {
     let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
-    let now = Timestamp::now();
+    Ok(Json(secret_view(webhook, Timestamp::now())))
+}
+
+/// What receivers verify a webhook's deliveries with at `now` (the API's answer and the
+/// portal's page).
+pub(crate) fn secret_view(webhook: Webhook, now: Timestamp) -> SecretView {
     let previous_secret = webhook
         .previous_secret
         .as_ref()
@@ -99,11 +104,11 @@ async fn secret(
             key: previous.receiver_key().into(),
             expires_at: *until,
         });
-    Ok(Json(SecretView {
+    SecretView {
         key: webhook.secret.receiver_key().into(),
         signing: webhook.signing,
         previous_secret,
-    }))
+    }
 }
 
 /// A new secret of the kind a signing mode signs with.
@@ -158,12 +163,12 @@ pub(super) fn parse_grace(given: Option<&str>) -> ApiResult<Duration> {
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RotateSecret {
+pub(crate) struct RotateSecret {
     /// The new secret (`whsec_…`, or `whsk_…` in `ed25519` mode); a fresh one if left out.
-    secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// How long the old secret keeps signing beside the new one (`0s` to `7d`, default `1d`).
     #[schema(example = "1d")]
-    grace_period: Option<String>,
+    pub(crate) grace_period: Option<String>,
 }
 
 /// What a rotation answers: the new key as receivers verify with it (an ed25519 private key,
@@ -202,7 +207,21 @@ async fn rotate(
     ApiQuery(q): ApiQuery<AccountParam>,
     OptionalJson(body): OptionalJson<RotateSecret>,
 ) -> ApiResult<Json<RotatedView>> {
-    let mut webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    let webhook = rotate_secret(&state, webhook, &body).await?;
+    Ok(Json(RotatedView {
+        key: webhook.secret.receiver_key().into(),
+        previous_secret_expires_at: webhook.previous_secret.map(|(_, until)| until),
+    }))
+}
+
+/// Replaces a webhook's secret, the old one signing beside it for the grace period (the API's
+/// rotation and the portal's form).
+pub(crate) async fn rotate_secret(
+    state: &AppState,
+    mut webhook: Webhook,
+    body: &RotateSecret,
+) -> ApiResult<Webhook> {
     super::webhooks::editable(&webhook)?;
     let grace = parse_grace(body.grace_period.as_deref())?;
     let new_secret = secret_for(&webhook.signing, body.secret.as_deref())?;
@@ -212,8 +231,5 @@ async fn rotate(
     if !state.store.update_webhook(&webhook).await? {
         return Err(ApiError::not_found("webhook"));
     }
-    Ok(Json(RotatedView {
-        key: webhook.secret.receiver_key().into(),
-        previous_secret_expires_at: webhook.previous_secret.map(|(_, until)| until),
-    }))
+    Ok(webhook)
 }

@@ -3,8 +3,9 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Actor, ApiJson, ApiQuery, OptionalJson, object_only};
-use super::test_send::{TestSendAnswer, TestSendRequest, test_event};
+use super::test_send::{TestSendAnswer, TestSendRequest};
 use super::webhook_secrets::{fresh_secret, parse_grace, secret_for};
+use super::webhook_view::WebhookView;
 use super::{AppState, ListBody, page_request};
 use crate::domain::{
     AccountId, EventFilter, PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode, Timestamp,
@@ -13,7 +14,7 @@ use crate::domain::{
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -29,129 +30,56 @@ pub fn routes() -> OpenApiRouter<AppState> {
 const MAX_FILTERS: usize = 100;
 const MAX_DESCRIPTION: usize = 1000;
 
-/// A webhook as the API shows it: never its secret.
-#[derive(Serialize, ToSchema)]
-#[schema(as = Webhook)]
-pub struct WebhookView {
-    id: WebhookId,
-    #[schema(example = "https://example.com/webhooks")]
-    url: String,
-    /// Event types (`tts.completed`), prefixes (`tts.*`) or `*`.
-    #[schema(example = json!(["tts.*"]))]
-    events: Vec<String>,
-    status: WebhookStatus,
-    created_at: Timestamp,
-    account: AccountId,
-    description: String,
-    /// The policy in force, every field filled in.
-    retry: RetryPolicyDoc,
-    kind: WebhookKind,
-    signing: SigningView,
-    format: PayloadFormat,
-    /// Why it is disabled: `gone` (the receiver answered 410), `failing` or `manual`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    disabled_reason: Option<String>,
-    updated_at: Timestamp,
-}
-
-/// A webhook's signing mode as shown: a bearer token or a header's value is never shown.
-#[derive(Serialize, ToSchema)]
-#[serde(tag = "mode", rename_all = "snake_case")]
-enum SigningView {
-    /// Standard Webhooks HMAC-SHA256 (`v1,…`).
-    Standard,
-    /// Standard Webhooks ed25519 (`v1a,…`).
-    Ed25519,
-    /// A static `Authorization: Bearer` token.
-    Bearer,
-    /// A static header of the account's choosing.
-    Header { name: String },
-    /// Unauthenticated deliveries.
-    None,
-}
-
-impl From<&SigningMode> for SigningView {
-    fn from(m: &SigningMode) -> Self {
-        match m {
-            SigningMode::Standard => Self::Standard,
-            SigningMode::Ed25519 => Self::Ed25519,
-            SigningMode::Bearer { .. } => Self::Bearer,
-            SigningMode::Header { name, .. } => Self::Header { name: name.clone() },
-            SigningMode::None => Self::None,
-        }
-    }
-}
-
-impl From<Webhook> for WebhookView {
-    fn from(w: Webhook) -> Self {
-        Self {
-            id: w.id,
-            url: w.url.as_str().to_owned(),
-            events: w.events.iter().map(EventFilter::to_pattern).collect(),
-            status: w.status,
-            created_at: w.created_at,
-            account: w.account_id,
-            description: w.description,
-            retry: w.retry.to_doc(),
-            kind: w.kind,
-            signing: SigningView::from(&w.signing),
-            format: w.format,
-            disabled_reason: w.disabled_reason,
-            updated_at: w.updated_at,
-        }
-    }
-}
-
-#[derive(Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateWebhook {
+pub(crate) struct CreateWebhook {
     /// With the admin token: the account it is for. With an API key: leave out (or the key's
     /// own account).
-    account: Option<String>,
+    pub(crate) account: Option<String>,
     /// `https://` (`http://` and private addresses only in development mode).
     #[schema(pattern = "^https?://", example = "https://example.com/webhooks")]
-    url: String,
+    pub(crate) url: String,
     /// 1 to 100 event types of the catalog (`tts.completed`), prefixes (`tts.*`) or `*`.
     #[schema(min_items = 1, max_items = 100, example = json!(["tts.*"]),
         value_type = Vec<super::openapi::EventPattern>)]
-    events: Vec<String>,
+    pub(crate) events: Vec<String>,
     /// A signing secret of your own: `whsec_…` (HMAC), or `whsk_…` in `ed25519` mode. Made
     /// for you if left out.
-    secret: Option<String>,
+    pub(crate) secret: Option<String>,
     /// Up to 1000 characters.
     #[serde(default)]
     #[schema(max_length = 1000)]
-    description: String,
+    pub(crate) description: String,
     /// The operator's default policy if left out.
     #[serde(default, deserialize_with = "object_only")]
-    retry: Option<RetryPolicyDoc>,
+    pub(crate) retry: Option<RetryPolicyDoc>,
     /// `standard` if left out.
     #[serde(default, deserialize_with = "object_only")]
-    signing: Option<SigningMode>,
+    pub(crate) signing: Option<SigningMode>,
     /// `envelope` if left out.
-    format: Option<PayloadFormat>,
+    pub(crate) format: Option<PayloadFormat>,
 }
 
 /// The fields to change; those left out stay as they are.
-#[derive(Deserialize, ToSchema)]
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateWebhook {
+pub(crate) struct UpdateWebhook {
     #[schema(pattern = "^https?://")]
-    url: Option<String>,
+    pub(crate) url: Option<String>,
     #[schema(min_items = 1, max_items = 100, value_type = Option<Vec<super::openapi::EventPattern>>)]
-    events: Option<Vec<String>>,
+    pub(crate) events: Option<Vec<String>>,
     #[schema(max_length = 1000)]
-    description: Option<String>,
+    pub(crate) description: Option<String>,
     #[serde(default, deserialize_with = "object_only")]
-    retry: Option<RetryPolicyDoc>,
-    status: Option<WebhookStatus>,
+    pub(crate) retry: Option<RetryPolicyDoc>,
+    pub(crate) status: Option<WebhookStatus>,
     #[serde(default, deserialize_with = "object_only")]
-    signing: Option<SigningMode>,
+    pub(crate) signing: Option<SigningMode>,
     /// How long the old key keeps signing when `signing` moves between HMAC and ed25519
     /// (`0s` to `7d`, default `1d`).
     #[schema(example = "1d")]
-    grace_period: Option<String>,
-    format: Option<PayloadFormat>,
+    pub(crate) grace_period: Option<String>,
+    pub(crate) format: Option<PayloadFormat>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -179,7 +107,7 @@ fn parse_url(state: &AppState, url: &str) -> ApiResult<WebhookUrl> {
         .map_err(|e| ApiError::invalid("url", e))
 }
 
-pub(super) fn parse_filters(state: &AppState, events: &[String]) -> ApiResult<Vec<EventFilter>> {
+pub(crate) fn parse_filters(state: &AppState, events: &[String]) -> ApiResult<Vec<EventFilter>> {
     if events.is_empty() || events.len() > MAX_FILTERS {
         return Err(ApiError::invalid(
             "events",
@@ -241,8 +169,19 @@ async fn create(
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<WebhookView>)> {
     let account = actor.account(&state, body.account.as_deref()).await?;
-    let url = parse_url(&state, &body.url)?;
-    let events = parse_filters(&state, &body.events)?;
+    let webhook = create_webhook(&state, account, &body).await?;
+    Ok((StatusCode::CREATED, Json(webhook.into())))
+}
+
+/// Checks a new subscription and stores it for `account` (the API's `POST /v1/webhooks` and
+/// the portal's form).
+pub(crate) async fn create_webhook(
+    state: &AppState,
+    account: AccountId,
+    body: &CreateWebhook,
+) -> ApiResult<Webhook> {
+    let url = parse_url(state, &body.url)?;
+    let events = parse_filters(state, &body.events)?;
     let defaults = &state.settings.registration.subscription;
     let signing = body
         .signing
@@ -254,7 +193,7 @@ async fn create(
     let secret = secret_for(&signing, body.secret.as_deref())?;
     let description = parse_description(&body.description)?;
     let retry = match &body.retry {
-        Some(doc) => parse_retry(&state, doc)?,
+        Some(doc) => parse_retry(state, doc)?,
         None => state
             .settings
             .model_retry(defaults)
@@ -281,7 +220,7 @@ async fn create(
         failing_since: None,
     };
     state.store.insert_webhook(&webhook).await?;
-    Ok((StatusCode::CREATED, Json(webhook.into())))
+    Ok(webhook)
 }
 
 /// List webhooks
@@ -312,7 +251,7 @@ async fn list(
 }
 
 /// Finds a webhook the caller may see; anything else is 404.
-pub(super) async fn find(
+pub(crate) async fn find(
     state: &AppState,
     actor: &Actor,
     id: &str,
@@ -370,20 +309,30 @@ async fn update(
     ApiQuery(q): ApiQuery<AccountParam>,
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> ApiResult<Json<WebhookView>> {
-    let mut webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    Ok(Json(update_webhook(&state, webhook, &body).await?.into()))
+}
+
+/// Applies a change to a webhook, every value checked before anything is written (the API's
+/// PATCH and the portal's forms).
+pub(crate) async fn update_webhook(
+    state: &AppState,
+    mut webhook: Webhook,
+    body: &UpdateWebhook,
+) -> ApiResult<Webhook> {
     editable(&webhook)?;
     // Validate everything before changing anything: a rejected PATCH writes nothing.
     if let Some(url) = &body.url {
-        webhook.url = parse_url(&state, url)?;
+        webhook.url = parse_url(state, url)?;
     }
     if let Some(events) = &body.events {
-        webhook.events = parse_filters(&state, events)?;
+        webhook.events = parse_filters(state, events)?;
     }
     if let Some(d) = &body.description {
         webhook.description = parse_description(d)?;
     }
     if let Some(doc) = &body.retry {
-        webhook.retry = parse_retry(&state, doc)?;
+        webhook.retry = parse_retry(state, doc)?;
     }
     if let Some(status) = body.status {
         webhook.status = status;
@@ -413,7 +362,7 @@ async fn update(
     if !state.store.update_webhook(&webhook).await? {
         return Err(ApiError::not_found("webhook"));
     }
-    Ok(Json(webhook.into()))
+    Ok(webhook)
 }
 
 /// Delete a webhook
@@ -433,6 +382,12 @@ async fn remove(
     ApiQuery(q): ApiQuery<AccountParam>,
 ) -> ApiResult<StatusCode> {
     let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    delete_webhook(&state, &webhook).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a webhook, cancelling its pending deliveries.
+pub(crate) async fn delete_webhook(state: &AppState, webhook: &Webhook) -> ApiResult<()> {
     if !state
         .store
         .delete_webhook(Some(&webhook.account_id), &webhook.id, Timestamp::now())
@@ -440,12 +395,12 @@ async fn remove(
     {
         return Err(ApiError::not_found("webhook"));
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// A listener webhook is what its `herald listen` stream made it: its secret is the one the CLI
 /// printed, its URL no address. It can be deleted (which ends the stream), not changed.
-pub(super) fn editable(webhook: &Webhook) -> ApiResult<()> {
+pub(crate) fn editable(webhook: &Webhook) -> ApiResult<()> {
     if webhook.kind == WebhookKind::Listener {
         return Err(ApiError::conflict(
             "listener_webhook",
@@ -473,6 +428,12 @@ async fn enable(
     ApiQuery(q): ApiQuery<AccountParam>,
 ) -> ApiResult<Json<WebhookView>> {
     let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    Ok(Json(enable_webhook(&state, &webhook).await?.into()))
+}
+
+/// Enables a webhook (clearing its failure record) and wakes the dispatcher for its waiting
+/// deliveries.
+pub(crate) async fn enable_webhook(state: &AppState, webhook: &Webhook) -> ApiResult<Webhook> {
     let enabled = state
         .store
         .set_webhook_status(
@@ -485,7 +446,7 @@ async fn enable(
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
     state.waker.wake();
-    Ok(Json(enabled.into()))
+    Ok(enabled)
 }
 
 /// Send a test event
@@ -514,37 +475,6 @@ async fn send_test(
     OptionalJson(body): OptionalJson<TestSendRequest>,
 ) -> ApiResult<(StatusCode, Json<TestSendAnswer>)> {
     let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
-    if webhook.status != WebhookStatus::Active {
-        return Err(ApiError::conflict(
-            "webhook_disabled",
-            "the webhook is disabled; enable it first",
-        ));
-    }
-    let event = test_event(&state, &webhook, body)?;
-    let published = state.store.publish_event(event).await?;
-    state.deliveries_created(published.deliveries);
-    let delivery = state
-        .store
-        .list_deliveries(
-            &crate::store::DeliveryQuery {
-                event: Some(published.event.id.clone()),
-                ..Default::default()
-            },
-            &crate::store::PageRequest {
-                after: None,
-                limit: 1,
-            },
-        )
-        .await?
-        .items
-        .into_iter()
-        .next();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(TestSendAnswer {
-            event_id: published.event.id,
-            event_type: published.event.event_type,
-            delivery_id: delivery.map(|d| d.id),
-        }),
-    ))
+    let answer = super::test_send::send_test(&state, &webhook, body).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }

@@ -56,6 +56,7 @@ pub struct Settings {
     pub listeners: ListenerSettings,
     pub tasks: TaskSettings,
     pub operator: OperatorSettings,
+    pub portal: PortalSettings,
 }
 
 mod sections;
@@ -89,6 +90,7 @@ impl Default for Settings {
             listeners: ListenerSettings::default(),
             tasks: TaskSettings::default(),
             operator: OperatorSettings::default(),
+            portal: PortalSettings::default(),
         }
     }
 }
@@ -275,6 +277,7 @@ impl Settings {
             bail!("listeners.lease must be at least 1s");
         }
         self.operator_webhook()?;
+        self.portal.check(self.dev).map_err(anyhow::Error::msg)?;
         Ok(())
     }
 

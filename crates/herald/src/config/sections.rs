@@ -1,5 +1,6 @@
 //! The sections of the settings (`[api]`, `[delivery]`, `[retention]`, `[listeners]`,
-//! `[tasks]`, `[operator]`, `[registration.*]`) with their defaults; [`super::Settings`] holds one of each and checks them.
+//! `[tasks]`, `[operator]`, `[portal]`, `[registration.*]`) with their defaults; [`super::Settings`]
+//! holds one of each and checks them.
 
 use crate::domain::duration::HumanDuration;
 use crate::domain::{PayloadFormat, RetryPolicyDoc, SigningMode};
@@ -307,6 +308,45 @@ impl Default for OperatorSettings {
     }
 }
 
+/// The customer portal (`/portal`): how it presents the provider, where it may be embedded, and
+/// how long its links and sessions last.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortalSettings {
+    /// The provider's name, in every page's header and title.
+    pub provider_name: String,
+    /// An image shown beside the name (an absolute `https://` URL, or `http://` in dev mode);
+    /// none by default. The page's Content-Security-Policy allows images from its origin.
+    pub logo_url: Option<String>,
+    /// Colours, as `#rgb` or `#rrggbb`.
+    pub colors: PortalColors,
+    /// Origins that may show the portal in a frame (`https://dashboard.example.com`), the
+    /// Content-Security-Policy's `frame-ancestors`; empty (the default): none may. The session
+    /// cookie is `SameSite=Lax`, so an embedding page must be on the same site as Herald.
+    pub frame_ancestors: Vec<String>,
+    /// The address customers reach Herald at (`https://hooks.example.com`), from which portal
+    /// links are made; unset: the `Host` of the request that asks for the link.
+    pub public_url: Option<String>,
+    /// How long a session lasts once a link opened it.
+    pub session_lifetime: HumanDuration,
+    /// How long a link may wait to be opened.
+    pub link_lifetime: HumanDuration,
+}
+
+impl Default for PortalSettings {
+    fn default() -> Self {
+        Self {
+            provider_name: "Herald".to_owned(),
+            logo_url: None,
+            colors: PortalColors::default(),
+            frame_ancestors: Vec::new(),
+            public_url: None,
+            session_lifetime: HumanDuration(Duration::from_secs(8 * 3600)),
+            link_lifetime: HumanDuration(Duration::from_secs(300)),
+        }
+    }
+}
+
 /// The operator's signing secret as configured. `Debug` never shows it.
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
@@ -316,4 +356,89 @@ impl std::fmt::Debug for OperatorSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("OperatorSecret(…)")
     }
+}
+
+/// The portal's colours. Text on `primary` is white, so it must be dark enough to read.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortalColors {
+    /// Buttons, links and the chart's line.
+    pub primary: String,
+    /// The header bar (its text is white).
+    pub header: String,
+}
+
+impl Default for PortalColors {
+    fn default() -> Self {
+        Self {
+            primary: "#1d4ed8".to_owned(),
+            header: "#1e293b".to_owned(),
+        }
+    }
+}
+
+impl PortalSettings {
+    /// Checks what serde cannot; every message names its key.
+    pub fn check(&self, dev: bool) -> Result<(), String> {
+        let name = self.provider_name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err("portal.provider_name must be 1 to 100 printable characters".into());
+        }
+        for (key, value) in [
+            ("portal.colors.primary", &self.colors.primary),
+            ("portal.colors.header", &self.colors.header),
+        ] {
+            if !is_hex_colour(value) {
+                return Err(format!(
+                    "{key} must be a colour as #rgb or #rrggbb, not {value:?}"
+                ));
+            }
+        }
+        if let Some(logo) = &self.logo_url {
+            web_url(logo, dev).map_err(|e| format!("portal.logo_url: {e}"))?;
+        }
+        if let Some(public) = &self.public_url {
+            web_url(public, dev).map_err(|e| format!("portal.public_url: {e}"))?;
+        }
+        for origin in &self.frame_ancestors {
+            let url = web_url(origin, dev).map_err(|e| format!("portal.frame_ancestors: {e}"))?;
+            if url.origin().ascii_serialization() != origin.trim_end_matches('/') {
+                return Err(format!(
+                    "portal.frame_ancestors: {origin:?} is not an origin (scheme, host and port only)"
+                ));
+            }
+        }
+        let (session, link) = (self.session_lifetime.0, self.link_lifetime.0);
+        if session < Duration::from_secs(1) || session > Duration::from_secs(30 * 86_400) {
+            return Err("portal.session_lifetime must be between 1s and 30d".into());
+        }
+        if link < Duration::from_secs(1) || link > Duration::from_secs(7 * 86_400) {
+            return Err("portal.link_lifetime must be between 1s and 7d".into());
+        }
+        Ok(())
+    }
+
+    /// The origin of the logo, which the Content-Security-Policy lets images come from.
+    pub fn logo_origin(&self) -> Option<String> {
+        let url = url::Url::parse(self.logo_url.as_deref()?).ok()?;
+        Some(url.origin().ascii_serialization())
+    }
+}
+
+fn is_hex_colour(value: &str) -> bool {
+    value
+        .strip_prefix('#')
+        .is_some_and(|hex| matches!(hex.len(), 3 | 6) && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// An absolute `https://` URL (`http://` too in dev mode) with a host.
+fn web_url(text: &str, dev: bool) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    let scheme_ok = url.scheme() == "https" || (dev && url.scheme() == "http");
+    if !scheme_ok || url.host_str().is_none() {
+        return Err(format!(
+            "{text:?} must be an https:// URL (http:// only in dev mode)"
+        ));
+    }
+    Ok(url)
 }

@@ -156,3 +156,50 @@ fn the_operator_section_is_checked_naming_its_keys_and_its_secret_never_shows() 
     ftp.operator.url = Some("ftp://alerts.internal/".into());
     assert!(err(ftp).contains("operator.url"));
 }
+
+#[test]
+fn portal_settings_are_checked_naming_the_key() {
+    let s: Settings = toml::from_str(
+        r##"
+        [portal]
+        provider_name = "Acme Voice"
+        logo_url = "https://cdn.example.com/logo.svg"
+        frame_ancestors = ["https://dashboard.example.com"]
+        colors = { primary = "#0a3d91", header = "#111" }
+        link_lifetime = "2m"
+        "##,
+    )
+    .unwrap();
+    s.check().unwrap();
+    assert_eq!(
+        s.portal.logo_origin().as_deref(),
+        Some("https://cdn.example.com")
+    );
+    for (toml, key) in [
+        (
+            "[portal]\ncolors = { primary = \"red; x\" }",
+            "portal.colors.primary",
+        ),
+        (
+            "[portal]\nframe_ancestors = [\"https://a.example/path\"]",
+            "portal.frame_ancestors",
+        ),
+        (
+            "[portal]\nframe_ancestors = [\"http://a.example\"]",
+            "portal.frame_ancestors",
+        ),
+        (
+            "[portal]\nlogo_url = \"javascript:alert(1)\"",
+            "portal.logo_url",
+        ),
+        ("[portal]\nprovider_name = \"\"", "portal.provider_name"),
+        (
+            "[portal]\nsession_lifetime = \"0s\"",
+            "portal.session_lifetime",
+        ),
+    ] {
+        let bad: Settings = toml::from_str(toml).unwrap();
+        let err = bad.check().unwrap_err().to_string();
+        assert!(err.contains(key), "{toml}: {err}");
+    }
+}

@@ -19,7 +19,7 @@
 
 mod lanes;
 pub mod listeners;
-mod message;
+pub(crate) mod message;
 mod recorder;
 mod scheduler;
 pub mod sender;

@@ -42,13 +42,15 @@ pub use open::open;
 pub(crate) use open::{APPLIED_MIGRATION, migrations_done};
 pub use tasks::{BatchOutcome, NewTask, RequeueBatch, TaskLease};
 pub use traits::{
-    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Listeners, OperatorWebhook, Publisher,
-    Queue, QueueGauges, Readiness, Retention, Store, TaskQueue, Tasks, Webhooks,
+    Accounts, ApiStore, Deliveries, Events, Intake, Jobs, Listeners, OperatorWebhook,
+    PortalSessions, Publisher, Queue, QueueGauges, Readiness, Retention, Store, TaskQueue, Tasks,
+    Webhooks,
 };
 pub use types::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
-    HealthPolicy, Idempotency, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep, Page,
-    PageRequest, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
+    HealthPolicy, Idempotency, JobCreated, JobCursor, JobUpdate, LinkRedeemed, NewApiKey, NewEvent,
+    NewPortalLink, NewPortalSession, NextStep, PORTAL_PRUNE_BATCH, Page, PageRequest,
+    PortalSession, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
     ReplayPage, RetryRequest,
 };
 

@@ -109,6 +109,11 @@ impl AttemptStats {
         self.attempts - self.successes
     }
 
+    /// Successes over attempts; `None` without attempts.
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.attempts > 0).then(|| self.successes as f64 / self.attempts as f64)
+    }
+
     /// The latency at or under which a share `q` of the attempts ended, as the upper bound of
     /// its histogram bucket (`None` past the last bound, or without attempts).
     pub fn latency_quantile_ms(&self, q: f64) -> Option<u64> {

@@ -12,9 +12,9 @@ use super::erasure::{ErasedRows, ErasureMark, ErasureStep};
 use super::stats::AttemptStats;
 use super::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
-    HealthPolicy, JobCreated, JobUpdate, NewApiKey, NewEvent, Page, PageRequest, PruneEvents,
-    PrunedEvents, Published, QueueDepth, Release, ReplayMissing, ReplayPage, RetryRequest,
-    StoreResult,
+    HealthPolicy, JobCreated, JobUpdate, LinkRedeemed, NewApiKey, NewEvent, NewPortalLink,
+    NewPortalSession, Page, PageRequest, PortalSession, PruneEvents, PrunedEvents, Published,
+    QueueDepth, Release, ReplayMissing, ReplayPage, RetryRequest, StoreResult,
 };
 use super::{BatchOutcome, NewTask, RequeueBatch, TaskLease};
 use crate::domain::{
@@ -153,6 +153,33 @@ pub trait Jobs: Send + Sync + 'static {
         patch: &JobPatch,
         now: Timestamp,
     ) -> StoreResult<JobUpdate>;
+    /// The account's jobs, newest first. Job ids are the provider's own, so they do not sort by
+    /// time: the cursor is [`super::JobCursor`]'s text (creation time and id).
+    async fn list_jobs(&self, account: &AccountId, page: &PageRequest) -> StoreResult<Page<Job>>;
+}
+
+/// The customer portal's one-time links and the sessions they open (`portal/`). Tokens are
+/// stored as their SHA-256 only.
+#[async_trait]
+pub trait PortalSessions: Send + Sync + 'static {
+    /// Stores a new link, and deletes some links and sessions that expired before it was made.
+    async fn create_portal_link(&self, link: &NewPortalLink) -> StoreResult<()>;
+    /// Opens the link with this hash, once: if it is unused and unexpired at
+    /// `session.created_at`, marks it used and stores `session` for its account, atomically, so
+    /// two requests with one link open one session.
+    async fn redeem_portal_link(
+        &self,
+        hash: &str,
+        session: &NewPortalSession,
+    ) -> StoreResult<LinkRedeemed>;
+    /// The session with this hash, if it has not expired at `now`.
+    async fn find_portal_session(
+        &self,
+        hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<PortalSession>>;
+    /// Ends a session (signing out).
+    async fn end_portal_session(&self, hash: &str) -> StoreResult<()>;
 }
 
 /// Publishing events: each is stored with one pending delivery per matching active webhook.
@@ -371,9 +398,19 @@ pub trait QueueGauges: Send + Sync + 'static {
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth>;
 }
 
-/// What the API uses: its resources, publishing, readiness, the listener streams and tasks.
+/// What the API uses: its resources, publishing, readiness, the listener streams, tasks, and the
+/// portal's sessions.
 pub trait ApiStore:
-    Accounts + Webhooks + Jobs + Publisher + Events + Deliveries + Readiness + Listeners + Tasks
+    Accounts
+    + Webhooks
+    + Jobs
+    + Publisher
+    + Events
+    + Deliveries
+    + Readiness
+    + Listeners
+    + Tasks
+    + PortalSessions
 {
 }
 
@@ -387,6 +424,7 @@ impl<T> ApiStore for T where
         + Readiness
         + Listeners
         + Tasks
+        + PortalSessions
         + ?Sized
 {
 }

@@ -96,6 +96,8 @@ pub struct EventQuery {
     pub event_type: Option<String>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
+    /// Only the status events of this job.
+    pub job: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -104,6 +106,42 @@ pub struct DeliveryQuery {
     pub webhook: Option<WebhookId>,
     pub event: Option<EventId>,
     pub status: Option<DeliveryStatus>,
+    /// Only deliveries of events of this type.
+    pub event_type: Option<String>,
+    /// Only deliveries made at or after this…
+    pub since: Option<Timestamp>,
+    /// …and before this.
+    pub until: Option<Timestamp>,
+}
+
+/// Where a page of [`super::Jobs::list_jobs`] starts: after this job, by creation time then id
+/// (newest first). Its text, `<millis>.<id>`, is the page's cursor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobCursor {
+    pub created_at: Timestamp,
+    pub id: String,
+}
+
+impl JobCursor {
+    pub fn of(job: &Job) -> Self {
+        Self {
+            created_at: job.created_at,
+            id: job.id.clone(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        let (millis, id) = text.split_once('.')?;
+        let created_at = Timestamp::from_millis(millis.parse().ok()?);
+        crate::domain::job::valid_job_id(id).then(|| Self {
+            created_at,
+            id: id.to_owned(),
+        })
+    }
+
+    pub fn text(&self) -> String {
+        format!("{}.{}", self.created_at.millis(), self.id)
+    }
 }
 
 /// The answer to a manual retry.
@@ -303,3 +341,64 @@ impl ReplayMissing {
         }
     }
 }
+
+/// A one-time portal link to store (`POST /v1/accounts/{id}/portal-sessions`): only the hash of
+/// its token is kept, as for API keys.
+#[derive(Clone, Debug)]
+pub struct NewPortalLink {
+    /// Hex SHA-256 of the link's token.
+    pub hash: String,
+    pub account: AccountId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// The session an opened portal link starts (for the link's account): only its token's hash.
+#[derive(Clone, Debug)]
+pub struct NewPortalSession {
+    /// Hex SHA-256 of the session's token (the cookie's value).
+    pub hash: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// What opening a portal link did: a link opens one session, once, before it expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkRedeemed {
+    /// The session is stored, for this account.
+    Opened(AccountId),
+    /// The link was opened before (when).
+    Used(Timestamp),
+    /// The link expired (when) unused.
+    Expired(Timestamp),
+    /// No link has this token.
+    Unknown,
+}
+
+impl LinkRedeemed {
+    /// What a stored link (its account, expiry and use) allows at `now`; the one decision both
+    /// backends make, under the link's row lock (PostgreSQL) or on the writer (SQLite).
+    pub fn decide(
+        account: AccountId,
+        expires_at: Timestamp,
+        used_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Self {
+        match used_at {
+            Some(used) => Self::Used(used),
+            None if expires_at <= now => Self::Expired(expires_at),
+            None => Self::Opened(account),
+        }
+    }
+}
+
+/// A live portal session, as a request's cookie finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortalSession {
+    pub account: AccountId,
+    pub expires_at: Timestamp,
+}
+
+/// Expired portal links and sessions are deleted this many at most whenever a link is made (so
+/// the tables stay small without a janitor pass of their own).
+pub const PORTAL_PRUNE_BATCH: i64 = 100;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub mod listen_cli;
+pub mod portal;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 

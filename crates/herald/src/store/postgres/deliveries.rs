@@ -51,6 +51,15 @@ impl Deliveries for PgStore {
         if let Some(s) = query.status {
             q.push(" AND status = ").push_bind(s.as_str());
         }
+        if let Some(t) = &query.event_type {
+            q.push(" AND event_type = ").push_bind(t.clone());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND created_at >= ").push_bind(since.millis());
+        }
+        if let Some(until) = query.until {
+            q.push(" AND created_at < ").push_bind(until.millis());
+        }
         push_page(&mut q, "id", page);
         let rows: Vec<DeliveryColumns> = q.build_query_as().fetch_all(&self.pool).await?;
         let items = rows

@@ -18,6 +18,7 @@ mod gauges;
 mod jobs;
 mod listeners;
 mod operator;
+mod portal;
 mod publish;
 mod queue;
 mod ready;

@@ -52,6 +52,15 @@ impl Deliveries for SqliteStore {
         if let Some(s) = query.status {
             q.push(" AND status = ").push_bind(s.as_str());
         }
+        if let Some(t) = &query.event_type {
+            q.push(" AND event_type = ").push_bind(t.clone());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND created_at >= ").push_bind(since.millis());
+        }
+        if let Some(until) = query.until {
+            q.push(" AND created_at < ").push_bind(until.millis());
+        }
         push_page(&mut q, "id", page);
         let rows: Vec<DeliveryColumns> = q.build_query_as().fetch_all(&self.reader).await?;
         let items = rows

@@ -37,6 +37,9 @@ impl Events for SqliteStore {
         if let Some(until) = query.until {
             q.push(" AND timestamp < ").push_bind(until.millis());
         }
+        if let Some(job) = &query.job {
+            q.push(" AND job_id = ").push_bind(job.clone());
+        }
         push_page(&mut q, "id", page);
         let rows = q.build().fetch_all(&self.reader).await?;
         let items = rows

@@ -5,8 +5,10 @@ use super::publish::insert_event;
 use super::webhooks::insert_webhook_on;
 use super::{Commit, SqliteStore, scope};
 use crate::domain::{AccountId, Job, JobPatch, Timestamp, Webhook};
-use crate::store::rows::{JOB_COLUMNS, JobColumns};
-use crate::store::{JobCreated, JobUpdate, Jobs, NewEvent, StoreResult};
+use crate::store::rows::{JOB_COLUMNS, JobColumns, paginate};
+use crate::store::{
+    JobCreated, JobCursor, JobUpdate, Jobs, NewEvent, Page, PageRequest, StoreResult,
+};
 use async_trait::async_trait;
 use rusqlite::OptionalExtension;
 use sqlx::QueryBuilder;
@@ -69,6 +71,28 @@ impl Jobs for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn list_jobs(&self, account: &AccountId, page: &PageRequest) -> StoreResult<Page<Job>> {
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE account_id = "
+        ));
+        q.push_bind(account.as_str().to_owned());
+        if let Some(after) = page.after.as_deref().and_then(JobCursor::parse) {
+            q.push(" AND (created_at, id) < (")
+                .push_bind(after.created_at.millis())
+                .push(", ")
+                .push_bind(after.id)
+                .push(")");
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(page.limit) + 1);
+        let rows: Vec<JobColumns> = q.build_query_as().fetch_all(&self.reader).await?;
+        let items = rows
+            .into_iter()
+            .map(JobColumns::into_job)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, page.limit, |j| JobCursor::of(j).text()))
     }
 }
 

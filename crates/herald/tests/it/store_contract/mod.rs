@@ -246,6 +246,7 @@ fn per_webhook(claims: &[ClaimedDelivery]) -> BTreeMap<WebhookId, usize> {
 mod erasure;
 mod listeners;
 mod operator;
+mod portal;
 mod publish;
 mod queue;
 mod resources;

@@ -1,0 +1,109 @@
+//! The customer portal's one-time links and sessions on PostgreSQL: opening a link locks its row
+//! (`FOR UPDATE`), so two nodes given the same link at once open one session between them.
+
+use super::PgStore;
+use crate::domain::{AccountId, Timestamp};
+use crate::store::{
+    LinkRedeemed, NewPortalLink, NewPortalSession, PORTAL_PRUNE_BATCH, PortalSession,
+    PortalSessions, StoreResult,
+};
+use async_trait::async_trait;
+use sqlx::{AssertSqlSafe, Row};
+
+#[async_trait]
+impl PortalSessions for PgStore {
+    async fn create_portal_link(&self, link: &NewPortalLink) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let now = link.created_at.millis();
+        for table in ["portal_links", "portal_sessions"] {
+            sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE token_hash IN \
+                 (SELECT token_hash FROM {table} WHERE expires_at < $1 LIMIT $2)"
+            )))
+            .bind(now)
+            .bind(PORTAL_PRUNE_BATCH)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO portal_links (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&link.hash)
+        .bind(link.account.as_str())
+        .bind(now)
+        .bind(link.expires_at.millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn redeem_portal_link(
+        &self,
+        hash: &str,
+        session: &NewPortalSession,
+    ) -> StoreResult<LinkRedeemed> {
+        let now = session.created_at;
+        let mut tx = self.pool.begin().await?;
+        let link = sqlx::query(
+            "SELECT account_id, expires_at, used_at FROM portal_links WHERE token_hash = $1 FOR UPDATE",
+        )
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(link) = link else {
+            return Ok(LinkRedeemed::Unknown);
+        };
+        let outcome = LinkRedeemed::decide(
+            AccountId::from_trusted(link.get("account_id")),
+            Timestamp::from_millis(link.get("expires_at")),
+            link.get::<Option<i64>, _>("used_at")
+                .map(Timestamp::from_millis),
+            now,
+        );
+        if let LinkRedeemed::Opened(account) = &outcome {
+            sqlx::query("UPDATE portal_links SET used_at = $1 WHERE token_hash = $2")
+                .bind(now.millis())
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO portal_sessions (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&session.hash)
+            .bind(account.as_str())
+            .bind(now.millis())
+            .bind(session.expires_at.millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn find_portal_session(
+        &self,
+        hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<PortalSession>> {
+        let row = sqlx::query(
+            "SELECT account_id, expires_at FROM portal_sessions WHERE token_hash = $1 AND expires_at > $2",
+        )
+        .bind(hash)
+        .bind(now.millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| PortalSession {
+            account: AccountId::from_trusted(r.get("account_id")),
+            expires_at: Timestamp::from_millis(r.get("expires_at")),
+        }))
+    }
+
+    async fn end_portal_session(&self, hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM portal_sessions WHERE token_hash = $1")
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -27,7 +27,7 @@ impl OperatorWebhook for PgStore {
             .bind(now.millis())
             .execute(&mut *tx)
             .await?;
-        insert_webhook_or(&mut *tx, w, &self.sealer, UPSERT_WEBHOOK).await?;
+        insert_webhook_or(&mut tx, w, &self.sealer, UPSERT_WEBHOOK).await?;
         tx.commit().await?;
         Ok(())
     }

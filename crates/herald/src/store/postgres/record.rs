@@ -75,7 +75,7 @@ impl PgStore {
                 update.build_query_as().fetch_all(&mut *tx).await?;
             for found in found.into_iter().map(Exhausted::from) {
                 let event = operator::delivery_exhausted(&found, records, health.now);
-                insert_event(&mut *tx, &event, health.now).await?;
+                insert_event(&mut tx, &event, health.now).await?;
             }
         } else {
             update.build().execute(&mut *tx).await?;

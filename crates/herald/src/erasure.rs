@@ -36,8 +36,9 @@ use tracing::{debug, info, warn};
 /// so a batch's time is what erasure can add to another account's publish.
 const BATCH_TIME: Duration = Duration::from_millis(5);
 
-/// The fewest rows a batch deletes, however slow the store.
-const MIN_BATCH: usize = 10;
+/// The fewest rows a batch deletes, however slow the store: on PostgreSQL a batch's time is
+/// mostly its round trips, which fewer rows do not shorten.
+const MIN_BATCH: usize = 100;
 
 /// The size of the next batch: half when the last one took longer than [`BATCH_TIME`], twice
 /// when it took less than half of it, within [`MIN_BATCH`] and `max` (`retention.batch`).
@@ -269,7 +270,7 @@ mod tests {
     fn batches_shrink_when_slow_and_grow_back_when_quick_within_their_bounds() {
         let ms = Duration::from_millis;
         assert_eq!(next_batch_size(500, ms(40), 500), 250);
-        assert_eq!(next_batch_size(12, ms(40), 500), 10);
+        assert_eq!(next_batch_size(150, ms(40), 500), 100);
         assert_eq!(next_batch_size(250, ms(1), 500), 500);
         assert_eq!(next_batch_size(400, ms(0), 500), 500);
         assert_eq!(next_batch_size(100, ms(4), 500), 100);

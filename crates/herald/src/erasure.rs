@@ -10,10 +10,11 @@
 //!   are cut off; the API's cache of known accounts must forget it. The node that takes the
 //!   DELETE marks the account here before the store does; every other node learns of it from
 //!   the store (PostgreSQL: `NOTIFY`, and each eraser pass reads the marks again).
-//! - **The rows** ([`Eraser`]): deleted in batches of `retention.batch`, each one short
-//!   transaction, children first ([`crate::store::ErasureStep`]), with a pause after each batch
-//!   as long as the batch took (as the janitor does), so other accounts' publishes wait for one
-//!   batch at most; the account row goes last, once nothing refers to it. The eraser is woken
+//! - **The rows** ([`Eraser`]): deleted in batches, each one short transaction, children first
+//!   ([`crate::store::ErasureStep`]), with a pause after each batch as long as the batch took
+//!   (as the janitor does); a batch is at most `retention.batch` rows, fewer when batches take
+//!   longer than [`BATCH_TIME`], so other accounts' publishes wait for a few milliseconds at
+//!   most; the account row goes last, once nothing refers to it. The eraser is woken
 //!   at once by a mark, and the mark is durable: an erasure cut short by a crash or a shutdown
 //!   goes on at the next start. On PostgreSQL one node erases at a time (an advisory lock).
 
@@ -30,6 +31,26 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+/// How long one batch should hold the store: on SQLite a publish waits for the batch in hand,
+/// so a batch's time is what erasure can add to another account's publish.
+const BATCH_TIME: Duration = Duration::from_millis(5);
+
+/// The fewest rows a batch deletes, however slow the store: on PostgreSQL a batch's time is
+/// mostly its round trips, which fewer rows do not shorten.
+const MIN_BATCH: usize = 100;
+
+/// The size of the next batch: half when the last one took longer than [`BATCH_TIME`], twice
+/// when it took less than half of it, within [`MIN_BATCH`] and `max` (`retention.batch`).
+fn next_batch_size(size: usize, took: Duration, max: usize) -> usize {
+    if took > BATCH_TIME {
+        (size / 2).max(MIN_BATCH.min(max))
+    } else if took < BATCH_TIME / 2 {
+        (size * 2).min(max)
+    } else {
+        size
+    }
+}
 
 /// How soon an unfinished erasure is taken up again: its last deliveries were under a lease
 /// (an attempt ending, a lease being given back), or another node held the lock.
@@ -201,12 +222,13 @@ impl Eraser {
     async fn erase(&self, account: &AccountId, shutdown: &CancellationToken) -> StoreResult<Left> {
         let started = Instant::now();
         let mut total = ErasedRows::default();
+        let mut size = self.batch;
         for step in ErasureStep::ALL {
             loop {
                 let batch_started = Instant::now();
                 let erased = self
                     .store
-                    .erase_batch(account, step, Timestamp::now(), self.batch)
+                    .erase_batch(account, step, Timestamp::now(), size)
                     .await?;
                 let Some(erased) = erased else {
                     debug!(account_id = %account, "another node is erasing; leaving it to it");
@@ -216,10 +238,12 @@ impl Eraser {
                 self.metrics.erased("attempts", erased.attempts);
                 total.rows += erased.rows;
                 total.attempts += erased.attempts;
-                if erased.rows < self.batch as u64 {
+                if erased.rows < size as u64 {
                     break;
                 }
-                if !pause(batch_started.elapsed(), shutdown).await {
+                let took = batch_started.elapsed();
+                size = next_batch_size(size, took, self.batch);
+                if !pause(took, shutdown).await {
                     return Ok(Left::Some);
                 }
             }
@@ -235,5 +259,21 @@ impl Eraser {
                 "erasing account: rows under a lease are left for the next pass");
             Ok(Left::Some)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_shrink_when_slow_and_grow_back_when_quick_within_their_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_batch_size(500, ms(40), 500), 250);
+        assert_eq!(next_batch_size(150, ms(40), 500), 100);
+        assert_eq!(next_batch_size(250, ms(1), 500), 500);
+        assert_eq!(next_batch_size(400, ms(0), 500), 500);
+        assert_eq!(next_batch_size(100, ms(4), 500), 100);
+        assert_eq!(next_batch_size(5, ms(40), 5), 5, "never above the setting");
     }
 }

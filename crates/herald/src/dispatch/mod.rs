@@ -78,6 +78,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    #[allow(clippy::too_many_arguments)] // the parts app.rs builds once and shares
     pub fn new(
         store: Arc<dyn Queue>,
         settings: DeliverySettings,

@@ -17,6 +17,8 @@ use tracing::{Instrument, debug_span};
 
 /// One worker, until the job channel closes. Once `shutdown` fires, it gives back the leases
 /// of the deliveries it takes instead of attempting them.
+// Each argument is one of the channels and shared parts the dispatcher wires it to.
+#[allow(clippy::too_many_arguments)]
 pub async fn work(
     jobs: async_channel::Receiver<ClaimedDelivery>,
     done: mpsc::Sender<Finished>,

@@ -189,7 +189,7 @@ async fn fill(app: &TestApp, account: &TestAccount, ok: &TestReceiver, marker: &
             "PUT",
             "/v1/me/callback-url",
             Some(&account.key),
-            Some(json!({ "url": ok.url("/callback") })),
+            Some(json!({ "callback_url": ok.url("/callback") })),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -340,6 +340,17 @@ async fn an_account_with_100_000_pending_deliveries_is_erased_without_a_trace(ba
     assert!(before["deliveries"] > PENDING as i64, "{before:?}");
     let idle_ids = db.ids_of(&idle.id).await;
     let idle_before = db.rows_holding(&idle_ids, &idle_marker).await;
+
+    // The same publishes before the erasure, for comparison (printed only).
+    let mut baseline = Vec::new();
+    for n in 0..300 {
+        let started = Instant::now();
+        app.publish(&stays, "tts.completed", json!({ "n": n }))
+            .await;
+        baseline.push(started.elapsed());
+        db.account_rows(&gone.id).await;
+    }
+    eprintln!("publish p99 before the erasure: {:?}", p99(baseline));
 
     let (status, answer) = app
         .call(
@@ -535,7 +546,7 @@ async fn an_erasure_cut_short_goes_on_after_a_restart(backend: Backend) {
     wait_erased(&mut db, &gone.id, Duration::from_secs(60)).await;
     assert_eq!(
         db.ids_of(&gone.id).await,
-        [gone.id.clone()],
+        std::slice::from_ref(&gone.id),
         "nothing of the account is left"
     );
     drop(app);

@@ -60,7 +60,7 @@ async fn a_marked_account_is_gone_at_once_and_its_deliveries_never_claimed(backe
     assert_eq!(unknown, ErasureMark::NoSuchAccount);
     assert_eq!(
         f.store.accounts_being_erased().await.unwrap(),
-        [f.account.clone()]
+        std::slice::from_ref(&f.account)
     );
 
     assert!(f.store.get_account(&f.account).await.unwrap().is_none());
@@ -137,7 +137,7 @@ async fn rows_go_child_first_leased_deliveries_wait_and_the_account_goes_last(ba
     );
     assert_eq!(
         f.store.accounts_being_erased().await.unwrap(),
-        [f.account.clone()]
+        std::slice::from_ref(&f.account)
     );
 
     // Its lease given back, the rest goes.

@@ -27,8 +27,8 @@ mod worker;
 
 use crate::config::DeliverySettings;
 use crate::domain::WebhookId;
-use crate::store::operator::OperatorPolicy;
 use crate::erasure::Erasures;
+use crate::store::operator::OperatorPolicy;
 use crate::store::{ClaimedDelivery, Queue, Release};
 use crate::telemetry::Metrics;
 use lanes::{Lanes, SharedLanes, release_of};

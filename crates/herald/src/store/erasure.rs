@@ -95,5 +95,11 @@ pub(crate) fn account_ids(ids: Vec<String>) -> Vec<AccountId> {
     ids.into_iter().map(AccountId::from_trusted).collect()
 }
 
+/// Tables that hold only a few rows per account and that nothing else refers to: a mark deletes
+/// the account's rows of them at once (its portal links and sessions stop working, its tasks
+/// stop re-queueing), and the account row goes in one transaction with any that a request
+/// racing the mark made since.
+pub(crate) const SMALL_TABLES: [&str; 3] = ["tasks", "portal_links", "portal_sessions"];
+
 /// Why a marked webhook is disabled, as its `disabled_reason` says.
 pub(crate) const DISABLED_REASON: &str = "account erased";

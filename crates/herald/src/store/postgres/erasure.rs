@@ -8,7 +8,9 @@
 use super::PgStore;
 use crate::domain::{AccountId, Timestamp};
 use crate::store::StoreResult;
-use crate::store::erasure::{DISABLED_REASON, ErasedRows, ErasureMark, ErasureStep, account_ids};
+use crate::store::erasure::{
+    DISABLED_REASON, ErasedRows, ErasureMark, ErasureStep, SMALL_TABLES, account_ids,
+};
 use sqlx::PgConnection;
 use sqlx::postgres::PgListener;
 use std::collections::HashSet;
@@ -63,6 +65,7 @@ impl PgStore {
         .bind(id.as_str())
         .execute(&mut *tx)
         .await?;
+        delete_small_rows(&mut tx, id.as_str()).await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(ERASURE_CHANNEL)
             .bind(id.as_str())
@@ -117,6 +120,8 @@ impl PgStore {
 
     /// [`crate::store::Retention::finish_erasure`] on PostgreSQL.
     pub(super) async fn erase_account_row(&self, account: &AccountId) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        delete_small_rows(&mut tx, account.as_str()).await?;
         sqlx::query(
             "DELETE FROM accounts WHERE id = $1 AND erasing_since IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM deliveries WHERE account_id = $1)
@@ -126,12 +131,13 @@ impl PgStore {
                AND NOT EXISTS (SELECT 1 FROM api_keys WHERE account_id = $1)",
         )
         .bind(account.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE id = $1")
             .bind(account.as_str())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(left == 0)
     }
 
@@ -257,4 +263,17 @@ pub(super) async fn erasing_among(
     .fetch_all(conn)
     .await?;
     Ok(ids.into_iter().collect())
+}
+
+/// Deletes the account's rows of [`SMALL_TABLES`].
+async fn delete_small_rows(tx: &mut sqlx::PgConnection, account: &str) -> StoreResult<()> {
+    for table in SMALL_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE account_id = $1"
+        )))
+        .bind(account)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }

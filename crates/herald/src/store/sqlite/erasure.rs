@@ -5,7 +5,9 @@
 use super::{Commit, SqliteStore};
 use crate::domain::{AccountId, Timestamp};
 use crate::store::StoreResult;
-use crate::store::erasure::{DISABLED_REASON, ErasedRows, ErasureMark, ErasureStep, account_ids};
+use crate::store::erasure::{
+    DISABLED_REASON, ErasedRows, ErasureMark, ErasureStep, SMALL_TABLES, account_ids,
+};
 use rusqlite::OptionalExtension;
 use std::collections::HashSet;
 
@@ -39,6 +41,7 @@ impl SqliteStore {
                  WHERE account_id = ?3 AND (deleted_at IS NULL OR status = 'active')",
             )?
             .execute((DISABLED_REASON, now.millis(), &id))?;
+            delete_small_rows(tx, &id)?;
             Ok(ErasureMark::Marked)
         })
         .await
@@ -145,6 +148,7 @@ impl SqliteStore {
     pub(super) async fn erase_account_row(&self, account: &AccountId) -> StoreResult<bool> {
         let account = account.to_string();
         self.write_alone(Commit::Relaxed, move |tx| {
+            delete_small_rows(tx, &account)?;
             tx.prepare_cached(
                 "DELETE FROM accounts WHERE id = ?1 AND erasing_since IS NOT NULL
                    AND NOT EXISTS (SELECT 1 FROM deliveries WHERE account_id = ?1)
@@ -161,6 +165,15 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Deletes the account's rows of [`SMALL_TABLES`].
+fn delete_small_rows(tx: &rusqlite::Connection, account: &str) -> StoreResult<()> {
+    for table in SMALL_TABLES {
+        tx.prepare_cached(&format!("DELETE FROM {table} WHERE account_id = ?"))?
+            .execute([account])?;
+    }
+    Ok(())
 }
 
 /// In a publish's transaction: which of `accounts` are being erased.

@@ -158,15 +158,15 @@ enum ErasingState {
 /// the account is not found, its keys are refused (401), publishing to it is refused (404), and
 /// none of its pending deliveries is sent (attempts under way are cut off). Its rows are deleted
 /// in small batches in the background, so other accounts are not slowed; an erasure cut short
-/// by a restart goes on by itself. Erasing an account already being erased is a 404, as for an
-/// account that never existed.
+/// by a restart goes on by itself. The call is idempotent: while the erasure goes on, another
+/// `DELETE` answers 202 again; once the account's rows are gone, 404.
 #[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts", operation_id = "erase_account",
     security(("admin_token" = [])),
     params(("id" = AccountId, Path, description = "The account's id")),
     responses(
         (status = 202, description = "Marked: the account is gone for the API, and its rows \
             are being deleted", body = Erasing),
-        (status = 404, description = "No such account, or it is already being erased",
+        (status = 404, description = "No such account (or its erasure is finished)",
             body = ErrorBody),
     ))]
 async fn erase(
@@ -181,8 +181,10 @@ async fn erase(
     let new = state.erasures.mark(&id);
     let marked = state.store.begin_erasure(&id, Timestamp::now()).await;
     match marked {
-        Ok(ErasureMark::Marked) => {
-            tracing::info!(account_id = %id, "account marked for erasure");
+        Ok(mark @ (ErasureMark::Marked | ErasureMark::AlreadyMarked)) => {
+            if mark == ErasureMark::Marked {
+                tracing::info!(account_id = %id, "account marked for erasure");
+            }
             state.erasures.wake();
             Ok((
                 StatusCode::ACCEPTED,
@@ -192,7 +194,6 @@ async fn erase(
                 }),
             ))
         }
-        Ok(ErasureMark::AlreadyMarked) => Err(ApiError::not_found("account")),
         other => {
             // Not marked after all (unless it was marked here before: an erased account).
             if new {

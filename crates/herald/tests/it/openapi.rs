@@ -217,9 +217,12 @@ fn fuzz_config(seeds: &Seeds, admin: bool) -> String {
              parameters = {{ \"path.id\" = \"{id}\" }}\n\n"
         );
     }
+    // Not in the stateful phase: it chains a create with two erasures of the account, and the
+    // second one, once the (empty) account's rows are gone, is rightly a 404, which the phase
+    // reads as "a created resource not found".
     config += &format!(
         "[[operations]]\ninclude-operation-id = \"erase_account\"\n\
-         parameters = {{ \"path.id\" = \"{}\" }}\n\n",
+         parameters = {{ \"path.id\" = \"{}\" }}\nphases.stateful.enabled = false\n\n",
         seeds.doomed
     );
     config

@@ -31,6 +31,7 @@ pub struct Pruned {
     pub deliveries: u64,
     pub attempts: u64,
     pub jobs: u64,
+    pub tasks: u64,
     pub idempotency_keys: u64,
     pub stats_rows: u64,
     pub listeners: u64,
@@ -87,6 +88,7 @@ impl Janitor {
                     deliveries = p.deliveries,
                     attempts = p.attempts,
                     jobs = p.jobs,
+                    tasks = p.tasks,
                     idempotency_keys = p.idempotency_keys,
                     listeners = p.listeners,
                     took_ms = started.elapsed().as_millis() as u64,
@@ -135,6 +137,12 @@ impl Janitor {
             total.jobs = self
                 .in_batches("jobs", shutdown, || {
                     self.store.prune_jobs(before, self.batch)
+                })
+                .await?;
+            // Finished background tasks (recover, bulk retry) are kept as long as finished jobs.
+            total.tasks = self
+                .in_batches("tasks", shutdown, || {
+                    self.store.prune_tasks(before, self.batch)
                 })
                 .await?;
         }

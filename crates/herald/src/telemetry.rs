@@ -26,11 +26,12 @@ pub const ATTEMPT_CLASSES: [&str; 10] = [
 ];
 
 /// What retention prunes, as counted by `herald_pruned_total{kind}`.
-pub const PRUNED_KINDS: [&str; 7] = [
+pub const PRUNED_KINDS: [&str; 8] = [
     "events",
     "deliveries",
     "attempts",
     "jobs",
+    "tasks",
     "idempotency_keys",
     "stats_rows",
     "listeners",

@@ -359,6 +359,9 @@ pub trait Retention: Send + Sync + 'static {
     /// Deletes up to `limit` rows of endpoint figures of minutes before `before`. Returns how
     /// many.
     async fn prune_stats(&self, before: Timestamp, limit: usize) -> StoreResult<u64>;
+    /// Deletes up to `limit` background tasks that finished before `finished_before` (running
+    /// and queued ones stay). Returns how many.
+    async fn prune_tasks(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64>;
     /// Deletes up to `limit` listener webhooks whose lease lapsed before `now` (their node died,
     /// or their CLI did not come back), cancelling their pending deliveries, as a delete does.
     /// Returns how many.

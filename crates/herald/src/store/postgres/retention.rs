@@ -168,6 +168,19 @@ impl Retention for PgStore {
         Ok(freed)
     }
 
+    async fn prune_tasks(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64> {
+        let pruned = sqlx::query(
+            "DELETE FROM tasks WHERE id IN (
+                 SELECT id FROM tasks WHERE finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(finished_before.millis())
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(pruned)
+    }
+
     async fn prune_stats(&self, before: Timestamp, limit: usize) -> StoreResult<u64> {
         let pruned = sqlx::query(
             "DELETE FROM webhook_stats WHERE ctid IN (

@@ -130,6 +130,19 @@ impl Retention for SqliteStore {
         .await
     }
 
+    async fn prune_tasks(&self, finished_before: Timestamp, limit: usize) -> StoreResult<u64> {
+        self.write_alone(Commit::Relaxed, move |tx| {
+            let pruned = tx
+                .prepare_cached(
+                    "DELETE FROM tasks WHERE id IN (
+                         SELECT id FROM tasks WHERE finished_at < ? LIMIT ?)",
+                )?
+                .execute((finished_before.millis(), limit as i64))?;
+            Ok(pruned as u64)
+        })
+        .await
+    }
+
     async fn remove_lapsed_listeners(&self, now: Timestamp, limit: usize) -> StoreResult<u64> {
         self.write_alone(Commit::Durable, move |tx| {
             super::listeners::remove_lapsed_listeners(tx, now, limit)

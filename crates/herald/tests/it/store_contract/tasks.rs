@@ -218,6 +218,13 @@ async fn a_task_is_taken_up_where_it_stopped_and_a_lost_lease_writes_nothing(bac
             .unwrap()
             .is_none()
     );
+    // Retention: a finished task goes once it finished before the cut, not before.
+    let finished = task.finished_at.unwrap();
+    assert_eq!(f.store.prune_tasks(finished, 100).await.unwrap(), 0);
+    let later = finished.plus(Duration::from_millis(1));
+    assert_eq!(f.store.prune_tasks(later, 100).await.unwrap(), 1);
+    assert!(f.store.get_task(None, &id).await.unwrap().is_none());
+    assert_eq!(f.store.prune_tasks(later, 100).await.unwrap(), 0);
 }
 
 /// Leases and works tasks until none is left; returns the deliveries re-queued and the tasks

@@ -72,6 +72,13 @@ pub struct Webhook {
 }
 
 impl Webhook {
+    /// Whether publishing may hand this webhook's new deliveries straight to the publishing
+    /// node's dispatcher. When not, they are left to the claims, which see the whole queue: a
+    /// listener's deliveries go down its stream, on the node holding it.
+    pub fn takes_hand_overs(&self) -> bool {
+        self.kind != WebhookKind::Listener
+    }
+
     /// The secrets that sign a delivery made at `now`: the current one, and the previous one
     /// during its grace period.
     pub fn signing_secrets(&self, now: Timestamp) -> impl Iterator<Item = &SigningSecret> {

@@ -343,11 +343,9 @@ async fn insert_events(
             }
             let id = DeliveryId::generate();
             let (mut lease, mut until) = (None, None);
-            // A listener's deliveries go down its stream, on the node holding it: left to that
-            // node's claims, never handed to this one's dispatcher.
-            if hook.kind != WebhookKind::Listener
-                && let Some((h, _)) = handoff.as_mut()
+            if let Some((h, _)) = handoff.as_mut()
                 && let Some(webhook) = &hook.webhook
+                && webhook.takes_hand_overs()
                 && h.reserve(&webhook.id)
             {
                 h.add(id.clone(), e.to_event(), webhook.clone());

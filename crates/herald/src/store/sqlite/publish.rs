@@ -245,9 +245,7 @@ fn plan_deliveries(
             }
             let id = DeliveryId::generate();
             let mut leased = None;
-            // A listener's deliveries go down its stream, on the node holding it: left to that
-            // node's claims, never handed to this one's dispatcher.
-            if hook.kind != WebhookKind::Listener
+            if hook.takes_hand_overs()
                 && let Some(h) = handoff.as_deref_mut()
                 && h.reserve(&hook.id)
             {

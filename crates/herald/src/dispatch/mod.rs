@@ -26,7 +26,6 @@ pub mod sender;
 mod worker;
 
 use crate::config::DeliverySettings;
-use crate::domain::WebhookId;
 use crate::erasure::Erasures;
 use crate::store::operator::OperatorPolicy;
 use crate::store::{ClaimedDelivery, Queue, Release};
@@ -90,7 +89,8 @@ impl Dispatcher {
         erasures: Arc<Erasures>,
     ) -> anyhow::Result<Self> {
         let sender = Arc::new(Sender::new(&settings, dev, node.clone(), listeners)?);
-        let lanes = Lanes::new(settings.workers, settings.per_webhook_concurrency);
+        let lanes = Lanes::new(settings.workers, settings.per_webhook_concurrency)
+            .with_circuit_after(settings.circuit_after);
         Ok(Self {
             node,
             lanes: Arc::new(SharedLanes::new(lanes)),
@@ -127,7 +127,7 @@ impl Dispatcher {
         // waits for that commit the next batch gathers here (docs/BENCHMARKS.md has the
         // measurements).
         let (done_tx, done_rx) = mpsc::channel::<Finished>(workers * RESULTS_PER_WORKER);
-        let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<WebhookId>();
+        let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<worker::Freed>();
         let (aborted_tx, mut aborted_rx) = mpsc::unbounded_channel::<Release>();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers {
@@ -150,6 +150,8 @@ impl Dispatcher {
             HealthSettings {
                 disable_after: self.settings.disable_after.0,
                 operator: self.operator,
+                circuit_after: self.settings.circuit_after,
+                probe_interval: self.settings.probe_interval.0,
             },
             self.metrics.clone(),
         ));

@@ -7,6 +7,7 @@
 use super::Waker;
 use super::lanes::{HOLD_AHEAD, Held, SharedLanes, release_of};
 use super::recorder::Finished;
+use super::worker::Freed;
 use crate::config::DeliverySettings;
 use crate::domain::{Timestamp, WebhookId};
 use crate::store::{ClaimRequest, ClaimedDelivery, Queue, StoreResult};
@@ -47,7 +48,7 @@ impl Scheduler<'_> {
     pub async fn run(
         &self,
         jobs: &async_channel::Sender<ClaimedDelivery>,
-        freed: &mut mpsc::UnboundedReceiver<WebhookId>,
+        freed: &mut mpsc::UnboundedReceiver<Freed>,
         done: &mpsc::Sender<Finished>,
         shutdown: &CancellationToken,
     ) {
@@ -55,7 +56,14 @@ impl Scheduler<'_> {
         let mut claiming: Option<ClaimFuture> = None;
         let mut pacing = Pacing::new(Instant::now());
         loop {
-            let starts = lanes.lock().start();
+            let (starts, given_back) = {
+                let mut lanes = lanes.lock();
+                lanes.resume(Timestamp::now());
+                (lanes.start(), lanes.take_given_back())
+            };
+            for release in given_back {
+                let _ = done.send(Finished::Released(release)).await;
+            }
             if !self.start(starts, jobs, done).await {
                 return;
             }
@@ -85,11 +93,19 @@ impl Scheduler<'_> {
                         }
                     }
                 }
-                Some(webhook) = freed.recv() => {
+                Some(first) = freed.recv() => {
                     let mut held = lanes.lock();
-                    let mut low = held.finished(&webhook);
-                    while let Ok(webhook) = freed.try_recv() {
-                        low |= held.finished(&webhook);
+                    let mut low = false;
+                    let mut next = Some(first);
+                    while let Some(f) = next {
+                        low |= held.finished(&f.webhook);
+                        if let Some(succeeded) = f.succeeded {
+                            held.attempted(&f.webhook, succeeded);
+                        }
+                        if let Some(until) = f.pause_until {
+                            held.pause(&f.webhook, until);
+                        }
+                        next = freed.try_recv().ok();
                     }
                     pacing.freed(low);
                 }
@@ -149,14 +165,16 @@ impl Scheduler<'_> {
             per_webhook_cap: s.per_webhook_concurrency * HOLD_AHEAD,
             in_flight,
             node: self.node.to_owned(),
+            probe_interval: s.probe_interval.0,
         };
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         let scan = s.workers + 1;
         Box::pin(async move {
-            let claims = metrics
-                .time_store(StoreOp::Claim, store.claim_due(&request))
+            let claim = metrics
+                .time_store(StoreOp::Claim, store.claim(&request))
                 .await?;
+            let claims = claim.deliveries;
             let next_due = if claims.len() < limit {
                 store.next_due_at(scan).await?
             } else {
@@ -167,6 +185,7 @@ impl Scheduler<'_> {
                     asked: limit,
                     found: claims.len(),
                     next_due,
+                    gate_opens_at: claim.gate_opens_at,
                 },
                 claims,
                 claimed_at: now,
@@ -198,13 +217,15 @@ impl Claimed {
     }
 }
 
-/// What a claim tells about the queue: how many it asked for and found, and, when it found
-/// fewer, when the next delivery falls due.
+/// What a claim tells about the queue: how many it asked for and found, when it found fewer,
+/// when the next delivery falls due, and when a webhook it left out or cut short (paused, at
+/// its rate limit, its circuit open) may take deliveries again.
 #[derive(Clone, Copy, Debug)]
 pub struct ClaimSummary {
     pub asked: usize,
     pub found: usize,
     pub next_due: Option<Timestamp>,
+    pub gate_opens_at: Option<Timestamp>,
 }
 
 /// When to claim next: the scheduler loop's state between turns. Pure: the clock is passed in.
@@ -272,6 +293,11 @@ impl Pacing {
             Some(at) if at > now => now.until(at).min(poll),
             _ => poll,
         };
+        // A rate-limited webhook's next token, a pause's end: come back then, not a poll later.
+        let idle = match claim.gate_opens_at {
+            Some(at) => idle.min(now.until(at)),
+            None => idle,
+        };
         self.wake_at = clock + idle;
         self.not_before = clock + CLAIM_GAP;
     }
@@ -299,6 +325,7 @@ mod tests {
             asked,
             found,
             next_due,
+            gate_opens_at: None,
         }
     }
 

@@ -6,6 +6,7 @@
 use super::lanes::release_of;
 use super::recorder::Finished;
 use super::sender::{AttemptReport, Sender};
+use crate::domain::flow::pause_asked;
 use crate::domain::{RetryPolicy, Timestamp, WebhookId};
 use crate::erasure::Erasures;
 use crate::store::{AttemptRecord, ClaimedDelivery, NextStep, Release};
@@ -22,7 +23,7 @@ use tracing::{Instrument, debug_span};
 pub async fn work(
     jobs: async_channel::Receiver<ClaimedDelivery>,
     done: mpsc::Sender<Finished>,
-    freed: mpsc::UnboundedSender<WebhookId>,
+    freed: mpsc::UnboundedSender<Freed>,
     aborted: mpsc::UnboundedSender<Release>,
     sender: Arc<Sender>,
     erasures: Arc<Erasures>,
@@ -33,7 +34,7 @@ pub async fn work(
         let webhook = claim.webhook.id.clone();
         if shutdown.is_cancelled() || erasures.contains(&claim.event.account) {
             let _ = done.send(Finished::Released(release_of(claim))).await;
-            let _ = freed.send(webhook);
+            let _ = freed.send(Freed::of(webhook));
             continue;
         }
         // At debug level: the attempt's own events are debug ones, and at the default level an
@@ -59,7 +60,7 @@ pub async fn work(
         let Some(report) = report else {
             in_flight.finished();
             let _ = done.send(Finished::Released(release_of(claim))).await;
-            let _ = freed.send(webhook);
+            let _ = freed.send(Freed::of(webhook));
             continue;
         };
         metrics.attempt_finished(&report.outcome, started.elapsed());
@@ -74,6 +75,11 @@ pub async fn work(
             tracing::debug!(status = ?report.attempt.status_code, error_kind = ?report.attempt.error_kind,
                 duration_ms = report.attempt.duration_ms, ?next, "attempt finished");
         });
+        // A 429 or 503 with `Retry-After` pauses the whole webhook: the lanes hear of it now
+        // (with the freed slot), the claims of every node from the recorded result.
+        let pause_until = pause_asked(&report.outcome, report.retry_after)
+            .map(|wait| Timestamp::now().plus(wait));
+        let succeeded = next == NextStep::Succeeded;
         let record = AttemptRecord {
             delivery_id: claim.delivery_id,
             webhook_id: webhook.clone(),
@@ -81,13 +87,37 @@ pub async fn work(
             attempt: report.attempt,
             next,
             gone,
+            pause_until,
         };
         let _ = done.send(Finished::Attempted(record)).await;
         // Only now: a worker stopped while its result waited for room would lose the result,
         // and then its lease must be given back.
         in_flight.finished();
         // The webhook's slot is free as soon as the attempt ends; the result is written apart.
-        let _ = freed.send(webhook);
+        let _ = freed.send(Freed {
+            webhook,
+            succeeded: Some(succeeded),
+            pause_until,
+        });
+    }
+}
+
+/// A worker is done with a delivery of `webhook`: its slot is free. `succeeded`: how its
+/// attempt went, if it made one; `pause_until`: the receiver asked the whole webhook to wait
+/// until then.
+pub struct Freed {
+    pub webhook: WebhookId,
+    pub succeeded: Option<bool>,
+    pub pause_until: Option<Timestamp>,
+}
+
+impl Freed {
+    fn of(webhook: WebhookId) -> Self {
+        Self {
+            webhook,
+            succeeded: None,
+            pause_until: None,
+        }
     }
 }
 

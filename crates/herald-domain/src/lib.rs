@@ -9,6 +9,7 @@ pub mod contract;
 pub mod default_catalog;
 pub mod duration;
 pub mod event_type;
+pub mod flow;
 pub mod ids;
 pub mod job;
 pub mod model;
@@ -25,6 +26,7 @@ pub mod url;
 
 pub use contract::{PayloadFormat, SigningMode, WebhookKind};
 pub use event_type::{Catalog, EventFilter, EventType, EventTypeInfo};
+pub use flow::RateLimit;
 pub use ids::{AccountId, ApiKeyId, AttemptId, DeliveryId, EventId, TaskId, WebhookId};
 pub use job::{Job, JobPatch, JobStatus};
 pub use model::{Account, Attempt, Delivery, DeliveryStatus, Event, Webhook, WebhookStatus};

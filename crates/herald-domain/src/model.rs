@@ -2,6 +2,7 @@
 
 use super::contract::{PayloadFormat, SigningMode, WebhookKind};
 use super::event_type::EventFilter;
+use super::flow::RateLimit;
 use super::ids::{AccountId, AttemptId, DeliveryId, EventId, WebhookId};
 use super::outcome::ErrorKind;
 use super::retry::RetryPolicy;
@@ -69,6 +70,8 @@ pub struct Webhook {
     pub disabled_reason: Option<String>,
     /// Since when every attempt has failed (none has succeeded since).
     pub failing_since: Option<Timestamp>,
+    /// At most this many deliveries a second, across all nodes (`None`: no limit).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Webhook {
@@ -76,7 +79,9 @@ impl Webhook {
     /// node's dispatcher. When not, they are left to the claims, which see the whole queue: a
     /// listener's deliveries go down its stream, on the node holding it.
     pub fn takes_hand_overs(&self) -> bool {
-        self.kind != WebhookKind::Listener
+        // A rate-limited webhook's allowance is taken in the claims' transactions, so its
+        // deliveries all go through them.
+        self.kind != WebhookKind::Listener && self.rate_limit.is_none()
     }
 
     /// The secrets that sign a delivery made at `now`: the current one, and the previous one
@@ -231,6 +236,7 @@ mod tests {
             previous_secret: None,
             disabled_reason: None,
             failing_since: None,
+            rate_limit: None,
         }
     }
 

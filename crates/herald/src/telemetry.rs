@@ -5,6 +5,8 @@
 //! recorder, so several servers in one process (the integration tests) never mix their counts.
 //! The README's "Metrics" section lists the series; keep the two in step.
 
+mod webhook_flows;
+
 use crate::domain::{AttemptOutcome, Timestamp};
 use crate::store::{QueueDepth, QueueGauges};
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
@@ -82,6 +84,8 @@ impl StoreOp {
 /// The registered series of one server.
 pub struct Metrics {
     handle: PrometheusHandle,
+    /// The per-webhook flow gauges, as text ([`webhook_flows`]).
+    webhook_flows: std::sync::Mutex<String>,
     pub events_published: Counter,
     pub deliveries_created: Counter,
     pub deliveries_succeeded: Counter,
@@ -199,6 +203,7 @@ impl Metrics {
                 )
             }),
             handle,
+            webhook_flows: std::sync::Mutex::default(),
         };
         // The registry lives on in `handle` and the registered series; the recorder was only
         // the door they were registered through.
@@ -252,7 +257,9 @@ impl Metrics {
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut text = self.handle.render();
+        text.push_str(&self.webhook_flows.lock().expect("flows lock"));
+        text
     }
 }
 
@@ -315,6 +322,22 @@ pub async fn refresh_queue_gauges(
             }
             Err(_) => {}
         }
+        let flows = tokio::select! {
+            result = store.busiest_webhooks(now, webhook_flows::MAX_WEBHOOKS) => result,
+            _ = shutdown.cancelled() => break,
+        };
+        match flows {
+            Ok(flows) => {
+                *metrics.webhook_flows.lock().expect("flows lock") =
+                    webhook_flows::render(&flows, now);
+            }
+            Err(e) if !warned => {
+                warn!(error = %e, "reading the webhooks' flow for /metrics failed");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        let took = started.elapsed();
         metrics.handle.run_upkeep();
         tokio::select! {
             _ = tokio::time::sleep(every.max(took * 20)) => {}

@@ -106,6 +106,7 @@ async fn job_webhook(state: &AppState, job: &Job, url: WebhookUrl) -> ApiResult<
         previous_secret: None,
         disabled_reason: None,
         failing_since: None,
+        rate_limit: None,
     })
 }
 

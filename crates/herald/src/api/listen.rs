@@ -212,5 +212,6 @@ fn listener_webhook(
         previous_secret: None,
         disabled_reason: None,
         failing_since: None,
+        rate_limit: None,
     })
 }

@@ -146,6 +146,7 @@ pub(crate) async fn set_callback_url(
             previous_secret: None,
             disabled_reason: None,
             failing_since: None,
+            rate_limit: None,
         },
     };
     Ok(state.store.set_callback_webhook(&webhook).await?)

@@ -1,9 +1,11 @@
 //! A webhook as the API shows it (never its secret, nor a bearer token or header value).
 
+use crate::domain::flow::FlowState;
 use crate::domain::{
-    AccountId, EventFilter, PayloadFormat, RetryPolicyDoc, SigningMode, Timestamp, Webhook,
-    WebhookId, WebhookKind, WebhookStatus,
+    AccountId, EventFilter, PayloadFormat, RateLimit, RetryPolicyDoc, SigningMode, Timestamp,
+    Webhook, WebhookId, WebhookKind, WebhookStatus,
 };
+use crate::store::WebhookFlow;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -30,6 +32,34 @@ pub struct WebhookView {
     #[serde(skip_serializing_if = "Option::is_none")]
     disabled_reason: Option<String>,
     updated_at: Timestamp,
+    /// At most this many deliveries a second, across all nodes; `null`: no limit.
+    rate_limit: Option<RateLimit>,
+    /// Whether its deliveries go now, how many wait, and when the next may go (shown by
+    /// `GET /v1/webhooks/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow: Option<FlowView>,
+}
+
+/// A webhook's flow control now.
+#[derive(Serialize, ToSchema)]
+pub struct FlowView {
+    state: FlowState,
+    /// Deliveries not finished (due, in flight or scheduled).
+    pending: u64,
+    /// When the next attempt may go: its earliest due delivery, later if paused, at its rate
+    /// limit, or its circuit open (then: the next probe). `null` with nothing pending.
+    next_attempt_at: Option<Timestamp>,
+}
+
+impl WebhookView {
+    pub fn with_flow(mut self, flow: Option<WebhookFlow>) -> Self {
+        self.flow = flow.map(|f| FlowView {
+            state: f.state,
+            pending: f.pending,
+            next_attempt_at: f.next_attempt_at,
+        });
+        self
+    }
 }
 
 /// A webhook's signing mode as shown: a bearer token or a header's value is never shown.
@@ -76,6 +106,8 @@ impl From<Webhook> for WebhookView {
             format: w.format,
             disabled_reason: w.disabled_reason,
             updated_at: w.updated_at,
+            rate_limit: w.rate_limit,
+            flow: None,
         }
     }
 }

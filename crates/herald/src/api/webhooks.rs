@@ -8,8 +8,8 @@ use super::webhook_secrets::{fresh_secret, parse_grace, secret_for};
 use super::webhook_view::WebhookView;
 use super::{AppState, ListBody, page_request};
 use crate::domain::{
-    AccountId, EventFilter, PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode, Timestamp,
-    Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    AccountId, EventFilter, PayloadFormat, RateLimit, RetryPolicy, RetryPolicyDoc, SigningMode,
+    Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -58,6 +58,34 @@ pub(crate) struct CreateWebhook {
     pub(crate) signing: Option<SigningMode>,
     /// `envelope` if left out.
     pub(crate) format: Option<PayloadFormat>,
+    /// At most this many deliveries a second, across all nodes; none if left out.
+    pub(crate) rate_limit: Option<RateLimitDoc>,
+}
+
+/// A rate limit as asked for: `per_second` from 0.001 to 10,000, `burst` (deliveries that may
+/// go at once after a quiet spell) from 1 to 10,000, default 1.
+#[derive(Clone, Copy, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimitDoc {
+    #[schema(example = 50)]
+    per_second: f64,
+    #[schema(example = 5)]
+    burst: Option<u32>,
+}
+
+fn parse_rate_limit(doc: Option<RateLimitDoc>) -> ApiResult<Option<RateLimit>> {
+    doc.map(|d| RateLimit::new(d.per_second, d.burst.unwrap_or(1)))
+        .transpose()
+        .map_err(|e| ApiError::invalid("rate_limit", e))
+}
+
+/// A field that may be set to `null`: `Some(None)`, distinct from left out (`None`).
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// The fields to change; those left out stay as they are.
@@ -80,6 +108,10 @@ pub(crate) struct UpdateWebhook {
     #[schema(example = "1d")]
     pub(crate) grace_period: Option<String>,
     pub(crate) format: Option<PayloadFormat>,
+    /// A new rate limit, or `null` for none.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<RateLimitDoc>, nullable)]
+    pub(crate) rate_limit: Option<Option<RateLimitDoc>>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -199,6 +231,7 @@ pub(crate) async fn create_webhook(
             .model_retry(defaults)
             .map_err(|e| ApiError::invalid("retry", e))?,
     };
+    let rate_limit = parse_rate_limit(body.rate_limit)?;
     let now = Timestamp::now();
     let webhook = Webhook {
         id: WebhookId::generate(),
@@ -218,6 +251,7 @@ pub(crate) async fn create_webhook(
         previous_secret: None,
         disabled_reason: None,
         failing_since: None,
+        rate_limit,
     };
     state.store.insert_webhook(&webhook).await?;
     Ok(webhook)
@@ -271,7 +305,7 @@ pub(crate) async fn find(
     security(("admin_token" = []), ("api_key" = [])),
     params(("id" = WebhookId, Path, description = "The webhook's id"), AccountParam),
     responses(
-        (status = 200, description = "The webhook", body = WebhookView),
+        (status = 200, description = "The webhook, with its flow control", body = WebhookView),
         (status = 404, description = "No such webhook in the account", body = ErrorBody),
     ))]
 async fn show(
@@ -280,11 +314,12 @@ async fn show(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<AccountParam>,
 ) -> ApiResult<Json<WebhookView>> {
-    Ok(Json(
-        find(&state, &actor, &id, q.account.as_deref())
-            .await?
-            .into(),
-    ))
+    let webhook = find(&state, &actor, &id, q.account.as_deref()).await?;
+    let flow = state
+        .store
+        .webhook_flow(&webhook.id, Timestamp::now())
+        .await?;
+    Ok(Json(WebhookView::from(webhook).with_flow(flow)))
 }
 
 /// Change a webhook
@@ -340,6 +375,9 @@ pub(crate) async fn update_webhook(
     }
     if let Some(format) = body.format {
         webhook.format = format;
+    }
+    if let Some(doc) = body.rate_limit {
+        webhook.rate_limit = parse_rate_limit(doc)?;
     }
     let now = Timestamp::now();
     match (&body.signing, &body.grace_period) {

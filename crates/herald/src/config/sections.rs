@@ -194,6 +194,12 @@ pub struct DeliverySettings {
     /// Private networks deliveries may reach outside dev mode (CIDR, e.g. `"10.20.0.0/16"`):
     /// let through both when a webhook URL is checked and at connect time, after DNS.
     pub allow_networks: Vec<IpNet>,
+    /// After this many failed attempts in a row to one webhook its circuit opens: its
+    /// deliveries wait (not attempted, their schedules and attempts not spent) while one probe a
+    /// `probe_interval` tries it, across all nodes; the first success closes it. 0: never.
+    pub circuit_after: u32,
+    /// How often a webhook whose circuit is open is tried (with a delivery that is due).
+    pub probe_interval: HumanDuration,
 }
 
 impl DeliverySettings {
@@ -224,6 +230,8 @@ impl Default for DeliverySettings {
             retry: RetryPolicyDoc::default(),
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
             allow_networks: Vec::new(),
+            circuit_after: 10,
+            probe_interval: HumanDuration(Duration::from_secs(30)),
         }
     }
 }

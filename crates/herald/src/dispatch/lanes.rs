@@ -14,6 +14,16 @@
 //! attempt may start before retries held ahead of it (ordered deliveries are unaffected: the
 //! claims never hold two of one key at once).
 //!
+//! A webhook paused by its receiver (429/503 with `Retry-After`, see [`Lanes::pause`]) starts
+//! nothing more here until the pause is over: its waiting deliveries are given back at once
+//! (the claims of every node skip it meanwhile), and what is claimed or handed over for it
+//! during the pause goes back too.
+//!
+//! Likewise, a webhook whose attempts here have failed `circuit_after` times in a row gives
+//! back what it holds and takes no hand-overs until one succeeds: its circuit is open in the
+//! store by then (the recorder counts there, for every node), and the claims bring only its
+//! probes ([`crate::store::Gates`]).
+//!
 //! [`Lanes`] is bookkeeping only, with no I/O and no clock of its own, so it is tested here
 //! without a server; [`SharedLanes`] puts it behind the lock the scheduler and publishing share.
 
@@ -47,19 +57,34 @@ pub struct Held {
     pub start_by: Timestamp,
 }
 
-/// A started delivery that is over (attempted, or given back): which lane it ran on, and whether
-/// it counted against the retries' share.
+/// A started delivery that is over (attempted, or given back): which lane it ran on, whether it
+/// counted against the retries' share, and, if it was attempted, whether the attempt succeeded
+/// and whether the receiver asked the whole webhook to wait (429/503 with `Retry-After`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Freed {
     pub webhook: WebhookId,
     pub retry: bool,
+    pub succeeded: Option<bool>,
+    pub pause_until: Option<Timestamp>,
 }
 
 impl Freed {
+    /// The slot of `claim`, given back unattempted.
     pub fn of(claim: &ClaimedDelivery) -> Self {
         Self {
             webhook: claim.webhook.id.clone(),
             retry: is_retry(claim),
+            succeeded: None,
+            pause_until: None,
+        }
+    }
+
+    /// The slot, once its attempt has been made.
+    pub fn attempted(self, succeeded: bool, pause_until: Option<Timestamp>) -> Self {
+        Self {
+            succeeded: Some(succeeded),
+            pause_until,
+            ..self
         }
     }
 }
@@ -89,6 +114,14 @@ pub struct Lanes {
     /// Deliveries handed over after shutdown began (their publish had reserved room before):
     /// their leases are given back with the others'.
     late: Vec<Release>,
+    /// Webhooks paused by their receivers, until when (see [`Lanes::pause`]).
+    paused: HashMap<WebhookId, Timestamp>,
+    /// Leases to give back now: deliveries of paused webhooks.
+    given_back: Vec<Release>,
+    /// Failed attempts in a row per webhook, and the webhooks that have reached
+    /// `circuit_after` of them (0: never), see [`Lanes::attempted`].
+    failures: HashMap<WebhookId, u32>,
+    circuit_after: u32,
     /// Attempts at once: on all lanes (the workers), and per lane.
     workers: usize,
     per_webhook: usize,
@@ -134,6 +167,10 @@ impl Lanes {
             held: 0,
             closed: false,
             late: Vec::new(),
+            paused: HashMap::new(),
+            given_back: Vec::new(),
+            failures: HashMap::new(),
+            circuit_after: 0,
             workers,
             per_webhook,
             hold_per_webhook: per_webhook * HOLD_AHEAD,
@@ -149,6 +186,10 @@ impl Lanes {
     /// lease.
     pub fn hold(&mut self, claim: ClaimedDelivery, claimed_at: Timestamp, lease_until: Timestamp) {
         let id = claim.webhook.id.clone();
+        if self.paused.contains_key(&id) {
+            self.given_back.push(release_of(claim));
+            return;
+        }
         let latest = lease_until.minus(claim.webhook.retry.timeout + LEASE_MARGIN);
         let start_by = latest.max(claimed_at.plus(claimed_at.until(lease_until) / 2));
         let lane = self.by_webhook.entry(id.clone()).or_default();
@@ -221,16 +262,25 @@ impl Lanes {
             self.running_retries = self.running_retries.saturating_sub(1);
             self.unpark();
         }
-        let Some(lane) = self.by_webhook.get_mut(webhook) else {
-            return true;
+        let low = match self.by_webhook.get_mut(webhook) {
+            None => true,
+            Some(lane) => {
+                lane.running = lane.running.saturating_sub(1);
+                let low = lane.waiting.len() + lane.reserved < lane.running.max(1);
+                if lane.held() == 0 {
+                    self.by_webhook.remove(webhook);
+                } else if !lane.waiting.is_empty() && !lane.queued {
+                    lane.queued = true;
+                    self.ready.push_back(webhook.clone());
+                }
+                low
+            }
         };
-        lane.running = lane.running.saturating_sub(1);
-        let low = lane.waiting.len() + lane.reserved < lane.running.max(1);
-        if lane.held() == 0 {
-            self.by_webhook.remove(webhook);
-        } else if !lane.waiting.is_empty() && !lane.queued {
-            lane.queued = true;
-            self.ready.push_back(webhook.clone());
+        if let Some(succeeded) = freed.succeeded {
+            self.attempted(webhook, succeeded);
+        }
+        if let Some(until) = freed.pause_until {
+            self.pause(webhook, until);
         }
         low
     }
@@ -252,7 +302,11 @@ impl Lanes {
     /// Reserves room for a delivery publishing is about to commit; false when the lanes are
     /// closed, or the webhook's lane or all of them hold as much as they may.
     pub fn reserve(&mut self, webhook: &WebhookId) -> bool {
-        if self.closed || self.held >= self.hold_total {
+        if self.closed
+            || self.held >= self.hold_total
+            || self.paused.contains_key(webhook)
+            || self.circuit_open(webhook)
+        {
             return false;
         }
         let lane = self.by_webhook.entry(webhook.clone()).or_default();
@@ -292,6 +346,67 @@ impl Lanes {
         if lane.held() == 0 {
             self.by_webhook.remove(webhook);
         }
+    }
+
+    /// The receiver of `webhook` asked it to wait until `until`: its waiting deliveries go back
+    /// ([`Lanes::take_given_back`]), and until [`Lanes::resume`] lets it go on, so does what is
+    /// claimed or handed over for it. Attempts already under way finish.
+    pub fn pause(&mut self, webhook: &WebhookId, until: Timestamp) {
+        let at = self.paused.entry(webhook.clone()).or_insert(until);
+        *at = (*at).max(until);
+        self.give_back_waiting(webhook);
+    }
+
+    fn give_back_waiting(&mut self, webhook: &WebhookId) {
+        let Some(lane) = self.by_webhook.get_mut(webhook) else {
+            return;
+        };
+        let waiting: Vec<Held> = lane.waiting.drain(..).collect();
+        self.held -= waiting.len();
+        self.given_back
+            .extend(waiting.into_iter().map(|h| release_of(h.claim)));
+        if lane.held() == 0 {
+            self.by_webhook.remove(webhook);
+        }
+    }
+
+    /// Opens circuits after `after` failed attempts in a row (0: never).
+    pub fn with_circuit_after(mut self, after: u32) -> Self {
+        self.circuit_after = after;
+        self
+    }
+
+    /// An attempt to `webhook` succeeded or failed. At `circuit_after` failures in a row its
+    /// waiting deliveries go back ([`Lanes::take_given_back`]) and it takes no hand-overs
+    /// until a success.
+    pub fn attempted(&mut self, webhook: &WebhookId, succeeded: bool) {
+        if succeeded || self.circuit_after == 0 {
+            self.failures.remove(webhook);
+            return;
+        }
+        let n = self.failures.entry(webhook.clone()).or_default();
+        *n += 1;
+        if *n == self.circuit_after {
+            self.give_back_waiting(webhook);
+        }
+    }
+
+    fn circuit_open(&self, webhook: &WebhookId) -> bool {
+        self.circuit_after > 0
+            && self
+                .failures
+                .get(webhook)
+                .is_some_and(|n| *n >= self.circuit_after)
+    }
+
+    /// Ends the pauses that are over at `now`.
+    pub fn resume(&mut self, now: Timestamp) {
+        self.paused.retain(|_, until| *until > now);
+    }
+
+    /// The leases of deliveries of paused webhooks, to give back.
+    pub fn take_given_back(&mut self) -> Vec<Release> {
+        std::mem::take(&mut self.given_back)
     }
 
     /// How many more deliveries a claim may bring: the room first attempts' hand-overs have

@@ -93,7 +93,8 @@ impl Dispatcher {
             settings.workers,
             settings.per_webhook_concurrency,
             settings.fresh_reserve(),
-        );
+        )
+        .with_circuit_after(settings.circuit_after);
         Ok(Self {
             node,
             lanes: Arc::new(SharedLanes::new(lanes)),
@@ -153,6 +154,8 @@ impl Dispatcher {
             HealthSettings {
                 disable_after: self.settings.disable_after.0,
                 operator: self.operator,
+                circuit_after: self.settings.circuit_after,
+                probe_interval: self.settings.probe_interval.0,
             },
             self.metrics.clone(),
         ));

@@ -19,6 +19,8 @@ const RECORD_BATCH: usize = 256;
 pub struct HealthSettings {
     pub disable_after: Duration,
     pub operator: Option<OperatorPolicy>,
+    pub circuit_after: u32,
+    pub probe_interval: Duration,
 }
 
 /// A worker's result (or the scheduler's give-back), on its way to the recorder.
@@ -49,6 +51,8 @@ pub async fn record(
             now: Timestamp::now(),
             disable_after: settings.disable_after,
             operator: settings.operator,
+            circuit_after: settings.circuit_after,
+            probe_interval: settings.probe_interval,
         };
         if !records.is_empty() {
             write_with_retries("recording attempts", || {

@@ -55,7 +55,14 @@ impl Scheduler<'_> {
         let mut claiming: Option<ClaimFuture> = None;
         let mut pacing = Pacing::new(Instant::now());
         loop {
-            let starts = lanes.lock().start();
+            let (starts, given_back) = {
+                let mut lanes = lanes.lock();
+                lanes.resume(Timestamp::now());
+                (lanes.start(), lanes.take_given_back())
+            };
+            for release in given_back {
+                let _ = done.send(Finished::Released(release)).await;
+            }
             if !self.start(starts, jobs, done).await {
                 return;
             }
@@ -149,14 +156,16 @@ impl Scheduler<'_> {
             per_webhook_cap: s.per_webhook_concurrency * HOLD_AHEAD,
             in_flight,
             node: self.node.to_owned(),
+            probe_interval: s.probe_interval.0,
         };
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         let scan = s.workers + 1;
         Box::pin(async move {
-            let claims = metrics
-                .time_store(StoreOp::Claim, store.claim_due(&request))
+            let claim = metrics
+                .time_store(StoreOp::Claim, store.claim(&request))
                 .await?;
+            let claims = claim.deliveries;
             let next_due = if claims.len() < limit {
                 store.next_due_at(scan).await?
             } else {
@@ -167,6 +176,7 @@ impl Scheduler<'_> {
                     asked: limit,
                     found: claims.len(),
                     next_due,
+                    gate_opens_at: claim.gate_opens_at,
                 },
                 claims,
                 claimed_at: now,
@@ -198,13 +208,15 @@ impl Claimed {
     }
 }
 
-/// What a claim tells about the queue: how many it asked for and found, and, when it found
-/// fewer, when the next delivery falls due.
+/// What a claim tells about the queue: how many it asked for and found, when it found fewer,
+/// when the next delivery falls due, and when a webhook it left out or cut short (paused, at
+/// its rate limit, its circuit open) may take deliveries again.
 #[derive(Clone, Copy, Debug)]
 pub struct ClaimSummary {
     pub asked: usize,
     pub found: usize,
     pub next_due: Option<Timestamp>,
+    pub gate_opens_at: Option<Timestamp>,
 }
 
 /// When to claim next: the scheduler loop's state between turns. Pure: the clock is passed in.
@@ -272,6 +284,11 @@ impl Pacing {
             Some(at) if at > now => now.until(at).min(poll),
             _ => poll,
         };
+        // A rate-limited webhook's next token, a pause's end: come back then, not a poll later.
+        let idle = match claim.gate_opens_at {
+            Some(at) => idle.min(now.until(at)),
+            None => idle,
+        };
         self.wake_at = clock + idle;
         self.not_before = clock + CLAIM_GAP;
     }
@@ -299,6 +316,7 @@ mod tests {
             asked,
             found,
             next_due,
+            gate_opens_at: None,
         }
     }
 

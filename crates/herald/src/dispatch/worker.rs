@@ -6,6 +6,7 @@
 use super::lanes::{Freed, release_of};
 use super::recorder::Finished;
 use super::sender::{AttemptReport, Sender};
+use crate::domain::flow::pause_asked;
 use crate::domain::{RetryPolicy, Timestamp};
 use crate::erasure::Erasures;
 use crate::store::{AttemptRecord, ClaimedDelivery, NextStep, Release};
@@ -75,6 +76,11 @@ pub async fn work(
             tracing::debug!(status = ?report.attempt.status_code, error_kind = ?report.attempt.error_kind,
                 duration_ms = report.attempt.duration_ms, ?next, "attempt finished");
         });
+        // A 429 or 503 with `Retry-After` pauses the whole webhook: the lanes hear of it now
+        // (with the freed slot), the claims of every node from the recorded result.
+        let pause_until = pause_asked(&report.outcome, report.retry_after)
+            .map(|wait| Timestamp::now().plus(wait));
+        let succeeded = next == NextStep::Succeeded;
         let record = AttemptRecord {
             delivery_id: claim.delivery_id,
             webhook_id: webhook.clone(),
@@ -82,13 +88,14 @@ pub async fn work(
             attempt: report.attempt,
             next,
             gone,
+            pause_until,
         };
         let _ = done.send(Finished::Attempted(record)).await;
         // Only now: a worker stopped while its result waited for room would lose the result,
         // and then its lease must be given back.
         in_flight.finished();
         // The webhook's slot is free as soon as the attempt ends; the result is written apart.
-        let _ = freed.send(slot);
+        let _ = freed.send(slot.attempted(succeeded, pause_until));
     }
 }
 

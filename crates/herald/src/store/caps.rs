@@ -77,6 +77,7 @@ mod tests {
                 .map(|(w, n)| (WebhookId::from_trusted((*w).to_owned()), *n))
                 .collect(),
             node: "test".to_owned(),
+            probe_interval: std::time::Duration::from_secs(1),
         }
     }
 

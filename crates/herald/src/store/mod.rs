@@ -15,6 +15,7 @@
 mod caps;
 pub mod erasure;
 mod error;
+pub(crate) mod flow;
 mod group_commit;
 mod handoff;
 mod health;
@@ -36,6 +37,7 @@ use std::sync::Arc;
 pub(crate) use caps::{pick_more, pick_within_caps, saturated_webhooks};
 pub use erasure::{ErasedRows, ErasureMark, ErasureStep};
 pub use error::{StoreError, StoreResult};
+pub(crate) use flow::{FlowRow, Gates};
 pub(crate) use handoff::{Handoff, IntakeSlot};
 pub(crate) use health::failure_record_changes;
 pub use open::open;
@@ -47,11 +49,11 @@ pub use traits::{
     Webhooks,
 };
 pub use types::{
-    ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
-    HealthPolicy, Idempotency, JobCreated, JobCursor, JobUpdate, LinkRedeemed, NewApiKey, NewEvent,
-    NewPortalLink, NewPortalSession, NextStep, PORTAL_PRUNE_BATCH, Page, PageRequest,
+    ApiKeyInfo, AttemptRecord, Claim, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery,
+    FoundKey, HealthPolicy, Idempotency, JobCreated, JobCursor, JobUpdate, LinkRedeemed, NewApiKey,
+    NewEvent, NewPortalLink, NewPortalSession, NextStep, PORTAL_PRUNE_BATCH, Page, PageRequest,
     PortalSession, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
-    ReplayPage, RetryRequest,
+    ReplayPage, RetryRequest, WebhookFlow,
 };
 
 /// The whole store, shared; each caller takes the part it uses (see [`traits`]).

@@ -85,6 +85,7 @@ pub fn webhook(
         previous_secret: None,
         disabled_reason: None,
         failing_since: None,
+        rate_limit: None,
     }
 }
 
@@ -279,6 +280,7 @@ pub fn described() -> Vec<EventTypeInfo> {
         },
         next: NextStep::Failed,
         gone: false,
+        pause_until: None,
     }];
     let exhausted = Exhausted {
         delivery_id: delivery.to_string(),
@@ -398,6 +400,7 @@ mod tests {
             },
             next,
             gone: false,
+            pause_until: None,
         }
     }
 

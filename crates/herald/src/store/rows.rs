@@ -6,8 +6,8 @@ use super::{ApiKeyInfo, StoreError, StoreResult};
 use crate::domain::retry::StoredPolicy;
 use crate::domain::{
     Account, AccountId, ApiKeyId, Attempt, AttemptId, Delivery, DeliveryId, DeliveryStatus,
-    ErrorKind, Event, EventFilter, EventId, PayloadFormat, RetryPolicy, SigningSecret, Timestamp,
-    Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    ErrorKind, Event, EventFilter, EventId, PayloadFormat, RateLimit, RetryPolicy, SigningSecret,
+    Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
 };
 use serde_json::value::RawValue;
 
@@ -92,6 +92,7 @@ columns! {
         previous_secret_until: Option<i64>,
         disabled_reason: Option<String>,
         failing_since: Option<i64>,
+        rate_limit: Option<String>,
     }
 }
 
@@ -104,6 +105,7 @@ pub(crate) struct WebhookValues {
     pub signing: String,
     pub previous_secret: Option<String>,
     pub previous_secret_until: Option<i64>,
+    pub rate_limit: Option<String>,
 }
 
 impl WebhookValues {
@@ -119,6 +121,7 @@ impl WebhookValues {
                 .as_ref()
                 .map(|(s, _)| sealer.seal(Column::WebhookPreviousSecret, id, s.expose())),
             previous_secret_until: w.previous_secret.as_ref().map(|(_, t)| t.millis()),
+            rate_limit: w.rate_limit.as_ref().map(RateLimit::to_json),
         }
     }
 }
@@ -201,6 +204,10 @@ impl WebhookColumns {
             },
             disabled_reason: self.disabled_reason,
             failing_since: self.failing_since.map(Timestamp::from_millis),
+            rate_limit: self
+                .rate_limit
+                .map(|r| RateLimit::from_json(&r).map_err(|e| corrupt("webhook rate limit", e)))
+                .transpose()?,
         })
     }
 }

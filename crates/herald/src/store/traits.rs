@@ -11,10 +11,11 @@
 use super::erasure::{ErasedRows, ErasureMark, ErasureStep};
 use super::stats::AttemptStats;
 use super::{
-    ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
-    HealthPolicy, JobCreated, JobUpdate, LinkRedeemed, NewApiKey, NewEvent, NewPortalLink,
-    NewPortalSession, Page, PageRequest, PortalSession, PruneEvents, PrunedEvents, Published,
-    QueueDepth, Release, ReplayMissing, ReplayPage, RetryRequest, StoreResult,
+    ApiKeyInfo, AttemptRecord, Claim, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery,
+    FoundKey, HealthPolicy, JobCreated, JobUpdate, LinkRedeemed, NewApiKey, NewEvent,
+    NewPortalLink, NewPortalSession, Page, PageRequest, PortalSession, PruneEvents, PrunedEvents,
+    Published, QueueDepth, Release, ReplayMissing, ReplayPage, RetryRequest, StoreResult,
+    WebhookFlow,
 };
 use super::{BatchOutcome, NewTask, RequeueBatch, TaskLease};
 use crate::domain::{
@@ -102,6 +103,12 @@ pub trait Webhooks: Send + Sync + 'static {
         id: &WebhookId,
         now: Timestamp,
     ) -> StoreResult<bool>;
+    /// Its flow control at `now`: state, pending deliveries, next attempt.
+    async fn webhook_flow(
+        &self,
+        id: &WebhookId,
+        now: Timestamp,
+    ) -> StoreResult<Option<WebhookFlow>>;
 }
 
 /// The listener webhooks of `herald listen --forward-to` streams: each is held by the node whose
@@ -298,7 +305,12 @@ pub trait TaskQueue: Send + Sync + 'static {
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Leases up to `limit` due deliveries, oldest due first, within the per-webhook cap.
-    async fn claim_due(&self, request: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>>;
+    async fn claim_due(&self, request: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
+        Ok(self.claim(request).await?.deliveries)
+    }
+    /// [`Queue::claim_due`], within each webhook's flow control (paused, rate limit, circuit),
+    /// also telling when a webhook it left out or cut short may take deliveries again.
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Claim>;
     /// Writes finished attempts; an attempt whose lease was lost is kept but changes nothing.
     /// Keeps each webhook's failure record, disables webhooks that answered 410 or have failed
     /// for `health.disable_after`, and publishes `webhook.disabled` for them.
@@ -399,6 +411,9 @@ pub trait Retention: Send + Sync + 'static {
 pub trait QueueGauges: Send + Sync + 'static {
     /// Counts the pending deliveries that are due (and not leased) and those scheduled later.
     async fn queue_depth(&self, now: Timestamp) -> StoreResult<QueueDepth>;
+    /// The flow control of the `limit` webhooks with the most pending deliveries.
+    async fn busiest_webhooks(&self, now: Timestamp, limit: usize)
+    -> StoreResult<Vec<WebhookFlow>>;
 }
 
 /// What the API uses: its resources, publishing, readiness, the listener streams, tasks, and the

@@ -166,6 +166,26 @@ pub struct ClaimRequest {
     /// The claiming node: of the listener webhooks, only those whose stream it holds are
     /// claimed (their deliveries can only go down that stream).
     pub node: String,
+    /// A webhook whose circuit is open gets its next probe this long after a claim takes one.
+    pub probe_interval: std::time::Duration,
+}
+
+/// What a claim took, and when a webhook it had to leave out or cut short (paused, at its rate
+/// limit, its circuit open) may take deliveries again.
+#[derive(Debug, Default)]
+pub struct Claim {
+    pub deliveries: Vec<ClaimedDelivery>,
+    pub gate_opens_at: Option<Timestamp>,
+}
+
+/// A webhook's flow control as shown (API, `/metrics`): its state, pending deliveries, and when
+/// the next attempt may go (none without pending work).
+#[derive(Clone, Debug)]
+pub struct WebhookFlow {
+    pub webhook_id: WebhookId,
+    pub state: crate::domain::flow::FlowState,
+    pub pending: u64,
+    pub next_attempt_at: Option<Timestamp>,
 }
 
 /// A delivery this node now holds the lease on, with everything needed to attempt it.
@@ -197,6 +217,8 @@ pub struct AttemptRecord {
     pub next: NextStep,
     /// The receiver answered 410 Gone: disable the webhook at once.
     pub gone: bool,
+    /// The receiver asked (429/503 with `Retry-After`) that the whole webhook wait until then.
+    pub pause_until: Option<Timestamp>,
 }
 
 /// When failing endpoints are disabled, and whether the operator hears of it.
@@ -207,6 +229,10 @@ pub struct HealthPolicy {
     pub disable_after: std::time::Duration,
     /// Set when `[operator]` is: the results' operator events are written with them.
     pub operator: Option<super::operator::OperatorPolicy>,
+    /// After this many failed attempts in a row a webhook's circuit opens (0: never), its
+    /// first probe `probe_interval` later ([`super::flow`]).
+    pub circuit_after: u32,
+    pub probe_interval: std::time::Duration,
 }
 
 /// What creating a job did.

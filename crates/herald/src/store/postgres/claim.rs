@@ -21,9 +21,9 @@
 //! (`listener_node`): every other node sees it as it sees a disabled webhook, left out.
 
 use super::PgStore;
-use crate::domain::{DeliveryId, WebhookId};
+use crate::domain::{DeliveryId, Timestamp, WebhookId};
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_row};
-use crate::store::{ClaimRequest, ClaimedDelivery, StoreResult};
+use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, StoreResult};
 use sqlx::{AssertSqlSafe, Row};
 use std::sync::LazyLock;
 
@@ -45,8 +45,21 @@ const PENDING_WEBHOOKS: &str = "WITH RECURSIVE hooks(id, n) AS (
        SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > hooks.id
                ORDER BY webhook_id LIMIT 1), n + 1
        FROM hooks WHERE hooks.id IS NOT NULL AND n < $1)
-     SELECT h.id, w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = $2) AS active
+     SELECT h.id, w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = $2) AS active,
+            w.paused_until, w.rate_limit, w.rate_tat, w.probe_at
      FROM hooks h JOIN webhooks w ON w.id = h.id";
+
+/// The flow-control columns of the rate-limited webhooks and those whose circuit's probe is due
+/// ($1), locked for the claim's transaction (see [`crate::store::Gates`]): two nodes never take
+/// the same allowance or probe. A row another claim holds is skipped, not waited for.
+const LOCK_GATED: &str = "SELECT id, paused_until, rate_limit, rate_tat, probe_at FROM webhooks
+     WHERE id = ANY($1) FOR UPDATE SKIP LOCKED";
+
+/// What a claim writes back, per webhook ($1): a rate-limited one's new theoretical arrival time
+/// ($2, if it took deliveries), the next probe ($4) if it took its circuit's probe ($3).
+const WRITE_GATES: &str = "UPDATE webhooks w SET rate_tat = COALESCE(v.tat, w.rate_tat),
+       probe_at = CASE WHEN v.probed THEN $4 ELSE w.probe_at END
+     FROM UNNEST($1::text[], $2::int8[], $3::bool[]) AS v(id, tat, probed) WHERE w.id = v.id";
 
 /// `picked` for a claim webhook by webhook: up to `room` ($5) due deliveries of each webhook
 /// ($4), oldest first, skipping rows another claim holds; listener webhooks of this node ($6)
@@ -157,22 +170,56 @@ impl Pick {
 
 impl PgStore {
     /// [`crate::store::Queue::claim_due`] on PostgreSQL (see the module's documentation).
-    pub(super) async fn claim_due_deliveries(
-        &self,
-        req: &ClaimRequest,
-    ) -> StoreResult<Vec<ClaimedDelivery>> {
+    pub(super) async fn claim_due_deliveries(&self, req: &ClaimRequest) -> StoreResult<Claim> {
         if req.limit == 0 {
-            return Ok(Vec::new());
+            return Ok(Claim::default());
         }
         let mut tx = self.pool.begin_with(CLAIM_BEGIN).await?;
-        let pending: Vec<(String, bool)> = sqlx::query_as(PENDING_WEBHOOKS)
+        type Listed = (
+            String,
+            bool,
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let listed: Vec<Listed> = sqlx::query_as(PENDING_WEBHOOKS)
             .bind(MAX_WEBHOOKS_PER_CLAIM)
             .bind(&req.node)
             .fetch_all(&mut *tx)
             .await?;
+        let (mut pending, mut flows) = (Vec::new(), Vec::new());
+        for (id, active, paused_until, rate_limit, rate_tat, probe_at) in listed {
+            if active && (paused_until.is_some() || rate_limit.is_some() || probe_at.is_some()) {
+                flows.push(FlowRow {
+                    id: id.clone(),
+                    paused_until,
+                    rate_limit,
+                    rate_tat,
+                    probe_at,
+                });
+            }
+            pending.push((id, active));
+        }
+        let now = req.now.millis();
+        let to_lock: Vec<&str> = flows
+            .iter()
+            .filter(|f| f.needs_lock(now))
+            .map(|f| f.id.as_str())
+            .collect();
+        let locked: Vec<FlowRow> = if to_lock.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(LOCK_GATED)
+                .bind(to_lock)
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        let gates = Gates::of(&flows, Some(&locked), now);
+        let req = &gates.narrow(req);
         let lease = uuid::Uuid::new_v4().simple().to_string();
         let rows = match Pick::of(&pending, req) {
-            Pick::Nothing => return Ok(Vec::new()),
+            Pick::Nothing => Vec::new(),
             Pick::ByWebhook { hooks, rooms } => {
                 sqlx::query(AssertSqlSafe(CLAIM_BY_WEBHOOK.as_str()))
                     .bind(&lease)
@@ -204,8 +251,28 @@ impl PgStore {
                     .await?
             }
         };
+        let after = gates.after(
+            rows.iter()
+                .map(|row| row.try_get::<&str, _>("id"))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        let written = after.written();
+        if !written.is_empty() {
+            let (ids, (tats, probed)): (Vec<String>, (Vec<Option<i64>>, Vec<bool>)) = written
+                .into_iter()
+                .map(|(id, tat, probed)| (id, (tat, probed)))
+                .unzip();
+            sqlx::query(WRITE_GATES)
+                .bind(ids)
+                .bind(tats)
+                .bind(probed)
+                .bind(req.now.plus(req.probe_interval).millis())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        rows.iter()
+        let deliveries = rows
+            .iter()
             .map(|row| {
                 let webhook: WebhookColumns = sqlx::FromRow::from_row(row)?;
                 Ok(ClaimedDelivery {
@@ -216,7 +283,11 @@ impl PgStore {
                     webhook: webhook.into_webhook(&self.sealer)?,
                 })
             })
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        Ok(Claim {
+            deliveries,
+            gate_opens_at: after.opens_at.map(Timestamp::from_millis),
+        })
     }
 }
 
@@ -237,6 +308,7 @@ mod tests {
                 .map(|(w, n)| (WebhookId::from_trusted((*w).to_owned()), *n))
                 .collect::<HashMap<_, _>>(),
             node: "test".to_owned(),
+            probe_interval: std::time::Duration::from_secs(1),
         }
     }
 

@@ -5,7 +5,7 @@ use super::{CHANNEL, PgStore};
 use crate::domain::Timestamp;
 use crate::store::rows;
 use crate::store::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, HealthPolicy, Intake, Queue, Release, StoreResult,
+    AttemptRecord, Claim, ClaimRequest, HealthPolicy, Intake, Queue, Release, StoreResult,
 };
 use async_trait::async_trait;
 use sqlx::postgres::PgListener;
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 #[async_trait]
 impl Queue for PgStore {
-    async fn claim_due(&self, req: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
+    async fn claim(&self, req: &ClaimRequest) -> StoreResult<Claim> {
         self.claim_due_deliveries(req).await
     }
 

@@ -81,6 +81,7 @@ impl PgStore {
             update.build().execute(&mut *tx).await?;
         }
         record_health(&mut tx, records, health).await?;
+        record_flow(&mut tx, records, health).await?;
         super::stats::record_stats(&mut tx, records).await?;
         tx.commit().await?;
         Ok(())
@@ -207,6 +208,62 @@ async fn record_health(
                 insert_event(&mut *conn, &event, now).await?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The circuit breaker's update ([`crate::store::flow::circuit_update`]).
+static CIRCUIT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    crate::store::flow::circuit_update(
+        "UNNEST($1::text[], $2::bool[], $3::int8[]) AS s(id, reset, n)",
+        "$4",
+        "$5",
+    )
+});
+
+/// Flow control (`crate::store::flow`): the pauses receivers asked for, the circuit breaker's
+/// count, and a success clearing a pause that is over (so the claims need not read the
+/// webhook's gate again).
+async fn record_flow(
+    conn: &mut sqlx::PgConnection,
+    records: &[AttemptRecord],
+    health: &HealthPolicy,
+) -> StoreResult<()> {
+    let pauses = crate::store::flow::pauses(records);
+    if !pauses.is_empty() {
+        let (ids, until): (Vec<String>, Vec<i64>) = pauses.into_iter().unzip();
+        sqlx::query(
+            "UPDATE webhooks w SET paused_until = GREATEST(COALESCE(w.paused_until, 0), p.until)
+             FROM UNNEST($1::text[], $2::int8[]) AS p(id, until) WHERE w.id = p.id",
+        )
+        .bind(ids)
+        .bind(until)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let streaks = crate::store::flow::streaks(records);
+    let (ids, (reset, n)): (Vec<String>, (Vec<bool>, Vec<i64>)) = streaks
+        .into_iter()
+        .map(|(id, reset, n)| (id, (reset, n)))
+        .unzip();
+    sqlx::query(AssertSqlSafe(CIRCUIT.as_str()))
+        .bind(ids)
+        .bind(reset)
+        .bind(n)
+        .bind(i64::from(health.circuit_after))
+        .bind(health.now.plus(health.probe_interval).millis())
+        .execute(&mut *conn)
+        .await?;
+    let mut ok = crate::store::failure_record_changes(records).cleared;
+    if !ok.is_empty() {
+        ok.sort();
+        sqlx::query(
+            "UPDATE webhooks SET paused_until = NULL WHERE id = ANY($1) AND paused_until <= $2",
+        )
+        .bind(ok)
+        .bind(health.now.millis())
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }

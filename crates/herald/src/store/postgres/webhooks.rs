@@ -4,7 +4,7 @@ use super::{PgStore, push_page, scope};
 use crate::domain::{AccountId, Timestamp, Webhook, WebhookId, WebhookStatus};
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, WebhookValues, paginate};
 use crate::store::seal::Sealer;
-use crate::store::{Page, PageRequest, StoreResult, Webhooks};
+use crate::store::{Page, PageRequest, StoreResult, WebhookFlow, Webhooks};
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, QueryBuilder};
 
@@ -142,7 +142,7 @@ impl Webhooks for PgStore {
         let done = sqlx::query(
             "UPDATE webhooks SET url = $1, events = $2, secret = $3, description = $4, retry = $5,
              status = $6, updated_at = $7, signing = $8, format = $9, previous_secret = $10,
-             previous_secret_until = $11, disabled_reason = $12
+             previous_secret_until = $11, disabled_reason = $12, rate_limit = $15
              WHERE id = $13 AND account_id = $14 AND deleted_at IS NULL",
         )
         .bind(w.url.as_str())
@@ -159,9 +159,23 @@ impl Webhooks for PgStore {
         .bind(&w.disabled_reason)
         .bind(w.id.as_str())
         .bind(w.account_id.as_str())
+        .bind(&v.rate_limit)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn webhook_flow(
+        &self,
+        id: &WebhookId,
+        now: Timestamp,
+    ) -> StoreResult<Option<WebhookFlow>> {
+        let row: Option<crate::store::flow::FlowColumns> =
+            sqlx::query_as(crate::store::flow::WEBHOOK_FLOW)
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.at(now)))
     }
 
     async fn delete_webhook(
@@ -211,7 +225,7 @@ pub(super) async fn insert_webhook_or(
     let v = WebhookValues::of(w, sealer);
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) {on_conflict}"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) {on_conflict}"
     )))
     .bind(w.id.as_str())
     .bind(w.account_id.as_str())
@@ -231,6 +245,7 @@ pub(super) async fn insert_webhook_or(
     .bind(v.previous_secret_until)
     .bind(&w.disabled_reason)
     .bind(w.failing_since.map(Timestamp::millis))
+    .bind(&v.rate_limit)
     .execute(conn)
     .await?;
     Ok(())

@@ -12,7 +12,7 @@ use super::writer::Write;
 use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookId};
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_rusqlite};
 use crate::store::seal::Sealer;
-use crate::store::{ClaimRequest, ClaimedDelivery, StoreResult};
+use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, StoreResult};
 use std::collections::HashMap;
 use tokio::sync::oneshot;
 
@@ -22,29 +22,41 @@ pub(super) struct LeaseRequest {
     pub lease: String,
     pub now: Timestamp,
     pub lease_until: Timestamp,
-    pub reply: oneshot::Sender<StoreResult<Vec<ClaimedDelivery>>>,
+    /// The gates the picks were made within: the lease step takes the rate-limited webhooks'
+    /// allowances and the circuits' probes.
+    pub gates: Gates,
+    pub probe_interval: std::time::Duration,
+    pub reply: oneshot::Sender<StoreResult<Claim>>,
 }
 
 impl SqliteStore {
     /// [`crate::store::Queue::claim_due`] on SQLite: candidates are read on a reader, and the
-    /// writer leases those still due.
-    pub(super) async fn claim(&self, req: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
+    /// writer leases those still due. Webhooks under flow control count as their gates say
+    /// ([`Gates`]): one process claims on SQLite, so the gates read here still hold when the
+    /// writer takes their allowances in the lease step.
+    pub(super) async fn claim_gated(&self, req: &ClaimRequest) -> StoreResult<Claim> {
         if req.limit == 0 {
-            return Ok(Vec::new());
+            return Ok(Claim::default());
         }
         // Candidates are read on a reader connection: the scan never holds up the writer.
         let mut conn = self.reader.acquire().await?;
+        let flows: Vec<FlowRow> = sqlx::query_as(FLOW_ROWS).fetch_all(&mut *conn).await?;
+        let gates = Gates::of(&flows, None, req.now.millis());
+        let req = &gates.narrow(req);
+        let closed = serde_json::to_string(&gates.closed()).expect("strings serialize");
         let window = req.limit * 4;
         let candidates: Vec<(String, String)> = sqlx::query_as(
             "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
                AND (d.locked_until IS NULL OR d.locked_until <= ?1) AND w.status = 'active'
                AND (w.listener_node IS NULL OR w.listener_node = ?3)
+               AND d.webhook_id NOT IN (SELECT value FROM json_each(?4))
              ORDER BY d.next_attempt_at LIMIT ?2",
         )
         .bind(req.now.millis())
         .bind(window as i64)
         .bind(&req.node)
+        .bind(&closed)
         .fetch_all(&mut *conn)
         .await?;
         let mut picked: Vec<(String, String)> = {
@@ -62,7 +74,10 @@ impl SqliteStore {
         }
         drop(conn);
         if picked.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Claim {
+                deliveries: Vec::new(),
+                gate_opens_at: gates.after([]).opens_at.map(Timestamp::from_millis),
+            });
         }
         let (reply, answer) = oneshot::channel();
         let request = LeaseRequest {
@@ -70,11 +85,18 @@ impl SqliteStore {
             lease: uuid::Uuid::new_v4().simple().to_string(),
             now: req.now,
             lease_until: req.lease_until,
+            gates,
+            probe_interval: req.probe_interval,
             reply,
         };
         self.write(Write::Lease(request), answer).await
     }
 }
+
+/// The flow-control columns of the webhooks that have any (see [`Gates`]), by the partial index
+/// `webhooks_flow`, whose condition this repeats.
+const FLOW_ROWS: &str = "SELECT id, paused_until, rate_limit, rate_tat, probe_at FROM webhooks
+     WHERE paused_until IS NOT NULL OR rate_limit IS NOT NULL OR probe_at IS NOT NULL";
 
 /// Most webhooks one claim looks at one by one.
 const MAX_WEBHOOKS_PER_CLAIM: i64 = 1000;
@@ -176,11 +198,11 @@ pub(super) fn lease(
     conn: &rusqlite::Connection,
     request: &LeaseRequest,
     sealer: &Sealer,
-) -> StoreResult<Vec<ClaimedDelivery>> {
+) -> StoreResult<Claim> {
     let mut batch = Batch::new();
     push_lease(&mut batch, request);
     let mut webhooks: HashMap<String, Webhook> = HashMap::new();
-    batch.query(conn, |row| {
+    let deliveries: Vec<ClaimedDelivery> = batch.query(conn, |row| {
         let id: String = row.get("id")?;
         let webhook = match webhooks.get(&id) {
             Some(w) => w.clone(),
@@ -197,5 +219,21 @@ pub(super) fn lease(
             event: event_from_rusqlite(row, "e_")?,
             webhook,
         })
+    })?;
+    // The allowances and probes taken, in the same transaction as the leases.
+    let after = request
+        .gates
+        .after(deliveries.iter().map(|d| d.webhook.id.as_str()));
+    let next_probe = request.now.plus(request.probe_interval).millis();
+    for (id, tat, probed) in after.written() {
+        conn.prepare_cached(
+            "UPDATE webhooks SET rate_tat = coalesce(?2, rate_tat),
+             probe_at = CASE WHEN ?3 THEN ?4 ELSE probe_at END WHERE id = ?1",
+        )?
+        .execute(rusqlite::params![id, tat, probed, next_probe])?;
+    }
+    Ok(Claim {
+        deliveries,
+        gate_opens_at: after.opens_at.map(Timestamp::from_millis),
     })
 }

@@ -2,7 +2,8 @@
 
 use super::SqliteStore;
 use crate::domain::Timestamp;
-use crate::store::{QueueDepth, QueueGauges, StoreResult};
+use crate::store::flow::{BUSIEST_WEBHOOKS, FlowColumns};
+use crate::store::{QueueDepth, QueueGauges, StoreResult, WebhookFlow};
 use async_trait::async_trait;
 
 #[async_trait]
@@ -25,5 +26,17 @@ impl QueueGauges for SqliteStore {
             scheduled: scheduled.max(0) as u64,
             oldest_due: oldest_due.map(Timestamp::from_millis),
         })
+    }
+
+    async fn busiest_webhooks(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<WebhookFlow>> {
+        let rows: Vec<FlowColumns> = sqlx::query_as(BUSIEST_WEBHOOKS)
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.at(now)).collect())
     }
 }

@@ -7,7 +7,7 @@ use super::writer::Write;
 use crate::domain::Timestamp;
 use crate::store::rows;
 use crate::store::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, HealthPolicy, Intake, Queue, Release, StoreResult,
+    AttemptRecord, Claim, ClaimRequest, HealthPolicy, Intake, Queue, Release, StoreResult,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -16,8 +16,8 @@ use tokio::sync::oneshot;
 
 #[async_trait]
 impl Queue for SqliteStore {
-    async fn claim_due(&self, req: &ClaimRequest) -> StoreResult<Vec<ClaimedDelivery>> {
-        self.claim(req).await
+    async fn claim(&self, req: &ClaimRequest) -> StoreResult<Claim> {
+        self.claim_gated(req).await
     }
 
     async fn record_attempts(

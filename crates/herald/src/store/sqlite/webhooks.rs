@@ -4,7 +4,7 @@ use super::{Commit, SqliteStore, push_page, scope};
 use crate::domain::{AccountId, Timestamp, Webhook, WebhookId, WebhookStatus};
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, WebhookValues, paginate};
 use crate::store::seal::Sealer;
-use crate::store::{Page, PageRequest, StoreResult, Webhooks};
+use crate::store::{Page, PageRequest, StoreResult, WebhookFlow, Webhooks};
 use async_trait::async_trait;
 use rusqlite::OptionalExtension;
 use sqlx::{AssertSqlSafe, QueryBuilder};
@@ -154,7 +154,7 @@ impl Webhooks for SqliteStore {
                 .prepare_cached(
                     "UPDATE webhooks SET url = ?, events = ?, secret = ?, description = ?, retry = ?, status = ?,
                      updated_at = ?, signing = ?, format = ?, previous_secret = ?, previous_secret_until = ?,
-                     disabled_reason = ? WHERE id = ? AND account_id = ? AND deleted_at IS NULL",
+                     disabled_reason = ?, rate_limit = ? WHERE id = ? AND account_id = ? AND deleted_at IS NULL",
                 )?
                 .execute(rusqlite::params![
                     w.url.as_str(),
@@ -169,12 +169,26 @@ impl Webhooks for SqliteStore {
                     &v.previous_secret,
                     v.previous_secret_until,
                     &w.disabled_reason,
+                    &v.rate_limit,
                     w.id.as_str(),
                     w.account_id.as_str(),
                 ])?;
             Ok(updated == 1)
         })
         .await
+    }
+
+    async fn webhook_flow(
+        &self,
+        id: &WebhookId,
+        now: Timestamp,
+    ) -> StoreResult<Option<WebhookFlow>> {
+        let row: Option<crate::store::flow::FlowColumns> =
+            sqlx::query_as(crate::store::flow::WEBHOOK_FLOW)
+                .bind(id.as_str())
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.map(|r| r.at(now)))
     }
 
     async fn delete_webhook(
@@ -224,7 +238,7 @@ pub(super) fn insert_webhook_or(
 ) -> StoreResult<()> {
     let v = WebhookValues::of(w, sealer);
     conn.prepare_cached(&format!(
-        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {on_conflict}"
+        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {on_conflict}"
     ))?
     .execute(rusqlite::params![
         w.id.as_str(),
@@ -245,6 +259,7 @@ pub(super) fn insert_webhook_or(
         v.previous_secret_until,
         &w.disabled_reason,
         w.failing_since.map(Timestamp::millis),
+        &v.rate_limit,
     ])?;
     Ok(())
 }

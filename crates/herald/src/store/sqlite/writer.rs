@@ -23,7 +23,7 @@ use super::queue::{self, ReleaseRequest};
 use super::record::{self, RecordRequest};
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
 use crate::store::seal::Sealer;
-use crate::store::{ClaimedDelivery, Handoff, IntakeSlot, Published, StoreError, StoreResult};
+use crate::store::{Claim, Handoff, IntakeSlot, Published, StoreError, StoreResult};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -266,7 +266,7 @@ async fn run(
 struct Done {
     published: Vec<StoreResult<Published>>,
     /// One per queue write, in order: the leased deliveries (none but for a lease).
-    leased: Vec<Vec<ClaimedDelivery>>,
+    leased: Vec<Claim>,
 }
 
 fn answer(publishes: &mut Vec<PublishRequest>, writes: &mut Vec<Write>, done: Done) {
@@ -356,7 +356,7 @@ fn write_round(
     for w in writes {
         leased.push(match w {
             Write::Lease(l) => claim::lease(conn, l, sealer)?,
-            _ => Vec::new(),
+            _ => Claim::default(),
         });
     }
     let published = publish::write_group(conn, publishes, handoff, sealer)?;

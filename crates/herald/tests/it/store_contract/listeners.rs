@@ -13,6 +13,7 @@ async fn claim_by(f: &Fixture, node: &str, now: Timestamp) -> Vec<ClaimedDeliver
         per_webhook_cap: 10,
         in_flight: Default::default(),
         node: node.to_owned(),
+        probe_interval: std::time::Duration::from_secs(30),
     };
     f.store.claim_due(&request).await.expect("claim")
 }

@@ -105,6 +105,7 @@ impl Fixture {
             per_webhook_cap: cap,
             in_flight: in_flight.iter().map(|(w, n)| ((*w).clone(), *n)).collect(),
             node: "test-node".to_owned(),
+            probe_interval: std::time::Duration::from_secs(30),
         };
         self.store.claim_due(&request).await.expect("claim")
     }
@@ -114,6 +115,8 @@ impl Fixture {
             now,
             disable_after: Duration::from_secs(3600),
             operator: None,
+            circuit_after: 0,
+            probe_interval: Duration::from_secs(30),
         };
         self.store
             .record_attempts(records, &health)
@@ -204,6 +207,7 @@ fn webhook(
         previous_secret: None,
         disabled_reason: None,
         failing_since: None,
+        rate_limit: None,
     }
 }
 
@@ -231,6 +235,7 @@ fn result(
         },
         next,
         gone: status == 410,
+        pause_until: None,
     }
 }
 

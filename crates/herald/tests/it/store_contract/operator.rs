@@ -72,6 +72,8 @@ async fn spent_deliveries_are_reported_once_and_the_operator_webhook_never_about
         operator: Some(OperatorPolicy {
             failing_after: Duration::from_secs(10),
         }),
+        circuit_after: 0,
+        probe_interval: Duration::from_secs(30),
     };
     let mut lost = result(&claims[1], 500, NextStep::Failed, t0);
     lost.lease = "a lease that ran out".to_owned();

@@ -187,6 +187,8 @@ async fn a_gone_or_long_failing_webhook_is_disabled_and_announced(backend: Backe
         now: t0,
         disable_after: Duration::from_secs(60),
         operator: None,
+        circuit_after: 0,
+        probe_interval: Duration::from_secs(30),
     };
     let records = [
         result(of(&gone), 410, NextStep::Failed, t0),

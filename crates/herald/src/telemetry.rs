@@ -26,7 +26,7 @@ pub const ATTEMPT_CLASSES: [&str; 10] = [
 ];
 
 /// What retention prunes, as counted by `herald_pruned_total{kind}`.
-pub const PRUNED_KINDS: [&str; 8] = [
+pub const PRUNED_KINDS: [&str; 10] = [
     "events",
     "deliveries",
     "attempts",
@@ -35,6 +35,8 @@ pub const PRUNED_KINDS: [&str; 8] = [
     "idempotency_keys",
     "stats_rows",
     "listeners",
+    "portal_links",
+    "portal_sessions",
 ];
 
 /// What erasure deletes, as counted by `herald_erased_total{kind}`.

@@ -49,9 +49,9 @@ pub use traits::{
 pub use types::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
     HealthPolicy, Idempotency, JobCreated, JobCursor, JobUpdate, LinkRedeemed, NewApiKey, NewEvent,
-    NewPortalLink, NewPortalSession, NextStep, PORTAL_PRUNE_BATCH, Page, PageRequest,
-    PortalSession, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
-    ReplayPage, RetryRequest,
+    NewPortalLink, NewPortalSession, NextStep, Page, PageRequest, PortalSession, PortalTokens,
+    PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing, ReplayPage,
+    RetryRequest,
 };
 
 /// The whole store, shared; each caller takes the part it uses (see [`traits`]).

@@ -16,7 +16,7 @@ use super::{
     NewPortalSession, Page, PageRequest, PortalSession, PruneEvents, PrunedEvents, Published,
     QueueDepth, Release, ReplayMissing, ReplayPage, RetryRequest, StoreResult,
 };
-use super::{BatchOutcome, NewTask, RequeueBatch, TaskLease};
+use super::{BatchOutcome, NewTask, PortalTokens, RequeueBatch, TaskLease};
 use crate::domain::{
     Account, AccountId, ApiKeyId, Attempt, Delivery, DeliveryId, Event, EventId, Job, JobPatch,
     RequeueFilter, SigningSecret, Task, TaskId, Timestamp, Webhook, WebhookId, WebhookStatus,
@@ -162,7 +162,7 @@ pub trait Jobs: Send + Sync + 'static {
 /// stored as their SHA-256 only.
 #[async_trait]
 pub trait PortalSessions: Send + Sync + 'static {
-    /// Stores a new link, and deletes some links and sessions that expired before it was made.
+    /// Stores a new link (the janitor deletes expired ones: [`Retention::prune_portal`]).
     async fn create_portal_link(&self, link: &NewPortalLink) -> StoreResult<()>;
     /// Opens the link with this hash, once: if it is unused and unexpired at
     /// `session.created_at`, marks it used and stores `session` for its account, atomically, so
@@ -392,6 +392,14 @@ pub trait Retention: Send + Sync + 'static {
     ) {
         let _ = (on_mark, shutdown);
     }
+    /// Deletes up to `limit` portal links or sessions that expired before `now`. Returns how
+    /// many.
+    async fn prune_portal(
+        &self,
+        tokens: PortalTokens,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreResult<u64>;
 }
 
 /// The queue gauges of `/metrics`.

@@ -4,37 +4,23 @@
 use super::PgStore;
 use crate::domain::{AccountId, Timestamp};
 use crate::store::{
-    LinkRedeemed, NewPortalLink, NewPortalSession, PORTAL_PRUNE_BATCH, PortalSession,
-    PortalSessions, StoreResult,
+    LinkRedeemed, NewPortalLink, NewPortalSession, PortalSession, PortalSessions, StoreResult,
 };
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::Row;
 
 #[async_trait]
 impl PortalSessions for PgStore {
     async fn create_portal_link(&self, link: &NewPortalLink) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let now = link.created_at.millis();
-        for table in ["portal_links", "portal_sessions"] {
-            sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE token_hash IN \
-                 (SELECT token_hash FROM {table} WHERE expires_at < $1 LIMIT $2)"
-            )))
-            .bind(now)
-            .bind(PORTAL_PRUNE_BATCH)
-            .execute(&mut *tx)
-            .await?;
-        }
         sqlx::query(
             "INSERT INTO portal_links (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&link.hash)
         .bind(link.account.as_str())
-        .bind(now)
+        .bind(link.created_at.millis())
         .bind(link.expires_at.millis())
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 

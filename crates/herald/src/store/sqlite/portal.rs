@@ -5,8 +5,7 @@
 use super::{Commit, SqliteStore};
 use crate::domain::{AccountId, Timestamp};
 use crate::store::{
-    LinkRedeemed, NewPortalLink, NewPortalSession, PORTAL_PRUNE_BATCH, PortalSession,
-    PortalSessions, StoreResult,
+    LinkRedeemed, NewPortalLink, NewPortalSession, PortalSession, PortalSessions, StoreResult,
 };
 use async_trait::async_trait;
 use rusqlite::OptionalExtension;
@@ -18,13 +17,6 @@ impl PortalSessions for SqliteStore {
         let link = link.clone();
         self.write_alone(Commit::Durable, move |tx| {
             let now = link.created_at.millis();
-            for table in ["portal_links", "portal_sessions"] {
-                tx.prepare_cached(&format!(
-                    "DELETE FROM {table} WHERE token_hash IN \
-                     (SELECT token_hash FROM {table} WHERE expires_at < ?1 LIMIT ?2)"
-                ))?
-                .execute((now, PORTAL_PRUNE_BATCH))?;
-            }
             tx.prepare_cached(
                 "INSERT INTO portal_links (token_hash, account_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
             )?

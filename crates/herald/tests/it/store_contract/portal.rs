@@ -1,10 +1,10 @@
 //! The customer portal's links and sessions, and the reads its pages add: a link opens one
 //! session however many openings race, and never after it expired; sessions expire and end;
-//! expired rows go when a link is made; jobs list newest first by a cursor of time and id; a
-//! job's events and the delivery filters by type and time.
+//! the janitor's prune takes expired rows only, a batch at a time; jobs list newest first by a
+//! cursor of time and id; a job's events and the delivery filters by type and time.
 
 use super::*;
-use herald::store::{JobCursor, LinkRedeemed, NewPortalLink, NewPortalSession};
+use herald::store::{JobCursor, LinkRedeemed, NewPortalLink, NewPortalSession, PortalTokens};
 
 fn link(f: &Fixture, hash: &str, now: Timestamp, lifetime: Duration) -> NewPortalLink {
     NewPortalLink {
@@ -134,12 +134,36 @@ async fn links_and_sessions_expire_and_expired_ones_are_pruned(backend: Backend)
             .is_none()
     );
 
-    // Making a link later deletes the links (and sessions) that expired before it.
+    // The janitor's cut: rows that expired before it go, a batch at a time; live ones stay.
+    f.store
+        .create_portal_link(&link(&f, "mid", t0, minute))
+        .await
+        .unwrap();
+    f.store
+        .redeem_portal_link("mid", &session("s-old", t0))
+        .await
+        .unwrap();
     let later = expiry.plus(minute);
     f.store
         .create_portal_link(&link(&f, "next", later, minute))
         .await
         .unwrap();
+    f.store
+        .redeem_portal_link("next", &session("s-next", later))
+        .await
+        .unwrap();
+    let prune = |tokens, now, limit| f.store.prune_portal(tokens, now, limit);
+    assert_eq!(prune(PortalTokens::Sessions, expiry, 100).await.unwrap(), 0);
+    assert_eq!(prune(PortalTokens::Links, later, 2).await.unwrap(), 2);
+    assert_eq!(prune(PortalTokens::Links, later, 2).await.unwrap(), 1);
+    assert_eq!(prune(PortalTokens::Links, later, 2).await.unwrap(), 0);
+    let after_expiry = expiry.plus(Duration::from_millis(1));
+    assert_eq!(
+        prune(PortalTokens::Sessions, after_expiry, 100)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(
         f.store
             .redeem_portal_link("short", &session("s2", t0))
@@ -147,6 +171,21 @@ async fn links_and_sessions_expire_and_expired_ones_are_pruned(backend: Backend)
             .unwrap(),
         LinkRedeemed::Unknown,
         "the expired link is gone"
+    );
+    assert!(matches!(
+        f.store
+            .redeem_portal_link("next", &session("s3", later))
+            .await
+            .unwrap(),
+        LinkRedeemed::Used(_)
+    ));
+    assert!(
+        f.store
+            .find_portal_session("s-next", later)
+            .await
+            .unwrap()
+            .is_some(),
+        "a live session stays"
     );
 }
 

@@ -5,7 +5,8 @@
 //! their deliveries and attempts; finished jobs; idempotency keys past the idempotency
 //! window; endpoint figures older than they are kept (`store::stats::KEPT`); and listener
 //! webhooks (`herald listen`) whose lease has lapsed, because the node holding their stream
-//! died or their CLI did not come back; and the portal's links and sessions once expired. Work goes in small batches, one short transaction each, with a pause after every
+//! died or their CLI did not come back; and the portal's sessions once expired, its links a day
+//! after. Work goes in small batches, one short transaction each, with a pause after every
 //! batch as long as the batch took, so publishes and the dispatcher's writes are never held up
 //! by more than one batch.
 
@@ -20,6 +21,10 @@ use tracing::{info, warn};
 
 /// The first pass runs this long after start at the latest.
 const FIRST_PASS_AFTER: Duration = Duration::from_secs(60);
+
+/// Expired portal links are kept this long after they expired, so a late opening still says
+/// "expired" rather than "not valid"; sessions go as soon as they expire.
+const EXPIRED_LINKS_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// The shortest pause between two batches.
 const MIN_PAUSE: Duration = Duration::from_millis(10);
@@ -168,9 +173,13 @@ impl Janitor {
             })
             .await?;
         for tokens in PortalTokens::ALL {
+            let before = match tokens {
+                PortalTokens::Links => now.minus(EXPIRED_LINKS_KEPT),
+                PortalTokens::Sessions => now,
+            };
             let n = self
                 .in_batches(tokens.table(), shutdown, || {
-                    self.store.prune_portal(tokens, now, self.batch)
+                    self.store.prune_portal(tokens, before, self.batch)
                 })
                 .await?;
             match tokens {

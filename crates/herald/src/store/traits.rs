@@ -392,12 +392,12 @@ pub trait Retention: Send + Sync + 'static {
     ) {
         let _ = (on_mark, shutdown);
     }
-    /// Deletes up to `limit` portal links or sessions that expired before `now`. Returns how
+    /// Deletes up to `limit` portal links or sessions that expired before `before`. Returns how
     /// many.
     async fn prune_portal(
         &self,
         tokens: PortalTokens,
-        now: Timestamp,
+        before: Timestamp,
         limit: usize,
     ) -> StoreResult<u64>;
 }

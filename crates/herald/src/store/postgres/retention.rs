@@ -186,11 +186,11 @@ impl Retention for PgStore {
     async fn prune_portal(
         &self,
         tokens: PortalTokens,
-        now: Timestamp,
+        before: Timestamp,
         limit: usize,
     ) -> StoreResult<u64> {
         let pruned = sqlx::query(AssertSqlSafe(tokens.prune_sql(" FOR UPDATE SKIP LOCKED")))
-            .bind(now.millis())
+            .bind(before.millis())
             .bind(limit as i64)
             .execute(&self.pool)
             .await?

@@ -135,13 +135,13 @@ impl Retention for SqliteStore {
     async fn prune_portal(
         &self,
         tokens: PortalTokens,
-        now: Timestamp,
+        before: Timestamp,
         limit: usize,
     ) -> StoreResult<u64> {
         self.write_alone(Commit::Relaxed, move |tx| {
             let pruned = tx
                 .prepare_cached(&tokens.prune_sql(""))?
-                .execute((now.millis(), limit as i64))?;
+                .execute((before.millis(), limit as i64))?;
             Ok(pruned as u64)
         })
         .await

@@ -142,11 +142,15 @@ async fn links_and_sessions_expire(backend: Backend) {
     assert!(ended.body.contains("session has ended"), "{}", ended.body);
     // The janitor deletes it (expired links it keeps a day, to say "expired" above).
     let series = "herald_pruned_total{kind=\"portal_sessions\"} ";
-    eventually("the janitor to prune the session", Duration::from_secs(10), || async {
-        let text = app.metrics_text().await;
-        let n = text.lines().find_map(|l| l.strip_prefix(series))?;
-        (n.trim().parse::<f64>().unwrap() >= 1.0).then_some(())
-    })
+    eventually(
+        "the janitor to prune the session",
+        Duration::from_secs(10),
+        || async {
+            let text = app.metrics_text().await;
+            let n = text.lines().find_map(|l| l.strip_prefix(series))?;
+            (n.trim().parse::<f64>().unwrap() >= 1.0).then_some(())
+        },
+    )
     .await;
 }
 

@@ -205,9 +205,36 @@ struct OpenPage {
     chrome: Chrome,
 }
 
-/// `GET /portal/open/{token}`: a page whose button opens the link. Reading it uses nothing up:
-/// link previews and mail scanners fetch links, and a GET that opened the session would burn
-/// the link before its owner clicked it.
+/// The page of a link that opens nothing, saying why; `None` for one that opens.
+fn refusal(state: &AppState, outcome: &LinkRedeemed) -> Option<Response> {
+    Some(match outcome {
+        LinkRedeemed::Opened(_) => return None,
+        LinkRedeemed::Used(at) => message(
+            state,
+            StatusCode::GONE,
+            "This link was already used",
+            format!(
+                "A portal link opens once, and this one was opened at {}. {ASK_AGAIN}",
+                at.to_rfc3339()
+            ),
+        ),
+        LinkRedeemed::Expired(at) => message(
+            state,
+            StatusCode::GONE,
+            "This link has expired",
+            format!(
+                "A portal link must be opened soon after it is made; this one expired at {}. \
+                 {ASK_AGAIN}",
+                at.to_rfc3339()
+            ),
+        ),
+        LinkRedeemed::Unknown => not_a_link(state),
+    })
+}
+
+/// `GET /portal/open/{token}`: a page whose button opens the link, or why it would not. Reading
+/// it uses nothing up: link previews and mail scanners fetch links, and a GET that opened the
+/// session would burn the link before its owner clicked it.
 pub(crate) async fn open_page(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -215,9 +242,18 @@ pub(crate) async fn open_page(
     if !is_link(&token) {
         return not_a_link(&state);
     }
-    render(&OpenPage {
-        chrome: Chrome::outside_session(&state, "Open the portal".to_owned()),
-    })
+    let outcome = state
+        .store
+        .peek_portal_link(&hash_key(&token), Timestamp::now())
+        .await;
+    match outcome {
+        Ok(outcome) => refusal(&state, &outcome).unwrap_or_else(|| {
+            render(&OpenPage {
+                chrome: Chrome::outside_session(&state, "Open the portal".to_owned()),
+            })
+        }),
+        Err(e) => PortalError::from(e).into_response(),
+    }
 }
 
 /// `POST /portal/open/{token}`: opens a link once, starting a session, or says why it cannot.
@@ -270,26 +306,7 @@ pub(crate) async fn open(
             );
             response
         }
-        Ok(LinkRedeemed::Used(at)) => message(
-            &state,
-            StatusCode::GONE,
-            "This link was already used",
-            format!(
-                "A portal link opens once, and this one was opened at {}. {ASK_AGAIN}",
-                at.to_rfc3339()
-            ),
-        ),
-        Ok(LinkRedeemed::Expired(at)) => message(
-            &state,
-            StatusCode::GONE,
-            "This link has expired",
-            format!(
-                "A portal link must be opened soon after it is made; this one expired at {}. \
-                 {ASK_AGAIN}",
-                at.to_rfc3339()
-            ),
-        ),
-        Ok(LinkRedeemed::Unknown) => not_a_link(&state),
+        Ok(refused) => refusal(&state, &refused).unwrap_or_else(|| not_a_link(&state)),
         Err(e) => PortalError::from(e).into_response(),
     }
 }

@@ -28,6 +28,7 @@ pub mod stats;
 mod tasks;
 mod traits;
 mod types;
+pub(crate) use types::PORTAL_LINK_QUERY;
 
 use crate::domain::{AccountId, Event, EventId, Job, JobRef, Timestamp};
 use serde_json::value::RawValue;

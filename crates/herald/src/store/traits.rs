@@ -180,6 +180,9 @@ pub trait PortalSessions: Send + Sync + 'static {
     ) -> StoreResult<Option<PortalSession>>;
     /// Ends a session (signing out).
     async fn end_portal_session(&self, hash: &str) -> StoreResult<()>;
+    /// What opening the link with this hash at `now` would do (`Opened`: it would open), and
+    /// changes nothing: the link's page says at once that it is used or expired.
+    async fn peek_portal_link(&self, hash: &str, now: Timestamp) -> StoreResult<LinkRedeemed>;
 }
 
 /// Publishing events: each is stored with one pending delivery per matching active webhook.

@@ -399,6 +399,11 @@ pub struct PortalSession {
     pub expires_at: Timestamp,
 }
 
+/// A portal link's account, expiry and use, by its hash (`$1`; SQLite takes `$n` parameters
+/// too): what [`LinkRedeemed::decide`] judges, for both backends.
+pub(crate) const PORTAL_LINK_QUERY: &str =
+    "SELECT account_id, expires_at, used_at FROM portal_links WHERE token_hash = $1";
+
 /// The portal's expiring tokens, which the janitor deletes once expired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortalTokens {

@@ -61,10 +61,13 @@ async fn a_link_opens_one_session_once(backend: Backend) {
     assert!(!cookie.contains("Secure"), "no Secure in --dev: {cookie}");
 
     // Reused: refused with a page saying so, and no cookie.
-    let again = open_bare(url).await;
-    assert_eq!(again.status, 410, "{}", again.body);
-    assert!(again.body.contains("already used"), "{}", again.body);
-    assert!(again.headers.get("set-cookie").is_none());
+    // Its page says so at once, and so does its button.
+    for again in [get_bare(url).await, open_bare(url).await] {
+        assert_eq!(again.status, 410, "{}", again.body);
+        assert!(again.body.contains("already used"), "{}", again.body);
+        assert!(!again.body.contains("Open the portal"), "{}", again.body);
+        assert!(again.headers.get("set-cookie").is_none());
+    }
     // A made-up or mangled link.
     for bad in ["hpl_nothing", "hps_x", "x"] {
         let page = open_bare(&app.url(&format!("/portal/open/{bad}"))).await;
@@ -72,9 +75,11 @@ async fn a_link_opens_one_session_once(backend: Backend) {
         assert!(page.body.contains("not valid"), "{}", page.body);
         assert!(page.headers.get("set-cookie").is_none());
     }
-    // One not even shaped like a link says so at once.
-    let page = get_bare(&app.url("/portal/open/hps_x")).await;
-    assert_eq!(page.status, 404, "{}", page.body);
+    for bad in ["hpl_nothing", "hps_x"] {
+        let page = get_bare(&app.url(&format!("/portal/open/{bad}"))).await;
+        assert_eq!(page.status, 404, "{bad}: {}", page.body);
+        assert!(page.body.contains("not valid"), "{}", page.body);
+    }
 
     // Only the admin makes links, for an account that exists.
     let (status, _) = app
@@ -120,10 +125,14 @@ async fn links_and_sessions_expire(backend: Backend) {
     );
     wait_past(link["expires_at"].as_str().unwrap()).await;
     let path = &url["https://hooks.example.com".len()..];
-    let late = open_bare(&app.url(path)).await;
-    assert_eq!(late.status, 410, "{}", late.body);
-    assert!(late.body.contains("expired"), "{}", late.body);
-    assert!(late.headers.get("set-cookie").is_none());
+    for late in [
+        get_bare(&app.url(path)).await,
+        open_bare(&app.url(path)).await,
+    ] {
+        assert_eq!(late.status, 410, "{}", late.body);
+        assert!(late.body.contains("expired"), "{}", late.body);
+        assert!(late.headers.get("set-cookie").is_none());
+    }
 
     // A session ends after its lifetime, and the pages say so.
     let fresh = portal_link(&app, &acme).await;

@@ -4,10 +4,11 @@
 use super::PgStore;
 use crate::domain::{AccountId, Timestamp};
 use crate::store::{
-    LinkRedeemed, NewPortalLink, NewPortalSession, PortalSession, PortalSessions, StoreResult,
+    LinkRedeemed, NewPortalLink, NewPortalSession, PORTAL_LINK_QUERY, PortalSession,
+    PortalSessions, StoreResult,
 };
 use async_trait::async_trait;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 #[async_trait]
 impl PortalSessions for PgStore {
@@ -31,12 +32,10 @@ impl PortalSessions for PgStore {
     ) -> StoreResult<LinkRedeemed> {
         let now = session.created_at;
         let mut tx = self.pool.begin().await?;
-        let link = sqlx::query(
-            "SELECT account_id, expires_at, used_at FROM portal_links WHERE token_hash = $1 FOR UPDATE",
-        )
-        .bind(hash)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let link = sqlx::query(AssertSqlSafe(format!("{PORTAL_LINK_QUERY} FOR UPDATE")))
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(link) = link else {
             return Ok(LinkRedeemed::Unknown);
         };
@@ -91,5 +90,21 @@ impl PortalSessions for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn peek_portal_link(&self, hash: &str, now: Timestamp) -> StoreResult<LinkRedeemed> {
+        let row = sqlx::query(PORTAL_LINK_QUERY)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map_or(LinkRedeemed::Unknown, |r| {
+            LinkRedeemed::decide(
+                AccountId::from_trusted(r.get("account_id")),
+                Timestamp::from_millis(r.get("expires_at")),
+                r.get::<Option<i64>, _>("used_at")
+                    .map(Timestamp::from_millis),
+                now,
+            )
+        }))
     }
 }

@@ -18,7 +18,7 @@ pub(crate) mod recover;
 mod reference;
 mod replay;
 pub(crate) mod stats;
-pub(crate) mod tasks;
+mod tasks;
 pub mod test_send;
 pub(crate) mod webhook_secrets;
 mod webhook_view;

@@ -8,7 +8,6 @@ use super::deliveries::rfc3339;
 use super::session::{Form, Session};
 use super::{Chrome, PortalError, PortalResult, render};
 use crate::api::AppState;
-use crate::api::error::ApiError;
 use crate::api::extract::Actor;
 use crate::api::recover::{Started, recover_webhook, span};
 use crate::api::webhooks::find;
@@ -210,8 +209,7 @@ pub(super) async fn task(
     let task = state
         .store
         .get_task(Some(&session.account), &id)
-        .await
-        .map_err(ApiError::from)?
+        .await?
         .ok_or(PortalError::NotFound("recovery"))?;
     let filter = RequeueFilter::from_json(&task.params).ok();
     Ok(render(&TaskPage {

@@ -5,13 +5,14 @@
 //! their deliveries and attempts; finished jobs; idempotency keys past the idempotency
 //! window; endpoint figures older than they are kept (`store::stats::KEPT`); and listener
 //! webhooks (`herald listen`) whose lease has lapsed, because the node holding their stream
-//! died or their CLI did not come back. Work goes in small batches, one short transaction each, with a pause after every
+//! died or their CLI did not come back; and the portal's sessions once expired, its links a day
+//! after. Work goes in small batches, one short transaction each, with a pause after every
 //! batch as long as the batch took, so publishes and the dispatcher's writes are never held up
 //! by more than one batch.
 
 use crate::config::Settings;
 use crate::domain::Timestamp;
-use crate::store::{PruneEvents, PrunedEvents, Retention, StoreResult};
+use crate::store::{PortalTokens, PruneEvents, PrunedEvents, Retention, StoreResult};
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,10 @@ use tracing::{info, warn};
 
 /// The first pass runs this long after start at the latest.
 const FIRST_PASS_AFTER: Duration = Duration::from_secs(60);
+
+/// Expired portal links are kept this long after they expired, so a late opening still says
+/// "expired" rather than "not valid"; sessions go as soon as they expire.
+const EXPIRED_LINKS_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// The shortest pause between two batches.
 const MIN_PAUSE: Duration = Duration::from_millis(10);
@@ -35,6 +40,8 @@ pub struct Pruned {
     pub idempotency_keys: u64,
     pub stats_rows: u64,
     pub listeners: u64,
+    pub portal_links: u64,
+    pub portal_sessions: u64,
 }
 
 impl Pruned {
@@ -91,6 +98,8 @@ impl Janitor {
                     tasks = p.tasks,
                     idempotency_keys = p.idempotency_keys,
                     listeners = p.listeners,
+                    portal_links = p.portal_links,
+                    portal_sessions = p.portal_sessions,
                     took_ms = started.elapsed().as_millis() as u64,
                     "retention: pruned"
                 ),
@@ -163,6 +172,21 @@ impl Janitor {
                 self.store.remove_lapsed_listeners(now, self.batch)
             })
             .await?;
+        for tokens in PortalTokens::ALL {
+            let before = match tokens {
+                PortalTokens::Links => now.minus(EXPIRED_LINKS_KEPT),
+                PortalTokens::Sessions => now,
+            };
+            let n = self
+                .in_batches(tokens.table(), shutdown, || {
+                    self.store.prune_portal(tokens, before, self.batch)
+                })
+                .await?;
+            match tokens {
+                PortalTokens::Links => total.portal_links = n,
+                PortalTokens::Sessions => total.portal_sessions = n,
+            }
+        }
         Ok(total)
     }
 

@@ -28,7 +28,7 @@ pub const ATTEMPT_CLASSES: [&str; 10] = [
 ];
 
 /// What retention prunes, as counted by `herald_pruned_total{kind}`.
-pub const PRUNED_KINDS: [&str; 8] = [
+pub const PRUNED_KINDS: [&str; 10] = [
     "events",
     "deliveries",
     "attempts",
@@ -37,6 +37,8 @@ pub const PRUNED_KINDS: [&str; 8] = [
     "idempotency_keys",
     "stats_rows",
     "listeners",
+    "portal_links",
+    "portal_sessions",
 ];
 
 /// What erasure deletes, as counted by `herald_erased_total{kind}`.

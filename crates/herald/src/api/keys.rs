@@ -190,6 +190,18 @@ async fn create(
     account: AccountId,
     name: String,
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    let (key, info) = create_key(state, account, name).await?;
+    let view = KeyView::from(info);
+    Ok((StatusCode::CREATED, Json(CreatedKey { view, key })))
+}
+
+/// Makes a key for `account` labelled `name` (checked): the key, to show once, and what lists
+/// show of it. The API's and the portal's one path.
+pub(crate) async fn create_key(
+    state: &AppState,
+    account: AccountId,
+    name: String,
+) -> ApiResult<(String, ApiKeyInfo)> {
     let name = name.trim().to_owned();
     if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -199,7 +211,7 @@ async fn create(
     }
     let (key, stored) = new_key(&account, name, Timestamp::now());
     state.store.create_api_key(&stored).await?;
-    let view = KeyView::from(ApiKeyInfo {
+    let info = ApiKeyInfo {
         id: stored.id,
         account_id: stored.account_id,
         name: stored.name,
@@ -207,8 +219,8 @@ async fn create(
         created_at: stored.created_at,
         last_used_at: None,
         revoked_at: None,
-    });
-    Ok((StatusCode::CREATED, Json(CreatedKey { view, key })))
+    };
+    Ok((key, info))
 }
 
 /// List API keys
@@ -308,7 +320,11 @@ async fn revoke_any(
 }
 
 /// Revokes a key of the account; revoking it again changes nothing.
-async fn revoke(state: &AppState, account: &AccountId, key_id: &str) -> ApiResult<StatusCode> {
+pub(crate) async fn revoke(
+    state: &AppState,
+    account: &AccountId,
+    key_id: &str,
+) -> ApiResult<StatusCode> {
     let id = ApiKeyId::parse(key_id).ok_or_else(|| ApiError::not_found("key"))?;
     match state
         .store

@@ -14,7 +14,7 @@ pub(crate) mod meta;
 pub mod openapi;
 mod portal_sessions;
 pub mod rate_limit;
-mod recover;
+pub(crate) mod recover;
 mod reference;
 mod replay;
 pub(crate) mod stats;

@@ -16,7 +16,8 @@ use super::extract::{Actor, ApiJson};
 use super::tasks::TaskView;
 use super::webhooks::find;
 use crate::domain::{
-    AccountId, DeliveryStatus, RequeueFilter, TaskId, TaskKind, Timestamp, WebhookId, WebhookStatus,
+    AccountId, DeliveryStatus, RequeueFilter, Task, TaskId, TaskKind, Timestamp, Webhook,
+    WebhookId, WebhookStatus,
 };
 use crate::store::NewTask;
 use axum::Json;
@@ -112,6 +113,51 @@ async fn recover(
     let now = Timestamp::now();
     let (since, until) = span(&body.since, body.until.as_deref(), now)?;
     let webhook = find(&state, &actor, &id, body.account.as_deref()).await?;
+    Ok(
+        recover_webhook(&state, webhook, since, until, body.dry_run, now)
+            .await?
+            .into_response(),
+    )
+}
+
+/// What a re-queue request made: a dry run's count, or the task it queued.
+pub(crate) enum Started {
+    DryRun(u64),
+    Queued(Task),
+}
+
+impl IntoResponse for Started {
+    fn into_response(self) -> Response {
+        match self {
+            Self::DryRun(count) => Json(DryRun {
+                count,
+                dry_run: true,
+            })
+            .into_response(),
+            Self::Queued(task) => {
+                let location = format!("/v1/tasks/{}", task.id);
+                (
+                    StatusCode::ACCEPTED,
+                    [(header::LOCATION, location)],
+                    Json(TaskView::from(task)),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+/// Recovers `webhook` (found in the caller's scope): its failed deliveries made in
+/// `[since, until)`, counted (`dry_run`) or re-queued by a task. The API's and the portal's one
+/// path; a disabled webhook is refused.
+pub(crate) async fn recover_webhook(
+    state: &AppState,
+    webhook: Webhook,
+    since: Timestamp,
+    until: Timestamp,
+    dry_run: bool,
+    now: Timestamp,
+) -> ApiResult<Started> {
     if webhook.status == WebhookStatus::Disabled {
         return Err(ApiError::conflict(
             "webhook_disabled",
@@ -127,11 +173,11 @@ async fn recover(
         until,
     };
     start(
-        &state,
+        state,
         TaskKind::Recover,
         Some(webhook.account_id),
         filter,
-        body.dry_run,
+        dry_run,
         now,
     )
     .await
@@ -200,11 +246,19 @@ async fn bulk_retry(
         since,
         until,
     };
-    start(&state, TaskKind::Retry, None, filter, body.dry_run, now).await
+    Ok(
+        start(&state, TaskKind::Retry, None, filter, body.dry_run, now)
+            .await?
+            .into_response(),
+    )
 }
 
 /// `[since, until)` from the request; `until` is `now` if left out.
-fn span(since: &str, until: Option<&str>, now: Timestamp) -> ApiResult<(Timestamp, Timestamp)> {
+pub(crate) fn span(
+    since: &str,
+    until: Option<&str>,
+    now: Timestamp,
+) -> ApiResult<(Timestamp, Timestamp)> {
     let since = Timestamp::parse_rfc3339(since)
         .ok_or_else(|| ApiError::invalid("since", "since must be an RFC 3339 time"))?;
     let until = match until {
@@ -218,7 +272,7 @@ fn span(since: &str, until: Option<&str>, now: Timestamp) -> ApiResult<(Timestam
     Ok((since, until))
 }
 
-/// Answers a dry run's count, or stores the task, wakes this node's runner and answers 202.
+/// Counts a dry run's deliveries, or stores the task and wakes this node's runner.
 async fn start(
     state: &AppState,
     kind: TaskKind,
@@ -226,14 +280,10 @@ async fn start(
     filter: RequeueFilter,
     dry_run: bool,
     now: Timestamp,
-) -> ApiResult<Response> {
+) -> ApiResult<Started> {
     let count = state.store.count_requeueable(&filter).await?;
     if dry_run {
-        return Ok(Json(DryRun {
-            count,
-            dry_run: true,
-        })
-        .into_response());
+        return Ok(Started::DryRun(count));
     }
     let task = state
         .store
@@ -248,11 +298,5 @@ async fn start(
         .await?;
     state.tasks.wake();
     tracing::info!(task_id = %task.id, kind = kind.as_str(), counted = count, "task queued");
-    let location = format!("/v1/tasks/{}", task.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(TaskView::from(task)),
-    )
-        .into_response())
+    Ok(Started::Queued(task))
 }

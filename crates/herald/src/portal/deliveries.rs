@@ -33,7 +33,7 @@ pub(super) struct Filters {
 
 /// A `datetime-local` value (`2026-01-31T12:00`, read as UTC) as RFC 3339; anything else as it
 /// came, for the API's check to judge. Empty means unset.
-fn rfc3339(value: &Option<String>) -> Option<String> {
+pub(super) fn rfc3339(value: &Option<String>) -> Option<String> {
     let v = value.as_deref()?.trim();
     if v.is_empty() {
         return None;

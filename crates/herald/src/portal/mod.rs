@@ -11,14 +11,17 @@
 //! `[portal]`. The one stylesheet is built into the binary ([`assets`]); no page needs script.
 //!
 //! A file per page family: [`webhooks`] (list, create, edit, enable and disable, test sends),
-//! [`secrets`], [`callback`], [`deliveries`], [`health`] (the chart, drawn here), [`jobs`].
+//! [`secrets`], [`callback`], [`deliveries`], [`health`] (the chart, drawn here), [`jobs`],
+//! [`recover`] (failed deliveries sent again, and the task's progress), [`keys`] (API keys).
 
 mod assets;
 mod callback;
 mod deliveries;
 mod health;
 mod jobs;
+mod keys;
 mod page;
+mod recover;
 mod secrets;
 pub mod session;
 mod webhooks;
@@ -35,7 +38,10 @@ pub(crate) use page::{Chrome, PortalError, PortalResult, render};
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/portal", get(webhooks::list))
-        .route("/portal/open/{token}", get(session::open))
+        .route(
+            "/portal/open/{token}",
+            get(session::open_page).post(session::open),
+        )
         .route("/portal/logout", post(session::logout))
         .route("/portal/assets/portal.css", get(assets::stylesheet))
         .route("/portal/webhooks", post(webhooks::create))
@@ -57,6 +63,13 @@ pub fn router(state: AppState) -> Router {
         .route("/portal/deliveries/{id}/retry", post(deliveries::retry))
         .route("/portal/jobs", get(jobs::list))
         .route("/portal/jobs/{id}", get(jobs::show))
+        .route(
+            "/portal/webhooks/{id}/recover",
+            get(recover::show).post(recover::start),
+        )
+        .route("/portal/tasks/{id}", get(recover::task))
+        .route("/portal/keys", get(keys::list).post(keys::create))
+        .route("/portal/keys/{id}/revoke", post(keys::revoke_key))
         .route("/portal/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::map_response_with_state(
             state.clone(),

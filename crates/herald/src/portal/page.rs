@@ -13,7 +13,8 @@ pub(crate) struct Chrome {
     pub provider: String,
     pub logo: Option<String>,
     pub title: String,
-    /// The navigation entry to mark current (`webhooks`, `deliveries`, `jobs`, `callback`).
+    /// The navigation entry to mark current (`webhooks`, `deliveries`, `jobs`, `callback`,
+    /// `keys`).
     pub active: &'static str,
     /// The session's CSRF token, for its forms and the sign-out button; `None` outside a
     /// session (error pages), which then show no navigation.
@@ -49,6 +50,7 @@ impl Chrome {
                 "deleted" => "Webhook deleted.",
                 "callback_saved" => "Callback URL saved.",
                 "callback_removed" => "Callback URL removed.",
+                "revoked" => "Key revoked. Requests with it are refused from now on.",
                 _ => return None,
             })
         });
@@ -60,7 +62,7 @@ impl Chrome {
         self.csrf.as_deref().unwrap_or("")
     }
 
-    fn outside_session(state: &AppState, title: String) -> Self {
+    pub(super) fn outside_session(state: &AppState, title: String) -> Self {
         let portal = &state.settings.portal;
         Self {
             provider: portal.provider_name.clone(),

@@ -1,16 +1,19 @@
 //! Portal links and sessions. A link (`hpl_…`) is made for one account by the admin API, lives
-//! `portal.link_lifetime`, and opens once: opening it stores a session (`hps_…`, the cookie's
-//! value, `portal.session_lifetime`) and redirects to the portal's home. Both are stored as
+//! `portal.link_lifetime`, and opens once: its page's button (a POST, so a chat app or mail
+//! scanner that fetches the link to preview it does not use it up) stores a session (`hps_…`,
+//! the cookie's value, `portal.session_lifetime`) and redirects to the portal's home. Both are stored as
 //! their SHA-256 only, as API keys are. Every form carries a CSRF token derived from the session
 //! token (so it is per session and needs no storage), checked before a form is read further.
 
-use super::page::{PortalError, PortalResult, message};
+use super::page::{Chrome, PortalError, PortalResult, message};
+use super::render;
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::hash_key;
 use crate::config::{PortalSettings, Settings};
 use crate::domain::{AccountId, Timestamp};
 use crate::store::{LinkRedeemed, NewPortalLink, NewPortalSession};
+use askama::Template;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -181,10 +184,103 @@ fn session_cookie(settings: &Settings, token: &str, max_age: u64) -> HeaderValue
     HeaderValue::from_str(&value).expect("a token is a valid cookie value")
 }
 
-/// `GET /portal/open/{token}`: opens a link once, starting a session, or says why it cannot.
-pub(crate) async fn open(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+fn is_link(token: &str) -> bool {
+    token.starts_with(LINK_PREFIX) && token.len() <= MAX_TOKEN
+}
+
+const ASK_AGAIN: &str = "Ask for a new link from your provider's dashboard.";
+
+fn not_a_link(state: &AppState) -> Response {
+    message(
+        state,
+        StatusCode::NOT_FOUND,
+        "This link is not valid",
+        format!("It may have been copied incompletely. {ASK_AGAIN}"),
+    )
+}
+
+#[derive(Template)]
+#[template(path = "portal/open.html")]
+struct OpenPage {
+    chrome: Chrome,
+}
+
+/// The page of a link that opens nothing, saying why; `None` for one that opens.
+fn refusal(state: &AppState, outcome: &LinkRedeemed) -> Option<Response> {
+    Some(match outcome {
+        LinkRedeemed::Opened(_) => return None,
+        LinkRedeemed::Used(at) => message(
+            state,
+            StatusCode::GONE,
+            "This link was already used",
+            format!(
+                "A portal link opens once, and this one was opened at {}. {ASK_AGAIN}",
+                at.to_rfc3339()
+            ),
+        ),
+        LinkRedeemed::Expired(at) => message(
+            state,
+            StatusCode::GONE,
+            "This link has expired",
+            format!(
+                "A portal link must be opened soon after it is made; this one expired at {}. \
+                 {ASK_AGAIN}",
+                at.to_rfc3339()
+            ),
+        ),
+        LinkRedeemed::Unknown => not_a_link(state),
+    })
+}
+
+/// `GET /portal/open/{token}`: a page whose button opens the link, or why it would not. Reading
+/// it uses nothing up: link previews and mail scanners fetch links, and a GET that opened the
+/// session would burn the link before its owner clicked it.
+pub(crate) async fn open_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
+    if !is_link(&token) {
+        return not_a_link(&state);
+    }
+    let outcome = state
+        .store
+        .peek_portal_link(&hash_key(&token), Timestamp::now())
+        .await;
+    match outcome {
+        Ok(outcome) => refusal(&state, &outcome).unwrap_or_else(|| {
+            render(&OpenPage {
+                chrome: Chrome::outside_session(&state, "Open the portal".to_owned()),
+            })
+        }),
+        Err(e) => PortalError::from(e).into_response(),
+    }
+}
+
+/// `POST /portal/open/{token}`: opens a link once, starting a session, or says why it cannot.
+/// The link's token is the only credential; a POST another site's page makes (a browser says
+/// so in `Sec-Fetch-Site`) is refused, so no page can sign a visitor into someone else's
+/// session.
+pub(crate) async fn open(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let portal = &state.settings.portal;
-    let known = token.starts_with(LINK_PREFIX) && token.len() <= MAX_TOKEN;
+    let from = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    if !matches!(from, "same-origin" | "none") {
+        return message(
+            &state,
+            StatusCode::FORBIDDEN,
+            "This link must be opened from its own page",
+            format!("Open the link itself in your browser, then press its button. {ASK_AGAIN}"),
+        );
+    }
+    if !is_link(&token) {
+        return not_a_link(&state);
+    }
     let session_token = random_token(SESSION_PREFIX);
     let now = Timestamp::now();
     let session = NewPortalSession {
@@ -192,15 +288,10 @@ pub(crate) async fn open(State(state): State<AppState>, Path(token): Path<String
         created_at: now,
         expires_at: now.plus(portal.session_lifetime.0),
     };
-    let outcome = if known {
-        state
-            .store
-            .redeem_portal_link(&hash_key(&token), &session)
-            .await
-    } else {
-        Ok(LinkRedeemed::Unknown)
-    };
-    let ask_again = "Ask for a new link from your provider's dashboard.";
+    let outcome = state
+        .store
+        .redeem_portal_link(&hash_key(&token), &session)
+        .await;
     match outcome {
         Ok(LinkRedeemed::Opened(account)) => {
             tracing::info!(account_id = %account, "portal session opened");
@@ -215,31 +306,7 @@ pub(crate) async fn open(State(state): State<AppState>, Path(token): Path<String
             );
             response
         }
-        Ok(LinkRedeemed::Used(at)) => message(
-            &state,
-            StatusCode::GONE,
-            "This link was already used",
-            format!(
-                "A portal link opens once, and this one was opened at {}. {ask_again}",
-                at.to_rfc3339()
-            ),
-        ),
-        Ok(LinkRedeemed::Expired(at)) => message(
-            &state,
-            StatusCode::GONE,
-            "This link has expired",
-            format!(
-                "A portal link must be opened soon after it is made; this one expired at {}. \
-                 {ask_again}",
-                at.to_rfc3339()
-            ),
-        ),
-        Ok(LinkRedeemed::Unknown) => message(
-            &state,
-            StatusCode::NOT_FOUND,
-            "This link is not valid",
-            format!("It may have been copied incompletely. {ask_again}"),
-        ),
+        Ok(refused) => refusal(&state, &refused).unwrap_or_else(|| not_a_link(&state)),
         Err(e) => PortalError::from(e).into_response(),
     }
 }

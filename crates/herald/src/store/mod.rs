@@ -29,6 +29,7 @@ pub mod stats;
 mod tasks;
 mod traits;
 mod types;
+pub(crate) use types::PORTAL_LINK_QUERY;
 
 use crate::domain::{AccountId, Event, EventId, Job, JobRef, Timestamp};
 use serde_json::value::RawValue;
@@ -51,8 +52,8 @@ pub use traits::{
 pub use types::{
     ApiKeyInfo, AttemptRecord, Claim, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery,
     FoundKey, HealthPolicy, Idempotency, JobCreated, JobCursor, JobUpdate, LinkRedeemed, NewApiKey,
-    NewEvent, NewPortalLink, NewPortalSession, NextStep, PORTAL_PRUNE_BATCH, Page, PageRequest,
-    PortalSession, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
+    NewEvent, NewPortalLink, NewPortalSession, NextStep, Page, PageRequest, PortalSession,
+    PortalTokens, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
     ReplayPage, RetryRequest, WebhookFlow,
 };
 

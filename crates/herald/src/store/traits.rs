@@ -17,7 +17,7 @@ use super::{
     Published, QueueDepth, Release, ReplayMissing, ReplayPage, RetryRequest, StoreResult,
     WebhookFlow,
 };
-use super::{BatchOutcome, NewTask, RequeueBatch, TaskLease};
+use super::{BatchOutcome, NewTask, PortalTokens, RequeueBatch, TaskLease};
 use crate::domain::{
     Account, AccountId, ApiKeyId, Attempt, Delivery, DeliveryId, Event, EventId, Job, JobPatch,
     RequeueFilter, SigningSecret, Task, TaskId, Timestamp, Webhook, WebhookId, WebhookStatus,
@@ -169,7 +169,7 @@ pub trait Jobs: Send + Sync + 'static {
 /// stored as their SHA-256 only.
 #[async_trait]
 pub trait PortalSessions: Send + Sync + 'static {
-    /// Stores a new link, and deletes some links and sessions that expired before it was made.
+    /// Stores a new link (the janitor deletes expired ones: [`Retention::prune_portal`]).
     async fn create_portal_link(&self, link: &NewPortalLink) -> StoreResult<()>;
     /// Opens the link with this hash, once: if it is unused and unexpired at
     /// `session.created_at`, marks it used and stores `session` for its account, atomically, so
@@ -187,6 +187,9 @@ pub trait PortalSessions: Send + Sync + 'static {
     ) -> StoreResult<Option<PortalSession>>;
     /// Ends a session (signing out).
     async fn end_portal_session(&self, hash: &str) -> StoreResult<()>;
+    /// What opening the link with this hash at `now` would do (`Opened`: it would open), and
+    /// changes nothing: the link's page says at once that it is used or expired.
+    async fn peek_portal_link(&self, hash: &str, now: Timestamp) -> StoreResult<LinkRedeemed>;
 }
 
 /// Publishing events: each is stored with one pending delivery per matching active webhook.
@@ -404,6 +407,14 @@ pub trait Retention: Send + Sync + 'static {
     ) {
         let _ = (on_mark, shutdown);
     }
+    /// Deletes up to `limit` portal links or sessions that expired before `before`. Returns how
+    /// many.
+    async fn prune_portal(
+        &self,
+        tokens: PortalTokens,
+        before: Timestamp,
+        limit: usize,
+    ) -> StoreResult<u64>;
 }
 
 /// The queue gauges of `/metrics`.

@@ -425,6 +425,37 @@ pub struct PortalSession {
     pub expires_at: Timestamp,
 }
 
-/// Expired portal links and sessions are deleted this many at most whenever a link is made (so
-/// the tables stay small without a janitor pass of their own).
-pub const PORTAL_PRUNE_BATCH: i64 = 100;
+/// A portal link's account, expiry and use, by its hash (`$1`; SQLite takes `$n` parameters
+/// too): what [`LinkRedeemed::decide`] judges, for both backends.
+pub(crate) const PORTAL_LINK_QUERY: &str =
+    "SELECT account_id, expires_at, used_at FROM portal_links WHERE token_hash = $1";
+
+/// The portal's expiring tokens, which the janitor deletes once expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortalTokens {
+    /// One-time links, used or not.
+    Links,
+    Sessions,
+}
+
+impl PortalTokens {
+    pub const ALL: [Self; 2] = [Self::Links, Self::Sessions];
+
+    /// Its table, which is also its `herald_pruned_total` kind.
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::Links => "portal_links",
+            Self::Sessions => "portal_sessions",
+        }
+    }
+
+    /// Deletes up to `$2` rows that expired before `$1` (SQLite takes `$n` parameters too);
+    /// `lock` ends the inner select (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    pub(crate) fn prune_sql(self, lock: &str) -> String {
+        let table = self.table();
+        format!(
+            "DELETE FROM {table} WHERE token_hash IN \
+             (SELECT token_hash FROM {table} WHERE expires_at < $1 LIMIT $2{lock})"
+        )
+    }
+}

@@ -1,8 +1,10 @@
-// Walks the customer portal in headless Chromium as a customer would, from a one-time link:
-// creates a webhook with the event-type picker, sends a test event, sees its delivery and the
-// attempt, retries it, rotates the secret, and visits every page. On each page axe-core checks
-// accessibility and the bytes transferred are counted. Every request off the server under test
-// is refused. Prints {pages, rotated, attempts, refused, errors} as JSON for
+// Walks the customer portal in headless Chromium as a customer would, from a one-time link
+// (its page, then its button): creates a webhook with the event-type picker, sends a test
+// event, sees its delivery and the attempt, retries it, rotates the secret, recovers the failed
+// deliveries of RECOVER_WEBHOOK (counting them first, then watching the task to its end), makes
+// an API key, and visits every page. On each page axe-core checks accessibility and the bytes
+// transferred are counted. Every request off the server under test is refused. Prints {pages,
+// rotated, attempts, counted, recovered, key, refused, errors} as JSON for
 // tests/it/portal_browser.rs; with SCREENSHOTS set (a directory), saves each page there at
 // desktop and phone width.
 import { chromium } from 'playwright-core';
@@ -12,8 +14,9 @@ import { createRequire } from 'node:module';
 const base = process.env.HERALD_URL;
 const link = process.env.PORTAL_LINK;
 const receiver = process.env.RECEIVER_URL;
-if (!base || !link || !receiver) {
-  console.error('HERALD_URL, PORTAL_LINK and RECEIVER_URL must be set');
+const failing = process.env.RECOVER_WEBHOOK;
+if (!base || !link || !receiver || !failing) {
+  console.error('HERALD_URL, PORTAL_LINK, RECEIVER_URL and RECOVER_WEBHOOK must be set');
   process.exit(2);
 }
 const shots = process.env.SCREENSHOTS;
@@ -27,7 +30,10 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: [`--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE ${host}`, '--no-proxy-server'],
 });
-const result = { pages: [], rotated: false, attempts: 0, refused: [], errors: [] };
+const result = {
+  pages: [], rotated: false, attempts: 0, counted: '', recovered: '', key: '', refused: [],
+  errors: [],
+};
 try {
   const context = await browser.newContext({ viewport: DESKTOP });
   await context.route('**/*', (route) => {
@@ -74,7 +80,9 @@ try {
   const goto = (path) => () => page.goto(path.startsWith('http') ? path : `${base}${path}`);
   const click = (selector) => () => page.click(selector);
 
-  await visit('home', goto(link));
+  // The link's page uses nothing up; its button opens the session.
+  await visit('open', goto(link));
+  await visit('home', click('button:has-text("Open the portal")'));
   await visit('webhook-new', click('a:has-text("New webhook")'));
   await page.fill('#url', receiver);
   await page.check('input[name="events"][value="tts.completed"]');
@@ -105,6 +113,21 @@ try {
   await page.waitForLoadState('load');
   result.rotated = (await page.inputValue('#secret')) !== before && (await page.inputValue('#previous')) === before;
 
+  // Recover the failed deliveries: count first, then start the task and refresh its page
+  // until it is done.
+  await visit('recover', goto(`/portal/webhooks/${failing}/recover`));
+  await page.click('button:has-text("Count them first")');
+  await page.waitForLoadState('load');
+  result.counted = (await page.locator('p.notice').textContent()) || '';
+  await visit('task', click('button:has-text("Recover")'));
+  const recovering = Date.now() + 20_000;
+  while (!(await page.locator('.badge:has-text("succeeded")').count()) && Date.now() < recovering) {
+    await page.waitForTimeout(200);
+    await page.click('a:has-text("Refresh")');
+    await page.waitForLoadState('load');
+  }
+  result.recovered = (await page.locator('dl.facts').textContent()) || '';
+
   await visit('deliveries', goto('/portal/deliveries'));
   await visit('health', goto(`${webhookPath}/health`));
   await visit('jobs', goto('/portal/jobs'));
@@ -113,6 +136,10 @@ try {
     await visit('job', click('td a[href^="/portal/jobs/"]'));
   }
   await visit('callback', goto('/portal/callback'));
+  await goto('/portal/keys')();
+  await page.fill('#name', 'ci');
+  await visit('keys', click('button:has-text("Make a key")'));
+  result.key = (await page.inputValue('#new-key')).slice(0, 3);
 } finally {
   await browser.close();
 }

@@ -67,6 +67,17 @@ pub async fn get_bare(url: &str) -> Page {
     page(resp).await
 }
 
+/// Presses a link's "Open the portal" button (an empty form POSTed to the link), with no cookie.
+pub async fn open_bare(url: &str) -> Page {
+    let resp = client()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    page(resp).await
+}
+
 async fn page(resp: reqwest::Response) -> Page {
     Page {
         status: resp.status(),
@@ -82,9 +93,17 @@ impl Portal {
         Self::open_link(app, link["url"].as_str().unwrap()).await
     }
 
-    /// Opens `url`, which must start a session (a 303 to the portal with a cookie).
+    /// Opens `url` as a person would (its page, then its button), which must start a session
+    /// (a 303 to the portal with a cookie).
     pub async fn open_link(app: &TestApp, url: &str) -> Self {
-        let opened = get_bare(url).await;
+        let shown = get_bare(url).await;
+        assert_eq!(shown.status, 200, "{}", shown.body);
+        assert!(
+            shown.body.contains("<form method=\"post\""),
+            "{}",
+            shown.body
+        );
+        let opened = open_bare(url).await;
         assert_eq!(opened.status, 303, "{}", opened.body);
         assert_eq!(opened.location(), "/portal");
         let set = opened

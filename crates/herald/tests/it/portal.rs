@@ -1,10 +1,11 @@
 //! The customer portal's doors, through the real server on both backends: one-time links
-//! (used once, expiring, saying why they open nothing), sessions (cookie flags, expiry, sign
-//! out), CSRF refusal that writes nothing, and the security headers of every answer. What the
-//! pages do, and that no page shows another account's data, is `portal_pages.rs`.
+//! (opened by their page's button, so fetching one uses nothing up; used once, expiring,
+//! saying why they open nothing), sessions (cookie flags, expiry, sign out), CSRF refusal that
+//! writes nothing, and the security headers of every answer. What the pages do, and that no
+//! page shows another account's data, is `portal_pages.rs` (and `portal_recover.rs`).
 
-use crate::common::portal::{Portal, get_bare, portal_link};
-use crate::common::{ADMIN, Backend, TestApp};
+use crate::common::portal::{Portal, get_bare, open_bare, portal_link};
+use crate::common::{ADMIN, Backend, TestApp, eventually};
 use herald::domain::duration::HumanDuration;
 use serde_json::json;
 use std::time::Duration;
@@ -31,7 +32,25 @@ async fn a_link_opens_one_session_once(backend: Backend) {
     );
     assert!(link["expires_at"].is_string(), "{link}");
 
-    let opened = get_bare(url).await;
+    // Fetching the link (a chat app's preview, a mail scanner) shows its button and uses
+    // nothing up: it sets no cookie, however often.
+    for _ in 0..3 {
+        let preview = get_bare(url).await;
+        assert_eq!(preview.status, 200, "{}", preview.body);
+        assert!(preview.body.contains("Open the portal"), "{}", preview.body);
+        assert!(preview.headers.get("set-cookie").is_none());
+    }
+    // A button another site's page pressed (the browser says so) is refused and uses nothing.
+    let forged = reqwest::Client::new()
+        .post(url)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert!(forged.headers().get("set-cookie").is_none());
+
+    let opened = open_bare(url).await;
     assert_eq!(opened.status, 303);
     assert_eq!(opened.location(), "/portal");
     let cookie = opened.headers["set-cookie"].to_str().unwrap();
@@ -42,16 +61,24 @@ async fn a_link_opens_one_session_once(backend: Backend) {
     assert!(!cookie.contains("Secure"), "no Secure in --dev: {cookie}");
 
     // Reused: refused with a page saying so, and no cookie.
-    let again = get_bare(url).await;
-    assert_eq!(again.status, 410, "{}", again.body);
-    assert!(again.body.contains("already used"), "{}", again.body);
-    assert!(again.headers.get("set-cookie").is_none());
+    // Its page says so at once, and so does its button.
+    for again in [get_bare(url).await, open_bare(url).await] {
+        assert_eq!(again.status, 410, "{}", again.body);
+        assert!(again.body.contains("already used"), "{}", again.body);
+        assert!(!again.body.contains("Open the portal"), "{}", again.body);
+        assert!(again.headers.get("set-cookie").is_none());
+    }
     // A made-up or mangled link.
     for bad in ["hpl_nothing", "hps_x", "x"] {
-        let page = get_bare(&app.url(&format!("/portal/open/{bad}"))).await;
+        let page = open_bare(&app.url(&format!("/portal/open/{bad}"))).await;
         assert_eq!(page.status, 404, "{bad}: {}", page.body);
         assert!(page.body.contains("not valid"), "{}", page.body);
         assert!(page.headers.get("set-cookie").is_none());
+    }
+    for bad in ["hpl_nothing", "hps_x"] {
+        let page = get_bare(&app.url(&format!("/portal/open/{bad}"))).await;
+        assert_eq!(page.status, 404, "{bad}: {}", page.body);
+        assert!(page.body.contains("not valid"), "{}", page.body);
     }
 
     // Only the admin makes links, for an account that exists.
@@ -85,6 +112,7 @@ async fn links_and_sessions_expire(backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| {
         s.portal.link_lifetime = HumanDuration(Duration::from_secs(1));
         s.portal.session_lifetime = HumanDuration(Duration::from_secs(2));
+        s.retention.interval = HumanDuration(Duration::from_millis(100));
         s.portal.public_url = Some("https://hooks.example.com".to_owned());
     })
     .await;
@@ -97,10 +125,14 @@ async fn links_and_sessions_expire(backend: Backend) {
     );
     wait_past(link["expires_at"].as_str().unwrap()).await;
     let path = &url["https://hooks.example.com".len()..];
-    let late = get_bare(&app.url(path)).await;
-    assert_eq!(late.status, 410, "{}", late.body);
-    assert!(late.body.contains("expired"), "{}", late.body);
-    assert!(late.headers.get("set-cookie").is_none());
+    for late in [
+        get_bare(&app.url(path)).await,
+        open_bare(&app.url(path)).await,
+    ] {
+        assert_eq!(late.status, 410, "{}", late.body);
+        assert!(late.body.contains("expired"), "{}", late.body);
+        assert!(late.headers.get("set-cookie").is_none());
+    }
 
     // A session ends after its lifetime, and the pages say so.
     let fresh = portal_link(&app, &acme).await;
@@ -117,6 +149,18 @@ async fn links_and_sessions_expire(backend: Backend) {
     let ended = portal.get("/portal").await;
     assert_eq!(ended.status, 401, "{}", ended.body);
     assert!(ended.body.contains("session has ended"), "{}", ended.body);
+    // The janitor deletes it (expired links it keeps a day, to say "expired" above).
+    let series = "herald_pruned_total{kind=\"portal_sessions\"} ";
+    eventually(
+        "the janitor to prune the session",
+        Duration::from_secs(10),
+        || async {
+            let text = app.metrics_text().await;
+            let n = text.lines().find_map(|l| l.strip_prefix(series))?;
+            (n.trim().parse::<f64>().unwrap() >= 1.0).then_some(())
+        },
+    )
+    .await;
 }
 
 async fn pages_need_a_session_and_sign_out_ends_it(backend: Backend) {

@@ -1,12 +1,14 @@
 //! The customer portal in a real browser: `tests/browser/portal.mjs` drives Debian's headless
 //! Chromium through playwright-core (set up by `scripts/test`, as for `/docs`) from a one-time
-//! link: creates a webhook, sends a test event, sees the delivery and its attempt, retries it,
-//! rotates the secret and visits every page, each checked by axe-core (no serious or critical
+//! link (its page, then its button): creates a webhook, sends a test event, sees the delivery
+//! and its attempt, retries it, rotates the secret, recovers the failed deliveries of another
+//! webhook (its receiver was down), makes an API key and visits every page, each checked by axe-core (no serious or critical
 //! violation) and weighed (under 100 KB transferred), with every request off the server
 //! refused. `HERALD_SCREENSHOT=1` refreshes the committed pictures in `docs/portal/`.
 
 use crate::common::portal::portal_link;
-use crate::common::{ADMIN, Backend, TestApp, TestReceiver};
+use crate::common::{ADMIN, Backend, Reply, TestApp, TestReceiver, eventually};
+use crate::recover::{exhausted, ids_in};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -34,6 +36,11 @@ async fn a_customer_walks_the_portal_in_chromium() {
             .exists(),
         "tests/browser/node_modules is missing or old: run scripts/test (npm ci there)"
     );
+    // A webhook whose receiver was down: its deliveries failed, for the walk to recover.
+    let down = TestReceiver::start().await;
+    down.set_default(Reply::status(500));
+    let (failing, failed) = exhausted(&app, &acme, down.url("/down"), "stt", 2).await;
+    down.set_default(Reply::status(200));
     let link = portal_link(&app, &acme).await;
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg("portal.mjs")
@@ -41,6 +48,7 @@ async fn a_customer_walks_the_portal_in_chromium() {
         .env("HERALD_URL", app.url(""))
         .env("PORTAL_LINK", link["url"].as_str().unwrap())
         .env("RECEIVER_URL", receiver.url("/hook"))
+        .env("RECOVER_WEBHOOK", &failing)
         .kill_on_drop(true);
     if std::env::var_os("HERALD_SCREENSHOT").is_some() {
         std::fs::create_dir_all(SCREENSHOTS).unwrap();
@@ -65,10 +73,12 @@ async fn a_customer_walks_the_portal_in_chromium() {
     );
     assert_eq!(seen["errors"], json!([]), "the console reported errors");
     assert_eq!(seen["rotated"], true, "{seen}");
+    assert_eq!(seen["key"], "hk_", "a key was made and shown: {seen}");
     assert!(seen["attempts"].as_u64().unwrap() >= 2, "{seen}");
     let pages = seen["pages"].as_array().unwrap();
     let names: Vec<&str> = pages.iter().map(|p| p["name"].as_str().unwrap()).collect();
     for expected in [
+        "open",
         "home",
         "webhook-new",
         "webhook",
@@ -79,6 +89,9 @@ async fn a_customer_walks_the_portal_in_chromium() {
         "jobs",
         "job",
         "callback",
+        "recover",
+        "task",
+        "keys",
     ] {
         assert!(
             names.contains(&expected),
@@ -96,6 +109,20 @@ async fn a_customer_walks_the_portal_in_chromium() {
             .collect();
         assert!(serious.is_empty(), "{}: {serious:?}", page["name"]);
     }
+    // The recovery: counted, then every failed delivery queued again and delivered.
+    let counted = seen["counted"].as_str().unwrap();
+    assert!(counted.contains("2 failed deliveries"), "{seen}");
+    let recovered = seen["recovered"].as_str().unwrap();
+    assert!(
+        recovered.contains("succeeded") && recovered.contains("2 of 2"),
+        "{seen}"
+    );
+    eventually(
+        "the recovered deliveries to succeed",
+        Duration::from_secs(20),
+        || async { (ids_in(&app, &acme.key, &failing, "succeeded").await == failed).then_some(()) },
+    )
+    .await;
     // What the browser did reached the receiver: the delivery twice, with one webhook-id.
     let got = receiver
         .wait_for(2, Some("/hook"), Duration::from_secs(10))

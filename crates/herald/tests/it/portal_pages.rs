@@ -265,6 +265,7 @@ async fn another_accounts_ids_are_not_found_on_every_portal_url(backend: Backend
         format!("/portal/webhooks/{wh}"),
         format!("/portal/webhooks/{wh}/secret"),
         format!("/portal/webhooks/{wh}/health"),
+        format!("/portal/webhooks/{wh}/recover"),
         format!("/portal/deliveries/{dlv}"),
         format!("/portal/jobs/{job}"),
     ] {
@@ -290,6 +291,10 @@ async fn another_accounts_ids_are_not_found_on_every_portal_url(backend: Backend
             vec![("grace_period", "0s")],
         ),
         (format!("/portal/webhooks/{wh}/delete"), vec![]),
+        (
+            format!("/portal/webhooks/{wh}/recover"),
+            vec![("since", "2000-01-01T00:00"), ("action", "recover")],
+        ),
         (format!("/portal/deliveries/{dlv}/retry"), vec![]),
     ] {
         let page = portal.post(&path, &fields).await;

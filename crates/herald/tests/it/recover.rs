@@ -18,13 +18,13 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Small batches, quickly paced, and two attempts in flight per webhook: a task's progress can
 /// be watched, and a held receiver holds the task back.
-fn small_batches(s: &mut Settings) {
+pub(crate) fn small_batches(s: &mut Settings) {
     s.tasks.batch = 10;
     s.tasks.pace = HumanDuration(Duration::from_millis(20));
     s.delivery.per_webhook_concurrency = 2;
 }
 
-fn ago(secs: u64) -> String {
+pub(crate) fn ago(secs: u64) -> String {
     Timestamp::now()
         .minus(Duration::from_secs(secs))
         .to_rfc3339()
@@ -37,7 +37,12 @@ fn from_now(secs: u64) -> String {
 }
 
 /// The ids of the webhook's deliveries in `status`.
-async fn ids_in(app: &TestApp, key: &str, webhook: &str, status: &str) -> BTreeSet<String> {
+pub(crate) async fn ids_in(
+    app: &TestApp,
+    key: &str,
+    webhook: &str,
+    status: &str,
+) -> BTreeSet<String> {
     let page = app
         .get(
             &format!("/v1/deliveries?webhook={webhook}&status={status}&limit=200"),
@@ -55,7 +60,7 @@ async fn ids_in(app: &TestApp, key: &str, webhook: &str, status: &str) -> BTreeS
 /// A webhook of `account` for `kind.*` at `url`, with a tiny retry schedule, and `n` events
 /// of `kind.completed` whose deliveries have all failed (the receiver must answer 500).
 /// Returns the webhook id and the deliveries' ids.
-async fn exhausted(
+pub(crate) async fn exhausted(
     app: &TestApp,
     account: &TestAccount,
     url: String,

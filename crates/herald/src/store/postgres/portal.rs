@@ -4,7 +4,7 @@
 use super::PgStore;
 use crate::domain::{AccountId, Timestamp};
 use crate::store::{
-    LinkRedeemed, NewPortalLink, NewPortalSession, PORTAL_PRUNE_BATCH, PortalSession,
+    LinkRedeemed, NewPortalLink, NewPortalSession, PORTAL_LINK_QUERY, PortalSession,
     PortalSessions, StoreResult,
 };
 use async_trait::async_trait;
@@ -13,28 +13,15 @@ use sqlx::{AssertSqlSafe, Row};
 #[async_trait]
 impl PortalSessions for PgStore {
     async fn create_portal_link(&self, link: &NewPortalLink) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let now = link.created_at.millis();
-        for table in ["portal_links", "portal_sessions"] {
-            sqlx::query(AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE token_hash IN \
-                 (SELECT token_hash FROM {table} WHERE expires_at < $1 LIMIT $2)"
-            )))
-            .bind(now)
-            .bind(PORTAL_PRUNE_BATCH)
-            .execute(&mut *tx)
-            .await?;
-        }
         sqlx::query(
             "INSERT INTO portal_links (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&link.hash)
         .bind(link.account.as_str())
-        .bind(now)
+        .bind(link.created_at.millis())
         .bind(link.expires_at.millis())
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -45,12 +32,10 @@ impl PortalSessions for PgStore {
     ) -> StoreResult<LinkRedeemed> {
         let now = session.created_at;
         let mut tx = self.pool.begin().await?;
-        let link = sqlx::query(
-            "SELECT account_id, expires_at, used_at FROM portal_links WHERE token_hash = $1 FOR UPDATE",
-        )
-        .bind(hash)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let link = sqlx::query(AssertSqlSafe(format!("{PORTAL_LINK_QUERY} FOR UPDATE")))
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(link) = link else {
             return Ok(LinkRedeemed::Unknown);
         };
@@ -105,5 +90,21 @@ impl PortalSessions for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn peek_portal_link(&self, hash: &str, now: Timestamp) -> StoreResult<LinkRedeemed> {
+        let row = sqlx::query(PORTAL_LINK_QUERY)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map_or(LinkRedeemed::Unknown, |r| {
+            LinkRedeemed::decide(
+                AccountId::from_trusted(r.get("account_id")),
+                Timestamp::from_millis(r.get("expires_at")),
+                r.get::<Option<i64>, _>("used_at")
+                    .map(Timestamp::from_millis),
+                now,
+            )
+        }))
     }
 }

@@ -8,9 +8,11 @@
 
 use super::PgStore;
 use crate::domain::{AccountId, EventId, Timestamp};
-use crate::store::{ErasedRows, ErasureStep, PruneEvents, PrunedEvents, Retention, StoreResult};
+use crate::store::{
+    ErasedRows, ErasureStep, PortalTokens, PruneEvents, PrunedEvents, Retention, StoreResult,
+};
 use async_trait::async_trait;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
 use std::collections::HashSet;
 
 /// The advisory lock key of retention ("herald" in ASCII, then 1).
@@ -178,6 +180,21 @@ impl Retention for PgStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        Ok(pruned)
+    }
+
+    async fn prune_portal(
+        &self,
+        tokens: PortalTokens,
+        before: Timestamp,
+        limit: usize,
+    ) -> StoreResult<u64> {
+        let pruned = sqlx::query(AssertSqlSafe(tokens.prune_sql(" FOR UPDATE SKIP LOCKED")))
+            .bind(before.millis())
+            .bind(limit as i64)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         Ok(pruned)
     }
 

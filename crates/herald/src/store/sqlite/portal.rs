@@ -5,7 +5,7 @@
 use super::{Commit, SqliteStore};
 use crate::domain::{AccountId, Timestamp};
 use crate::store::{
-    LinkRedeemed, NewPortalLink, NewPortalSession, PORTAL_PRUNE_BATCH, PortalSession,
+    LinkRedeemed, NewPortalLink, NewPortalSession, PORTAL_LINK_QUERY, PortalSession,
     PortalSessions, StoreResult,
 };
 use async_trait::async_trait;
@@ -18,13 +18,6 @@ impl PortalSessions for SqliteStore {
         let link = link.clone();
         self.write_alone(Commit::Durable, move |tx| {
             let now = link.created_at.millis();
-            for table in ["portal_links", "portal_sessions"] {
-                tx.prepare_cached(&format!(
-                    "DELETE FROM {table} WHERE token_hash IN \
-                     (SELECT token_hash FROM {table} WHERE expires_at < ?1 LIMIT ?2)"
-                ))?
-                .execute((now, PORTAL_PRUNE_BATCH))?;
-            }
             tx.prepare_cached(
                 "INSERT INTO portal_links (token_hash, account_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
             )?
@@ -43,9 +36,7 @@ impl PortalSessions for SqliteStore {
         self.write_alone(Commit::Durable, move |tx| {
             let now = session.created_at;
             let link = tx
-                .prepare_cached(
-                    "SELECT account_id, expires_at, used_at FROM portal_links WHERE token_hash = ?",
-                )?
+                .prepare_cached(PORTAL_LINK_QUERY)?
                 .query_row([&hash], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
@@ -107,5 +98,21 @@ impl PortalSessions for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn peek_portal_link(&self, hash: &str, now: Timestamp) -> StoreResult<LinkRedeemed> {
+        let row = sqlx::query(PORTAL_LINK_QUERY)
+            .bind(hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map_or(LinkRedeemed::Unknown, |r| {
+            LinkRedeemed::decide(
+                AccountId::from_trusted(r.get("account_id")),
+                Timestamp::from_millis(r.get("expires_at")),
+                r.get::<Option<i64>, _>("used_at")
+                    .map(Timestamp::from_millis),
+                now,
+            )
+        }))
     }
 }

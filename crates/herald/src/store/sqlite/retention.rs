@@ -7,7 +7,9 @@
 
 use super::{Commit, SqliteStore};
 use crate::domain::{AccountId, EventId, Timestamp};
-use crate::store::{ErasedRows, ErasureStep, PruneEvents, PrunedEvents, Retention, StoreResult};
+use crate::store::{
+    ErasedRows, ErasureStep, PortalTokens, PruneEvents, PrunedEvents, Retention, StoreResult,
+};
 use async_trait::async_trait;
 
 #[async_trait]
@@ -124,6 +126,21 @@ impl Retention for SqliteStore {
                     "DELETE FROM webhook_stats WHERE rowid IN (
                          SELECT rowid FROM webhook_stats WHERE minute < ? LIMIT ?)",
                 )?
+                .execute((before.millis(), limit as i64))?;
+            Ok(pruned as u64)
+        })
+        .await
+    }
+
+    async fn prune_portal(
+        &self,
+        tokens: PortalTokens,
+        before: Timestamp,
+        limit: usize,
+    ) -> StoreResult<u64> {
+        self.write_alone(Commit::Relaxed, move |tx| {
+            let pruned = tx
+                .prepare_cached(&tokens.prune_sql(""))?
                 .execute((before.millis(), limit as i64))?;
             Ok(pruned as u64)
         })

@@ -1,10 +1,11 @@
 //! The customer portal's links and sessions, and the reads its pages add: a link opens one
-//! session however many openings race, and never after it expired; sessions expire and end;
-//! expired rows go when a link is made; jobs list newest first by a cursor of time and id; a
-//! job's events and the delivery filters by type and time.
+//! session however many openings race (peeking says what opening would do and changes nothing),
+//! and never after it expired; sessions expire and end; the janitor's prune takes expired rows
+//! only, a batch at a time; jobs list newest first by a cursor of time and id; a job's events
+//! and the delivery filters by type and time.
 
 use super::*;
-use herald::store::{JobCursor, LinkRedeemed, NewPortalLink, NewPortalSession};
+use herald::store::{JobCursor, LinkRedeemed, NewPortalLink, NewPortalSession, PortalTokens};
 
 fn link(f: &Fixture, hash: &str, now: Timestamp, lifetime: Duration) -> NewPortalLink {
     NewPortalLink {
@@ -30,6 +31,13 @@ async fn a_link_opens_one_session_however_many_openings_race(backend: Backend) {
         .create_portal_link(&link(&f, "link-1", now, Duration::from_secs(60)))
         .await
         .unwrap();
+    // Peeking says what opening would do, and uses nothing up.
+    for _ in 0..2 {
+        assert_eq!(
+            f.store.peek_portal_link("link-1", now).await.unwrap(),
+            LinkRedeemed::Opened(f.account.clone())
+        );
+    }
     let openings = (0..8).map(|i| {
         let f = f.clone();
         tokio::spawn(async move {
@@ -50,6 +58,10 @@ async fn a_link_opens_one_session_however_many_openings_race(backend: Backend) {
         }
     }
     assert_eq!(opened.len(), 1, "one opening wins: {opened:?}");
+    assert!(matches!(
+        f.store.peek_portal_link("link-1", now).await.unwrap(),
+        LinkRedeemed::Used(_)
+    ));
     for i in 0..8u64 {
         let found = f
             .store
@@ -90,6 +102,14 @@ async fn links_and_sessions_expire_and_expired_ones_are_pruned(backend: Backend)
             .redeem_portal_link("nothing", &session("s-none", t0))
             .await
             .unwrap(),
+        LinkRedeemed::Unknown
+    );
+    assert_eq!(
+        f.store.peek_portal_link("short", late).await.unwrap(),
+        LinkRedeemed::Expired(t0.plus(minute))
+    );
+    assert_eq!(
+        f.store.peek_portal_link("nothing", t0).await.unwrap(),
         LinkRedeemed::Unknown
     );
     assert!(
@@ -134,12 +154,36 @@ async fn links_and_sessions_expire_and_expired_ones_are_pruned(backend: Backend)
             .is_none()
     );
 
-    // Making a link later deletes the links (and sessions) that expired before it.
+    // The janitor's cut: rows that expired before it go, a batch at a time; live ones stay.
+    f.store
+        .create_portal_link(&link(&f, "mid", t0, minute))
+        .await
+        .unwrap();
+    f.store
+        .redeem_portal_link("mid", &session("s-old", t0))
+        .await
+        .unwrap();
     let later = expiry.plus(minute);
     f.store
         .create_portal_link(&link(&f, "next", later, minute))
         .await
         .unwrap();
+    f.store
+        .redeem_portal_link("next", &session("s-next", later))
+        .await
+        .unwrap();
+    let prune = |tokens, now, limit| f.store.prune_portal(tokens, now, limit);
+    assert_eq!(prune(PortalTokens::Sessions, expiry, 100).await.unwrap(), 0);
+    assert_eq!(prune(PortalTokens::Links, later, 2).await.unwrap(), 2);
+    assert_eq!(prune(PortalTokens::Links, later, 2).await.unwrap(), 1);
+    assert_eq!(prune(PortalTokens::Links, later, 2).await.unwrap(), 0);
+    let after_expiry = expiry.plus(Duration::from_millis(1));
+    assert_eq!(
+        prune(PortalTokens::Sessions, after_expiry, 100)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(
         f.store
             .redeem_portal_link("short", &session("s2", t0))
@@ -147,6 +191,21 @@ async fn links_and_sessions_expire_and_expired_ones_are_pruned(backend: Backend)
             .unwrap(),
         LinkRedeemed::Unknown,
         "the expired link is gone"
+    );
+    assert!(matches!(
+        f.store
+            .redeem_portal_link("next", &session("s3", later))
+            .await
+            .unwrap(),
+        LinkRedeemed::Used(_)
+    ));
+    assert!(
+        f.store
+            .find_portal_session("s-next", later)
+            .await
+            .unwrap()
+            .is_some(),
+        "a live session stays"
     );
 }
 

@@ -3,6 +3,7 @@
 use super::contract::{PayloadFormat, SigningMode, WebhookKind};
 use super::event_type::EventFilter;
 use super::ids::{AccountId, AttemptId, DeliveryId, EventId, WebhookId};
+use super::ordering::WebhookOrdering;
 use super::outcome::ErrorKind;
 use super::retry::RetryPolicy;
 use super::secret::SigningSecret;
@@ -69,14 +70,17 @@ pub struct Webhook {
     pub disabled_reason: Option<String>,
     /// Since when every attempt has failed (none has succeeded since).
     pub failing_since: Option<Timestamp>,
+    /// Whether its deliveries go in publish order, per key or all of them.
+    pub ordering: WebhookOrdering,
 }
 
 impl Webhook {
     /// Whether publishing may hand this webhook's new deliveries straight to the publishing
     /// node's dispatcher. When not, they are left to the claims, which see the whole queue: a
-    /// listener's deliveries go down its stream, on the node holding it.
+    /// listener's deliveries go down its stream, on the node holding it; an ordered webhook's
+    /// must wait behind the earlier ones of their key, which only a claim sees.
     pub fn takes_hand_overs(&self) -> bool {
-        self.kind != WebhookKind::Listener
+        self.kind != WebhookKind::Listener && self.ordering == WebhookOrdering::None
     }
 
     /// The secrets that sign a delivery made at `now`: the current one, and the previous one
@@ -231,6 +235,7 @@ mod tests {
             previous_secret: None,
             disabled_reason: None,
             failing_since: None,
+            ordering: WebhookOrdering::None,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::domain::{
     AccountId, EventFilter, PayloadFormat, RetryPolicyDoc, SigningMode, Timestamp, Webhook,
-    WebhookId, WebhookKind, WebhookStatus,
+    WebhookId, WebhookKind, WebhookOrdering, WebhookStatus,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -30,6 +30,8 @@ pub struct WebhookView {
     #[serde(skip_serializing_if = "Option::is_none")]
     disabled_reason: Option<String>,
     updated_at: Timestamp,
+    /// Whether deliveries go in publish order: `none`, per event `ordering_key`, or `fifo`.
+    ordering: WebhookOrdering,
 }
 
 /// A webhook's signing mode as shown: a bearer token or a header's value is never shown.
@@ -76,6 +78,7 @@ impl From<Webhook> for WebhookView {
             format: w.format,
             disabled_reason: w.disabled_reason,
             updated_at: w.updated_at,
+            ordering: w.ordering,
         }
     }
 }

@@ -9,7 +9,7 @@ use super::webhook_view::WebhookView;
 use super::{AppState, ListBody, page_request};
 use crate::domain::{
     AccountId, EventFilter, PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode, Timestamp,
-    Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    Webhook, WebhookId, WebhookKind, WebhookOrdering, WebhookStatus, WebhookUrl,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -58,6 +58,10 @@ pub(crate) struct CreateWebhook {
     pub(crate) signing: Option<SigningMode>,
     /// `envelope` if left out.
     pub(crate) format: Option<PayloadFormat>,
+    /// `none` if left out: deliveries go in parallel. `key`: one at a time per event
+    /// `ordering_key`, in publish order (keys in parallel). `fifo`: one at a time, in publish
+    /// order.
+    pub(crate) ordering: Option<WebhookOrdering>,
 }
 
 /// The fields to change; those left out stay as they are.
@@ -80,6 +84,8 @@ pub(crate) struct UpdateWebhook {
     #[schema(example = "1d")]
     pub(crate) grace_period: Option<String>,
     pub(crate) format: Option<PayloadFormat>,
+    /// Deliveries already waiting keep the order they were made with.
+    pub(crate) ordering: Option<WebhookOrdering>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -218,6 +224,7 @@ pub(crate) async fn create_webhook(
         previous_secret: None,
         disabled_reason: None,
         failing_since: None,
+        ordering: body.ordering.unwrap_or_default(),
     };
     state.store.insert_webhook(&webhook).await?;
     Ok(webhook)
@@ -340,6 +347,9 @@ pub(crate) async fn update_webhook(
     }
     if let Some(format) = body.format {
         webhook.format = format;
+    }
+    if let Some(ordering) = body.ordering {
+        webhook.ordering = ordering;
     }
     let now = Timestamp::now();
     match (&body.signing, &body.grace_period) {

@@ -61,7 +61,11 @@ pub async fn record(
         // events) for the dispatcher to send; a recovery's operator event waits for the next
         // look at the queue (`delivery.poll_interval` at most).
         let mut published = false;
+        // An ordered delivery that ended lets the next of its key go: claim it now, not at
+        // the next poll (docs/architecture.md, "Ordering").
+        let mut key_freed = false;
         for r in &records {
+            key_freed |= r.ordered && !matches!(r.next, NextStep::RetryAt(_));
             match r.next {
                 NextStep::Succeeded => metrics.deliveries_succeeded.increment(1),
                 NextStep::Failed => {
@@ -79,7 +83,7 @@ pub async fn record(
             .await;
         }
         // A retry may be due at once, and a released delivery is: look at the queue again.
-        if retries || published || !releases.is_empty() {
+        if retries || published || key_freed || !releases.is_empty() {
             waker.wake();
         }
     }

@@ -6,7 +6,7 @@
 use super::lanes::release_of;
 use super::recorder::Finished;
 use super::sender::{AttemptReport, Sender};
-use crate::domain::{RetryPolicy, Timestamp, WebhookId};
+use crate::domain::{RetryPolicy, Timestamp, WebhookId, WebhookOrdering};
 use crate::erasure::Erasures;
 use crate::store::{AttemptRecord, ClaimedDelivery, NextStep, Release};
 use crate::telemetry::Metrics;
@@ -75,6 +75,7 @@ pub async fn work(
                 duration_ms = report.attempt.duration_ms, ?next, "attempt finished");
         });
         let record = AttemptRecord {
+            ordered: claim.webhook.ordering != WebhookOrdering::None,
             delivery_id: claim.delivery_id,
             webhook_id: webhook.clone(),
             lease: claim.lease,

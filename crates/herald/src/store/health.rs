@@ -66,6 +66,7 @@ mod tests {
             },
             next,
             gone: false,
+            ordered: false,
         }
     }
 

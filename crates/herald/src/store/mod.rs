@@ -10,7 +10,8 @@
 //! `tasks`), so a diff of the two shows their dialects; what they share is here: the column
 //! lists and row mapping ([`rows`]), the per-webhook caps ([`caps`]), the hand-over to the dispatcher
 //! ([`handoff`]), failure records ([`health`]), operator events ([`operator`]), the group-commit
-//! channel ([`group_commit`]) and background tasks' columns and delivery filters ([`tasks`]).
+//! channel ([`group_commit`]), background tasks' columns and delivery filters ([`tasks`]), and
+//! the claims' rule for ordered deliveries ([`ordering`]).
 
 mod caps;
 pub mod erasure;
@@ -20,6 +21,7 @@ mod handoff;
 mod health;
 mod open;
 pub mod operator;
+mod ordering;
 pub mod postgres;
 mod rows;
 pub mod seal;
@@ -29,7 +31,7 @@ mod tasks;
 mod traits;
 mod types;
 
-use crate::domain::{AccountId, Event, EventId, Job, JobRef, Timestamp};
+use crate::domain::{AccountId, Event, EventId, Job, JobRef, OrderingKey, Timestamp};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
@@ -49,7 +51,7 @@ pub use traits::{
 pub use types::{
     ApiKeyInfo, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, FoundKey,
     HealthPolicy, Idempotency, JobCreated, JobCursor, JobUpdate, LinkRedeemed, NewApiKey, NewEvent,
-    NewPortalLink, NewPortalSession, NextStep, PORTAL_PRUNE_BATCH, Page, PageRequest,
+    NewPortalLink, NewPortalSession, NextStep, PORTAL_PRUNE_BATCH, Page, PageEvent, PageRequest,
     PortalSession, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
     ReplayPage, RetryRequest,
 };
@@ -69,6 +71,7 @@ impl NewEvent {
             idempotency: None,
             job: None,
             only_webhook: None,
+            ordering_key: None,
         }
     }
 
@@ -81,6 +84,7 @@ impl NewEvent {
             id: job.id.clone(),
             terminal: job.status.is_terminal(),
         });
+        e.ordering_key = Some(OrderingKey::from_trusted(job.id.clone()));
         e
     }
 

@@ -12,7 +12,8 @@
 use super::{AttemptRecord, NewEvent, NextStep};
 use crate::domain::{
     AccountId, Attempt, EventFilter, EventTypeInfo, PayloadFormat, RetryPolicy, SigningMode,
-    SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookOrdering, WebhookStatus,
+    WebhookUrl,
 };
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -85,6 +86,7 @@ pub fn webhook(
         previous_secret: None,
         disabled_reason: None,
         failing_since: None,
+        ordering: WebhookOrdering::None,
     }
 }
 
@@ -279,6 +281,7 @@ pub fn described() -> Vec<EventTypeInfo> {
         },
         next: NextStep::Failed,
         gone: false,
+        ordered: false,
     }];
     let exhausted = Exhausted {
         delivery_id: delivery.to_string(),
@@ -398,6 +401,7 @@ mod tests {
             },
             next,
             gone: false,
+            ordered: false,
         }
     }
 

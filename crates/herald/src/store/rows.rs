@@ -7,7 +7,7 @@ use crate::domain::retry::StoredPolicy;
 use crate::domain::{
     Account, AccountId, ApiKeyId, Attempt, AttemptId, Delivery, DeliveryId, DeliveryStatus,
     ErrorKind, Event, EventFilter, EventId, PayloadFormat, RetryPolicy, SigningSecret, Timestamp,
-    Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    Webhook, WebhookId, WebhookKind, WebhookOrdering, WebhookStatus, WebhookUrl,
 };
 use serde_json::value::RawValue;
 
@@ -92,6 +92,7 @@ columns! {
         previous_secret_until: Option<i64>,
         disabled_reason: Option<String>,
         failing_since: Option<i64>,
+        ordering: String,
     }
 }
 
@@ -201,6 +202,8 @@ impl WebhookColumns {
             },
             disabled_reason: self.disabled_reason,
             failing_since: self.failing_since.map(Timestamp::from_millis),
+            ordering: WebhookOrdering::parse(&self.ordering)
+                .ok_or_else(|| corrupt("webhook ordering", &self.ordering))?,
         })
     }
 }

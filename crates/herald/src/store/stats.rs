@@ -263,6 +263,7 @@ mod tests {
             },
             next: NextStep::Failed,
             gone: false,
+            ordered: false,
         }
     }
 

@@ -19,9 +19,27 @@
 //!
 //! A listener webhook (`herald listen`) counts as claimable only for the node holding its stream
 //! (`listener_node`): every other node sees it as it sees a disabled webhook, left out.
+//!
+//! An ordered delivery is picked only while it heads its key ([`heads_its_key`]), and that holds
+//! across nodes under READ COMMITTED with `SKIP LOCKED`, because of how a key's deliveries move:
+//! - Each claim statement reads one snapshot, in which a key has at most one head: the pending
+//!   delivery with the smallest `seq`, and only if no other of the key is leased. A head stays
+//!   `pending` while it is leased and retried, so in every committed state the next one is not a
+//!   head; it becomes one only when a result commits the head `succeeded` or `failed`.
+//! - Two nodes that see the same head race for its row lock: one locks it, the other skips it
+//!   (`SKIP LOCKED`); if the first has committed by the time the second reaches the row, the
+//!   row is re-checked in its new version (`locked_until` is now ahead) and left out. Either
+//!   way one lease.
+//! - A snapshot taken before a head's result commits still sees it pending: that claim leaves
+//!   the next one alone (a later claim takes it; the node that wrote the result is woken by it).
+//!   One taken after sees the result and the next head. No snapshot shows two heads of a key.
+//! - `seq` comes from one sequence, so a publish made after another was answered has the larger
+//!   one, whichever node took it. Two publishes that race have no order to keep; should the later
+//!   `seq` commit first and be leased, the other waits for it (the "in flight" test).
 
 use super::PgStore;
 use crate::domain::{DeliveryId, WebhookId};
+use crate::store::ordering::heads_its_key;
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_row};
 use crate::store::{ClaimRequest, ClaimedDelivery, StoreResult};
 use sqlx::{AssertSqlSafe, Row};
@@ -50,26 +68,35 @@ const PENDING_WEBHOOKS: &str = "WITH RECURSIVE hooks(id, n) AS (
 
 /// `picked` for a claim webhook by webhook: up to `room` ($5) due deliveries of each webhook
 /// ($4), oldest first, skipping rows another claim holds; listener webhooks of this node ($6)
-/// only.
-const PICK_BY_WEBHOOK: &str = "picked AS (
+/// only; ordered ones only while they head their key.
+fn pick_by_webhook() -> String {
+    format!(
+        "picked AS (
        SELECT d.id FROM UNNEST($4::text[], $5::int8[]) AS h(id, room)
        JOIN webhooks w ON w.id = h.id AND w.status = 'active'
          AND (w.listener_node IS NULL OR w.listener_node = $6)
        CROSS JOIN LATERAL (
          SELECT d.id FROM deliveries d
          WHERE d.webhook_id = h.id AND d.status = 'pending' AND d.next_attempt_at <= $3
-           AND (d.locked_until IS NULL OR d.locked_until <= $3)
+           AND (d.locked_until IS NULL OR d.locked_until <= $3) AND {}
          ORDER BY d.next_attempt_at LIMIT h.room
-         FOR UPDATE OF d SKIP LOCKED) d)";
+         FOR UPDATE OF d SKIP LOCKED) d)",
+        heads_its_key("$3")
+    )
+}
 
 /// `picked` for a claim in due order: a window of the claim's size ($5) of due deliveries, less
 /// those of webhooks left out ($4: at their cap, or not active), skipping rows another claim
 /// holds; then each webhook's share cut to its room: the cap ($6) less what it has in flight
-/// ($7, $8); listener webhooks of this node ($9) only.
-const PICK_IN_DUE_ORDER: &str = "due AS (
+/// ($7, $8); listener webhooks of this node ($9) only; ordered ones only while they head their
+/// key.
+fn pick_in_due_order() -> String {
+    format!(
+        "due AS (
        SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d
        WHERE d.status = 'pending' AND d.next_attempt_at <= $3
          AND (d.locked_until IS NULL OR d.locked_until <= $3) AND d.webhook_id <> ALL($4::text[])
+         AND {}
        ORDER BY d.next_attempt_at LIMIT $5
        FOR UPDATE SKIP LOCKED),
      picked AS (
@@ -80,7 +107,10 @@ const PICK_IN_DUE_ORDER: &str = "due AS (
          FROM due JOIN webhooks w ON w.id = due.webhook_id AND w.status = 'active'
            AND (w.listener_node IS NULL OR w.listener_node = $9)
          LEFT JOIN UNNEST($7::text[], $8::int8[]) AS f(id, used) ON f.id = due.webhook_id) ranked
-       WHERE n <= room)";
+       WHERE n <= room)",
+        heads_its_key("$3")
+    )
+}
 
 /// Leases what `pick` chose (lease $1 until $2) and returns it with its event and webhook. The
 /// lookups are `LATERAL … OFFSET 0`, which the planner cannot turn into a hash join that reads
@@ -107,8 +137,9 @@ fn claim_statement(pick: &str) -> String {
     )
 }
 
-static CLAIM_BY_WEBHOOK: LazyLock<String> = LazyLock::new(|| claim_statement(PICK_BY_WEBHOOK));
-static CLAIM_IN_DUE_ORDER: LazyLock<String> = LazyLock::new(|| claim_statement(PICK_IN_DUE_ORDER));
+static CLAIM_BY_WEBHOOK: LazyLock<String> = LazyLock::new(|| claim_statement(&pick_by_webhook()));
+static CLAIM_IN_DUE_ORDER: LazyLock<String> =
+    LazyLock::new(|| claim_statement(&pick_in_due_order()));
 
 /// How one claim picks, from the webhooks with pending work and what is in flight.
 #[derive(Debug, PartialEq)]

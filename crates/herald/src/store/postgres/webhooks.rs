@@ -142,7 +142,7 @@ impl Webhooks for PgStore {
         let done = sqlx::query(
             "UPDATE webhooks SET url = $1, events = $2, secret = $3, description = $4, retry = $5,
              status = $6, updated_at = $7, signing = $8, format = $9, previous_secret = $10,
-             previous_secret_until = $11, disabled_reason = $12
+             previous_secret_until = $11, disabled_reason = $12, ordering = $15
              WHERE id = $13 AND account_id = $14 AND deleted_at IS NULL",
         )
         .bind(w.url.as_str())
@@ -159,6 +159,7 @@ impl Webhooks for PgStore {
         .bind(&w.disabled_reason)
         .bind(w.id.as_str())
         .bind(w.account_id.as_str())
+        .bind(w.ordering.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -211,7 +212,7 @@ pub(super) async fn insert_webhook_or(
     let v = WebhookValues::of(w, sealer);
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) {on_conflict}"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) {on_conflict}"
     )))
     .bind(w.id.as_str())
     .bind(w.account_id.as_str())
@@ -231,6 +232,7 @@ pub(super) async fn insert_webhook_or(
     .bind(v.previous_secret_until)
     .bind(&w.disabled_reason)
     .bind(w.failing_since.map(Timestamp::millis))
+    .bind(w.ordering.as_str())
     .execute(conn)
     .await?;
     Ok(())

@@ -154,7 +154,7 @@ impl Webhooks for SqliteStore {
                 .prepare_cached(
                     "UPDATE webhooks SET url = ?, events = ?, secret = ?, description = ?, retry = ?, status = ?,
                      updated_at = ?, signing = ?, format = ?, previous_secret = ?, previous_secret_until = ?,
-                     disabled_reason = ? WHERE id = ? AND account_id = ? AND deleted_at IS NULL",
+                     disabled_reason = ?, ordering = ? WHERE id = ? AND account_id = ? AND deleted_at IS NULL",
                 )?
                 .execute(rusqlite::params![
                     w.url.as_str(),
@@ -169,6 +169,7 @@ impl Webhooks for SqliteStore {
                     &v.previous_secret,
                     v.previous_secret_until,
                     &w.disabled_reason,
+                    w.ordering.as_str(),
                     w.id.as_str(),
                     w.account_id.as_str(),
                 ])?;
@@ -224,7 +225,7 @@ pub(super) fn insert_webhook_or(
 ) -> StoreResult<()> {
     let v = WebhookValues::of(w, sealer);
     conn.prepare_cached(&format!(
-        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {on_conflict}"
+        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {on_conflict}"
     ))?
     .execute(rusqlite::params![
         w.id.as_str(),
@@ -245,6 +246,7 @@ pub(super) fn insert_webhook_or(
         v.previous_secret_until,
         &w.disabled_reason,
         w.failing_since.map(Timestamp::millis),
+        w.ordering.as_str(),
     ])?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use common::{Backend, TestEnv};
 use herald::domain::{
     Account, AccountId, ApiKeyId, Attempt, AttemptId, DeliveryStatus, EventFilter, Job, JobPatch,
     JobStatus, PayloadFormat, RetryPolicy, SigningMode, SigningSecret, Timestamp, Webhook,
-    WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    WebhookId, WebhookKind, WebhookOrdering, WebhookStatus, WebhookUrl,
 };
 use herald::store::{
     self, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, DynStore, EventQuery,
@@ -204,6 +204,7 @@ fn webhook(
         previous_secret: None,
         disabled_reason: None,
         failing_since: None,
+        ordering: WebhookOrdering::None,
     }
 }
 
@@ -231,6 +232,7 @@ fn result(
         },
         next,
         gone: status == 410,
+        ordered: false,
     }
 }
 
@@ -246,6 +248,7 @@ fn per_webhook(claims: &[ClaimedDelivery]) -> BTreeMap<WebhookId, usize> {
 mod erasure;
 mod listeners;
 mod operator;
+mod ordering;
 mod portal;
 mod publish;
 mod queue;

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod backlog;
+mod ordering;
 pub use backlog::backlog;
+pub use ordering::ordering;
 
 /// What every scenario shares.
 pub struct Ctx {
@@ -108,6 +110,8 @@ struct Hook<'a> {
     url: String,
     events: &'a [&'a str],
     retry: Option<Value>,
+    /// `none`, `key` or `fifo`; Herald's default (`none`) if `None`.
+    ordering: Option<&'a str>,
 }
 
 async fn setup(server: &Server, hooks: &[Hook<'_>]) -> anyhow::Result<Fixture> {
@@ -128,6 +132,9 @@ async fn setup(server: &Server, hooks: &[Hook<'_>]) -> anyhow::Result<Fixture> {
         let mut body = json!({ "url": hook.url, "events": hook.events });
         if let Some(retry) = &hook.retry {
             body["retry"] = retry.clone();
+        }
+        if let Some(ordering) = hook.ordering {
+            body["ordering"] = json!(ordering);
         }
         conn.json(&post("/v1/webhooks", &key, body))
             .await
@@ -178,6 +185,7 @@ fn ok_hook<'a>(receiver: &Receiver, stream: &str) -> Hook<'a> {
         url: receiver.url(stream),
         events: &["*"],
         retry: None,
+        ordering: None,
     }
 }
 
@@ -425,11 +433,13 @@ pub async fn isolation(ctx: &Ctx, rate: f64, secs: f64, hang: Duration) -> anyho
                 url: receiver.url("hang"),
                 events: &["*"],
                 retry: Some(bad_retry.clone()),
+                ordering: None,
             },
             Hook {
                 url: receiver.url("fail"),
                 events: &["*"],
                 retry: Some(bad_retry),
+                ordering: None,
             },
         ],
     )

@@ -54,16 +54,17 @@ const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off; \
                            SET LOCAL plan_cache_mode = force_custom_plan; \
                            SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off";
 
-/// The webhooks with pending deliveries (leased or not, due or not), and whether each is
-/// active and claimable by this node ($2): a loose index scan over
-/// `deliveries_pending_by_webhook`, one index seek per webhook.
+/// The webhooks with pending deliveries (leased or not, due or not), whether each is active and
+/// claimable by this node ($2), and whether it is `fifo` (one delivery at a time): a loose index
+/// scan over `deliveries_pending_by_webhook`, one index seek per webhook.
 const PENDING_WEBHOOKS: &str = "WITH RECURSIVE hooks(id, n) AS (
        (SELECT webhook_id, 1 FROM deliveries WHERE status = 'pending' ORDER BY webhook_id LIMIT 1)
        UNION ALL
        SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > hooks.id
                ORDER BY webhook_id LIMIT 1), n + 1
        FROM hooks WHERE hooks.id IS NOT NULL AND n < $1)
-     SELECT h.id, w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = $2) AS active
+     SELECT h.id, w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = $2) AS active,
+            w.ordering = 'fifo' AS fifo
      FROM hooks h JOIN webhooks w ON w.id = h.id";
 
 /// `picked` for a claim webhook by webhook: up to `room` ($5) due deliveries of each webhook
@@ -152,19 +153,26 @@ enum Pick {
     InDueOrder { left_out: Vec<String> },
 }
 
+/// A webhook with pending work: its id, whether this node may claim for it, and whether it is
+/// `fifo`.
+type PendingWebhook = (String, bool, bool);
+
 impl Pick {
-    fn of(pending: &[(String, bool)], req: &ClaimRequest) -> Self {
-        let room = |hook: &str| {
+    fn of(pending: &[PendingWebhook], req: &ClaimRequest) -> Self {
+        // A `fifo` webhook has one delivery claimable at most: asking for more would read its
+        // whole backlog to find none (see `heads_its_key`).
+        let room = |hook: &str, fifo: bool| {
             let used = req
                 .in_flight
                 .get(&WebhookId::from_trusted(hook.to_owned()))
                 .copied()
                 .unwrap_or(0);
-            req.per_webhook_cap.saturating_sub(used)
+            let cap = if fifo { 1 } else { req.per_webhook_cap };
+            cap.saturating_sub(used)
         };
         let (mut hooks, mut rooms, mut left_out) = (Vec::new(), Vec::new(), Vec::new());
-        for (hook, active) in pending {
-            match room(hook) {
+        for (hook, active, fifo) in pending {
+            match room(hook, *fifo) {
                 r if r > 0 && *active => {
                     hooks.push(hook.clone());
                     rooms.push(r.min(req.limit) as i64);
@@ -196,7 +204,7 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin_with(CLAIM_BEGIN).await?;
-        let pending: Vec<(String, bool)> = sqlx::query_as(PENDING_WEBHOOKS)
+        let pending: Vec<PendingWebhook> = sqlx::query_as(PENDING_WEBHOOKS)
             .bind(MAX_WEBHOOKS_PER_CLAIM)
             .bind(&req.node)
             .fetch_all(&mut *tx)
@@ -271,8 +279,11 @@ mod tests {
         }
     }
 
-    fn pending(hooks: &[(&str, bool)]) -> Vec<(String, bool)> {
-        hooks.iter().map(|(h, a)| ((*h).to_owned(), *a)).collect()
+    fn pending(hooks: &[(&str, bool)]) -> Vec<PendingWebhook> {
+        hooks
+            .iter()
+            .map(|(h, a)| ((*h).to_owned(), *a, false))
+            .collect()
     }
 
     #[test]
@@ -313,6 +324,24 @@ mod tests {
         left_out.sort();
         left_out.dedup();
         assert_eq!(left_out, ["wh_a", "wh_d"]);
+    }
+
+    #[test]
+    fn a_fifo_webhook_has_room_for_one_and_none_while_one_is_held() {
+        let mut hooks = pending(&[("wh_a", true)]);
+        hooks[0].2 = true;
+        let pick = Pick::of(&hooks, &request(64, &[]));
+        assert_eq!(
+            pick,
+            Pick::ByWebhook {
+                hooks: vec!["wh_a".to_owned()],
+                rooms: vec![1]
+            }
+        );
+        assert_eq!(
+            Pick::of(&hooks, &request(64, &[("wh_a", 1)])),
+            Pick::Nothing
+        );
     }
 
     #[test]

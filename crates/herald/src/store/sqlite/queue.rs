@@ -5,7 +5,7 @@ use super::SqliteStore;
 use super::record::RecordRequest;
 use super::writer::Write;
 use crate::domain::Timestamp;
-use crate::store::ordering::heads_its_key;
+use crate::store::ordering::wakes_the_scheduler;
 use crate::store::rows;
 use crate::store::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, HealthPolicy, Intake, Queue, Release, StoreResult,
@@ -16,14 +16,14 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// Pending deliveries in due order, at most ?1: what the next claim could take, so an
-/// ordered delivery only while it heads its key at ?2 (one waiting behind a head that fails
-/// is due, but the head's retry is what the scheduler waits for).
+/// Pending deliveries in due order, at most ?1, but ordered ones due by ?2 (see
+/// [`wakes_the_scheduler`]): one waiting behind a head that fails is due, yet the head's retry
+/// is what the scheduler waits for.
 static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT d.next_attempt_at, d.locked_until FROM deliveries d
          WHERE d.status = 'pending' AND {} ORDER BY d.next_attempt_at LIMIT ?1",
-        heads_its_key("?2")
+        wakes_the_scheduler("?2")
     )
 });
 

@@ -1,7 +1,8 @@
-//! The ordering scenario (issue 18): J jobs × 3 status changes to one webhook, first unordered,
-//! then with `ordering: "key"` (the job's id as the key), on one server. Ordered deliveries are
-//! never handed over at publish and a key's next waits for its head's result, so the question is
-//! how much throughput that costs: the target is at least half of unordered.
+//! The ordering scenario (issue 18): J jobs × 3 status changes to one webhook, unordered and with
+//! `ordering: "key"` (the job's id as the key), on one server, interleaved (unordered, ordered,
+//! unordered, ordered; each mode's better round counts, so a cold start favours neither). Ordered
+//! deliveries are never handed over at publish and a key's next waits for its head's result, so
+//! the question is how much throughput that costs: the target is at least half of unordered.
 
 use super::*;
 
@@ -17,33 +18,36 @@ pub async fn ordering(ctx: &Ctx, jobs: u64) -> anyhow::Result<Report> {
     let receiver = Receiver::start(free_port()?).await?;
     ctx.ceiling(&receiver, &mut report).await?;
     let server = Server::start(&ctx.spec("ordering", "")).await?;
-    let mut rates = Vec::new();
-    for (mode, stream) in [("none", "unordered"), ("key", "ordered")] {
+    let mut best = [0.0f64; 2];
+    let modes = [("none", "unordered"), ("key", "ordered")];
+    for round in 0..4 {
+        let (mode, stream) = modes[round % 2];
+        let name = format!("{stream}-{}", round / 2 + 1);
         let fixture = setup(
             &server,
             &[Hook {
-                url: receiver.url(stream),
+                url: receiver.url(&name),
                 events: &["*"],
                 retry: None,
-                ordering: Some(mode),
+                // Unordered is the default: the request an existing client sends.
+                ordering: (mode != "none").then_some(mode),
             }],
         )
         .await?;
         let first_us = publish_jobs(&server, &fixture.account, jobs).await?;
         let deliveries = jobs * STATUSES.len() as u64;
-        let got = wait_receipts(ctx, &receiver, stream, deliveries).await?;
+        let got = wait_receipts(ctx, &receiver, &name, deliveries).await?;
         let span = got.last_us.saturating_sub(first_us) as f64 / 1e6;
         let rate = deliveries as f64 / span.max(1e-9);
-        report.add(&format!("{stream}: deliveries/s"), rate);
-        report.add(&format!("{stream}: first publish → last receipt (s)"), span);
-        report.add_latency(
-            &format!("{stream}: publish → receipt"),
-            receipt_latency(&got),
-        );
-        rates.push(rate);
+        report.add(&format!("{name}: deliveries/s"), rate);
+        report.add(&format!("{name}: first publish → last receipt (s)"), span);
+        report.add_latency(&format!("{name}: publish → receipt"), receipt_latency(&got));
+        best[round % 2] = best[round % 2].max(rate);
     }
     store_timings(&server, &mut report, "").await;
-    let ratio = rates[1] / rates[0].max(1e-9);
+    report.add("unordered: deliveries/s (better round)", best[0]);
+    report.add("ordered: deliveries/s (better round)", best[1]);
+    let ratio = best[1] / best[0].max(1e-9);
     report.add("ordered / unordered deliveries/s", ratio);
     report.target(
         "ordering: \"key\" throughput",

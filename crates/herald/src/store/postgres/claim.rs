@@ -36,6 +36,10 @@
 //! - `seq` comes from one sequence, so a publish made after another was answered has the larger
 //!   one, whichever node took it. Two publishes that race have no order to keep; should the later
 //!   `seq` commit first and be leased, the other waits for it (the "in flight" test).
+//!
+//! A claim that finds fewer heads than its room reads the webhook's whole ordered backlog to know
+//! there are no more; a `fifo` webhook has one head at most, so its room is one (none while this
+//! node holds its head), and the scan usually stops at its first row.
 
 use super::PgStore;
 use crate::domain::{DeliveryId, WebhookId};

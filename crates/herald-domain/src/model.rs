@@ -274,6 +274,17 @@ mod tests {
     }
 
     #[test]
+    fn ordered_and_listener_webhooks_take_no_hand_overs() {
+        let mut w = webhook(SigningMode::Standard, SigningSecret::generate());
+        assert!(w.takes_hand_overs());
+        w.ordering = WebhookOrdering::Key;
+        assert!(!w.takes_hand_overs(), "a claim sees what comes before");
+        w.ordering = WebhookOrdering::None;
+        w.kind = WebhookKind::Listener;
+        assert!(!w.takes_hand_overs());
+    }
+
+    #[test]
     fn a_switch_that_keeps_the_key_kind_keeps_the_key() {
         let now = Timestamp::from_millis(1_700_000_000_000);
         let hmac = SigningSecret::generate();

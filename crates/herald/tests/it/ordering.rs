@@ -222,10 +222,54 @@ async fn ordering_and_keys_are_checked_and_shown(backend: Backend) {
     assert_eq!(answer["data"][1]["deliveries"], 1, "{answer}");
 }
 
+async fn events_a_fifo_webhook_missed_are_replayed_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = FlakyReceiver::start(one_key).await;
+    let acme = app.create_account("Acme").await;
+    let since = herald::domain::Timestamp::now()
+        .minus(Duration::from_secs(1))
+        .to_rfc3339();
+    let hook = app
+        .create_webhook(
+            &acme,
+            json!({ "url": receiver.url(), "events": ["tts.completed"], "ordering": "fifo", "retry": retry() }),
+        )
+        .await;
+    let path = format!("/v1/webhooks/{}", hook["id"].as_str().unwrap());
+    let status = |s: &str| json!({ "status": s });
+    let (code, _) = app
+        .call("PATCH", &path, Some(&acme.key), Some(status("disabled")))
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    const MISSED: u64 = 30;
+    for n in 0..MISSED {
+        app.publish(&acme, "tts.completed", json!({ "n": n })).await;
+    }
+    let (code, _) = app
+        .call("PATCH", &path, Some(&acme.key), Some(status("active")))
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, answer) = app
+        .call(
+            "POST",
+            &format!("{path}/replay-missing"),
+            Some(&acme.key),
+            Some(json!({ "since": since })),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{answer}");
+    assert_eq!(answer["deliveries"], MISSED);
+    let firsts = wait_for_firsts(&receiver, MISSED as usize).await;
+    let order: Vec<u64> = firsts.iter().map(|d| d["n"].as_u64().unwrap()).collect();
+    assert_eq!(order, (0..MISSED).collect::<Vec<_>>());
+    assert_eq!(receiver.most_in_flight(), 1);
+}
+
 on_both_backends!(
     each_jobs_statuses_arrive_in_order_and_jobs_in_parallel,
     a_fifo_webhook_gets_every_event_in_publish_order,
     ordering_and_keys_are_checked_and_shown,
+    events_a_fifo_webhook_missed_are_replayed_in_order,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

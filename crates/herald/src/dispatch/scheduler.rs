@@ -5,7 +5,7 @@
 //! since; the loop in [`Scheduler::run`] only waits for the next thing to happen.
 
 use super::Waker;
-use super::lanes::{HOLD_AHEAD, Held, SharedLanes, release_of};
+use super::lanes::{Freed, HOLD_AHEAD, Held, SharedLanes, release_of};
 use super::recorder::Finished;
 use crate::config::DeliverySettings;
 use crate::domain::{Timestamp, WebhookId};
@@ -47,7 +47,7 @@ impl Scheduler<'_> {
     pub async fn run(
         &self,
         jobs: &async_channel::Sender<ClaimedDelivery>,
-        freed: &mut mpsc::UnboundedReceiver<WebhookId>,
+        freed: &mut mpsc::UnboundedReceiver<Freed>,
         done: &mpsc::Sender<Finished>,
         shutdown: &CancellationToken,
     ) {
@@ -85,11 +85,11 @@ impl Scheduler<'_> {
                         }
                     }
                 }
-                Some(webhook) = freed.recv() => {
+                Some(slot) = freed.recv() => {
                     let mut held = lanes.lock();
-                    let mut low = held.finished(&webhook);
-                    while let Ok(webhook) = freed.try_recv() {
-                        low |= held.finished(&webhook);
+                    let mut low = held.finished(&slot);
+                    while let Ok(slot) = freed.try_recv() {
+                        low |= held.finished(&slot);
                     }
                     pacing.freed(low);
                 }
@@ -125,9 +125,9 @@ impl Scheduler<'_> {
             if Timestamp::now() > held.start_by {
                 // Held too long: the lease could run out mid-attempt and another node take
                 // the delivery. Give it back; it is claimed again with a fresh lease.
-                let webhook = held.claim.webhook.id.clone();
+                let slot = Freed::of(&held.claim);
                 let _ = done.send(Finished::Released(release_of(held.claim))).await;
-                self.lanes.lock().finished(&webhook);
+                self.lanes.lock().finished(&slot);
                 continue;
             }
             if jobs.send(held.claim).await.is_err() {

@@ -3,10 +3,10 @@
 //! the result to the recorder. Deliveries of an account being erased are not attempted, and an
 //! attempt of one under way when its account is marked is cut off ([`Erasures`]).
 
-use super::lanes::release_of;
+use super::lanes::{Freed, release_of};
 use super::recorder::Finished;
 use super::sender::{AttemptReport, Sender};
-use crate::domain::{RetryPolicy, Timestamp, WebhookId, WebhookOrdering};
+use crate::domain::{RetryPolicy, Timestamp, WebhookOrdering};
 use crate::erasure::Erasures;
 use crate::store::{AttemptRecord, ClaimedDelivery, NextStep, Release};
 use crate::telemetry::Metrics;
@@ -22,7 +22,7 @@ use tracing::{Instrument, debug_span};
 pub async fn work(
     jobs: async_channel::Receiver<ClaimedDelivery>,
     done: mpsc::Sender<Finished>,
-    freed: mpsc::UnboundedSender<WebhookId>,
+    freed: mpsc::UnboundedSender<Freed>,
     aborted: mpsc::UnboundedSender<Release>,
     sender: Arc<Sender>,
     erasures: Arc<Erasures>,
@@ -31,9 +31,10 @@ pub async fn work(
 ) {
     while let Ok(claim) = jobs.recv().await {
         let webhook = claim.webhook.id.clone();
+        let slot = Freed::of(&claim);
         if shutdown.is_cancelled() || erasures.contains(&claim.event.account) {
             let _ = done.send(Finished::Released(release_of(claim))).await;
-            let _ = freed.send(webhook);
+            let _ = freed.send(slot);
             continue;
         }
         // At debug level: the attempt's own events are debug ones, and at the default level an
@@ -59,7 +60,7 @@ pub async fn work(
         let Some(report) = report else {
             in_flight.finished();
             let _ = done.send(Finished::Released(release_of(claim))).await;
-            let _ = freed.send(webhook);
+            let _ = freed.send(slot);
             continue;
         };
         metrics.attempt_finished(&report.outcome, started.elapsed());
@@ -88,7 +89,7 @@ pub async fn work(
         // and then its lease must be given back.
         in_flight.finished();
         // The webhook's slot is free as soon as the attempt ends; the result is written apart.
-        let _ = freed.send(webhook);
+        let _ = freed.send(slot);
     }
 }
 

@@ -17,6 +17,7 @@ mod delivery;
 mod erasure;
 mod event_schemas;
 mod flood;
+mod fresh_first;
 mod health;
 mod hostile;
 mod jitter;

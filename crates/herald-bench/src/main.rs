@@ -114,6 +114,12 @@ enum Scenario {
         #[arg(long, default_value_t = 60_000)]
         down_timeout_ms: u64,
     },
+    /// J jobs × 3 status changes to one webhook, unordered then `ordering: "key"`: the ratio of
+    /// their deliveries/s.
+    Ordering {
+        #[arg(long, default_value_t = 200)]
+        jobs: u64,
+    },
     /// The receiver process (started by the scenarios).
     #[command(hide = true)]
     Receiver {
@@ -182,6 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             events,
             down_timeout_ms,
         } => scenarios::backlog(&ctx, events, Duration::from_millis(down_timeout_ms)).await?,
+        Scenario::Ordering { jobs } => scenarios::ordering(&ctx, jobs).await?,
         Scenario::Receiver { .. } => unreachable!("handled before the runtime starts"),
     };
     report.print();

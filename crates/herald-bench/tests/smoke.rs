@@ -156,3 +156,12 @@ fn backlog_fills_restarts_and_drains() {
     assert!(number(&r, "restart: ready in (s)") > 0.0);
     assert!(number(&r, "drain: deliveries/s") > 0.0);
 }
+
+#[test]
+fn ordering_compares_ordered_and_unordered_throughput() {
+    let r = run(&["ordering", "--jobs", "20"]);
+    assert!(number(&r, "unordered: deliveries/s (better round)") > 0.0);
+    assert!(number(&r, "ordered: deliveries/s (better round)") > 0.0);
+    assert_eq!(result(&r, "ordered-2: publish → receipt")["count"], 60);
+    assert!(number(&r, "ordered / unordered deliveries/s") > 0.0);
+}

@@ -15,6 +15,7 @@ pub mod job;
 pub mod model;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod ordering;
 pub mod outcome;
 pub mod retry;
 pub mod routing;
@@ -30,6 +31,7 @@ pub use flow::RateLimit;
 pub use ids::{AccountId, ApiKeyId, AttemptId, DeliveryId, EventId, TaskId, WebhookId};
 pub use job::{Job, JobPatch, JobStatus};
 pub use model::{Account, Attempt, Delivery, DeliveryStatus, Event, Webhook, WebhookStatus};
+pub use ordering::{OrderingKey, WebhookOrdering};
 pub use outcome::{AttemptOutcome, ErrorKind};
 pub use retry::{Jitter, RetryOn, RetryPolicy, RetryPolicyDoc};
 pub use routing::{JobRef, Route};

@@ -4,6 +4,7 @@ use super::contract::{PayloadFormat, SigningMode, WebhookKind};
 use super::event_type::EventFilter;
 use super::flow::RateLimit;
 use super::ids::{AccountId, AttemptId, DeliveryId, EventId, WebhookId};
+use super::ordering::WebhookOrdering;
 use super::outcome::ErrorKind;
 use super::retry::RetryPolicy;
 use super::secret::SigningSecret;
@@ -72,16 +73,21 @@ pub struct Webhook {
     pub failing_since: Option<Timestamp>,
     /// At most this many deliveries a second, across all nodes (`None`: no limit).
     pub rate_limit: Option<RateLimit>,
+    /// Whether its deliveries go in publish order, per key or all of them.
+    pub ordering: WebhookOrdering,
 }
 
 impl Webhook {
     /// Whether publishing may hand this webhook's new deliveries straight to the publishing
     /// node's dispatcher. When not, they are left to the claims, which see the whole queue: a
-    /// listener's deliveries go down its stream, on the node holding it.
+    /// listener's deliveries go down its stream, on the node holding it; an ordered webhook's
+    /// must wait behind the earlier ones of their key, which only a claim sees.
     pub fn takes_hand_overs(&self) -> bool {
         // A rate-limited webhook's allowance is taken in the claims' transactions, so its
         // deliveries all go through them.
-        self.kind != WebhookKind::Listener && self.rate_limit.is_none()
+        self.kind != WebhookKind::Listener
+            && self.rate_limit.is_none()
+            && self.ordering == WebhookOrdering::None
     }
 
     /// The secrets that sign a delivery made at `now`: the current one, and the previous one
@@ -237,6 +243,7 @@ mod tests {
             disabled_reason: None,
             failing_since: None,
             rate_limit: None,
+            ordering: WebhookOrdering::None,
         }
     }
 
@@ -272,6 +279,17 @@ mod tests {
             Duration::ZERO,
         );
         assert_eq!(kinds(&w, now), [true], "no grace asked for");
+    }
+
+    #[test]
+    fn ordered_and_listener_webhooks_take_no_hand_overs() {
+        let mut w = webhook(SigningMode::Standard, SigningSecret::generate());
+        assert!(w.takes_hand_overs());
+        w.ordering = WebhookOrdering::Key;
+        assert!(!w.takes_hand_overs(), "a claim sees what comes before");
+        w.ordering = WebhookOrdering::None;
+        w.kind = WebhookKind::Listener;
+        assert!(!w.takes_hand_overs());
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub async fn backlog(ctx: &Ctx, events: u64, hang: Duration) -> anyhow::Result<R
             url: format!("http://127.0.0.1:{port}/hook/ok"),
             events: &["*"],
             retry: Some(retry),
+            ordering: None,
         }],
     )
     .await?;

@@ -77,11 +77,13 @@ async fn beside_bad(
                 url: receiver.url("hang"),
                 events: &["*"],
                 retry: Some(bad_retry.clone()),
+                ordering: None,
             },
             Hook {
                 url: receiver.url("fail"),
                 events: &["*"],
                 retry: Some(bad_retry),
+                ordering: None,
             },
         ],
     )
@@ -157,11 +159,13 @@ async fn beside_retries(
                 url: receiver.url("beside-retries"),
                 events: &["tts.*"],
                 retry: None,
+                ordering: None,
             },
             Hook {
                 url: receiver.url("fail-first"),
                 events: &["stt.*"],
                 retry: Some(json!({ "schedule": [format!("{delay}s")] })),
+                ordering: None,
             },
         ],
     )

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 mod backlog;
 mod isolation;
+mod ordering;
 pub use backlog::backlog;
 pub use isolation::isolation;
+pub use ordering::ordering;
 
 /// What every scenario shares.
 pub struct Ctx {
@@ -114,6 +116,8 @@ struct Hook<'a> {
     url: String,
     events: &'a [&'a str],
     retry: Option<Value>,
+    /// `none`, `key` or `fifo`; Herald's default (`none`) if `None`.
+    ordering: Option<&'a str>,
 }
 
 async fn setup(server: &Server, hooks: &[Hook<'_>]) -> anyhow::Result<Fixture> {
@@ -135,6 +139,9 @@ async fn setup(server: &Server, hooks: &[Hook<'_>]) -> anyhow::Result<Fixture> {
         let mut body = json!({ "url": hook.url, "events": hook.events });
         if let Some(retry) = &hook.retry {
             body["retry"] = retry.clone();
+        }
+        if let Some(ordering) = hook.ordering {
+            body["ordering"] = json!(ordering);
         }
         let created = conn
             .json(&post("/v1/webhooks", &key, body))
@@ -189,6 +196,7 @@ fn ok_hook<'a>(receiver: &Receiver, stream: &str) -> Hook<'a> {
         url: receiver.url(stream),
         events: &["*"],
         retry: None,
+        ordering: None,
     }
 }
 

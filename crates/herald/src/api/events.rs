@@ -3,7 +3,7 @@
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Actor, ApiJson, ApiQuery, parse_json};
 use super::{AppState, ListBody, page_request};
-use crate::domain::{AccountId, EventId, EventType, Timestamp};
+use crate::domain::{AccountId, EventId, EventType, OrderingKey, Timestamp};
 use crate::store::{EventQuery, Idempotency, NewEvent, Published};
 use crate::telemetry::StoreOp;
 use axum::Json;
@@ -46,6 +46,10 @@ struct PublishBody {
     /// When it happened, if not now (RFC 3339).
     #[schema(format = DateTime)]
     timestamp: Option<String>,
+    /// 1 to 200 characters. Webhooks with `ordering: "key"` get the events of one key one at a
+    /// time, in publish order (a job's status events use the job's id).
+    #[schema(min_length = 1, max_length = 200, example = "tts-123")]
+    ordering_key: Option<String>,
 }
 
 /// A published event.
@@ -108,6 +112,11 @@ fn prepare(
         })?,
         None => Timestamp::now(),
     };
+    let ordering_key = body
+        .ordering_key
+        .as_deref()
+        .map(|k| OrderingKey::parse(k).map_err(|e| ApiError::invalid("ordering_key", e)))
+        .transpose()?;
     let idempotency = key.map(|key| {
         let mut h = Sha256::new();
         for part in [
@@ -118,6 +127,11 @@ fn prepare(
             h.update(part.as_bytes());
             h.update([0]);
         }
+        // Only when given, so fingerprints of requests without one stay as they were.
+        if let Some(k) = &ordering_key {
+            h.update(b"ordering_key\0");
+            h.update(k.as_str().as_bytes());
+        }
         Idempotency {
             key,
             fingerprint: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
@@ -127,6 +141,7 @@ fn prepare(
     Ok(NewEvent {
         timestamp,
         idempotency,
+        ordering_key,
         ..NewEvent::new(account, event_type.as_str().to_owned(), body.data)
     })
 }
@@ -242,6 +257,8 @@ struct BatchItem {
     #[schema(format = DateTime)]
     timestamp: Option<String>,
     idempotency_key: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
+    ordering_key: Option<String>,
 }
 
 /// The results of a batch, one per event in request order.
@@ -315,6 +332,7 @@ async fn publish_batch(
                 event_type: item.event_type,
                 data: item.data,
                 timestamp: item.timestamp,
+                ordering_key: item.ordering_key,
             };
             prepare(&state, account, body, key)
         }

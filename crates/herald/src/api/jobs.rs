@@ -9,7 +9,7 @@ use crate::domain::job::valid_job_id;
 use crate::domain::shown::shown;
 use crate::domain::{
     Job, JobPatch, JobStatus, SigningMode, SigningSecret, Timestamp, Webhook, WebhookId,
-    WebhookKind, WebhookStatus, WebhookUrl,
+    WebhookKind, WebhookOrdering, WebhookStatus, WebhookUrl,
 };
 use crate::store::{JobCreated, JobUpdate};
 use axum::Json;
@@ -107,6 +107,7 @@ async fn job_webhook(state: &AppState, job: &Job, url: WebhookUrl) -> ApiResult<
         disabled_reason: None,
         failing_since: None,
         rate_limit: None,
+        ordering: WebhookOrdering::None,
     })
 }
 

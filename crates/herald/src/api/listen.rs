@@ -17,7 +17,7 @@ use super::extract::{Actor, ApiQuery};
 use super::webhooks::parse_filters;
 use crate::domain::{
     EventFilter, SigningMode, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind,
-    WebhookStatus, WebhookUrl,
+    WebhookOrdering, WebhookStatus, WebhookUrl,
 };
 use crate::listen::protocol::Ready;
 use axum::extract::State;
@@ -213,5 +213,6 @@ fn listener_webhook(
         disabled_reason: None,
         failing_since: None,
         rate_limit: None,
+        ordering: WebhookOrdering::None,
     })
 }

@@ -6,7 +6,7 @@ use super::extract::{Actor, ApiJson, ApiQuery, object_only};
 use super::webhook_secrets::{KeyView, parse_grace};
 use crate::domain::{
     AccountId, EventFilter, SigningMode, SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind,
-    WebhookStatus, WebhookUrl,
+    WebhookOrdering, WebhookStatus, WebhookUrl,
 };
 use axum::Json;
 use axum::extract::State;
@@ -147,6 +147,7 @@ pub(crate) async fn set_callback_url(
             disabled_reason: None,
             failing_since: None,
             rate_limit: None,
+            ordering: WebhookOrdering::None,
         },
     };
     Ok(state.store.set_callback_webhook(&webhook).await?)

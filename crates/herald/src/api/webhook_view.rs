@@ -3,7 +3,7 @@
 use crate::domain::flow::FlowState;
 use crate::domain::{
     AccountId, EventFilter, PayloadFormat, RateLimit, RetryPolicyDoc, SigningMode, Timestamp,
-    Webhook, WebhookId, WebhookKind, WebhookStatus,
+    Webhook, WebhookId, WebhookKind, WebhookOrdering, WebhookStatus,
 };
 use crate::store::WebhookFlow;
 use serde::Serialize;
@@ -32,6 +32,8 @@ pub struct WebhookView {
     #[serde(skip_serializing_if = "Option::is_none")]
     disabled_reason: Option<String>,
     updated_at: Timestamp,
+    /// Whether deliveries go in publish order: `none`, per event `ordering_key`, or `fifo`.
+    ordering: WebhookOrdering,
     /// At most this many deliveries a second, across all nodes; `null`: no limit.
     rate_limit: Option<RateLimit>,
     /// Whether its deliveries go now, how many wait, and when the next may go (shown by
@@ -108,6 +110,7 @@ impl From<Webhook> for WebhookView {
             updated_at: w.updated_at,
             rate_limit: w.rate_limit,
             flow: None,
+            ordering: w.ordering,
         }
     }
 }

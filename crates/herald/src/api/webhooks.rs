@@ -9,7 +9,7 @@ use super::webhook_view::WebhookView;
 use super::{AppState, ListBody, page_request};
 use crate::domain::{
     AccountId, EventFilter, PayloadFormat, RateLimit, RetryPolicy, RetryPolicyDoc, SigningMode,
-    Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    Timestamp, Webhook, WebhookId, WebhookKind, WebhookOrdering, WebhookStatus, WebhookUrl,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -58,6 +58,10 @@ pub(crate) struct CreateWebhook {
     pub(crate) signing: Option<SigningMode>,
     /// `envelope` if left out.
     pub(crate) format: Option<PayloadFormat>,
+    /// `none` if left out: deliveries go in parallel. `key`: one at a time per event
+    /// `ordering_key`, in publish order (keys in parallel). `fifo`: one at a time, in publish
+    /// order.
+    pub(crate) ordering: Option<WebhookOrdering>,
     /// At most this many deliveries a second, across all nodes; none if left out.
     pub(crate) rate_limit: Option<RateLimitDoc>,
 }
@@ -112,6 +116,8 @@ pub(crate) struct UpdateWebhook {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<RateLimitDoc>, nullable)]
     pub(crate) rate_limit: Option<Option<RateLimitDoc>>,
+    /// Deliveries already waiting keep the order they were made with.
+    pub(crate) ordering: Option<WebhookOrdering>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -252,6 +258,7 @@ pub(crate) async fn create_webhook(
         disabled_reason: None,
         failing_since: None,
         rate_limit,
+        ordering: body.ordering.unwrap_or_default(),
     };
     state.store.insert_webhook(&webhook).await?;
     Ok(webhook)
@@ -378,6 +385,9 @@ pub(crate) async fn update_webhook(
     }
     if let Some(doc) = body.rate_limit {
         webhook.rate_limit = parse_rate_limit(doc)?;
+    }
+    if let Some(ordering) = body.ordering {
+        webhook.ordering = ordering;
     }
     let now = Timestamp::now();
     match (&body.signing, &body.grace_period) {

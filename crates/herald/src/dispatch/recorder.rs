@@ -65,7 +65,19 @@ pub async fn record(
         // events) for the dispatcher to send; a recovery's operator event waits for the next
         // look at the queue (`delivery.poll_interval` at most).
         let mut published = false;
+        // An ordered delivery that ended lets the next of its key go: claim it now, not at
+        // the next poll (docs/architecture.md, "Ordering").
+        let mut key_freed = false;
+        // The earliest retry of an ordered head: the scheduler's look at the next due time may
+        // not see it (see `store::ordering::wakes_the_scheduler`), and its key waits for it.
+        let mut head_retry: Option<Timestamp> = None;
         for r in &records {
+            match r.next {
+                NextStep::RetryAt(at) if r.ordered => {
+                    head_retry = Some(head_retry.map_or(at, |h| h.min(at)));
+                }
+                _ => key_freed |= r.ordered,
+            }
             match r.next {
                 NextStep::Succeeded => metrics.deliveries_succeeded.increment(1),
                 NextStep::Failed => {
@@ -83,8 +95,16 @@ pub async fn record(
             .await;
         }
         // A retry may be due at once, and a released delivery is: look at the queue again.
-        if retries || published || !releases.is_empty() {
+        if retries || published || key_freed || !releases.is_empty() {
             waker.wake();
+        }
+        if let Some(at) = head_retry {
+            let waker = waker.clone();
+            let wait = Timestamp::now().until(at);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                waker.wake();
+            });
         }
     }
 }

@@ -7,7 +7,7 @@ use super::lanes::{Freed, release_of};
 use super::recorder::Finished;
 use super::sender::{AttemptReport, Sender};
 use crate::domain::flow::pause_asked;
-use crate::domain::{RetryPolicy, Timestamp};
+use crate::domain::{RetryPolicy, Timestamp, WebhookOrdering};
 use crate::erasure::Erasures;
 use crate::store::{AttemptRecord, ClaimedDelivery, NextStep, Release};
 use crate::telemetry::Metrics;
@@ -82,6 +82,7 @@ pub async fn work(
             .map(|wait| Timestamp::now().plus(wait));
         let succeeded = next == NextStep::Succeeded;
         let record = AttemptRecord {
+            ordered: claim.webhook.ordering != WebhookOrdering::None,
             delivery_id: claim.delivery_id,
             webhook_id: webhook.clone(),
             lease: claim.lease,

@@ -67,6 +67,7 @@ mod tests {
             next,
             gone: false,
             pause_until: None,
+            ordered: false,
         }
     }
 

@@ -10,7 +10,8 @@
 //! `tasks`), so a diff of the two shows their dialects; what they share is here: the column
 //! lists and row mapping ([`rows`]), the per-webhook caps ([`caps`]), the hand-over to the dispatcher
 //! ([`handoff`]), failure records ([`health`]), operator events ([`operator`]), the group-commit
-//! channel ([`group_commit`]) and background tasks' columns and delivery filters ([`tasks`]).
+//! channel ([`group_commit`]), background tasks' columns and delivery filters ([`tasks`]), and
+//! the claims' rule for ordered deliveries ([`ordering`]).
 
 mod caps;
 pub mod erasure;
@@ -21,6 +22,7 @@ mod handoff;
 mod health;
 mod open;
 pub mod operator;
+mod ordering;
 pub mod postgres;
 mod rows;
 pub mod seal;
@@ -31,7 +33,7 @@ mod traits;
 mod types;
 pub(crate) use types::PORTAL_LINK_QUERY;
 
-use crate::domain::{AccountId, Event, EventId, Job, JobRef, Timestamp};
+use crate::domain::{AccountId, Event, EventId, Job, JobRef, OrderingKey, Timestamp};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
@@ -52,9 +54,9 @@ pub use traits::{
 pub use types::{
     ApiKeyInfo, AttemptRecord, Claim, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery,
     FoundKey, HealthPolicy, Idempotency, JobCreated, JobCursor, JobUpdate, LinkRedeemed, NewApiKey,
-    NewEvent, NewPortalLink, NewPortalSession, NextStep, Page, PageRequest, PortalSession,
-    PortalTokens, PruneEvents, PrunedEvents, Published, QueueDepth, Release, ReplayMissing,
-    ReplayPage, RetryRequest, WebhookFlow,
+    NewEvent, NewPortalLink, NewPortalSession, NextStep, Page, PageEvent, PageRequest,
+    PortalSession, PortalTokens, PruneEvents, PrunedEvents, Published, QueueDepth, Release,
+    ReplayMissing, ReplayPage, RetryRequest, WebhookFlow,
 };
 
 /// The whole store, shared; each caller takes the part it uses (see [`traits`]).
@@ -72,6 +74,7 @@ impl NewEvent {
             idempotency: None,
             job: None,
             only_webhook: None,
+            ordering_key: None,
         }
     }
 
@@ -84,6 +87,7 @@ impl NewEvent {
             id: job.id.clone(),
             terminal: job.status.is_terminal(),
         });
+        e.ordering_key = Some(OrderingKey::from_trusted(job.id.clone()));
         e
     }
 

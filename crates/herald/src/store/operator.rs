@@ -12,7 +12,8 @@
 use super::{AttemptRecord, NewEvent, NextStep};
 use crate::domain::{
     AccountId, Attempt, EventFilter, EventTypeInfo, PayloadFormat, RetryPolicy, SigningMode,
-    SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    SigningSecret, Timestamp, Webhook, WebhookId, WebhookKind, WebhookOrdering, WebhookStatus,
+    WebhookUrl,
 };
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -86,6 +87,7 @@ pub fn webhook(
         disabled_reason: None,
         failing_since: None,
         rate_limit: None,
+        ordering: WebhookOrdering::None,
     }
 }
 
@@ -281,6 +283,7 @@ pub fn described() -> Vec<EventTypeInfo> {
         next: NextStep::Failed,
         gone: false,
         pause_until: None,
+        ordered: false,
     }];
     let exhausted = Exhausted {
         delivery_id: delivery.to_string(),
@@ -401,6 +404,7 @@ mod tests {
             next,
             gone: false,
             pause_until: None,
+            ordered: false,
         }
     }
 

@@ -7,7 +7,7 @@ use crate::domain::retry::StoredPolicy;
 use crate::domain::{
     Account, AccountId, ApiKeyId, Attempt, AttemptId, Delivery, DeliveryId, DeliveryStatus,
     ErrorKind, Event, EventFilter, EventId, PayloadFormat, RateLimit, RetryPolicy, SigningSecret,
-    Timestamp, Webhook, WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    Timestamp, Webhook, WebhookId, WebhookKind, WebhookOrdering, WebhookStatus, WebhookUrl,
 };
 use serde_json::value::RawValue;
 
@@ -93,7 +93,13 @@ columns! {
         disabled_reason: Option<String>,
         failing_since: Option<i64>,
         rate_limit: Option<String>,
+        ordering: String,
     }
+}
+
+/// How many columns [`WEBHOOK_COLUMNS`] names: an insert's placeholders are counted from it.
+pub(crate) fn webhook_column_count() -> usize {
+    WEBHOOK_COLUMNS.split(", ").count()
 }
 
 /// A webhook's values in [`WEBHOOK_COLUMNS`] order, for inserts and updates; the secret
@@ -208,6 +214,8 @@ impl WebhookColumns {
                 .rate_limit
                 .map(|r| RateLimit::from_json(&r).map_err(|e| corrupt("webhook rate limit", e)))
                 .transpose()?,
+            ordering: WebhookOrdering::parse(&self.ordering)
+                .ok_or_else(|| corrupt("webhook ordering", &self.ordering))?,
         })
     }
 }

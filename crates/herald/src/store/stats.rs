@@ -264,6 +264,7 @@ mod tests {
             next: NextStep::Failed,
             gone: false,
             pause_until: None,
+            ordered: false,
         }
     }
 

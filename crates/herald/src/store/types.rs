@@ -77,6 +77,9 @@ pub struct NewEvent {
     pub job: Option<crate::domain::JobRef>,
     /// Deliver to this webhook only (a test event), not to the subscribers.
     pub only_webhook: Option<WebhookId>,
+    /// The key its deliveries to webhooks ordered by `key` go in order under (a job's status
+    /// events: the job's id).
+    pub ordering_key: Option<crate::domain::OrderingKey>,
 }
 
 /// What a publish did: stored a new event, or found the one an earlier request with the same
@@ -219,6 +222,9 @@ pub struct AttemptRecord {
     pub gone: bool,
     /// The receiver asked (429/503 with `Retry-After`) that the whole webhook wait until then.
     pub pause_until: Option<Timestamp>,
+    /// Its webhook orders deliveries: once this one ends (succeeded or failed), the next of its
+    /// key can be claimed, so the recorder wakes the scheduler.
+    pub ordered: bool,
 }
 
 /// When failing endpoints are disabled, and whether the operator hears of it.
@@ -315,6 +321,22 @@ pub struct ReplayMissing {
     pub now: Timestamp,
 }
 
+/// An event of a `replay-missing` page: its id, type, whether the webhook has a delivery of it,
+/// and its ordering key.
+pub type PageEvent = (String, String, bool, Option<String>);
+
+impl ReplayMissing {
+    /// The ordering key of the delivery made for an event keyed `event_key`, by the webhook's
+    /// ordering as at publish.
+    pub fn delivery_key(&self, event_key: Option<&str>) -> Option<String> {
+        let key = event_key.map(|k| crate::domain::OrderingKey::from_trusted(k.to_owned()));
+        self.webhook
+            .ordering
+            .delivery_key(key.as_ref())
+            .map(str::to_owned)
+    }
+}
+
 /// What a page of `replay-missing` found.
 #[derive(Clone, Debug, Default)]
 pub struct ReplayPage {
@@ -342,18 +364,15 @@ impl ReplayMissing {
             )
     }
 
-    /// Of a page's events (id, type, whether it has a delivery to the webhook already), those
-    /// missing one, and where the next page starts (`None` after a short page).
-    pub fn missing<'a>(
-        &self,
-        events: &'a [(String, String, bool)],
-    ) -> (Vec<&'a (String, String, bool)>, Option<String>) {
+    /// Of a page's events (id, type, whether it has a delivery to the webhook already, ordering
+    /// key), those missing one, and where the next page starts (`None` after a short page).
+    pub fn missing<'a>(&self, events: &'a [PageEvent]) -> (Vec<&'a PageEvent>, Option<String>) {
         let next = (events.len() == self.limit)
             .then(|| events.last().map(|e| e.0.clone()))
             .flatten();
         let missing = events
             .iter()
-            .filter(|(_, kind, has)| !has && self.wants(kind))
+            .filter(|(_, kind, has, _)| !has && self.wants(kind))
             .collect();
         (missing, next)
     }

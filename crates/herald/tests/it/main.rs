@@ -31,6 +31,7 @@ mod metrics;
 mod multinode;
 mod openapi;
 mod operator;
+mod ordering;
 mod pg_outage;
 mod portal;
 mod portal_browser;

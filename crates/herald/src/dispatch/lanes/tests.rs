@@ -3,7 +3,7 @@
 use super::*;
 use crate::domain::{
     AccountId, DeliveryId, Event, EventFilter, EventId, PayloadFormat, RetryPolicy, SigningMode,
-    SigningSecret, Webhook, WebhookKind, WebhookStatus, WebhookUrl,
+    SigningSecret, Webhook, WebhookKind, WebhookOrdering, WebhookStatus, WebhookUrl,
 };
 use futures_util::FutureExt;
 use std::collections::HashSet;
@@ -34,6 +34,7 @@ fn webhook(id: &WebhookId) -> Webhook {
         disabled_reason: None,
         failing_since: None,
         rate_limit: None,
+        ordering: WebhookOrdering::None,
     }
 }
 

@@ -123,6 +123,7 @@ fn pauses_fold_to_the_latest_per_webhook() {
             node: None,
         },
         next: NextStep::Failed,
+        ordered: false,
         gone: false,
         pause_until: pause.map(Timestamp::from_millis),
     };

@@ -19,9 +19,31 @@
 //!
 //! A listener webhook (`herald listen`) counts as claimable only for the node holding its stream
 //! (`listener_node`): every other node sees it as it sees a disabled webhook, left out.
+//!
+//! An ordered delivery is picked only while it heads its key ([`heads_its_key`]), and that holds
+//! across nodes under READ COMMITTED with `SKIP LOCKED`, because of how a key's deliveries move:
+//! - Each claim statement reads one snapshot, in which a key has at most one head: the pending
+//!   delivery with the smallest `seq`, and only if no other of the key is leased. A head stays
+//!   `pending` while it is leased and retried, so in every committed state the next one is not a
+//!   head; it becomes one only when a result commits the head `succeeded` or `failed`.
+//! - Two nodes that see the same head race for its row lock: one locks it, the other skips it
+//!   (`SKIP LOCKED`); if the first has committed by the time the second reaches the row, the
+//!   row is re-checked in its new version (`locked_until` is now ahead) and left out. Either
+//!   way one lease.
+//! - A snapshot taken before a head's result commits still sees it pending: that claim leaves
+//!   the next one alone (a later claim takes it; the node that wrote the result is woken by it).
+//!   One taken after sees the result and the next head. No snapshot shows two heads of a key.
+//! - `seq` comes from one sequence, so a publish made after another was answered has the larger
+//!   one, whichever node took it. Two publishes that race have no order to keep; should the later
+//!   `seq` commit first and be leased, the other waits for it (the "in flight" test).
+//!
+//! A claim that finds fewer heads than its room reads the webhook's whole ordered backlog to know
+//! there are no more; a `fifo` webhook has one head at most, so its room is one (none while this
+//! node holds its head), and the scan usually stops at its first row.
 
 use super::PgStore;
 use crate::domain::{DeliveryId, Timestamp, WebhookId};
+use crate::store::ordering::heads_its_key;
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_row};
 use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, StoreResult};
 use sqlx::{AssertSqlSafe, Row};
@@ -36,9 +58,9 @@ const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off; \
                            SET LOCAL plan_cache_mode = force_custom_plan; \
                            SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off";
 
-/// The webhooks with pending deliveries (leased or not, due or not), and whether each is
-/// active and claimable by this node ($2): a loose index scan over
-/// `deliveries_pending_by_webhook`, one index seek per webhook.
+/// The webhooks with pending deliveries (leased or not, due or not), whether each is active and
+/// claimable by this node ($2), and whether it is `fifo` (one delivery at a time): a loose index
+/// scan over `deliveries_pending_by_webhook`, one index seek per webhook.
 const PENDING_WEBHOOKS: &str = "WITH RECURSIVE hooks(id, n) AS (
        (SELECT webhook_id, 1 FROM deliveries WHERE status = 'pending' ORDER BY webhook_id LIMIT 1)
        UNION ALL
@@ -46,7 +68,7 @@ const PENDING_WEBHOOKS: &str = "WITH RECURSIVE hooks(id, n) AS (
                ORDER BY webhook_id LIMIT 1), n + 1
        FROM hooks WHERE hooks.id IS NOT NULL AND n < $1)
      SELECT h.id, w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = $2) AS active,
-            w.paused_until, w.rate_limit, w.rate_tat, w.probe_at
+            w.ordering = 'fifo' AS fifo, w.paused_until, w.rate_limit, w.rate_tat, w.probe_at
      FROM hooks h JOIN webhooks w ON w.id = h.id";
 
 /// The flow-control columns of the rate-limited webhooks and those whose circuit's probe is due
@@ -63,26 +85,35 @@ const WRITE_GATES: &str = "UPDATE webhooks w SET rate_tat = COALESCE(v.tat, w.ra
 
 /// `picked` for a claim webhook by webhook: up to `room` ($5) due deliveries of each webhook
 /// ($4), oldest first, skipping rows another claim holds; listener webhooks of this node ($6)
-/// only.
-const PICK_BY_WEBHOOK: &str = "picked AS (
+/// only; ordered ones only while they head their key.
+fn pick_by_webhook() -> String {
+    format!(
+        "picked AS (
        SELECT d.id FROM UNNEST($4::text[], $5::int8[]) AS h(id, room)
        JOIN webhooks w ON w.id = h.id AND w.status = 'active'
          AND (w.listener_node IS NULL OR w.listener_node = $6)
        CROSS JOIN LATERAL (
          SELECT d.id FROM deliveries d
          WHERE d.webhook_id = h.id AND d.status = 'pending' AND d.next_attempt_at <= $3
-           AND (d.locked_until IS NULL OR d.locked_until <= $3)
+           AND (d.locked_until IS NULL OR d.locked_until <= $3) AND {}
          ORDER BY d.next_attempt_at LIMIT h.room
-         FOR UPDATE OF d SKIP LOCKED) d)";
+         FOR UPDATE OF d SKIP LOCKED) d)",
+        heads_its_key("$3")
+    )
+}
 
 /// `picked` for a claim in due order: a window of the claim's size ($5) of due deliveries, less
 /// those of webhooks left out ($4: at their cap, or not active), skipping rows another claim
 /// holds; then each webhook's share cut to its room: the cap ($6) less what it has in flight
-/// ($7, $8); listener webhooks of this node ($9) only.
-const PICK_IN_DUE_ORDER: &str = "due AS (
+/// ($7, $8); listener webhooks of this node ($9) only; ordered ones only while they head their
+/// key.
+fn pick_in_due_order() -> String {
+    format!(
+        "due AS (
        SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d
        WHERE d.status = 'pending' AND d.next_attempt_at <= $3
          AND (d.locked_until IS NULL OR d.locked_until <= $3) AND d.webhook_id <> ALL($4::text[])
+         AND {}
        ORDER BY d.next_attempt_at LIMIT $5
        FOR UPDATE SKIP LOCKED),
      picked AS (
@@ -93,7 +124,10 @@ const PICK_IN_DUE_ORDER: &str = "due AS (
          FROM due JOIN webhooks w ON w.id = due.webhook_id AND w.status = 'active'
            AND (w.listener_node IS NULL OR w.listener_node = $9)
          LEFT JOIN UNNEST($7::text[], $8::int8[]) AS f(id, used) ON f.id = due.webhook_id) ranked
-       WHERE n <= room)";
+       WHERE n <= room)",
+        heads_its_key("$3")
+    )
+}
 
 /// Leases what `pick` chose (lease $1 until $2) and returns it with its event and webhook. The
 /// lookups are `LATERAL … OFFSET 0`, which the planner cannot turn into a hash join that reads
@@ -120,8 +154,9 @@ fn claim_statement(pick: &str) -> String {
     )
 }
 
-static CLAIM_BY_WEBHOOK: LazyLock<String> = LazyLock::new(|| claim_statement(PICK_BY_WEBHOOK));
-static CLAIM_IN_DUE_ORDER: LazyLock<String> = LazyLock::new(|| claim_statement(PICK_IN_DUE_ORDER));
+static CLAIM_BY_WEBHOOK: LazyLock<String> = LazyLock::new(|| claim_statement(&pick_by_webhook()));
+static CLAIM_IN_DUE_ORDER: LazyLock<String> =
+    LazyLock::new(|| claim_statement(&pick_in_due_order()));
 
 /// How one claim picks, from the webhooks with pending work and what is in flight.
 #[derive(Debug, PartialEq)]
@@ -134,19 +169,26 @@ enum Pick {
     InDueOrder { left_out: Vec<String> },
 }
 
+/// A webhook with pending work: its id, whether this node may claim for it, and whether it is
+/// `fifo`.
+type PendingWebhook = (String, bool, bool);
+
 impl Pick {
-    fn of(pending: &[(String, bool)], req: &ClaimRequest) -> Self {
-        let room = |hook: &str| {
+    fn of(pending: &[PendingWebhook], req: &ClaimRequest) -> Self {
+        // A `fifo` webhook has one delivery claimable at most: asking for more would read its
+        // whole backlog to find none (see `heads_its_key`).
+        let room = |hook: &str, fifo: bool| {
             let used = req
                 .in_flight
                 .get(&WebhookId::from_trusted(hook.to_owned()))
                 .copied()
                 .unwrap_or(0);
-            req.per_webhook_cap.saturating_sub(used)
+            let cap = if fifo { 1 } else { req.per_webhook_cap };
+            cap.saturating_sub(used)
         };
         let (mut hooks, mut rooms, mut left_out) = (Vec::new(), Vec::new(), Vec::new());
-        for (hook, active) in pending {
-            match room(hook) {
+        for (hook, active, fifo) in pending {
+            match room(hook, *fifo) {
                 r if r > 0 && *active => {
                     hooks.push(hook.clone());
                     rooms.push(r.min(req.limit) as i64);
@@ -178,6 +220,7 @@ impl PgStore {
         type Listed = (
             String,
             bool,
+            bool,
             Option<i64>,
             Option<String>,
             Option<i64>,
@@ -189,7 +232,7 @@ impl PgStore {
             .fetch_all(&mut *tx)
             .await?;
         let (mut pending, mut flows) = (Vec::new(), Vec::new());
-        for (id, active, paused_until, rate_limit, rate_tat, probe_at) in listed {
+        for (id, active, fifo, paused_until, rate_limit, rate_tat, probe_at) in listed {
             if active && (paused_until.is_some() || rate_limit.is_some() || probe_at.is_some()) {
                 flows.push(FlowRow {
                     id: id.clone(),
@@ -199,7 +242,7 @@ impl PgStore {
                     probe_at,
                 });
             }
-            pending.push((id, active));
+            pending.push((id, active, fifo));
         }
         let now = req.now.millis();
         let to_lock: Vec<&str> = flows
@@ -312,8 +355,11 @@ mod tests {
         }
     }
 
-    fn pending(hooks: &[(&str, bool)]) -> Vec<(String, bool)> {
-        hooks.iter().map(|(h, a)| ((*h).to_owned(), *a)).collect()
+    fn pending(hooks: &[(&str, bool)]) -> Vec<PendingWebhook> {
+        hooks
+            .iter()
+            .map(|(h, a)| ((*h).to_owned(), *a, false))
+            .collect()
     }
 
     #[test]
@@ -354,6 +400,24 @@ mod tests {
         left_out.sort();
         left_out.dedup();
         assert_eq!(left_out, ["wh_a", "wh_d"]);
+    }
+
+    #[test]
+    fn a_fifo_webhook_has_room_for_one_and_none_while_one_is_held() {
+        let mut hooks = pending(&[("wh_a", true)]);
+        hooks[0].2 = true;
+        let pick = Pick::of(&hooks, &request(64, &[]));
+        assert_eq!(
+            pick,
+            Pick::ByWebhook {
+                hooks: vec!["wh_a".to_owned()],
+                rooms: vec![1]
+            }
+        );
+        assert_eq!(
+            Pick::of(&hooks, &request(64, &[("wh_a", 1)])),
+            Pick::Nothing
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! no claim. Should the node die first, their lease runs out and any node claims them.
 
 use super::{CHANNEL, PUBLISHER, PgStore};
-use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookKind};
+use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookKind, WebhookOrdering};
 use crate::store::erasure;
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
 use crate::store::rows::{self, WEBHOOK_COLUMNS, WebhookColumns, corrupt, event_from_row};
@@ -257,6 +257,7 @@ struct Candidate {
     kind: WebhookKind,
     job_id: Option<String>,
     filters: Vec<crate::domain::EventFilter>,
+    ordering: WebhookOrdering,
     /// The whole webhook, read when deliveries may be handed over.
     webhook: Option<Webhook>,
 }
@@ -269,6 +270,7 @@ impl Candidate {
             kind: webhook.kind,
             job_id: webhook.job_id.clone(),
             filters: webhook.events.clone(),
+            ordering: webhook.ordering,
             webhook: Some(webhook),
         }
     }
@@ -293,11 +295,11 @@ async fn insert_events(
     let timestamps: Vec<i64> = events.iter().map(|e| e.timestamp.millis()).collect();
     sqlx::query(
         "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key,
-         idempotency_fingerprint, created_at, job_id)
-         SELECT id, account_id, type, ts, data, key, fingerprint, $8, job_id
+         idempotency_fingerprint, created_at, job_id, ordering_key)
+         SELECT id, account_id, type, ts, data, key, fingerprint, $8, job_id, ordering_key
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                     $7::text[], $9::text[])
-              AS e(id, account_id, type, ts, data, key, fingerprint, job_id)",
+                     $7::text[], $9::text[], $10::text[])
+              AS e(id, account_id, type, ts, data, key, fingerprint, job_id, ordering_key)",
     )
     .bind(column(&|e| Some(e.id.as_str())))
     .bind(column(&|e| Some(e.account.as_str())))
@@ -310,6 +312,7 @@ async fn insert_events(
     }))
     .bind(now.millis())
     .bind(column(&|e| e.job.as_ref().map(|j| j.id.as_str())))
+    .bind(column(&|e| e.ordering_key.as_ref().map(|k| k.as_str())))
     .execute(&mut *conn)
     .await?;
 
@@ -326,6 +329,7 @@ async fn insert_events(
     let mut counts = Vec::with_capacity(events.len());
     let mut deliveries: [Vec<String>; 5] = Default::default();
     let (mut leases, mut locked_until) = (Vec::new(), Vec::new());
+    let mut keys: Vec<Option<&str>> = Vec::new();
     for e in events {
         let job = e.job.as_ref().map(|j| j.id.as_str());
         let (mut n, mut handed) = (0u32, 0u32);
@@ -354,6 +358,7 @@ async fn insert_events(
             }
             leases.push(lease);
             locked_until.push(until);
+            keys.push(hook.ordering.delivery_key(e.ordering_key.as_ref()));
             for (column, value) in deliveries.iter_mut().zip([
                 id.to_string(),
                 e.account.as_str().to_owned(),
@@ -369,14 +374,20 @@ async fn insert_events(
     }
     if !deliveries[0].is_empty() {
         let [ids, accounts, event_ids, types, webhooks] = deliveries;
+        // Ordered deliveries take their `seq` in the order written (the output list, and so
+        // `nextval`, is computed after the sort); unordered ones none.
         sqlx::query(
             "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status,
-             attempts_made, next_attempt_at, created_at, updated_at, lease, locked_until)
+             attempts_made, next_attempt_at, created_at, updated_at, lease, locked_until,
+             ordering_key, seq)
              SELECT id, account_id, event_id, event_type, webhook_id, 'pending', 0, $6, $6, $6,
-                    lease, locked_until
+                    lease, locked_until, ordering_key,
+                    CASE WHEN ordering_key IS NOT NULL THEN nextval('delivery_seq') END
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $7::text[],
-                         $8::int8[])
-                  AS d(id, account_id, event_id, event_type, webhook_id, lease, locked_until)",
+                         $8::int8[], $9::text[]) WITH ORDINALITY
+                  AS d(id, account_id, event_id, event_type, webhook_id, lease, locked_until,
+                       ordering_key, n)
+             ORDER BY n",
         )
         .bind(ids)
         .bind(accounts)
@@ -386,6 +397,7 @@ async fn insert_events(
         .bind(now.millis())
         .bind(leases)
         .bind(locked_until)
+        .bind(keys)
         .execute(&mut *conn)
         .await?;
     }
@@ -398,18 +410,20 @@ async fn candidates(
     accounts: &[&str],
     jobs: &[&str],
 ) -> StoreResult<Vec<Candidate>> {
-    let rows: Vec<(String, String, String, String, Option<String>)> =
+    let rows: Vec<(String, String, String, String, Option<String>, String)> =
         sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT id, account_id, events, kind, job_id {CANDIDATES}"
+            "SELECT id, account_id, events, kind, job_id, ordering {CANDIDATES}"
         )))
         .bind(accounts)
         .bind(jobs)
         .fetch_all(&mut *conn)
         .await?;
     rows.into_iter()
-        .map(|(id, account_id, events, kind, job_id)| {
+        .map(|(id, account_id, events, kind, job_id, ordering)| {
             Ok(Candidate {
                 kind: WebhookKind::parse(&kind).ok_or_else(|| corrupt("webhook kind", &kind))?,
+                ordering: WebhookOrdering::parse(&ordering)
+                    .ok_or_else(|| corrupt("webhook ordering", &ordering))?,
                 filters: rows::filters_from_json(&events)?,
                 id,
                 account_id,

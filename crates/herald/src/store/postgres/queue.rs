@@ -3,15 +3,28 @@
 
 use super::{CHANNEL, PgStore};
 use crate::domain::Timestamp;
+use crate::store::ordering::wakes_the_scheduler;
 use crate::store::rows;
 use crate::store::{
     AttemptRecord, Claim, ClaimRequest, HealthPolicy, Intake, Queue, Release, StoreResult,
 };
 use async_trait::async_trait;
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgListener;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Pending deliveries in due order, at most $1, but ordered ones due by $2 (see
+/// [`wakes_the_scheduler`]): one waiting behind a head that fails is due, yet the head's retry
+/// is what the scheduler waits for.
+static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT d.next_attempt_at, d.locked_until FROM deliveries d
+         WHERE d.status = 'pending' AND {} ORDER BY d.next_attempt_at LIMIT $1",
+        wakes_the_scheduler("$2")
+    )
+});
 
 #[async_trait]
 impl Queue for PgStore {
@@ -43,13 +56,11 @@ impl Queue for PgStore {
     }
 
     async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>> {
-        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
-            "SELECT next_attempt_at, locked_until FROM deliveries WHERE status = 'pending'
-             ORDER BY next_attempt_at LIMIT $1",
-        )
-        .bind(scan_limit.max(1) as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(AssertSqlSafe(NEXT_DUE.as_str()))
+            .bind(scan_limit.max(1) as i64)
+            .bind(Timestamp::now().millis())
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
     }
 

@@ -4,7 +4,7 @@
 
 use super::{CHANNEL, PgStore};
 use crate::domain::DeliveryId;
-use crate::store::{ReplayMissing, ReplayPage, StoreResult};
+use crate::store::{PageEvent, ReplayMissing, ReplayPage, StoreResult};
 
 impl PgStore {
     pub(super) async fn replay_page(&self, request: &ReplayMissing) -> StoreResult<ReplayPage> {
@@ -15,9 +15,10 @@ impl PgStore {
             .bind(webhook)
             .execute(&mut *tx)
             .await?;
-        let events: Vec<(String, String, bool)> = sqlx::query_as(
+        let events: Vec<PageEvent> = sqlx::query_as(
             "SELECT e.id, e.type, EXISTS (SELECT 1 FROM deliveries d
-                                          WHERE d.event_id = e.id AND d.webhook_id = $3)
+                                          WHERE d.event_id = e.id AND d.webhook_id = $3),
+                    e.ordering_key
              FROM events e WHERE e.account_id = $1 AND e.id > $2 AND e.created_at >= $4
              ORDER BY e.id LIMIT $5",
         )
@@ -36,11 +37,19 @@ impl PgStore {
                 .collect();
             let events: Vec<&str> = missing.iter().map(|e| e.0.as_str()).collect();
             let kinds: Vec<&str> = missing.iter().map(|e| e.1.as_str()).collect();
+            let keys: Vec<Option<String>> = missing
+                .iter()
+                .map(|e| request.delivery_key(e.3.as_deref()))
+                .collect();
+            // Ordered ones in event order (see publish.rs), after everything published so far.
             sqlx::query(
                 "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status,
-                 attempts_made, next_attempt_at, created_at, updated_at)
-                 SELECT id, $4, event_id, event_type, $5, 'pending', 0, $6, $6, $6
-                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS d(id, event_id, event_type)",
+                 attempts_made, next_attempt_at, created_at, updated_at, ordering_key, seq)
+                 SELECT id, $4, event_id, event_type, $5, 'pending', 0, $6, $6, $6, ordering_key,
+                        CASE WHEN ordering_key IS NOT NULL THEN nextval('delivery_seq') END
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $7::text[]) WITH ORDINALITY
+                      AS d(id, event_id, event_type, ordering_key, n)
+                 ORDER BY n",
             )
             .bind(ids)
             .bind(events)
@@ -48,6 +57,7 @@ impl PgStore {
             .bind(account)
             .bind(webhook)
             .bind(request.now.millis())
+            .bind(keys)
             .execute(&mut *tx)
             .await?;
             sqlx::query("SELECT pg_notify($1, '')")

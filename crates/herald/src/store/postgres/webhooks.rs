@@ -2,7 +2,9 @@
 
 use super::{PgStore, push_page, scope};
 use crate::domain::{AccountId, Timestamp, Webhook, WebhookId, WebhookStatus};
-use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, WebhookValues, paginate};
+use crate::store::rows::{
+    WEBHOOK_COLUMNS, WebhookColumns, WebhookValues, paginate, webhook_column_count,
+};
 use crate::store::seal::Sealer;
 use crate::store::{Page, PageRequest, StoreResult, WebhookFlow, Webhooks};
 use async_trait::async_trait;
@@ -142,7 +144,7 @@ impl Webhooks for PgStore {
         let done = sqlx::query(
             "UPDATE webhooks SET url = $1, events = $2, secret = $3, description = $4, retry = $5,
              status = $6, updated_at = $7, signing = $8, format = $9, previous_secret = $10,
-             previous_secret_until = $11, disabled_reason = $12, rate_limit = $15
+             previous_secret_until = $11, disabled_reason = $12, rate_limit = $15, ordering = $16
              WHERE id = $13 AND account_id = $14 AND deleted_at IS NULL",
         )
         .bind(w.url.as_str())
@@ -160,6 +162,7 @@ impl Webhooks for PgStore {
         .bind(w.id.as_str())
         .bind(w.account_id.as_str())
         .bind(&v.rate_limit)
+        .bind(w.ordering.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -224,8 +227,11 @@ pub(super) async fn insert_webhook_or(
 ) -> StoreResult<()> {
     let v = WebhookValues::of(w, sealer);
     sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) {on_conflict}"
+        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ({}) {on_conflict}",
+        (1..=webhook_column_count())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
     .bind(w.id.as_str())
     .bind(w.account_id.as_str())
@@ -246,6 +252,7 @@ pub(super) async fn insert_webhook_or(
     .bind(&w.disabled_reason)
     .bind(w.failing_since.map(Timestamp::millis))
     .bind(&v.rate_limit)
+    .bind(w.ordering.as_str())
     .execute(conn)
     .await?;
     Ok(())

@@ -5,16 +5,51 @@
 //! A listener webhook (`herald listen`) counts as claimable only for the node holding its stream
 //! (`listener_node`), as on PostgreSQL; with SQLite there is one node, so this only keeps a
 //! restarted server (a new node id) from claiming for a stream it does not hold.
+//!
+//! An ordered delivery is a candidate only while it heads its key ([`heads_its_key`]). The
+//! writer checks that again when it leases: the candidates were read outside its transaction,
+//! and a delivery re-queued meanwhile may now come before one of them. With one writer, the
+//! lease and the results that end a head are serialised, so no two of a key are ever leased.
 
 use super::SqliteStore;
 use super::batch::Batch;
 use super::writer::Write;
 use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookId};
+use crate::store::ordering::heads_its_key;
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_rusqlite};
 use crate::store::seal::Sealer;
 use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, StoreResult};
+use sqlx::AssertSqlSafe;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use tokio::sync::oneshot;
+
+/// Candidates in due order: due ($1), free, of active webhooks (listeners of this node, $3) not
+/// closed by their gates ($4, a JSON array),
+/// heading their key if ordered; at most $2.
+static DUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+         WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
+           AND (d.locked_until IS NULL OR d.locked_until <= ?1) AND w.status = 'active'
+           AND (w.listener_node IS NULL OR w.listener_node = ?3)
+           AND d.webhook_id NOT IN (SELECT value FROM json_each(?4)) AND {}
+         ORDER BY d.next_attempt_at LIMIT ?2",
+        heads_its_key("?1")
+    )
+});
+
+/// As [`DUE`], for one webhook ($1): due at $2, at most $3, this node $4.
+static DUE_OF_WEBHOOK: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+         WHERE d.webhook_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
+           AND (d.locked_until IS NULL OR d.locked_until <= ?2) AND w.status = 'active'
+           AND (w.listener_node IS NULL OR w.listener_node = ?4) AND {}
+         ORDER BY d.next_attempt_at LIMIT ?3",
+        heads_its_key("?2")
+    )
+});
 
 /// Deliveries a claim picked (on a reader connection) to lease to this node.
 pub(super) struct LeaseRequest {
@@ -45,20 +80,14 @@ impl SqliteStore {
         let req = &gates.narrow(req);
         let closed = serde_json::to_string(&gates.closed()).expect("strings serialize");
         let window = req.limit * 4;
-        let candidates: Vec<(String, String)> = sqlx::query_as(
-            "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
-               AND (d.locked_until IS NULL OR d.locked_until <= ?1) AND w.status = 'active'
-               AND (w.listener_node IS NULL OR w.listener_node = ?3)
-               AND d.webhook_id NOT IN (SELECT value FROM json_each(?4))
-             ORDER BY d.next_attempt_at LIMIT ?2",
-        )
-        .bind(req.now.millis())
-        .bind(window as i64)
-        .bind(&req.node)
-        .bind(&closed)
-        .fetch_all(&mut *conn)
-        .await?;
+        let candidates: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(DUE.as_str()))
+            .bind(req.now.millis())
+            .bind(window as i64)
+            .bind(&req.node)
+            .bind(&closed)
+            .bind(&closed)
+            .fetch_all(&mut *conn)
+            .await?;
         let mut picked: Vec<(String, String)> = {
             let ids = crate::store::pick_within_caps(&candidates, req);
             candidates
@@ -142,19 +171,13 @@ async fn claim_per_webhook(
         if room == 0 {
             continue;
         }
-        let due: Vec<(String, String)> = sqlx::query_as(
-            "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE d.webhook_id = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
-               AND (d.locked_until IS NULL OR d.locked_until <= ?2) AND w.status = 'active'
-               AND (w.listener_node IS NULL OR w.listener_node = ?4)
-             ORDER BY d.next_attempt_at LIMIT ?3",
-        )
-        .bind(&hook)
-        .bind(req.now.millis())
-        .bind((room + req.per_webhook_cap) as i64)
-        .bind(&req.node)
-        .fetch_all(&mut *conn)
-        .await?;
+        let due: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(DUE_OF_WEBHOOK.as_str()))
+            .bind(&hook)
+            .bind(req.now.millis())
+            .bind((room + req.per_webhook_cap) as i64)
+            .bind(&req.node)
+            .fetch_all(&mut *conn)
+            .await?;
         let more = crate::store::pick_more(&due, req, picked);
         picked.extend(due.into_iter().filter(|(d, _)| more.contains(d)));
     }
@@ -169,12 +192,15 @@ fn push_lease(batch: &mut Batch, l: &LeaseRequest) {
     let ids = batch.arg(serde_json::to_string(&l.picked).expect("strings serialize"));
     let now = batch.arg(l.now.millis());
     let due = batch.arg(l.now.millis());
+    let head_now = batch.arg(l.now.millis());
     // Still due too: a late result of an expired lease may have set a later retry meanwhile.
+    // Still its key's head too: a re-queued delivery may have come before it meanwhile.
     batch.push(&format!(
-        "UPDATE deliveries SET lease = {lease}, locked_until = {until}
-         WHERE id IN (SELECT value FROM json_each({ids}))
-           AND status = 'pending' AND (locked_until IS NULL OR locked_until <= {now})
-           AND next_attempt_at <= {due}"
+        "UPDATE deliveries AS d SET lease = {lease}, locked_until = {until}
+         WHERE d.id IN (SELECT value FROM json_each({ids}))
+           AND d.status = 'pending' AND (d.locked_until IS NULL OR d.locked_until <= {now})
+           AND d.next_attempt_at <= {due} AND {}",
+        heads_its_key(head_now)
     ));
     let lease = batch.arg(l.lease.clone());
     batch.push(&format!(

@@ -181,6 +181,7 @@ fn push_insert_events(batch: &mut Batch, events: &[&NewEvent], now: Timestamp) {
                 e.data.get(),
                 e.idempotency.as_ref().map(|i| (&i.key, &i.fingerprint)),
                 e.job.as_ref().map(|j| j.id.as_str()),
+                e.ordering_key.as_ref().map(|k| k.as_str()),
             )
         })
         .collect();
@@ -188,9 +189,9 @@ fn push_insert_events(batch: &mut Batch, events: &[&NewEvent], now: Timestamp) {
     let rows = batch.arg(serde_json::to_string(&rows).expect("strings serialize"));
     batch.push(&format!(
         "INSERT INTO events (id, account_id, type, timestamp, data, idempotency_key, idempotency_fingerprint,
-         created_at, job_id)
+         created_at, job_id, ordering_key)
          SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>'$[5][0]', value->>'$[5][1]',
-                {now}, value->>6
+                {now}, value->>6, value->>7
          FROM jsonb_each({rows})"
     ));
 }
@@ -225,6 +226,7 @@ fn plan_deliveries(
 ) -> Vec<(u32, u32)> {
     let mut counts = Vec::with_capacity(events.len());
     let mut deliveries = Vec::new();
+    let mut ordered = false;
     for e in events {
         let (mut n, mut handed) = (0u32, 0u32);
         for hook in hooks {
@@ -253,6 +255,8 @@ fn plan_deliveries(
                 leased = Some((h.lease.clone(), h.lease_until.millis()));
                 handed += 1;
             }
+            let key = hook.ordering.delivery_key(e.ordering_key.as_ref());
+            ordered |= key.is_some();
             deliveries.push((
                 id.to_string(),
                 e.account.as_str(),
@@ -260,6 +264,7 @@ fn plan_deliveries(
                 &e.event_type,
                 hook.id.as_str(),
                 leased,
+                key,
             ));
             n += 1;
         }
@@ -269,13 +274,20 @@ fn plan_deliveries(
         let now_ms = now.millis();
         let (now, now2, now3) = (batch.arg(now_ms), batch.arg(now_ms), batch.arg(now_ms));
         let rows = batch.arg(serde_json::to_string(&deliveries).expect("strings serialize"));
+        // Ordered deliveries take their `seq` from the counter, in the order written (`key` is
+        // the index in `rows`); the counter then moves past them.
         batch.push(&format!(
             "INSERT INTO deliveries (id, account_id, event_id, event_type, webhook_id, status, attempts_made,
-             next_attempt_at, created_at, updated_at, lease, locked_until)
+             next_attempt_at, created_at, updated_at, lease, locked_until, ordering_key, seq)
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, 'pending', 0, {now}, {now2}, {now3},
-                    value->>'$[5][0]', value->>'$[5][1]'
+                    value->>'$[5][0]', value->>'$[5][1]', value->>6,
+                    CASE WHEN value->>6 IS NOT NULL THEN (SELECT last FROM ordering_seq) + key + 1 END
              FROM jsonb_each({rows})"
         ));
+        if ordered {
+            let n = batch.arg(deliveries.len() as i64);
+            batch.push(&format!("UPDATE ordering_seq SET last = last + {n}"));
+        }
     }
     counts
 }

@@ -2,7 +2,9 @@
 
 use super::{Commit, SqliteStore, push_page, scope};
 use crate::domain::{AccountId, Timestamp, Webhook, WebhookId, WebhookStatus};
-use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, WebhookValues, paginate};
+use crate::store::rows::{
+    WEBHOOK_COLUMNS, WebhookColumns, WebhookValues, paginate, webhook_column_count,
+};
 use crate::store::seal::Sealer;
 use crate::store::{Page, PageRequest, StoreResult, WebhookFlow, Webhooks};
 use async_trait::async_trait;
@@ -154,7 +156,7 @@ impl Webhooks for SqliteStore {
                 .prepare_cached(
                     "UPDATE webhooks SET url = ?, events = ?, secret = ?, description = ?, retry = ?, status = ?,
                      updated_at = ?, signing = ?, format = ?, previous_secret = ?, previous_secret_until = ?,
-                     disabled_reason = ?, rate_limit = ? WHERE id = ? AND account_id = ? AND deleted_at IS NULL",
+                     disabled_reason = ?, rate_limit = ?, ordering = ? WHERE id = ? AND account_id = ? AND deleted_at IS NULL",
                 )?
                 .execute(rusqlite::params![
                     w.url.as_str(),
@@ -170,6 +172,7 @@ impl Webhooks for SqliteStore {
                     v.previous_secret_until,
                     &w.disabled_reason,
                     &v.rate_limit,
+                    w.ordering.as_str(),
                     w.id.as_str(),
                     w.account_id.as_str(),
                 ])?;
@@ -238,7 +241,8 @@ pub(super) fn insert_webhook_or(
 ) -> StoreResult<()> {
     let v = WebhookValues::of(w, sealer);
     conn.prepare_cached(&format!(
-        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {on_conflict}"
+        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ({}) {on_conflict}",
+        vec!["?"; webhook_column_count()].join(", ")
     ))?
     .execute(rusqlite::params![
         w.id.as_str(),
@@ -260,6 +264,7 @@ pub(super) fn insert_webhook_or(
         &w.disabled_reason,
         w.failing_since.map(Timestamp::millis),
         &v.rate_limit,
+        w.ordering.as_str(),
     ])?;
     Ok(())
 }

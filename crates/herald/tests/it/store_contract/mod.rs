@@ -8,7 +8,7 @@ use common::{Backend, TestEnv};
 use herald::domain::{
     Account, AccountId, ApiKeyId, Attempt, AttemptId, DeliveryStatus, EventFilter, Job, JobPatch,
     JobStatus, PayloadFormat, RetryPolicy, SigningMode, SigningSecret, Timestamp, Webhook,
-    WebhookId, WebhookKind, WebhookStatus, WebhookUrl,
+    WebhookId, WebhookKind, WebhookOrdering, WebhookStatus, WebhookUrl,
 };
 use herald::store::{
     self, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, DynStore, EventQuery,
@@ -208,6 +208,7 @@ fn webhook(
         disabled_reason: None,
         failing_since: None,
         rate_limit: None,
+        ordering: WebhookOrdering::None,
     }
 }
 
@@ -236,6 +237,7 @@ fn result(
         next,
         gone: status == 410,
         pause_until: None,
+        ordered: false,
     }
 }
 
@@ -251,6 +253,7 @@ fn per_webhook(claims: &[ClaimedDelivery]) -> BTreeMap<WebhookId, usize> {
 mod erasure;
 mod listeners;
 mod operator;
+mod ordering;
 mod portal;
 mod publish;
 mod queue;

@@ -72,6 +72,9 @@ pub struct Webhook {
     pub failing_since: Option<Timestamp>,
     /// At most this many deliveries a second, across all nodes (`None`: no limit).
     pub rate_limit: Option<RateLimit>,
+    /// Paused by its receiver (until a success after the pause) or its circuit open, when it
+    /// was read: the claims decide when its deliveries go.
+    pub held: bool,
 }
 
 impl Webhook {
@@ -81,7 +84,8 @@ impl Webhook {
     pub fn takes_hand_overs(&self) -> bool {
         // A rate-limited webhook's allowance is taken in the claims' transactions, so its
         // deliveries all go through them.
-        self.kind != WebhookKind::Listener && self.rate_limit.is_none()
+        // So is a held one's (paused, or its circuit open): the claims apply its gate.
+        self.kind != WebhookKind::Listener && self.rate_limit.is_none() && !self.held
     }
 
     /// The secrets that sign a delivery made at `now`: the current one, and the previous one
@@ -237,6 +241,7 @@ mod tests {
             disabled_reason: None,
             failing_since: None,
             rate_limit: None,
+            held: false,
         }
     }
 

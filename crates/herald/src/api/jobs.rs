@@ -107,6 +107,7 @@ async fn job_webhook(state: &AppState, job: &Job, url: WebhookUrl) -> ApiResult<
         disabled_reason: None,
         failing_since: None,
         rate_limit: None,
+        held: false,
     })
 }
 

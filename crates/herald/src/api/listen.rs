@@ -213,5 +213,6 @@ fn listener_webhook(
         disabled_reason: None,
         failing_since: None,
         rate_limit: None,
+        held: false,
     })
 }

@@ -147,6 +147,7 @@ pub(crate) async fn set_callback_url(
             disabled_reason: None,
             failing_since: None,
             rate_limit: None,
+            held: false,
         },
     };
     Ok(state.store.set_callback_webhook(&webhook).await?)

@@ -252,6 +252,7 @@ pub(crate) async fn create_webhook(
         disabled_reason: None,
         failing_since: None,
         rate_limit,
+        held: false,
     };
     state.store.insert_webhook(&webhook).await?;
     Ok(webhook)

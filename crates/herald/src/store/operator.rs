@@ -86,6 +86,7 @@ pub fn webhook(
         disabled_reason: None,
         failing_since: None,
         rate_limit: None,
+        held: false,
     }
 }
 

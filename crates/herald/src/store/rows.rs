@@ -93,6 +93,8 @@ columns! {
         disabled_reason: Option<String>,
         failing_since: Option<i64>,
         rate_limit: Option<String>,
+        paused_until: Option<i64>,
+        probe_at: Option<i64>,
     }
 }
 
@@ -208,6 +210,7 @@ impl WebhookColumns {
                 .rate_limit
                 .map(|r| RateLimit::from_json(&r).map_err(|e| corrupt("webhook rate limit", e)))
                 .transpose()?,
+            held: self.paused_until.is_some() || self.probe_at.is_some(),
         })
     }
 }

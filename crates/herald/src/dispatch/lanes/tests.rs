@@ -34,6 +34,7 @@ fn webhook(id: &WebhookId) -> Webhook {
         disabled_reason: None,
         failing_since: None,
         rate_limit: None,
+        held: false,
     }
 }
 

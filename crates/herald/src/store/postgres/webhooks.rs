@@ -225,7 +225,7 @@ pub(super) async fn insert_webhook_or(
     let v = WebhookValues::of(w, sealer);
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) {on_conflict}"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, NULL, NULL) {on_conflict}"
     )))
     .bind(w.id.as_str())
     .bind(w.account_id.as_str())

@@ -238,7 +238,7 @@ pub(super) fn insert_webhook_or(
 ) -> StoreResult<()> {
     let v = WebhookValues::of(w, sealer);
     conn.prepare_cached(&format!(
-        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {on_conflict}"
+        "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL) {on_conflict}"
     ))?
     .execute(rusqlite::params![
         w.id.as_str(),

@@ -208,6 +208,7 @@ fn webhook(
         disabled_reason: None,
         failing_since: None,
         rate_limit: None,
+        held: false,
     }
 }
 

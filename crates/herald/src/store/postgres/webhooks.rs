@@ -95,7 +95,7 @@ impl Webhooks for PgStore {
         q.push_bind(status.as_str())
             .push(", disabled_reason = ")
             .push_bind(reason.map(str::to_owned))
-            .push(", failing_since = NULL, updated_at = ")
+            .push(", failing_since = NULL, failures_in_a_row = 0, probe_at = NULL, updated_at = ")
             .push_bind(now.millis())
             .push(" WHERE deleted_at IS NULL AND id = ")
             .push_bind(id.as_str().to_owned());

@@ -75,6 +75,9 @@ pub struct Webhook {
     pub rate_limit: Option<RateLimit>,
     /// Whether its deliveries go in publish order, per key or all of them.
     pub ordering: WebhookOrdering,
+    /// Paused by its receiver (until a success after the pause) or its circuit open, when it
+    /// was read: the claims decide when its deliveries go.
+    pub held: bool,
 }
 
 impl Webhook {
@@ -85,9 +88,11 @@ impl Webhook {
     pub fn takes_hand_overs(&self) -> bool {
         // A rate-limited webhook's allowance is taken in the claims' transactions, so its
         // deliveries all go through them.
+        // So is a held one's (paused, or its circuit open): the claims apply its gate.
         self.kind != WebhookKind::Listener
             && self.rate_limit.is_none()
             && self.ordering == WebhookOrdering::None
+            && !self.held
     }
 
     /// The secrets that sign a delivery made at `now`: the current one, and the previous one
@@ -244,6 +249,7 @@ mod tests {
             failing_since: None,
             rate_limit: None,
             ordering: WebhookOrdering::None,
+            held: false,
         }
     }
 

@@ -108,6 +108,7 @@ async fn job_webhook(state: &AppState, job: &Job, url: WebhookUrl) -> ApiResult<
         failing_since: None,
         rate_limit: None,
         ordering: WebhookOrdering::None,
+        held: false,
     })
 }
 

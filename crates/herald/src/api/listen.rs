@@ -214,5 +214,6 @@ fn listener_webhook(
         failing_since: None,
         rate_limit: None,
         ordering: WebhookOrdering::None,
+        held: false,
     })
 }

@@ -148,6 +148,7 @@ pub(crate) async fn set_callback_url(
             failing_since: None,
             rate_limit: None,
             ordering: WebhookOrdering::None,
+            held: false,
         },
     };
     Ok(state.store.set_callback_webhook(&webhook).await?)

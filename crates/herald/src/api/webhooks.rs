@@ -259,6 +259,7 @@ pub(crate) async fn create_webhook(
         failing_since: None,
         rate_limit,
         ordering: body.ordering.unwrap_or_default(),
+        held: false,
     };
     state.store.insert_webhook(&webhook).await?;
     Ok(webhook)

@@ -410,6 +410,20 @@ mod tests {
     }
 
     #[test]
+    fn a_gate_that_opens_before_the_poll_brings_the_next_claim_forward() {
+        let clock = Instant::now();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let mut p = claiming(clock);
+        let mut s = summary(10, 1, Some(now));
+        s.gate_opens_at = Some(now.plus(Duration::from_millis(20)));
+        p.claimed(&s, POLL, now, clock);
+        assert_eq!(p.wake_at, clock + Duration::from_millis(20));
+        s.gate_opens_at = Some(now.plus(POLL * 5));
+        p.claimed(&s, POLL, now, clock);
+        assert_eq!(p.wake_at, clock + POLL, "never later than a poll");
+    }
+
+    #[test]
     fn a_failed_claim_is_tried_again_a_second_later() {
         let clock = Instant::now();
         let mut p = claiming(clock);

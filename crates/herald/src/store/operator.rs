@@ -88,6 +88,7 @@ pub fn webhook(
         failing_since: None,
         rate_limit: None,
         ordering: WebhookOrdering::None,
+        held: false,
     }
 }
 

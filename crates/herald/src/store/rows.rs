@@ -94,6 +94,8 @@ columns! {
         failing_since: Option<i64>,
         rate_limit: Option<String>,
         ordering: String,
+        paused_until: Option<i64>,
+        probe_at: Option<i64>,
     }
 }
 
@@ -216,6 +218,7 @@ impl WebhookColumns {
                 .transpose()?,
             ordering: WebhookOrdering::parse(&self.ordering)
                 .ok_or_else(|| corrupt("webhook ordering", &self.ordering))?,
+            held: self.paused_until.is_some() || self.probe_at.is_some(),
         })
     }
 }

@@ -74,7 +74,7 @@ pub trait Webhooks: Send + Sync + 'static {
     /// mode, format and secrets (current and previous), or `webhook` is stored. Returns the
     /// callback webhook.
     async fn set_callback_webhook(&self, webhook: &Webhook) -> StoreResult<Webhook>;
-    /// Enables or disables a webhook; enabling clears its failure record.
+    /// Enables or disables a webhook; either clears its failure record and closes its circuit.
     async fn set_webhook_status(
         &self,
         account: Option<&AccountId>,

@@ -374,14 +374,19 @@ impl Drop for TestApp {
 }
 
 /// Settings for tests: dev mode, a known admin token, port 0, a data dir of the test's own.
+///
+/// The circuit breaker is off (`delivery.circuit_after = 0`): most tests make an endpoint fail
+/// on purpose and follow each delivery's own retries; `tests/it/flow_circuit.rs` turns it on.
 pub fn test_settings(data_dir: PathBuf) -> Settings {
-    Settings {
+    let mut settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir,
         dev: true,
         admin_token: Some(AdminToken(ADMIN.to_owned())),
         ..Settings::default()
-    }
+    };
+    settings.delivery.circuit_after = 0;
+    settings
 }
 
 /// The real `herald serve` binary as a child process, which a test can `kill -9`.

@@ -118,7 +118,7 @@ async fn a_paused_webhook_shows_its_state_and_pending_work(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(next > shown["created_at"].as_str().unwrap().to_owned());
+    assert!(next.as_str() > shown["created_at"].as_str().unwrap());
     let series = format!("herald_webhook_state{{webhook_id=\"{id}\",state=\"paused\"}} 1");
     eventually("the paused gauge", WAIT, || async {
         let text = app.metrics_text().await;

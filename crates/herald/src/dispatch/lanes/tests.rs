@@ -35,6 +35,7 @@ fn webhook(id: &WebhookId) -> Webhook {
         failing_since: None,
         rate_limit: None,
         ordering: WebhookOrdering::None,
+        held: false,
     }
 }
 

@@ -60,7 +60,7 @@ fn a_rate_limited_webhook_gets_its_allowance_and_reports_its_next_token() {
     };
     let gates = Gates::of(
         std::slice::from_ref(&limited),
-        Some(&[limited.clone()]),
+        Some(std::slice::from_ref(&limited)),
         NOW,
     );
     // Room 8 - 1 in flight = 7, cut to the burst of 3.

@@ -301,10 +301,9 @@ impl PgStore {
         );
         let written = after.written();
         if !written.is_empty() {
-            let (ids, (tats, probed)): (Vec<String>, (Vec<Option<i64>>, Vec<bool>)) = written
-                .into_iter()
-                .map(|(id, tat, probed)| (id, (tat, probed)))
-                .unzip();
+            let ids: Vec<&str> = written.iter().map(|(id, _, _)| id.as_str()).collect();
+            let tats: Vec<Option<i64>> = written.iter().map(|(_, tat, _)| *tat).collect();
+            let probed: Vec<bool> = written.iter().map(|(_, _, p)| *p).collect();
             sqlx::query(WRITE_GATES)
                 .bind(ids)
                 .bind(tats)

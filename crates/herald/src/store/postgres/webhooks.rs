@@ -97,7 +97,7 @@ impl Webhooks for PgStore {
         q.push_bind(status.as_str())
             .push(", disabled_reason = ")
             .push_bind(reason.map(str::to_owned))
-            .push(", failing_since = NULL, updated_at = ")
+            .push(", failing_since = NULL, failures_in_a_row = 0, probe_at = NULL, updated_at = ")
             .push_bind(now.millis())
             .push(" WHERE deleted_at IS NULL AND id = ")
             .push_bind(id.as_str().to_owned());
@@ -253,6 +253,9 @@ pub(super) async fn insert_webhook_or(
     .bind(w.failing_since.map(Timestamp::millis))
     .bind(&v.rate_limit)
     .bind(w.ordering.as_str())
+    // A new webhook is neither paused nor probing (`paused_until`, `probe_at`).
+    .bind(None::<i64>)
+    .bind(None::<i64>)
     .execute(conn)
     .await?;
     Ok(())

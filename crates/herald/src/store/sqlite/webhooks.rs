@@ -101,7 +101,7 @@ impl Webhooks for SqliteStore {
             .write_alone(Commit::Durable, move |tx| {
                 let row = tx
                     .prepare_cached(&format!(
-                        "UPDATE webhooks SET status = ?1, disabled_reason = ?2, failing_since = NULL, updated_at = ?3
+                        "UPDATE webhooks SET status = ?1, disabled_reason = ?2, failing_since = NULL, failures_in_a_row = 0, probe_at = NULL, updated_at = ?3
                          WHERE deleted_at IS NULL AND id = ?4 AND (?5 IS NULL OR account_id = ?5)
                          RETURNING {WEBHOOK_COLUMNS}"
                     ))?
@@ -265,6 +265,9 @@ pub(super) fn insert_webhook_or(
         w.failing_since.map(Timestamp::millis),
         &v.rate_limit,
         w.ordering.as_str(),
+        // A new webhook is neither paused nor probing (`paused_until`, `probe_at`).
+        None::<i64>,
+        None::<i64>,
     ])?;
     Ok(())
 }

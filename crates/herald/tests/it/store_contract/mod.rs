@@ -209,6 +209,7 @@ fn webhook(
         failing_since: None,
         rate_limit: None,
         ordering: WebhookOrdering::None,
+        held: false,
     }
 }
 

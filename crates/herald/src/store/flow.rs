@@ -10,9 +10,9 @@
 //! a webhook with deliveries in flight, and they never crowd other webhooks out of a claim.
 //!
 //! Why no reserved future slots: a claim takes only what the allowance gives now, and reports
-//! when the next token is due; the scheduler claims again then (`Pacing`). At the rates a
-//! webhook is limited to (tens to hundreds a second) that costs a claim per token or per
-//! `burst` tokens, which keeps the rate without holding leases on deliveries that may not go yet
+//! when its whole burst is back; the scheduler claims again then (`Pacing`). At the rates a
+//! webhook is limited to (tens to hundreds a second) that costs a claim per `burst` tokens on
+//! each node, which keeps the rate without holding leases on deliveries that may not go yet
 //! (which another node could then not take, and a shutdown would have to give back).
 
 use super::WebhookFlow;
@@ -21,8 +21,9 @@ use crate::domain::flow::FlowState;
 use crate::domain::{RateLimit, Timestamp, WebhookId};
 use std::collections::HashMap;
 
-/// How long a claim leaves alone a rate-limited webhook whose row another node's claim holds
-/// locked (that claim takes its allowance; this one comes back for the next).
+/// How long a claim leaves alone a webhook whose row another node's claim holds locked (that
+/// claim takes its allowance or probe; this one comes back for the next), at least: a
+/// rate-limited one's allowance is whole again `burst` intervals later.
 const LOCKED_RETRY_MS: i64 = 5;
 
 /// A webhook's flow-control columns, as a claim reads them.
@@ -88,7 +89,13 @@ impl Gates {
                     match locked.iter().find(|l| l.id == row.id) {
                         Some(l) => l,
                         None => {
-                            by_webhook.insert(row.id.clone(), closed(now + LOCKED_RETRY_MS));
+                            let interval = row
+                                .rate_limit
+                                .as_deref()
+                                .and_then(|r| RateLimit::from_json(r).ok())
+                                .map_or(0, |r| (r.interval() * f64::from(r.burst())).ceil() as i64);
+                            let wait = interval.max(LOCKED_RETRY_MS);
+                            by_webhook.insert(row.id.clone(), closed(now + wait));
                             continue;
                         }
                     }
@@ -139,8 +146,10 @@ impl Gates {
             {
                 let tat = rate.take(self.now, tat, n);
                 after.tats.push((id.clone(), tat));
+                // All it was allowed: more may be due. Come back when the whole burst is there
+                // again (the theoretical arrival time), not for each token: a claim per burst.
                 if n >= gate.allowance {
-                    opens_at = Some(rate.next_at(self.now, Some(tat)));
+                    opens_at = Some(tat);
                 }
             }
             if gate.probe && n > 0 {

@@ -306,18 +306,23 @@ const NEW_COUNT: &str = "CASE WHEN s.reset THEN s.n ELSE w.failures_in_a_row + s
 
 /// The circuit breaker's update of the webhooks a batch of results touched, over rows `s(id,
 /// reset, n)` that each backend lists its own way (`{streaks}`), with `{after}` the failures in
-/// a row that open a circuit (0: never) and `{open}` its first probe: the count kept, the
-/// circuit opened when the count reaches `after` (its probe time kept if already open),
-/// closed by a success otherwise. A batch of successes to a healthy webhook changes nothing.
-pub(crate) fn circuit_update(streaks: &str, after: &str, open: &str) -> String {
+/// a row that open a circuit (0: never), `{open}` its first probe and `{now}`: the count kept,
+/// the circuit opened when the count reaches `after` (its probe time kept if already open),
+/// closed by a success otherwise; a success also clears a pause that is over (so the claims
+/// need not read the webhook's gate again). A batch of successes to a healthy webhook changes
+/// nothing.
+pub(crate) fn circuit_update(streaks: &str, after: &str, open: &str, now: &str) -> String {
     format!(
         "UPDATE webhooks AS w SET failures_in_a_row = {NEW_COUNT},
            probe_at = CASE
              WHEN {after} > 0 AND {NEW_COUNT} >= {after}
                THEN CASE WHEN s.reset THEN {open} ELSE COALESCE(w.probe_at, {open}) END
-             WHEN s.reset THEN NULL ELSE w.probe_at END
+             WHEN s.reset THEN NULL ELSE w.probe_at END,
+           paused_until = CASE WHEN s.reset AND w.paused_until <= {now} THEN NULL
+                               ELSE w.paused_until END
          FROM {streaks}
-         WHERE w.id = s.id AND (s.n > 0 OR w.failures_in_a_row <> 0 OR w.probe_at IS NOT NULL)"
+         WHERE w.id = s.id AND (s.n > 0 OR w.failures_in_a_row <> 0 OR w.probe_at IS NOT NULL
+                                OR (s.reset AND w.paused_until <= {now}))"
     )
 }
 

@@ -92,7 +92,8 @@ enum Scenario {
         #[arg(long, default_value_t = 10.0)]
         secs: f64,
     },
-    /// A healthy webhook alone, then beside a hanging and a failing one.
+    /// A healthy webhook alone, then beside a hanging and a failing one, then beside a backlog of
+    /// retries falling due.
     Isolation {
         #[arg(long, default_value_t = 500.0)]
         rate: f64,
@@ -101,6 +102,9 @@ enum Scenario {
         /// The hanging webhook's timeout, in milliseconds.
         #[arg(long, default_value_t = 2000)]
         hang_ms: u64,
+        /// Retries falling due together half-way through the third run (0: no third run).
+        #[arg(long, default_value_t = 10_000)]
+        retries: u64,
     },
     /// N pending deliveries with the receiver down: RSS, restart time, then the drain rate.
     Backlog {
@@ -169,7 +173,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rate,
             secs,
             hang_ms,
-        } => scenarios::isolation(&ctx, rate, secs, Duration::from_millis(hang_ms)).await?,
+            retries,
+        } => {
+            let hang = Duration::from_millis(hang_ms);
+            scenarios::isolation(&ctx, rate, secs, hang, retries).await?
+        }
         Scenario::Backlog {
             events,
             down_timeout_ms,

@@ -119,7 +119,7 @@ fn steady_sends_at_the_fixed_rate() {
 }
 
 #[test]
-fn isolation_compares_the_healthy_webhook_alone_and_beside_bad_ones() {
+fn isolation_compares_the_healthy_webhook_alone_and_beside_bad_ones_and_retries() {
     let r = run(&[
         "isolation",
         "--rate",
@@ -128,6 +128,8 @@ fn isolation_compares_the_healthy_webhook_alone_and_beside_bad_ones() {
         "1",
         "--hang-ms",
         "300",
+        "--retries",
+        "200",
     ]);
     assert_eq!(result(&r, "healthy alone: publish → receipt")["count"], 50);
     assert_eq!(
@@ -136,6 +138,11 @@ fn isolation_compares_the_healthy_webhook_alone_and_beside_bad_ones() {
     );
     assert!(number(&r, "attempts at the failing webhook") >= 50.0);
     assert!(number(&r, "attempts at the hanging webhook") >= 1.0);
+    assert_eq!(number(&r, "retry backlog: deliveries"), 200.0);
+    assert_eq!(
+        result(&r, "healthy beside retries: publish → receipt")["count"],
+        50
+    );
 }
 
 #[test]

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod backlog;
+mod isolation;
 pub use backlog::backlog;
+pub use isolation::isolation;
 
 /// What every scenario shares.
 pub struct Ctx {
@@ -102,6 +104,10 @@ impl Ctx {
 /// A fresh account with webhooks to the receiver's streams.
 struct Fixture {
     account: Arc<str>,
+    /// The account's API key.
+    key: Arc<str>,
+    /// The webhooks' ids, in the order they were given.
+    webhooks: Vec<String>,
 }
 
 struct Hook<'a> {
@@ -124,17 +130,22 @@ async fn setup(server: &Server, hooks: &[Hook<'_>]) -> anyhow::Result<Fixture> {
         .await
         .context("creating the bench account")?;
     let key: Arc<str> = Arc::from(account["api_key"].as_str().context("api_key")?);
+    let mut webhooks = Vec::new();
     for hook in hooks {
         let mut body = json!({ "url": hook.url, "events": hook.events });
         if let Some(retry) = &hook.retry {
             body["retry"] = retry.clone();
         }
-        conn.json(&post("/v1/webhooks", &key, body))
+        let created = conn
+            .json(&post("/v1/webhooks", &key, body))
             .await
             .context("creating a webhook")?;
+        webhooks.push(created["id"].as_str().context("webhook id")?.to_owned());
     }
     Ok(Fixture {
         account: Arc::from(account["id"].as_str().context("account id")?),
+        key,
+        webhooks,
     })
 }
 
@@ -387,100 +398,6 @@ pub async fn steady(ctx: &Ctx, rate: f64, secs: f64) -> anyhow::Result<Report> {
         latency.p99_ms,
         latency.p99_ms <= 10.0,
     );
-    Ok(report)
-}
-
-/// A healthy webhook alone, then beside one that hangs and one that answers 500.
-pub async fn isolation(ctx: &Ctx, rate: f64, secs: f64, hang: Duration) -> anyhow::Result<Report> {
-    let mut report = Report::new(
-        "isolation",
-        json!({ "connections": ctx.conns, "rate": rate, "secs": secs, "hang_timeout_s": hang.as_secs_f64() }),
-    );
-    let receiver = Receiver::start(free_port()?).await?;
-    ctx.ceiling(&receiver, &mut report).await?;
-
-    let solo = {
-        let server = Server::start(&ctx.spec("isolation-solo", "")).await?;
-        let fixture = setup(&server, &[ok_hook(&receiver, "solo")]).await?;
-        let (_, got) = steady_run(
-            ctx,
-            &server,
-            &receiver,
-            &fixture.account,
-            "solo",
-            rate,
-            secs,
-        )
-        .await?;
-        got
-    };
-    let timeout = format!("{}ms", hang.as_millis());
-    let bad_retry = json!({ "schedule": ["0s", "0s", "0s"], "timeout": timeout });
-    let server = Server::start(&ctx.spec("isolation-mixed", "")).await?;
-    let fixture = setup(
-        &server,
-        &[
-            ok_hook(&receiver, "mixed"),
-            Hook {
-                url: receiver.url("hang"),
-                events: &["*"],
-                retry: Some(bad_retry.clone()),
-            },
-            Hook {
-                url: receiver.url("fail"),
-                events: &["*"],
-                retry: Some(bad_retry),
-            },
-        ],
-    )
-    .await?;
-    let (run, mixed) = steady_run(
-        ctx,
-        &server,
-        &receiver,
-        &fixture.account,
-        "mixed",
-        rate,
-        secs,
-    )
-    .await?;
-    let all = receiver.stats().await?;
-    let solo_l = receipt_latency(&solo);
-    let mixed_l = receipt_latency(&mixed);
-    report.add_latency("healthy alone: publish → receipt", solo_l);
-    report.add_latency("healthy beside bad: publish → receipt", mixed_l);
-    report.add(
-        "attempts at the hanging webhook",
-        all.get("hang").map_or(0, |s| s.count),
-    );
-    report.add(
-        "attempts at the failing webhook",
-        all.get("fail").map_or(0, |s| s.count),
-    );
-    report.add(
-        "healthy p99 / solo p99",
-        mixed_l.p99_ms / solo_l.p99_ms.max(1e-9),
-    );
-    report.plot_latency_of(
-        "healthy beside bad: publish → receipt",
-        mixed.latency.clone(),
-    );
-    report.add_series("published/s", &run.series, run.first_us);
-    report.add_series("healthy delivered/s", &series_of(&mixed), run.first_us);
-    if let Some(fail) = all.get("fail") {
-        report.add_series("failing attempts/s", &series_of(fail), run.first_us);
-    }
-    report.target(
-        "isolation: healthy p99 within 20 % of solo",
-        format!(
-            "≤ {:.2} ms (1.2 × {:.2})",
-            solo_l.p99_ms * 1.2,
-            solo_l.p99_ms
-        ),
-        mixed_l.p99_ms,
-        mixed_l.p99_ms <= solo_l.p99_ms * 1.2,
-    );
-    drop(server);
     Ok(report)
 }
 

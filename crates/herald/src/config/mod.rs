@@ -186,6 +186,11 @@ impl Settings {
         if d.workers == 0 || d.workers > 10_000 {
             bail!("delivery.workers must be between 1 and 10000");
         }
+        if d.fresh_reserve.is_some_and(|r| r >= d.workers) {
+            bail!(
+                "delivery.fresh_reserve must be below delivery.workers (retries need one worker)"
+            );
+        }
         if d.per_webhook_concurrency == 0 {
             bail!("delivery.per_webhook_concurrency must be at least 1");
         }

@@ -163,6 +163,9 @@ pub struct DeliverySettings {
     pub workers: usize,
     /// Attempts in flight at once to one webhook on this node.
     pub per_webhook_concurrency: usize,
+    /// Workers kept for first attempts: retries and re-queued deliveries run on the others, so a
+    /// backlog of them never holds up a first attempt. Unset: a quarter of `workers`.
+    pub fresh_reserve: Option<usize>,
     /// Most deliveries leased in one claim.
     pub claim_batch: usize,
     /// How long a claim holds a delivery before another claim may take it. Keep it longer than
@@ -199,12 +202,20 @@ pub struct DeliverySettings {
     pub probe_interval: HumanDuration,
 }
 
+impl DeliverySettings {
+    /// Workers kept for first attempts ([`DeliverySettings::fresh_reserve`]).
+    pub fn fresh_reserve(&self) -> usize {
+        self.fresh_reserve.unwrap_or(self.workers / 4)
+    }
+}
+
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
             enabled: true,
             workers: 64,
             per_webhook_concurrency: 16,
+            fresh_reserve: None,
             claim_batch: 256,
             lease: HumanDuration(Duration::from_secs(120)),
             poll_interval: HumanDuration(Duration::from_secs(1)),

@@ -203,3 +203,17 @@ fn portal_settings_are_checked_naming_the_key() {
         assert!(err.contains(key), "{toml}: {err}");
     }
 }
+
+#[test]
+fn the_fresh_reserve_defaults_to_a_quarter_of_the_workers_and_leaves_retries_one() {
+    let d = Settings::default();
+    assert_eq!(d.delivery.fresh_reserve(), 16);
+    let s: Settings = toml::from_str("[delivery]\nworkers = 8\n").unwrap();
+    assert_eq!(s.delivery.fresh_reserve(), 2);
+    let s: Settings = toml::from_str("[delivery]\nworkers = 8\nfresh_reserve = 7\n").unwrap();
+    s.check().unwrap();
+    assert_eq!(s.delivery.fresh_reserve(), 7);
+    let all: Settings = toml::from_str("[delivery]\nworkers = 8\nfresh_reserve = 8\n").unwrap();
+    let err = all.check().unwrap_err().to_string();
+    assert!(err.contains("delivery.fresh_reserve"), "{err}");
+}

@@ -16,6 +16,14 @@
 //! store by then (the recorder counts there, for every node), and the claims bring only its
 //! probes ([`crate::store::Gates`]).
 //!
+//! First attempts go first: a backlog of retries (or of re-queued deliveries) may run on at most
+//! the workers less `fresh_reserve`, and hold at most the deliveries less as many times
+//! [`HOLD_AHEAD`], so a first attempt finds a worker and room for its hand-over however long the
+//! backlog. A lane whose next delivery is a retry while retries are at their share waits aside
+//! (`parked`) until one ends, or until a first attempt arrives for it: within a lane, a first
+//! attempt may start before retries held ahead of it (ordered deliveries are unaffected: the
+//! claims never hold two of one key at once).
+//!
 //! [`Lanes`] is bookkeeping only, with no I/O and no clock of its own, so it is tested here
 //! without a server; [`SharedLanes`] puts it behind the lock the scheduler and publishing share.
 
@@ -49,6 +57,33 @@ pub struct Held {
     pub start_by: Timestamp,
 }
 
+/// A started delivery that is over (attempted, or given back): which lane it ran on, whether
+/// it counted against the retries' share, how its attempt went if it made one, and until when
+/// its receiver asked the whole webhook to wait (429/503 with `Retry-After`), if it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Freed {
+    pub webhook: WebhookId,
+    pub retry: bool,
+    pub succeeded: Option<bool>,
+    pub pause_until: Option<Timestamp>,
+}
+
+impl Freed {
+    pub fn of(claim: &ClaimedDelivery) -> Self {
+        Self {
+            webhook: claim.webhook.id.clone(),
+            retry: is_retry(claim),
+            succeeded: None,
+            pause_until: None,
+        }
+    }
+}
+
+/// Whether a delivery is a retry (or re-queued after its attempts), not a first attempt.
+fn is_retry(claim: &ClaimedDelivery) -> bool {
+    claim.attempt_number > 1
+}
+
 /// Deliveries this node holds a lease on and has not finished, per webhook.
 pub struct Lanes {
     by_webhook: HashMap<WebhookId, Lane>,
@@ -56,7 +91,12 @@ pub struct Lanes {
     /// at most once (its lane's `queued`): served in turn, and the list never longer than the
     /// lanes however long the load lasts.
     ready: VecDeque<WebhookId>,
+    /// Lanes whose next delivery is a retry, waiting for the retries' share to have room, each
+    /// at most once (its lane's `parked`).
+    parked: VecDeque<WebhookId>,
     running: usize,
+    /// Of `running`, retries.
+    running_retries: usize,
     /// Running, waiting and reserved, on all lanes.
     held: usize,
     /// Set at shutdown: no more hand-overs.
@@ -72,12 +112,17 @@ pub struct Lanes {
     /// `circuit_after` of them (0: never), see [`Lanes::attempted`].
     failures: HashMap<WebhookId, u32>,
     circuit_after: u32,
+    probe_interval: Duration,
     /// Attempts at once: on all lanes (the workers), and per lane.
     workers: usize,
     per_webhook: usize,
     /// Most deliveries held per lane, and in all.
     hold_per_webhook: usize,
     hold_total: usize,
+    /// Most retries running at once, and most deliveries the claims may hold in all: what is
+    /// left is for first attempts.
+    retry_workers: usize,
+    claim_hold: usize,
 }
 
 #[derive(Default)]
@@ -88,6 +133,8 @@ struct Lane {
     reserved: usize,
     /// On the ready list.
     queued: bool,
+    /// On the parked list.
+    parked: bool,
 }
 
 impl Lane {
@@ -98,12 +145,16 @@ impl Lane {
 
 impl Lanes {
     /// Lanes for `workers` attempts at once, at most `per_webhook` of them to one webhook, each
-    /// holding [`HOLD_AHEAD`] times that.
-    pub fn new(workers: usize, per_webhook: usize) -> Self {
+    /// holding [`HOLD_AHEAD`] times that; `fresh_reserve` of the workers are kept for first
+    /// attempts (at least one worker is left to retries).
+    pub fn new(workers: usize, per_webhook: usize, fresh_reserve: usize) -> Self {
+        let retry_workers = workers.saturating_sub(fresh_reserve).max(1);
         Self {
             by_webhook: HashMap::new(),
             ready: VecDeque::new(),
+            parked: VecDeque::new(),
             running: 0,
+            running_retries: 0,
             held: 0,
             closed: false,
             late: Vec::new(),
@@ -111,10 +162,13 @@ impl Lanes {
             given_back: Vec::new(),
             failures: HashMap::new(),
             circuit_after: 0,
+            probe_interval: Duration::ZERO,
             workers,
             per_webhook,
             hold_per_webhook: per_webhook * HOLD_AHEAD,
             hold_total: workers * HOLD_AHEAD,
+            retry_workers,
+            claim_hold: retry_workers.min(workers) * HOLD_AHEAD,
         }
     }
 
@@ -133,6 +187,7 @@ impl Lanes {
         let lane = self.by_webhook.entry(id.clone()).or_default();
         lane.waiting.push_back(Held { claim, start_by });
         self.held += 1;
+        // A parked lane goes back on the ready list too: a first attempt may start.
         if !lane.queued {
             lane.queued = true;
             self.ready.push_back(id);
@@ -150,8 +205,10 @@ impl Lanes {
         starts
     }
 
-    /// The next delivery to attempt: the first waiting one of a webhook below the cap.
+    /// The next delivery to attempt: the first waiting one of a webhook below the cap, or, while
+    /// retries are at their share, its first waiting first attempt.
     fn next(&mut self) -> Option<Held> {
+        let retries_full = self.running_retries >= self.retry_workers;
         while let Some(id) = self.ready.pop_front() {
             let Some(lane) = self.by_webhook.get_mut(&id) else {
                 continue;
@@ -160,11 +217,24 @@ impl Lanes {
             if lane.running >= self.per_webhook {
                 continue; // put back on the list when one of its attempts finishes
             }
-            let Some(held) = lane.waiting.pop_front() else {
+            let at = if retries_full {
+                lane.waiting.iter().position(|h| !is_retry(&h.claim))
+            } else {
+                (!lane.waiting.is_empty()).then_some(0)
+            };
+            let Some(held) = at.and_then(|at| lane.waiting.remove(at)) else {
+                if !lane.waiting.is_empty() && !lane.parked {
+                    // Only retries waiting: back when a retry ends or a first attempt comes.
+                    lane.parked = true;
+                    self.parked.push_back(id);
+                }
                 continue;
             };
             lane.running += 1;
             self.running += 1;
+            if is_retry(&held.claim) {
+                self.running_retries += 1;
+            }
             if !lane.waiting.is_empty() && lane.running < self.per_webhook {
                 lane.queued = true;
                 self.ready.push_back(id);
@@ -176,9 +246,14 @@ impl Lanes {
 
     /// An attempt has finished (its result is on its way to the store), or a started delivery
     /// was given back. Returns whether the webhook's deliveries held ahead are running low.
-    pub fn finished(&mut self, webhook: &WebhookId) -> bool {
+    pub fn finished(&mut self, freed: &Freed) -> bool {
+        let webhook = &freed.webhook;
         self.running = self.running.saturating_sub(1);
         self.held = self.held.saturating_sub(1);
+        if freed.retry {
+            self.running_retries = self.running_retries.saturating_sub(1);
+            self.unpark();
+        }
         let Some(lane) = self.by_webhook.get_mut(webhook) else {
             return true;
         };
@@ -191,6 +266,20 @@ impl Lanes {
             self.ready.push_back(webhook.clone());
         }
         low
+    }
+
+    /// Puts the parked lanes back on the ready list: a retry has ended.
+    fn unpark(&mut self) {
+        while let Some(id) = self.parked.pop_front() {
+            let Some(lane) = self.by_webhook.get_mut(&id) else {
+                continue;
+            };
+            lane.parked = false;
+            if !lane.queued && !lane.waiting.is_empty() {
+                lane.queued = true;
+                self.ready.push_back(id);
+            }
+        }
     }
 
     /// Reserves room for a delivery publishing is about to commit; false when the lanes are
@@ -264,16 +353,19 @@ impl Lanes {
         }
     }
 
-    /// Opens circuits after `after` failed attempts in a row (0: never).
-    pub fn with_circuit_after(mut self, after: u32) -> Self {
+    /// Opens circuits after `after` failed attempts in a row (0: never), probed every
+    /// `probe_interval`.
+    pub fn with_circuit(mut self, after: u32, probe_interval: Duration) -> Self {
         self.circuit_after = after;
+        self.probe_interval = probe_interval;
         self
     }
 
-    /// An attempt to `webhook` succeeded or failed. At `circuit_after` failures in a row its
-    /// waiting deliveries go back ([`Lanes::take_given_back`]) and it takes no hand-overs
-    /// until a success.
-    pub fn attempted(&mut self, webhook: &WebhookId, succeeded: bool) {
+    /// An attempt to `webhook` succeeded or failed, seen at `now`. At `circuit_after` failures
+    /// in a row it is paused here for a probe interval ([`Lanes::pause`]: what it holds goes
+    /// back, and so does what a claim under way brings, until the store's circuit, written a
+    /// moment later, sends the first probe), and it takes no hand-overs until a success.
+    pub fn attempted(&mut self, webhook: &WebhookId, succeeded: bool, now: Timestamp) {
         if succeeded || self.circuit_after == 0 {
             self.failures.remove(webhook);
             return;
@@ -281,7 +373,7 @@ impl Lanes {
         let n = self.failures.entry(webhook.clone()).or_default();
         *n += 1;
         if *n == self.circuit_after {
-            self.give_back_waiting(webhook);
+            self.pause(webhook, now.plus(self.probe_interval));
         }
     }
 
@@ -303,9 +395,10 @@ impl Lanes {
         std::mem::take(&mut self.given_back)
     }
 
-    /// How many more deliveries the lanes may hold in all.
+    /// How many more deliveries a claim may bring: the room first attempts' hand-overs have
+    /// to themselves is left.
     pub fn room(&self) -> usize {
-        self.hold_total.saturating_sub(self.held)
+        self.claim_hold.saturating_sub(self.held)
     }
 
     /// Deliveries held per webhook, for the claim's per-webhook cap.
@@ -332,9 +425,11 @@ impl Lanes {
         for lane in self.by_webhook.values_mut() {
             all.extend(lane.waiting.drain(..));
             lane.queued = false;
+            lane.parked = false;
         }
         self.held -= all.len();
         self.ready.clear();
+        self.parked.clear();
         all
     }
 

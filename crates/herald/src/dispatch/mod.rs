@@ -30,7 +30,7 @@ use crate::erasure::Erasures;
 use crate::store::operator::OperatorPolicy;
 use crate::store::{ClaimedDelivery, Queue, Release};
 use crate::telemetry::Metrics;
-use lanes::{Lanes, SharedLanes, release_of};
+use lanes::{Freed, Lanes, SharedLanes, release_of};
 use recorder::{Finished, HealthSettings};
 use scheduler::Scheduler;
 use sender::Sender;
@@ -89,8 +89,12 @@ impl Dispatcher {
         erasures: Arc<Erasures>,
     ) -> anyhow::Result<Self> {
         let sender = Arc::new(Sender::new(&settings, dev, node.clone(), listeners)?);
-        let lanes = Lanes::new(settings.workers, settings.per_webhook_concurrency)
-            .with_circuit_after(settings.circuit_after);
+        let lanes = Lanes::new(
+            settings.workers,
+            settings.per_webhook_concurrency,
+            settings.fresh_reserve(),
+        )
+        .with_circuit(settings.circuit_after, settings.probe_interval.0);
         Ok(Self {
             node,
             lanes: Arc::new(SharedLanes::new(lanes)),
@@ -127,7 +131,7 @@ impl Dispatcher {
         // waits for that commit the next batch gathers here (docs/BENCHMARKS.md has the
         // measurements).
         let (done_tx, done_rx) = mpsc::channel::<Finished>(workers * RESULTS_PER_WORKER);
-        let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<worker::Freed>();
+        let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<Freed>();
         let (aborted_tx, mut aborted_rx) = mpsc::unbounded_channel::<Release>();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers {

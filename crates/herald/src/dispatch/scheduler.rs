@@ -5,9 +5,8 @@
 //! since; the loop in [`Scheduler::run`] only waits for the next thing to happen.
 
 use super::Waker;
-use super::lanes::{HOLD_AHEAD, Held, SharedLanes, release_of};
+use super::lanes::{Freed, HOLD_AHEAD, Held, SharedLanes, release_of};
 use super::recorder::Finished;
-use super::worker::Freed;
 use crate::config::DeliverySettings;
 use crate::domain::{Timestamp, WebhookId};
 use crate::store::{ClaimRequest, ClaimedDelivery, Queue, StoreResult};
@@ -97,13 +96,13 @@ impl Scheduler<'_> {
                     let mut held = lanes.lock();
                     let mut low = false;
                     let mut next = Some(first);
-                    while let Some(f) = next {
-                        low |= held.finished(&f.webhook);
-                        if let Some(succeeded) = f.succeeded {
-                            held.attempted(&f.webhook, succeeded);
+                    while let Some(slot) = next {
+                        low |= held.finished(&slot);
+                        if let Some(succeeded) = slot.succeeded {
+                            held.attempted(&slot.webhook, succeeded, Timestamp::now());
                         }
-                        if let Some(until) = f.pause_until {
-                            held.pause(&f.webhook, until);
+                        if let Some(until) = slot.pause_until {
+                            held.pause(&slot.webhook, until);
                         }
                         next = freed.try_recv().ok();
                     }
@@ -141,9 +140,9 @@ impl Scheduler<'_> {
             if Timestamp::now() > held.start_by {
                 // Held too long: the lease could run out mid-attempt and another node take
                 // the delivery. Give it back; it is claimed again with a fresh lease.
-                let webhook = held.claim.webhook.id.clone();
+                let slot = Freed::of(&held.claim);
                 let _ = done.send(Finished::Released(release_of(held.claim))).await;
-                self.lanes.lock().finished(&webhook);
+                self.lanes.lock().finished(&slot);
                 continue;
             }
             if jobs.send(held.claim).await.is_err() {

@@ -3,11 +3,11 @@
 //! the result to the recorder. Deliveries of an account being erased are not attempted, and an
 //! attempt of one under way when its account is marked is cut off ([`Erasures`]).
 
-use super::lanes::release_of;
+use super::lanes::{Freed, release_of};
 use super::recorder::Finished;
 use super::sender::{AttemptReport, Sender};
 use crate::domain::flow::pause_asked;
-use crate::domain::{RetryPolicy, Timestamp, WebhookId};
+use crate::domain::{RetryPolicy, Timestamp};
 use crate::erasure::Erasures;
 use crate::store::{AttemptRecord, ClaimedDelivery, NextStep, Release};
 use crate::telemetry::Metrics;
@@ -32,9 +32,10 @@ pub async fn work(
 ) {
     while let Ok(claim) = jobs.recv().await {
         let webhook = claim.webhook.id.clone();
+        let slot = Freed::of(&claim);
         if shutdown.is_cancelled() || erasures.contains(&claim.event.account) {
             let _ = done.send(Finished::Released(release_of(claim))).await;
-            let _ = freed.send(Freed::of(webhook));
+            let _ = freed.send(slot);
             continue;
         }
         // At debug level: the attempt's own events are debug ones, and at the default level an
@@ -60,7 +61,7 @@ pub async fn work(
         let Some(report) = report else {
             in_flight.finished();
             let _ = done.send(Finished::Released(release_of(claim))).await;
-            let _ = freed.send(Freed::of(webhook));
+            let _ = freed.send(slot);
             continue;
         };
         metrics.attempt_finished(&report.outcome, started.elapsed());
@@ -95,29 +96,10 @@ pub async fn work(
         in_flight.finished();
         // The webhook's slot is free as soon as the attempt ends; the result is written apart.
         let _ = freed.send(Freed {
-            webhook,
             succeeded: Some(succeeded),
             pause_until,
+            ..slot
         });
-    }
-}
-
-/// A worker is done with a delivery of `webhook`: its slot is free. `succeeded`: how its
-/// attempt went, if it made one; `pause_until`: the receiver asked the whole webhook to wait
-/// until then.
-pub struct Freed {
-    pub webhook: WebhookId,
-    pub succeeded: Option<bool>,
-    pub pause_until: Option<Timestamp>,
-}
-
-impl Freed {
-    fn of(webhook: WebhookId) -> Self {
-        Self {
-            webhook,
-            succeeded: None,
-            pause_until: None,
-        }
     }
 }
 

@@ -20,6 +20,7 @@ mod flood;
 mod flow;
 mod flow_circuit;
 mod flow_nodes;
+mod fresh_first;
 mod health;
 mod hostile;
 mod jitter;

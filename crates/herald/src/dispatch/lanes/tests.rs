@@ -70,6 +70,29 @@ fn ids(held: &[Held]) -> Vec<DeliveryId> {
     held.iter().map(|h| h.claim.delivery_id.clone()).collect()
 }
 
+/// The end of a first attempt to `webhook`.
+fn first(webhook: &WebhookId) -> Freed {
+    Freed {
+        webhook: webhook.clone(),
+        retry: false,
+        succeeded: None,
+        pause_until: None,
+    }
+}
+
+/// Claims `n` retries (second attempts) to `webhook` into the lanes; returns their ids.
+fn hold_retries(lanes: &mut Lanes, webhook: &WebhookId, n: usize) -> Vec<DeliveryId> {
+    (0..n)
+        .map(|_| {
+            let mut c = claim(webhook);
+            c.attempt_number = 2;
+            let id = c.delivery_id.clone();
+            lanes.hold(c, t0(), t0().plus(LEASE));
+            id
+        })
+        .collect()
+}
+
 fn wh() -> WebhookId {
     WebhookId::generate()
 }
@@ -81,7 +104,7 @@ fn counts(lanes: &Lanes) -> (usize, usize) {
 
 #[test]
 fn no_more_than_the_cap_run_at_once_per_webhook() {
-    let mut lanes = Lanes::new(8, 2);
+    let mut lanes = Lanes::new(8, 2, 0);
     let a = wh();
     let d = hold(&mut lanes, &a, 5);
     assert_eq!(ids(&lanes.start()), d[..2]);
@@ -93,14 +116,14 @@ fn no_more_than_the_cap_run_at_once_per_webhook() {
 
 #[test]
 fn deliveries_beyond_the_cap_start_in_order_as_slots_free() {
-    let mut lanes = Lanes::new(8, 2);
+    let mut lanes = Lanes::new(8, 2, 0);
     let a = wh();
     let d = hold(&mut lanes, &a, 5);
     assert_eq!(ids(&lanes.start()), d[..2]);
-    lanes.finished(&a);
+    lanes.finished(&first(&a));
     assert_eq!(ids(&lanes.start()), d[2..3]);
-    lanes.finished(&a);
-    lanes.finished(&a);
+    lanes.finished(&first(&a));
+    lanes.finished(&first(&a));
     assert_eq!(ids(&lanes.start()), d[3..5]);
     assert!(lanes.start().is_empty());
     assert_eq!(counts(&lanes), (2, 2));
@@ -108,18 +131,18 @@ fn deliveries_beyond_the_cap_start_in_order_as_slots_free() {
 
 #[test]
 fn a_finished_attempt_frees_its_slot_and_its_hold() {
-    let mut lanes = Lanes::new(8, 1);
+    let mut lanes = Lanes::new(8, 1, 0);
     let a = wh();
     let d = hold(&mut lanes, &a, 2);
     assert_eq!(ids(&lanes.start()), d[..1]);
     assert!(
-        !lanes.finished(&a),
+        !lanes.finished(&first(&a)),
         "one still waiting for a cap of one is not low"
     );
     assert_eq!(counts(&lanes), (0, 1));
     assert_eq!(lanes.held_by_webhook(), HashMap::from([(a.clone(), 1)]));
     assert_eq!(ids(&lanes.start()), d[1..]);
-    assert!(lanes.finished(&a), "nothing left waiting is low");
+    assert!(lanes.finished(&first(&a)), "nothing left waiting is low");
     assert_eq!(counts(&lanes), (0, 0));
     assert!(lanes.by_webhook.is_empty(), "an empty lane goes");
     assert!(lanes.held_by_webhook().is_empty());
@@ -128,22 +151,22 @@ fn a_finished_attempt_frees_its_slot_and_its_hold() {
 
 #[test]
 fn a_lane_runs_low_when_fewer_wait_than_run() {
-    let mut lanes = Lanes::new(8, 4);
+    let mut lanes = Lanes::new(8, 4, 0);
     let a = wh();
     hold(&mut lanes, &a, 6);
     assert_eq!(lanes.start().len(), 4);
     // 3 running, 2 waiting.
-    assert!(lanes.finished(&a));
-    let mut lanes = Lanes::new(8, 4);
+    assert!(lanes.finished(&first(&a)));
+    let mut lanes = Lanes::new(8, 4, 0);
     hold(&mut lanes, &a, 7);
     assert_eq!(lanes.start().len(), 4);
     // 3 running, 3 waiting.
-    assert!(!lanes.finished(&a));
+    assert!(!lanes.finished(&first(&a)));
 }
 
 #[test]
 fn the_workers_bound_the_attempts_on_all_lanes() {
-    let mut lanes = Lanes::new(3, 2);
+    let mut lanes = Lanes::new(3, 2, 0);
     let (a, b) = (wh(), wh());
     let da = hold(&mut lanes, &a, 4);
     let db = hold(&mut lanes, &b, 4);
@@ -154,7 +177,7 @@ fn the_workers_bound_the_attempts_on_all_lanes() {
     );
     assert!(lanes.start().is_empty(), "every worker is busy");
     assert_eq!(counts(&lanes), (3, 8));
-    lanes.finished(&a);
+    lanes.finished(&first(&a));
     assert_eq!(
         ids(&lanes.start()),
         db[1..2],
@@ -166,7 +189,7 @@ fn the_workers_bound_the_attempts_on_all_lanes() {
 
 #[test]
 fn a_webhook_at_its_cap_does_not_hold_up_the_others() {
-    let mut lanes = Lanes::new(8, 1);
+    let mut lanes = Lanes::new(8, 1, 0);
     let (slow, b, c) = (wh(), wh(), wh());
     let ds = hold(&mut lanes, &slow, 5);
     let db = hold(&mut lanes, &b, 2);
@@ -175,8 +198,8 @@ fn a_webhook_at_its_cap_does_not_hold_up_the_others() {
         ids(&lanes.start()),
         [ds[0].clone(), db[0].clone(), dc[0].clone()]
     );
-    lanes.finished(&b);
-    lanes.finished(&c);
+    lanes.finished(&first(&b));
+    lanes.finished(&first(&c));
     assert_eq!(
         ids(&lanes.start()),
         db[1..],
@@ -193,7 +216,7 @@ fn a_webhook_at_its_cap_does_not_hold_up_the_others() {
 #[test]
 fn holding_ahead_is_bounded_per_webhook_and_in_all() {
     // Two workers, one attempt at a time per webhook: 8 held per webhook, 16 in all.
-    let mut lanes = Lanes::new(2, 1);
+    let mut lanes = Lanes::new(2, 1, 0);
     let (a, b, c) = (wh(), wh(), wh());
     for _ in 0..HOLD_AHEAD {
         assert!(lanes.reserve(&a));
@@ -221,7 +244,7 @@ fn holding_ahead_is_bounded_per_webhook_and_in_all() {
 
 #[test]
 fn a_cancelled_reservation_leaves_nothing_held() {
-    let mut lanes = Lanes::new(2, 1);
+    let mut lanes = Lanes::new(2, 1, 0);
     let a = wh();
     assert!(lanes.reserve(&a));
     assert_eq!((lanes.reserved(), lanes.room()), (1, 2 * HOLD_AHEAD - 1));
@@ -233,7 +256,7 @@ fn a_cancelled_reservation_leaves_nothing_held() {
 
 #[test]
 fn a_hand_over_turns_reservations_into_held_deliveries() {
-    let mut lanes = Lanes::new(8, 1);
+    let mut lanes = Lanes::new(8, 1, 0);
     let a = wh();
     assert!(lanes.reserve(&a));
     assert!(lanes.reserve(&a));
@@ -243,13 +266,13 @@ fn a_hand_over_turns_reservations_into_held_deliveries() {
     assert_eq!(lanes.reserved(), 0);
     assert_eq!(counts(&lanes), (0, 2));
     assert_eq!(ids(&lanes.start()), d[..1]);
-    lanes.finished(&a);
+    lanes.finished(&first(&a));
     assert_eq!(ids(&lanes.start()), d[1..]);
 }
 
 #[test]
 fn a_held_delivery_must_start_in_time_to_end_before_its_lease() {
-    let mut lanes = Lanes::new(8, 8);
+    let mut lanes = Lanes::new(8, 8, 0);
     let a = wh();
     // The default timeout is 10 s; 5 s more are kept in hand.
     lanes.hold(claim(&a), t0(), t0().plus(LEASE));
@@ -267,7 +290,7 @@ fn a_held_delivery_must_start_in_time_to_end_before_its_lease() {
 
 #[test]
 fn shutdown_gives_back_every_claim_not_started() {
-    let mut lanes = Lanes::new(4, 1);
+    let mut lanes = Lanes::new(4, 1, 0);
     let (a, b, c) = (wh(), wh(), wh());
     let da = hold(&mut lanes, &a, 3);
     let db = hold(&mut lanes, &b, 2);
@@ -302,14 +325,14 @@ fn shutdown_gives_back_every_claim_not_started() {
     assert_eq!(late, [release]);
     assert!(lanes.take_late().is_empty());
 
-    lanes.finished(&a);
-    lanes.finished(&b);
+    lanes.finished(&first(&a));
+    lanes.finished(&first(&b));
     assert_eq!(counts(&lanes), (0, 0));
 }
 
 #[test]
 fn publishing_hands_over_through_the_shared_lanes_and_rings() {
-    let shared = SharedLanes::new(Lanes::new(2, 1));
+    let shared = SharedLanes::new(Lanes::new(2, 1, 0));
     let intake: &dyn Intake = &shared;
     let (a, b) = (wh(), wh());
     assert!(intake.reserve(&a));
@@ -336,7 +359,7 @@ fn publishing_hands_over_through_the_shared_lanes_and_rings() {
 #[test]
 fn the_ready_list_holds_each_webhook_once_however_long_the_load() {
     for (workers, cap, webhooks) in [(1, 1, 1), (2, 2, 1), (64, 64, 1), (64, 64, 3), (64, 16, 40)] {
-        let mut lanes = Lanes::new(workers, cap);
+        let mut lanes = Lanes::new(workers, cap, 0);
         let hooks: Vec<WebhookId> = (0..webhooks).map(|_| wh()).collect();
         let mut running: VecDeque<WebhookId> = VecDeque::new();
         // Twice as many held as may run: the lanes never run empty.
@@ -348,7 +371,7 @@ fn the_ready_list_holds_each_webhook_once_however_long_the_load() {
                 running.push_back(started.claim.webhook.id.clone());
             }
             let done = running.pop_front().expect("attempts are running");
-            lanes.finished(&done);
+            lanes.finished(&first(&done));
             hold(&mut lanes, &done, 1);
             assert!(
                 lanes.ready.len() <= webhooks,
@@ -364,7 +387,7 @@ fn the_ready_list_holds_each_webhook_once_however_long_the_load() {
 /// can has started once.
 #[test]
 fn webhooks_with_deliveries_waiting_take_turns() {
-    let mut lanes = Lanes::new(6, 8);
+    let mut lanes = Lanes::new(6, 8, 0);
     let (a, b) = (wh(), wh());
     let da = hold(&mut lanes, &a, 4);
     let db = hold(&mut lanes, &b, 4);
@@ -383,12 +406,12 @@ fn webhooks_with_deliveries_waiting_take_turns() {
 
 #[test]
 fn a_paused_webhook_gives_back_what_waits_and_takes_nothing_until_resumed() {
-    let mut lanes = Lanes::new(8, 1);
+    let mut lanes = Lanes::new(8, 1, 0);
     let (a, b) = (wh(), wh());
     let d = hold(&mut lanes, &a, 3);
     hold(&mut lanes, &b, 1);
     assert_eq!(lanes.start().len(), 2);
-    lanes.finished(&a);
+    lanes.finished(&first(&a));
     lanes.pause(&a, t0().plus(Duration::from_secs(5)));
     let back: Vec<DeliveryId> = lanes
         .take_given_back()
@@ -414,21 +437,103 @@ fn a_paused_webhook_gives_back_what_waits_and_takes_nothing_until_resumed() {
 
 #[test]
 fn failures_in_a_row_open_the_circuit_here_until_a_success() {
-    let mut lanes = Lanes::new(8, 1).with_circuit_after(2);
+    let mut lanes = Lanes::new(8, 1, 0).with_circuit(2, Duration::from_secs(1));
     let a = wh();
     hold(&mut lanes, &a, 4);
     assert_eq!(lanes.start().len(), 1);
-    lanes.finished(&a);
-    lanes.attempted(&a, false);
+    lanes.finished(&first(&a));
+    lanes.attempted(&a, false, t0());
     assert!(lanes.take_given_back().is_empty());
     assert_eq!(lanes.start().len(), 1);
-    lanes.finished(&a);
-    lanes.attempted(&a, false);
+    lanes.finished(&first(&a));
+    lanes.attempted(&a, false, t0());
     assert_eq!(lanes.take_given_back().len(), 2, "the circuit opened");
     assert!(!lanes.reserve(&a));
     hold(&mut lanes, &a, 1);
+    assert!(
+        lanes.start().is_empty(),
+        "what a claim under way brings goes back"
+    );
+    assert_eq!(lanes.take_given_back().len(), 1);
+    lanes.resume(t0().plus(Duration::from_secs(1)));
+    assert!(!lanes.reserve(&a), "no hand-overs while open");
+    hold(&mut lanes, &a, 1);
     assert_eq!(lanes.start().len(), 1, "a claimed probe goes");
-    lanes.finished(&a);
-    lanes.attempted(&a, true);
+    lanes.finished(&first(&a));
+    lanes.attempted(&a, true, t0());
     assert!(lanes.reserve(&a), "closed by the success");
+}
+
+#[test]
+fn retries_run_on_the_workers_left_after_the_fresh_reserve() {
+    // Four workers, one kept for first attempts: three retries at most.
+    let mut lanes = Lanes::new(4, 4, 1);
+    let (a, b) = (wh(), wh());
+    hold_retries(&mut lanes, &a, 3);
+    hold_retries(&mut lanes, &b, 3);
+    let started = lanes.start();
+    assert_eq!(started.len(), 3, "retries stop at their share");
+    assert!(started.iter().all(|h| h.claim.attempt_number == 2));
+    // A first attempt still finds its worker.
+    let fresh = hold(&mut lanes, &b, 1);
+    assert_eq!(ids(&lanes.start()), fresh);
+    // A retry that ends lets the next retry go, on either lane.
+    let ended = Freed::of(&started[0].claim);
+    lanes.finished(&ended);
+    let next = lanes.start();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].claim.attempt_number, 2);
+}
+
+#[test]
+fn a_first_attempt_passes_retries_held_before_it_in_its_lane() {
+    let mut lanes = Lanes::new(2, 2, 1);
+    let a = wh();
+    let retries = hold_retries(&mut lanes, &a, 3);
+    assert_eq!(ids(&lanes.start()), retries[..1]);
+    let fresh = hold(&mut lanes, &a, 1);
+    assert_eq!(
+        ids(&lanes.start()),
+        fresh,
+        "the retries wait for their share"
+    );
+}
+
+#[test]
+fn claims_leave_the_reserve_s_room_to_hand_overs() {
+    let mut lanes = Lanes::new(4, 4, 1);
+    assert_eq!(lanes.room(), 3 * HOLD_AHEAD);
+    let a = wh();
+    hold_retries(&mut lanes, &a, 3 * HOLD_AHEAD);
+    assert_eq!(lanes.room(), 0, "no claim while the claims' room is full");
+    assert!(lanes.reserve(&wh()), "a hand-over still has room");
+}
+
+/// Retries and first attempts mixed on several lanes, ended in turn: every delivery starts, the
+/// retries never run beyond their share, and a lane is on each list once at most.
+#[test]
+fn mixed_retries_and_first_attempts_all_start_within_the_share() {
+    let mut lanes = Lanes::new(8, 4, 2);
+    let hooks: Vec<WebhookId> = (0..5).map(|_| wh()).collect();
+    let mut all = HashSet::new();
+    for (i, hook) in hooks.iter().enumerate() {
+        all.extend(hold_retries(&mut lanes, hook, 10 + i));
+        all.extend(hold(&mut lanes, hook, 4));
+    }
+    let mut running: VecDeque<Freed> = VecDeque::new();
+    let mut started = HashSet::new();
+    for _ in 0..1_000 {
+        for held in lanes.start() {
+            started.insert(held.claim.delivery_id.clone());
+            running.push_back(Freed::of(&held.claim));
+        }
+        assert!(lanes.running_retries <= 6, "retries beyond their share");
+        assert!(lanes.ready.len() <= hooks.len() && lanes.parked.len() <= hooks.len());
+        let Some(ended) = running.pop_front() else {
+            break;
+        };
+        lanes.finished(&ended);
+    }
+    assert_eq!(started, all, "every held delivery started");
+    assert_eq!(counts(&lanes), (0, 0));
 }

@@ -1,0 +1,253 @@
+//! The isolation scenario: the publish→receipt latency of a healthy webhook alone, then beside
+//! bad neighbours on the same server:
+//! - one that hangs until its timeout and one that answers 500 (retried at once), throughout;
+//! - a backlog of retries falling due all at once in the middle of the run: N deliveries to a
+//!   second webhook that failed their first attempt, whose receiver is back by the time their
+//!   retry comes (issue 18: fresh deliveries first).
+//!
+//! Each comparison is the healthy webhook's p99 against its p99 alone, on a fresh server.
+
+use super::*;
+
+/// The event type of the retry backlog's deliveries; the healthy webhook takes `tts.*` only.
+const BACKLOG_TYPE: &str = "stt.completed";
+
+/// Events per publish request while filling the retry backlog.
+const FILL_BATCH: u64 = 100;
+
+/// A healthy webhook alone, then beside one that hangs and one that answers 500, then beside
+/// `retries` retries falling due.
+pub async fn isolation(
+    ctx: &Ctx,
+    rate: f64,
+    secs: f64,
+    hang: Duration,
+    retries: u64,
+) -> anyhow::Result<Report> {
+    let mut report = Report::new(
+        "isolation",
+        json!({ "connections": ctx.conns, "rate": rate, "secs": secs,
+                "hang_timeout_s": hang.as_secs_f64(), "retries": retries }),
+    );
+    let receiver = Receiver::start(free_port()?).await?;
+    ctx.ceiling(&receiver, &mut report).await?;
+
+    let solo = {
+        let server = Server::start(&ctx.spec("isolation-solo", "")).await?;
+        let fixture = setup(&server, &[ok_hook(&receiver, "solo")]).await?;
+        let (_, got) = steady_run(
+            ctx,
+            &server,
+            &receiver,
+            &fixture.account,
+            "solo",
+            rate,
+            secs,
+        )
+        .await?;
+        got
+    };
+    let solo_l = receipt_latency(&solo);
+    report.add_latency("healthy alone: publish → receipt", solo_l);
+    beside_bad(ctx, &receiver, rate, secs, hang, solo_l, &mut report).await?;
+    if retries > 0 {
+        beside_retries(ctx, &receiver, rate, secs, retries, solo_l, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// The healthy webhook beside one that hangs and one that answers 500, each retried at once.
+async fn beside_bad(
+    ctx: &Ctx,
+    receiver: &Receiver,
+    rate: f64,
+    secs: f64,
+    hang: Duration,
+    solo_l: Latency,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let timeout = format!("{}ms", hang.as_millis());
+    let bad_retry = json!({ "schedule": ["0s", "0s", "0s"], "timeout": timeout });
+    let server = Server::start(&ctx.spec("isolation-mixed", "")).await?;
+    let fixture = setup(
+        &server,
+        &[
+            ok_hook(receiver, "mixed"),
+            Hook {
+                url: receiver.url("hang"),
+                events: &["*"],
+                retry: Some(bad_retry.clone()),
+            },
+            Hook {
+                url: receiver.url("fail"),
+                events: &["*"],
+                retry: Some(bad_retry),
+            },
+        ],
+    )
+    .await?;
+    let (run, mixed) = steady_run(
+        ctx,
+        &server,
+        receiver,
+        &fixture.account,
+        "mixed",
+        rate,
+        secs,
+    )
+    .await?;
+    let all = receiver.stats().await?;
+    let mixed_l = receipt_latency(&mixed);
+    report.add_latency("healthy beside bad: publish → receipt", mixed_l);
+    report.add(
+        "attempts at the hanging webhook",
+        all.get("hang").map_or(0, |s| s.count),
+    );
+    report.add(
+        "attempts at the failing webhook",
+        all.get("fail").map_or(0, |s| s.count),
+    );
+    report.add(
+        "healthy p99 / solo p99",
+        mixed_l.p99_ms / solo_l.p99_ms.max(1e-9),
+    );
+    report.plot_latency_of(
+        "healthy beside bad: publish → receipt",
+        mixed.latency.clone(),
+    );
+    report.add_series("published/s", &run.series, run.first_us);
+    report.add_series("healthy delivered/s", &series_of(&mixed), run.first_us);
+    if let Some(fail) = all.get("fail") {
+        report.add_series("failing attempts/s", &series_of(fail), run.first_us);
+    }
+    report.target(
+        "isolation: healthy p99 within 20 % of solo",
+        format!(
+            "≤ {:.2} ms (1.2 × {:.2})",
+            solo_l.p99_ms * 1.2,
+            solo_l.p99_ms
+        ),
+        mixed_l.p99_ms,
+        mixed_l.p99_ms <= solo_l.p99_ms * 1.2,
+    );
+    Ok(())
+}
+
+/// The healthy webhook while `retries` retries to another webhook fall due together, half-way
+/// through the run: their first attempts failed (the receiver answered 500), the webhook was
+/// pointed at a receiver that answers 200, and their one retry is scheduled to come during the
+/// healthy webhook's steady load.
+async fn beside_retries(
+    ctx: &Ctx,
+    receiver: &Receiver,
+    rate: f64,
+    secs: f64,
+    retries: u64,
+    solo_l: Latency,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // Filling takes about a second and the steady run starts right after: the retries are due
+    // about half-way through it.
+    let delay = (secs / 2.0).ceil() as u64 + 1;
+    let server = Server::start(&ctx.spec("isolation-retries", "")).await?;
+    let fixture = setup(
+        &server,
+        &[
+            Hook {
+                url: receiver.url("beside-retries"),
+                events: &["tts.*"],
+                retry: None,
+            },
+            Hook {
+                url: receiver.url("fail-first"),
+                events: &["stt.*"],
+                retry: Some(json!({ "schedule": [format!("{delay}s")] })),
+            },
+        ],
+    )
+    .await?;
+    let requests = retries.div_ceil(FILL_BATCH);
+    let bar = ctx.bar("fill", Some(requests));
+    let fill = load::closed_loop(
+        server.addr,
+        ctx.conns,
+        Stop::Count(requests),
+        backlog_publisher(&fixture.account),
+        bar.clone(),
+    )
+    .await;
+    bar.finish_and_clear();
+    check_errors(&fill, "publish")?;
+    let filled = requests * FILL_BATCH;
+    // Every first attempt made (and failed): each delivery now waits for its one retry.
+    wait_receipts(ctx, receiver, "fail-first", filled).await?;
+    let mut conn = Conn::new(server.addr);
+    conn.json(&Req {
+        method: Method::PATCH,
+        path: Arc::from(format!("/v1/webhooks/{}", fixture.webhooks[1])),
+        token: Some(fixture.key.clone()),
+        body: Bytes::from(json!({ "url": receiver.url("retried") }).to_string()),
+    })
+    .await
+    .context("pointing the retried webhook at a receiver that answers")?;
+
+    let (run, beside) = steady_run(
+        ctx,
+        &server,
+        receiver,
+        &fixture.account,
+        "beside-retries",
+        rate,
+        secs,
+    )
+    .await?;
+    let retried = wait_receipts(ctx, receiver, "retried", filled).await?;
+    let beside_l = receipt_latency(&beside);
+    report.add("retry backlog: deliveries", filled);
+    report.add_latency("healthy beside retries: publish → receipt", beside_l);
+    report.add(
+        "healthy p99 beside retries / solo p99",
+        beside_l.p99_ms / solo_l.p99_ms.max(1e-9),
+    );
+    report.plot_latency_of(
+        "healthy beside retries: publish → receipt",
+        beside.latency.clone(),
+    );
+    report.add_series(
+        "healthy delivered/s (beside retries)",
+        &series_of(&beside),
+        run.first_us,
+    );
+    report.add_series("retries delivered/s", &series_of(&retried), run.first_us);
+    report.target(
+        "retry backlog: healthy p99 within 20 % of solo",
+        format!(
+            "≤ {:.2} ms (1.2 × {:.2})",
+            solo_l.p99_ms * 1.2,
+            solo_l.p99_ms
+        ),
+        beside_l.p99_ms,
+        beside_l.p99_ms <= solo_l.p99_ms * 1.2,
+    );
+    Ok(())
+}
+
+/// Requests to `POST /v1/events/batch` of [`FILL_BATCH`] events of [`BACKLOG_TYPE`].
+fn backlog_publisher(account: &Arc<str>) -> MakeReq {
+    let account = account.clone();
+    let path: Arc<str> = Arc::from("/v1/events/batch");
+    let token: Arc<str> = Arc::from(ADMIN);
+    Arc::new(move |seq, at| {
+        let events: Vec<String> = (0..FILL_BATCH)
+            .map(|i| {
+                format!(r#"{{"account":"{account}","type":"{BACKLOG_TYPE}","data":{{"t":{at},"s":{seq},"i":{i}}}}}"#)
+            })
+            .collect();
+        Req {
+            method: Method::POST,
+            path: path.clone(),
+            token: Some(token.clone()),
+            body: Bytes::from(format!(r#"{{"events":[{}]}}"#, events.join(","))),
+        }
+    })
+}

@@ -1,0 +1,78 @@
+//! Fresh deliveries first: a backlog of retries runs on the workers left after
+//! `delivery.fresh_reserve`, so a first attempt to a healthy webhook goes out at once even while
+//! every retry slot hangs on a slow endpoint.
+
+use crate::common;
+
+use common::{ADMIN, Backend, Reply, TestApp, TestReceiver, eventually};
+use herald::domain::duration::HumanDuration;
+use serde_json::json;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Retries that hang, to a webhook allowed every worker: with four workers and one kept for
+/// first attempts, three retries hang and the healthy webhook's delivery still goes.
+async fn a_hanging_retry_backlog_leaves_first_attempts_a_worker(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.delivery.workers = 4;
+        s.delivery.per_webhook_concurrency = 4;
+        s.delivery.fresh_reserve = Some(1);
+        s.delivery.shutdown_grace = HumanDuration(Duration::from_secs(1));
+    })
+    .await;
+    let slow = TestReceiver::start().await;
+    slow.answer_first_attempts(Reply::status(500));
+    // Retries hang (the test ends long before they answer).
+    slow.set_default(Reply::status(200).after(Duration::from_secs(45)));
+    let healthy = TestReceiver::start().await;
+    let acme = app.create_account("Acme").await;
+    app.create_webhook(
+        &acme,
+        json!({ "url": slow.url("/slow"), "events": ["stt.*"],
+                "retry": { "schedule": ["0s"], "timeout": "50s" } }),
+    )
+    .await;
+    app.create_webhook(
+        &acme,
+        json!({ "url": healthy.url("/healthy"), "events": ["tts.*"] }),
+    )
+    .await;
+    let events: Vec<_> = (0..8)
+        .map(|i| json!({ "account": acme.id, "type": "stt.completed", "data": { "n": i } }))
+        .collect();
+    let (status, answer) = app
+        .call(
+            "POST",
+            "/v1/events/batch",
+            Some(ADMIN),
+            Some(json!({ "events": events })),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let retries = || {
+        slow.received()
+            .iter()
+            .filter(|r| r.header("herald-attempt") != "1")
+            .count()
+    };
+    // Every first attempt failed, and the retries have taken their three workers.
+    eventually("three retries hanging", WAIT, || async {
+        (slow.count() >= 8 + 3).then_some(())
+    })
+    .await;
+
+    app.publish(&acme, "tts.completed", json!({ "fresh": true }))
+        .await;
+    let got = healthy
+        .wait_for(1, Some("/healthy"), Duration::from_secs(5))
+        .await;
+    assert_eq!(got[0].json()["data"], json!({ "fresh": true }));
+    assert_eq!(
+        retries(),
+        3,
+        "retries run on the workers left after the reserve, no more"
+    );
+}
+
+on_both_backends!(a_hanging_retry_backlog_leaves_first_attempts_a_worker);

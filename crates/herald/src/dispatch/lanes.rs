@@ -11,9 +11,9 @@
 //! (the claims of every node skip it meanwhile), and what is claimed or handed over for it
 //! during the pause goes back too.
 //!
-//! Likewise, a webhook whose attempts here have failed `circuit_after` times in a row gives
-//! back what it holds and takes no hand-overs until one succeeds: its circuit is open in the
-//! store by then (the recorder counts there, for every node), and the claims bring only its
+//! Likewise, a webhook whose attempts here have failed `circuit_after` times in a row is paused
+//! here for a probe interval and takes no hand-overs until one succeeds: its circuit is open in
+//! the store by then (the recorder counts there, for every node), and the claims bring only its
 //! probes ([`crate::store::Gates`]).
 //!
 //! First attempts go first: a backlog of retries (or of re-queued deliveries) may run on at most

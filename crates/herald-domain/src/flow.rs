@@ -103,7 +103,7 @@ impl RateLimit {
     }
 
     /// The time one delivery's allowance takes to come back, in milliseconds.
-    fn interval(&self) -> f64 {
+    pub fn interval(&self) -> f64 {
         1000.0 / self.per_second
     }
 

@@ -4,12 +4,13 @@
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Actor, ApiJson, ApiQuery, OptionalJson, object_only};
 use super::test_send::{TestSendAnswer, TestSendRequest};
+use super::webhook_flow::{RateLimitDoc, nullable, parse_rate_limit};
 use super::webhook_secrets::{fresh_secret, parse_grace, secret_for};
 use super::webhook_view::WebhookView;
 use super::{AppState, ListBody, page_request};
 use crate::domain::{
-    AccountId, EventFilter, PayloadFormat, RateLimit, RetryPolicy, RetryPolicyDoc, SigningMode,
-    Timestamp, Webhook, WebhookId, WebhookKind, WebhookOrdering, WebhookStatus, WebhookUrl,
+    AccountId, EventFilter, PayloadFormat, RetryPolicy, RetryPolicyDoc, SigningMode, Timestamp,
+    Webhook, WebhookId, WebhookKind, WebhookOrdering, WebhookStatus, WebhookUrl,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -64,32 +65,6 @@ pub(crate) struct CreateWebhook {
     pub(crate) ordering: Option<WebhookOrdering>,
     /// At most this many deliveries a second, across all nodes; none if left out.
     pub(crate) rate_limit: Option<RateLimitDoc>,
-}
-
-/// A rate limit as asked for: `per_second` from 0.001 to 10,000, `burst` (deliveries that may
-/// go at once after a quiet spell) from 1 to 10,000, default 1.
-#[derive(Clone, Copy, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RateLimitDoc {
-    #[schema(example = 50)]
-    per_second: f64,
-    #[schema(example = 5)]
-    burst: Option<u32>,
-}
-
-fn parse_rate_limit(doc: Option<RateLimitDoc>) -> ApiResult<Option<RateLimit>> {
-    doc.map(|d| RateLimit::new(d.per_second, d.burst.unwrap_or(1)))
-        .transpose()
-        .map_err(|e| ApiError::invalid("rate_limit", e))
-}
-
-/// A field that may be set to `null`: `Some(None)`, distinct from left out (`None`).
-fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// The fields to change; those left out stay as they are.

@@ -6,6 +6,16 @@
 //! a few ahead lets a worker that finishes go on with the webhook's next delivery without a
 //! round trip to the store. At shutdown the lanes give back every delivery not started.
 //!
+//! A webhook paused by its receiver (429/503 with `Retry-After`, see [`Lanes::pause`]) starts
+//! nothing more here until the pause is over: its waiting deliveries are given back at once
+//! (the claims of every node skip it meanwhile), and what is claimed or handed over for it
+//! during the pause goes back too.
+//!
+//! Likewise, a webhook whose attempts here have failed `circuit_after` times in a row is paused
+//! here for a probe interval and takes no hand-overs until one succeeds: its circuit is open in
+//! the store by then (the recorder counts there, for every node), and the claims bring only its
+//! probes ([`crate::store::Gates`]).
+//!
 //! First attempts go first: a backlog of retries (or of re-queued deliveries) may run on at most
 //! the workers less `fresh_reserve`, and hold at most the deliveries less as many times
 //! [`HOLD_AHEAD`], so a first attempt finds a worker and room for its hand-over however long the
@@ -13,16 +23,6 @@
 //! (`parked`) until one ends, or until a first attempt arrives for it: within a lane, a first
 //! attempt may start before retries held ahead of it (ordered deliveries are unaffected: the
 //! claims never hold two of one key at once).
-//!
-//! A webhook paused by its receiver (429/503 with `Retry-After`, see [`Lanes::pause`]) starts
-//! nothing more here until the pause is over: its waiting deliveries are given back at once
-//! (the claims of every node skip it meanwhile), and what is claimed or handed over for it
-//! during the pause goes back too.
-//!
-//! Likewise, a webhook whose attempts here have failed `circuit_after` times in a row gives
-//! back what it holds and takes no hand-overs until one succeeds: its circuit is open in the
-//! store by then (the recorder counts there, for every node), and the claims bring only its
-//! probes ([`crate::store::Gates`]).
 //!
 //! [`Lanes`] is bookkeeping only, with no I/O and no clock of its own, so it is tested here
 //! without a server; [`SharedLanes`] puts it behind the lock the scheduler and publishing share.
@@ -57,9 +57,9 @@ pub struct Held {
     pub start_by: Timestamp,
 }
 
-/// A started delivery that is over (attempted, or given back): which lane it ran on, whether it
-/// counted against the retries' share, and, if it was attempted, whether the attempt succeeded
-/// and whether the receiver asked the whole webhook to wait (429/503 with `Retry-After`).
+/// A started delivery that is over (attempted, or given back): which lane it ran on, whether
+/// it counted against the retries' share, how its attempt went if it made one, and until when
+/// its receiver asked the whole webhook to wait (429/503 with `Retry-After`), if it did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Freed {
     pub webhook: WebhookId,
@@ -69,22 +69,12 @@ pub struct Freed {
 }
 
 impl Freed {
-    /// The slot of `claim`, given back unattempted.
     pub fn of(claim: &ClaimedDelivery) -> Self {
         Self {
             webhook: claim.webhook.id.clone(),
             retry: is_retry(claim),
             succeeded: None,
             pause_until: None,
-        }
-    }
-
-    /// The slot, once its attempt has been made.
-    pub fn attempted(self, succeeded: bool, pause_until: Option<Timestamp>) -> Self {
-        Self {
-            succeeded: Some(succeeded),
-            pause_until,
-            ..self
         }
     }
 }
@@ -122,6 +112,7 @@ pub struct Lanes {
     /// `circuit_after` of them (0: never), see [`Lanes::attempted`].
     failures: HashMap<WebhookId, u32>,
     circuit_after: u32,
+    probe_interval: Duration,
     /// Attempts at once: on all lanes (the workers), and per lane.
     workers: usize,
     per_webhook: usize,
@@ -171,6 +162,7 @@ impl Lanes {
             given_back: Vec::new(),
             failures: HashMap::new(),
             circuit_after: 0,
+            probe_interval: Duration::ZERO,
             workers,
             per_webhook,
             hold_per_webhook: per_webhook * HOLD_AHEAD,
@@ -262,25 +254,16 @@ impl Lanes {
             self.running_retries = self.running_retries.saturating_sub(1);
             self.unpark();
         }
-        let low = match self.by_webhook.get_mut(webhook) {
-            None => true,
-            Some(lane) => {
-                lane.running = lane.running.saturating_sub(1);
-                let low = lane.waiting.len() + lane.reserved < lane.running.max(1);
-                if lane.held() == 0 {
-                    self.by_webhook.remove(webhook);
-                } else if !lane.waiting.is_empty() && !lane.queued {
-                    lane.queued = true;
-                    self.ready.push_back(webhook.clone());
-                }
-                low
-            }
+        let Some(lane) = self.by_webhook.get_mut(webhook) else {
+            return true;
         };
-        if let Some(succeeded) = freed.succeeded {
-            self.attempted(webhook, succeeded);
-        }
-        if let Some(until) = freed.pause_until {
-            self.pause(webhook, until);
+        lane.running = lane.running.saturating_sub(1);
+        let low = lane.waiting.len() + lane.reserved < lane.running.max(1);
+        if lane.held() == 0 {
+            self.by_webhook.remove(webhook);
+        } else if !lane.waiting.is_empty() && !lane.queued {
+            lane.queued = true;
+            self.ready.push_back(webhook.clone());
         }
         low
     }
@@ -370,16 +353,19 @@ impl Lanes {
         }
     }
 
-    /// Opens circuits after `after` failed attempts in a row (0: never).
-    pub fn with_circuit_after(mut self, after: u32) -> Self {
+    /// Opens circuits after `after` failed attempts in a row (0: never), probed every
+    /// `probe_interval`.
+    pub fn with_circuit(mut self, after: u32, probe_interval: Duration) -> Self {
         self.circuit_after = after;
+        self.probe_interval = probe_interval;
         self
     }
 
-    /// An attempt to `webhook` succeeded or failed. At `circuit_after` failures in a row its
-    /// waiting deliveries go back ([`Lanes::take_given_back`]) and it takes no hand-overs
-    /// until a success.
-    pub fn attempted(&mut self, webhook: &WebhookId, succeeded: bool) {
+    /// An attempt to `webhook` succeeded or failed, seen at `now`. At `circuit_after` failures
+    /// in a row it is paused here for a probe interval ([`Lanes::pause`]: what it holds goes
+    /// back, and so does what a claim under way brings, until the store's circuit, written a
+    /// moment later, sends the first probe), and it takes no hand-overs until a success.
+    pub fn attempted(&mut self, webhook: &WebhookId, succeeded: bool, now: Timestamp) {
         if succeeded || self.circuit_after == 0 {
             self.failures.remove(webhook);
             return;
@@ -387,7 +373,7 @@ impl Lanes {
         let n = self.failures.entry(webhook.clone()).or_default();
         *n += 1;
         if *n == self.circuit_after {
-            self.give_back_waiting(webhook);
+            self.pause(webhook, now.plus(self.probe_interval));
         }
     }
 

@@ -94,7 +94,7 @@ impl Dispatcher {
             settings.per_webhook_concurrency,
             settings.fresh_reserve(),
         )
-        .with_circuit_after(settings.circuit_after);
+        .with_circuit(settings.circuit_after, settings.probe_interval.0);
         Ok(Self {
             node,
             lanes: Arc::new(SharedLanes::new(lanes)),

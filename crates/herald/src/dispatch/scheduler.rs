@@ -92,11 +92,19 @@ impl Scheduler<'_> {
                         }
                     }
                 }
-                Some(slot) = freed.recv() => {
+                Some(first) = freed.recv() => {
                     let mut held = lanes.lock();
-                    let mut low = held.finished(&slot);
-                    while let Ok(slot) = freed.try_recv() {
+                    let mut low = false;
+                    let mut next = Some(first);
+                    while let Some(slot) = next {
                         low |= held.finished(&slot);
+                        if let Some(succeeded) = slot.succeeded {
+                            held.attempted(&slot.webhook, succeeded, Timestamp::now());
+                        }
+                        if let Some(until) = slot.pause_until {
+                            held.pause(&slot.webhook, until);
+                        }
+                        next = freed.try_recv().ok();
                     }
                     pacing.freed(low);
                 }

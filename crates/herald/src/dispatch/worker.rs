@@ -96,7 +96,11 @@ pub async fn work(
         // and then its lease must be given back.
         in_flight.finished();
         // The webhook's slot is free as soon as the attempt ends; the result is written apart.
-        let _ = freed.send(slot.attempted(succeeded, pause_until));
+        let _ = freed.send(Freed {
+            succeeded: Some(succeeded),
+            pause_until,
+            ..slot
+        });
     }
 }
 

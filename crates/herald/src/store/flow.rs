@@ -10,9 +10,9 @@
 //! a webhook with deliveries in flight, and they never crowd other webhooks out of a claim.
 //!
 //! Why no reserved future slots: a claim takes only what the allowance gives now, and reports
-//! when the next token is due; the scheduler claims again then (`Pacing`). At the rates a
-//! webhook is limited to (tens to hundreds a second) that costs a claim per token or per
-//! `burst` tokens, which keeps the rate without holding leases on deliveries that may not go yet
+//! when its whole burst is back; the scheduler claims again then (`Pacing`). At the rates a
+//! webhook is limited to (tens to hundreds a second) that costs a claim per `burst` tokens on
+//! each node, which keeps the rate without holding leases on deliveries that may not go yet
 //! (which another node could then not take, and a shutdown would have to give back).
 
 use super::WebhookFlow;
@@ -21,8 +21,9 @@ use crate::domain::flow::FlowState;
 use crate::domain::{RateLimit, Timestamp, WebhookId};
 use std::collections::HashMap;
 
-/// How long a claim leaves alone a rate-limited webhook whose row another node's claim holds
-/// locked (that claim takes its allowance; this one comes back for the next).
+/// How long a claim leaves alone a webhook whose row another node's claim holds locked (that
+/// claim takes its allowance or probe; this one comes back for the next), at least: a
+/// rate-limited one's allowance is whole again `burst` intervals later.
 const LOCKED_RETRY_MS: i64 = 5;
 
 /// A webhook's flow-control columns, as a claim reads them.
@@ -88,7 +89,13 @@ impl Gates {
                     match locked.iter().find(|l| l.id == row.id) {
                         Some(l) => l,
                         None => {
-                            by_webhook.insert(row.id.clone(), closed(now + LOCKED_RETRY_MS));
+                            let interval = row
+                                .rate_limit
+                                .as_deref()
+                                .and_then(|r| RateLimit::from_json(r).ok())
+                                .map_or(0, |r| (r.interval() * f64::from(r.burst())).ceil() as i64);
+                            let wait = interval.max(LOCKED_RETRY_MS);
+                            by_webhook.insert(row.id.clone(), closed(now + wait));
                             continue;
                         }
                     }
@@ -139,8 +146,10 @@ impl Gates {
             {
                 let tat = rate.take(self.now, tat, n);
                 after.tats.push((id.clone(), tat));
+                // All it was allowed: more may be due. Come back when the whole burst is there
+                // again (the theoretical arrival time), not for each token: a claim per burst.
                 if n >= gate.allowance {
-                    opens_at = Some(rate.next_at(self.now, Some(tat)));
+                    opens_at = Some(tat);
                 }
             }
             if gate.probe && n > 0 {
@@ -297,18 +306,23 @@ const NEW_COUNT: &str = "CASE WHEN s.reset THEN s.n ELSE w.failures_in_a_row + s
 
 /// The circuit breaker's update of the webhooks a batch of results touched, over rows `s(id,
 /// reset, n)` that each backend lists its own way (`{streaks}`), with `{after}` the failures in
-/// a row that open a circuit (0: never) and `{open}` its first probe: the count kept, the
-/// circuit opened when the count reaches `after` (its probe time kept if already open),
-/// closed by a success otherwise. A batch of successes to a healthy webhook changes nothing.
-pub(crate) fn circuit_update(streaks: &str, after: &str, open: &str) -> String {
+/// a row that open a circuit (0: never), `{open}` its first probe and `{now}`: the count kept,
+/// the circuit opened when the count reaches `after` (its probe time kept if already open),
+/// closed by a success otherwise; a success also clears a pause that is over (so the claims
+/// need not read the webhook's gate again). A batch of successes to a healthy webhook changes
+/// nothing.
+pub(crate) fn circuit_update(streaks: &str, after: &str, open: &str, now: &str) -> String {
     format!(
         "UPDATE webhooks AS w SET failures_in_a_row = {NEW_COUNT},
            probe_at = CASE
              WHEN {after} > 0 AND {NEW_COUNT} >= {after}
                THEN CASE WHEN s.reset THEN {open} ELSE COALESCE(w.probe_at, {open}) END
-             WHEN s.reset THEN NULL ELSE w.probe_at END
+             WHEN s.reset THEN NULL ELSE w.probe_at END,
+           paused_until = CASE WHEN s.reset AND w.paused_until <= {now} THEN NULL
+                               ELSE w.paused_until END
          FROM {streaks}
-         WHERE w.id = s.id AND (s.n > 0 OR w.failures_in_a_row <> 0 OR w.probe_at IS NOT NULL)"
+         WHERE w.id = s.id AND (s.n > 0 OR w.failures_in_a_row <> 0 OR w.probe_at IS NOT NULL
+                                OR (s.reset AND w.paused_until <= {now}))"
     )
 }
 

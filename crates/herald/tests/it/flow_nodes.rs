@@ -14,8 +14,8 @@ const LIMITED: usize = 500;
 /// Events to the other webhook per slice, how far apart, and slices (half of them beside the
 /// limited webhook's backlog).
 const SLICE: usize = 25;
-const PACE: Duration = Duration::from_millis(40);
-const SLICES: usize = 12;
+const PACE: Duration = Duration::from_millis(20);
+const SLICES: usize = 24;
 
 struct Nodes {
     nodes: Vec<ServerProcess>,

@@ -218,12 +218,12 @@ static CIRCUIT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         "UNNEST($1::text[], $2::bool[], $3::int8[]) AS s(id, reset, n)",
         "$4",
         "$5",
+        "$6",
     )
 });
 
-/// Flow control (`crate::store::flow`): the pauses receivers asked for, the circuit breaker's
-/// count, and a success clearing a pause that is over (so the claims need not read the
-/// webhook's gate again).
+/// Flow control (`crate::store::flow`): the pauses receivers asked for, then the circuit
+/// breaker's count and a success clearing a pause that is over, in one statement.
 async fn record_flow(
     conn: &mut sqlx::PgConnection,
     records: &[AttemptRecord],
@@ -252,19 +252,9 @@ async fn record_flow(
         .bind(n)
         .bind(i64::from(health.circuit_after))
         .bind(health.now.plus(health.probe_interval).millis())
-        .execute(&mut *conn)
-        .await?;
-    let mut ok = crate::store::failure_record_changes(records).cleared;
-    if !ok.is_empty() {
-        ok.sort();
-        sqlx::query(
-            "UPDATE webhooks SET paused_until = NULL WHERE id = ANY($1) AND paused_until <= $2",
-        )
-        .bind(ok)
         .bind(health.now.millis())
         .execute(&mut *conn)
         .await?;
-    }
     Ok(())
 }
 

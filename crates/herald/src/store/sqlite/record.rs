@@ -194,13 +194,13 @@ fn push_record(batch: &mut Batch, records: &[AttemptRecord], health: &HealthPoli
              WHERE webhooks.id = s.id AND webhooks.failing_since IS NULL"
         ));
     }
-    push_flow(batch, records, health, &changes.cleared);
+    push_flow(batch, records, health);
 }
 
 /// Flow control (`crate::store::flow`): the pauses receivers asked for, the circuit breaker's
 /// count ([`crate::store::flow::circuit_update`]), and a success clearing a pause that is over
 /// (so the claims need not read the webhook's gate again).
-fn push_flow(batch: &mut Batch, records: &[AttemptRecord], health: &HealthPolicy, ok: &[String]) {
+fn push_flow(batch: &mut Batch, records: &[AttemptRecord], health: &HealthPolicy) {
     let pauses = crate::store::flow::pauses(records);
     if !pauses.is_empty() {
         let pauses = batch.arg(serde_json::to_string(&pauses).expect("pauses serialize"));
@@ -213,23 +213,17 @@ fn push_flow(batch: &mut Batch, records: &[AttemptRecord], health: &HealthPolicy
     let streaks = crate::store::flow::streaks(records);
     let after = batch.arg(i64::from(health.circuit_after));
     let open = batch.arg(health.now.plus(health.probe_interval).millis());
+    let now = batch.arg(health.now.millis());
     let streaks = batch.arg(serde_json::to_string(&streaks).expect("streaks serialize"));
     batch.push(&crate::store::flow::circuit_update(
         &format!(
             "(SELECT value->>0 AS id, value->>1 AS reset, value->>2 AS n, {after} AS after,
-                     {open} AS open FROM jsonb_each({streaks})) AS s"
+                     {open} AS open, {now} AS now FROM jsonb_each({streaks})) AS s"
         ),
         "s.after",
         "s.open",
+        "s.now",
     ));
-    if !ok.is_empty() {
-        let ok = batch.arg(serde_json::to_string(ok).expect("ids serialize"));
-        let now = batch.arg(health.now.millis());
-        batch.push(&format!(
-            "UPDATE webhooks SET paused_until = NULL
-             WHERE id IN (SELECT value FROM json_each({ok})) AND paused_until <= {now}"
-        ));
-    }
 }
 
 /// Reports to the operator the webhooks these results show failing for `failing_after` (once

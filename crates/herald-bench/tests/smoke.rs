@@ -136,7 +136,9 @@ fn isolation_compares_the_healthy_webhook_alone_and_beside_bad_ones_and_retries(
         result(&r, "healthy beside bad: publish → receipt")["count"],
         50
     );
-    assert!(number(&r, "attempts at the failing webhook") >= 50.0);
+    // Herald's defaults: the circuit breaker opens after 10 failures in a row and then lets
+    // only a probe through now and then.
+    assert!(number(&r, "attempts at the failing webhook") >= 10.0);
     assert!(number(&r, "attempts at the hanging webhook") >= 1.0);
     assert_eq!(number(&r, "retry backlog: deliveries"), 200.0);
     assert_eq!(

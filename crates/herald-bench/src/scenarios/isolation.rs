@@ -12,6 +12,9 @@ use super::*;
 /// The event type of the retry backlog's deliveries; the healthy webhook takes `tts.*` only.
 const BACKLOG_TYPE: &str = "stt.completed";
 
+/// Server settings for the retry backlog.
+const NO_CIRCUIT_BREAKER: &str = "[delivery]\ncircuit_after = 0\n";
+
 /// Events per publish request while filling the retry backlog.
 const FILL_BATCH: u64 = 100;
 
@@ -151,7 +154,9 @@ async fn beside_retries(
     // Filling takes about a second and the steady run starts right after: the retries are due
     // about half-way through it.
     let delay = (secs / 2.0).ceil() as u64 + 1;
-    let server = Server::start(&ctx.spec("isolation-retries", "")).await?;
+    // Without the circuit breaker: every first attempt must fail and wait for its retry, where
+    // the breaker would hold them after a few failures (and send them as first attempts).
+    let server = Server::start(&ctx.spec("isolation-retries", NO_CIRCUIT_BREAKER)).await?;
     let fixture = setup(
         &server,
         &[

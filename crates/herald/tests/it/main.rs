@@ -43,6 +43,7 @@ mod rate_limit;
 mod readiness;
 mod readme;
 mod recover;
+mod refill;
 mod replay_missing;
 mod retention;
 mod secrets_at_rest;

@@ -168,7 +168,9 @@ impl Scheduler<'_> {
         };
         let store = self.store.clone();
         let metrics = self.metrics.clone();
-        let scan = s.workers + 1;
+        // The look at the next due time reads the pending deliveries in due order to the first
+        // one no lease holds: past all this node may hold leased (its lanes, oldest first).
+        let scan = s.workers * HOLD_AHEAD + 1;
         Box::pin(async move {
             let claim = metrics
                 .time_store(StoreOp::Claim, store.claim(&request))

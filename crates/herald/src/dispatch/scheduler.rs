@@ -168,9 +168,12 @@ impl Scheduler<'_> {
         };
         let store = self.store.clone();
         let metrics = self.metrics.clone();
-        // The look at the next due time reads the pending deliveries in due order to the first
-        // one no lease holds: past all this node may hold leased (its lanes, oldest first).
-        let scan = s.workers * HOLD_AHEAD + 1;
+        // The look at the next due time reads the pending deliveries in due order up to the first
+        // one no lease holds, at most this many. Too few when a full lane's leased deliveries come
+        // first (a backlog behind them waits for the poll), but reading further makes a gated
+        // webhook's due deliveries (rate limit, pause) count as work left behind, and every freed
+        // slot then claims: see docs/BENCHMARKS.md, "Flow control and fresh-first".
+        let scan = s.workers + 1;
         Box::pin(async move {
             let claim = metrics
                 .time_store(StoreOp::Claim, store.claim(&request))

@@ -56,12 +56,13 @@ impl Queue for PgStore {
     }
 
     async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>> {
-        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(AssertSqlSafe(NEXT_DUE.as_str()))
+        let rows = sqlx::query_as(AssertSqlSafe(NEXT_DUE.as_str()))
             .bind(scan_limit.max(1) as i64)
             .bind(Timestamp::now().millis())
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows::earliest_claimable(&rows).map(Timestamp::from_millis))
+            .fetch(&self.pool);
+        Ok(rows::earliest_claimable(rows)
+            .await?
+            .map(Timestamp::from_millis))
     }
 
     fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {

@@ -68,8 +68,8 @@ pub async fn record(
         // An ordered delivery that ended lets the next of its key go: claim it now, not at
         // the next poll (docs/architecture.md, "Ordering").
         let mut key_freed = false;
-        // The earliest retry of an ordered head: the scheduler's look at the next due time may
-        // not see it (see `store::ordering::wakes_the_scheduler`), and its key waits for it.
+        // The earliest retry of an ordered head: a claim that ran just before it fell due would
+        // leave it to the poll, and its key waits for it.
         let mut head_retry: Option<Timestamp> = None;
         for r in &records {
             match r.next {

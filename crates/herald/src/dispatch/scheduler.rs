@@ -168,19 +168,13 @@ impl Scheduler<'_> {
         };
         let store = self.store.clone();
         let metrics = self.metrics.clone();
-        // The look at the next due time reads the pending deliveries in due order up to the first
-        // one no lease holds, at most this many. Too few when a full lane's leased deliveries come
-        // first (a backlog behind them waits for the poll), but reading further makes a gated
-        // webhook's due deliveries (rate limit, pause) count as work left behind, and every freed
-        // slot then claims: see docs/BENCHMARKS.md, "Flow control and fresh-first".
-        let scan = s.workers + 1;
         Box::pin(async move {
             let claim = metrics
                 .time_store(StoreOp::Claim, store.claim(&request))
                 .await?;
             let claims = claim.deliveries;
             let next_due = if claims.len() < limit {
-                store.next_due_at(scan).await?
+                store.next_due_at(&full_lanes(&request, &claims)).await?
             } else {
                 None
             };
@@ -197,6 +191,19 @@ impl Scheduler<'_> {
             })
         })
     }
+}
+
+/// The webhooks whose lanes the claim left full (at the per-webhook cap, counting what it
+/// brought): the ones it may have left due work of behind, for a slot to free.
+fn full_lanes(request: &ClaimRequest, claims: &[ClaimedDelivery]) -> Vec<WebhookId> {
+    let mut held = request.in_flight.clone();
+    for claim in claims {
+        *held.entry(claim.webhook.id.clone()).or_default() += 1;
+    }
+    held.into_iter()
+        .filter(|(_, n)| *n >= request.per_webhook_cap)
+        .map(|(id, _)| id)
+        .collect()
 }
 
 type ClaimFuture =

@@ -31,15 +31,6 @@ pub(crate) fn heads_its_key(now: &str) -> String {
     )
 }
 
-/// The condition, over a pending delivery aliased `d`, that it tells the scheduler when to
-/// look again: an unordered one, or an ordered one due later (a head waiting for its retry). An
-/// ordered delivery due now was just claimed, or waits behind its head: the recorder wakes the
-/// scheduler when the head ends, and when a head's retry falls due (`AttemptRecord::ordered`),
-/// so it is left out, and a backlog of them is never read through to learn nothing.
-pub(crate) fn wakes_the_scheduler(now: &str) -> String {
-    format!("(d.ordering_key IS NULL OR d.next_attempt_at > {now})")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -403,26 +403,6 @@ pub(crate) fn paginate<T>(
     super::Page { items, next_cursor }
 }
 
-/// From `(next_attempt_at, locked_until)` of pending deliveries in due order, read one by one, the
-/// earliest moment one can be claimed: a leased one only when its lease runs out; the first
-/// unleased row bounds the answer, so the rows after it are never read (the scan may be long:
-/// a node's lanes hold many leased deliveries, first in due order).
-pub(crate) async fn earliest_claimable<S>(mut rows: S) -> StoreResult<Option<i64>>
-where
-    S: futures_util::Stream<Item = Result<(i64, Option<i64>), sqlx::Error>> + Unpin,
-{
-    use futures_util::TryStreamExt;
-    let mut earliest: Option<i64> = None;
-    while let Some((next, locked_until)) = rows.try_next().await? {
-        let at = locked_until.map_or(next, |l| l.max(next));
-        earliest = Some(earliest.map_or(at, |e| e.min(at)));
-        if locked_until.is_none() {
-            break;
-        }
-    }
-    Ok(earliest)
-}
-
 columns! {
     /// The columns of a job, read by name.
     JobColumns, JOB_COLUMNS {

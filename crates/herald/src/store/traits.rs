@@ -324,8 +324,10 @@ pub trait Queue: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Gives leases back so the deliveries are due again at once.
     async fn release(&self, releases: &[Release]) -> StoreResult<()>;
-    /// The earliest moment some pending delivery can be claimed, if any is pending.
-    async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>>;
+    /// After a claim that found fewer than it asked, when to look again: the first delivery no
+    /// lease holds of the webhooks in `full_lanes` (those the per-webhook cap stopped), if they
+    /// are unordered and ungated, or the next to fall due after now ([`super::next_due_sql`]).
+    async fn next_due_at(&self, full_lanes: &[WebhookId]) -> StoreResult<Option<Timestamp>>;
 
     /// Calls `on_work` whenever another process commits new due work, until `shutdown`.
     /// Backends shared by several processes implement it (PostgreSQL: LISTEN/NOTIFY); for a

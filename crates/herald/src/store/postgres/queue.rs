@@ -2,11 +2,10 @@
 //! and LISTEN/NOTIFY, by which one node's commits wake the others.
 
 use super::{CHANNEL, PgStore};
-use crate::domain::Timestamp;
-use crate::store::ordering::wakes_the_scheduler;
-use crate::store::rows;
+use crate::domain::{Timestamp, WebhookId};
 use crate::store::{
     AttemptRecord, Claim, ClaimRequest, HealthPolicy, Intake, Queue, Release, StoreResult,
+    next_due_sql,
 };
 use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
@@ -15,16 +14,9 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Pending deliveries in due order, at most $1, but ordered ones due by $2 (see
-/// [`wakes_the_scheduler`]): one waiting behind a head that fails is due, yet the head's retry
-/// is what the scheduler waits for.
-static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT d.next_attempt_at, d.locked_until FROM deliveries d
-         WHERE d.status = 'pending' AND {} ORDER BY d.next_attempt_at LIMIT $1",
-        wakes_the_scheduler("$2")
-    )
-});
+/// See [`next_due_sql`].
+static NEXT_DUE: LazyLock<String> =
+    LazyLock::new(|| next_due_sql("UNNEST($1::text[]) AS h(id)", "$2"));
 
 #[async_trait]
 impl Queue for PgStore {
@@ -55,14 +47,14 @@ impl Queue for PgStore {
         Ok(())
     }
 
-    async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>> {
-        let rows = sqlx::query_as(AssertSqlSafe(NEXT_DUE.as_str()))
-            .bind(scan_limit.max(1) as i64)
+    async fn next_due_at(&self, full_lanes: &[WebhookId]) -> StoreResult<Option<Timestamp>> {
+        let hooks: Vec<&str> = full_lanes.iter().map(WebhookId::as_str).collect();
+        let at: Option<i64> = sqlx::query_scalar(AssertSqlSafe(NEXT_DUE.as_str()))
+            .bind(hooks)
             .bind(Timestamp::now().millis())
-            .fetch(&self.pool);
-        Ok(rows::earliest_claimable(rows)
-            .await?
-            .map(Timestamp::from_millis))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(at.map(Timestamp::from_millis))
     }
 
     fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {

@@ -4,11 +4,10 @@
 use super::SqliteStore;
 use super::record::RecordRequest;
 use super::writer::Write;
-use crate::domain::Timestamp;
-use crate::store::ordering::wakes_the_scheduler;
-use crate::store::rows;
+use crate::domain::{Timestamp, WebhookId};
 use crate::store::{
     AttemptRecord, Claim, ClaimRequest, HealthPolicy, Intake, Queue, Release, StoreResult,
+    next_due_sql,
 };
 use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
@@ -16,16 +15,9 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// Pending deliveries in due order, at most ?1, but ordered ones due by ?2 (see
-/// [`wakes_the_scheduler`]): one waiting behind a head that fails is due, yet the head's retry
-/// is what the scheduler waits for.
-static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT d.next_attempt_at, d.locked_until FROM deliveries d
-         WHERE d.status = 'pending' AND {} ORDER BY d.next_attempt_at LIMIT ?1",
-        wakes_the_scheduler("?2")
-    )
-});
+/// See [`next_due_sql`].
+static NEXT_DUE: LazyLock<String> =
+    LazyLock::new(|| next_due_sql("(SELECT value AS id FROM json_each(?1)) AS h", "?2"));
 
 #[async_trait]
 impl Queue for SqliteStore {
@@ -62,14 +54,15 @@ impl Queue for SqliteStore {
         self.write(Write::Release(request), answer).await
     }
 
-    async fn next_due_at(&self, scan_limit: usize) -> StoreResult<Option<Timestamp>> {
-        let rows = sqlx::query_as(AssertSqlSafe(NEXT_DUE.as_str()))
-            .bind(scan_limit.max(1) as i64)
+    async fn next_due_at(&self, full_lanes: &[WebhookId]) -> StoreResult<Option<Timestamp>> {
+        let hooks: Vec<&str> = full_lanes.iter().map(WebhookId::as_str).collect();
+        let hooks = serde_json::to_string(&hooks).expect("strings serialize");
+        let at: Option<i64> = sqlx::query_scalar(AssertSqlSafe(NEXT_DUE.as_str()))
+            .bind(hooks)
             .bind(Timestamp::now().millis())
-            .fetch(&self.reader);
-        Ok(rows::earliest_claimable(rows)
-            .await?
-            .map(Timestamp::from_millis))
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(at.map(Timestamp::from_millis))
     }
 
     fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {

@@ -249,14 +249,62 @@ async fn queue_depth_counts_due_and_scheduled_work(backend: Backend) {
         .into_iter()
         .find(|d| claims.iter().all(|c| c.delivery_id != d.id))
         .unwrap();
-    assert!(unclaimed.next_attempt_at.is_some());
+    assert!(unclaimed.next_attempt_at.is_some_and(|at| at <= t0));
+}
+
+/// The look after a claim that found fewer than it asked: work due now counts only behind a
+/// full lane of an unordered, ungated webhook; otherwise the next delivery to fall due.
+async fn the_next_look_sees_what_a_full_lane_left_and_what_falls_due_later(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let plain = f.subscribe(&["*"]).await;
+    let mut limited = webhook(&f.account, &["*"], WebhookKind::Subscription, None);
+    limited.rate_limit = Some(herald::domain::RateLimit::new(1.0, 1).unwrap());
+    f.store.insert_webhook(&limited).await.unwrap();
+    let mut keyed = webhook(&f.account, &["*"], WebhookKind::Subscription, None);
+    keyed.ordering = WebhookOrdering::Fifo;
+    f.store.insert_webhook(&keyed).await.unwrap();
+    f.publish(vec![f.event("a.x"), f.event("a.y"), f.event("a.z")])
+        .await;
+    let t0 = Timestamp::now();
+    let everyone = [plain.id.clone(), limited.id.clone(), keyed.id.clone()];
     assert_eq!(
-        f.store.next_due_at(10).await.unwrap(),
-        unclaimed.next_attempt_at
+        f.store.next_due_at(&[]).await.unwrap(),
+        None,
+        "nothing later"
     );
-    assert_eq!(f.claim(t0, 10, 10).await.len(), 1);
-    // Now the earliest is when the leases run out.
-    assert_eq!(f.store.next_due_at(10).await.unwrap(), Some(t0.plus(LEASE)));
+    // One of the plain webhook's three, taken and retried in ten minutes.
+    let claims = f
+        .claim_with(t0, 10, 1, &[(&limited.id, 1), (&keyed.id, 1)])
+        .await;
+    assert_eq!(
+        per_webhook(&claims),
+        BTreeMap::from([(plain.id.clone(), 1)])
+    );
+    let retry_at = t0.plus(Duration::from_secs(600));
+    f.record(
+        &[result(&claims[0], 503, NextStep::RetryAt(retry_at), t0)],
+        t0,
+    )
+    .await;
+    assert_eq!(f.store.next_due_at(&[]).await.unwrap(), Some(retry_at));
+    let due = f.store.next_due_at(&everyone).await.unwrap();
+    assert!(
+        due.is_some_and(|at| at <= t0),
+        "the plain webhook's due work behind its full lane: {due:?}"
+    );
+    // Its two due ones leased: what is left of it is the retry. The rate-limited and the fifo
+    // webhooks' due work is never reported, full lanes or not.
+    let claims = f
+        .claim_with(t0, 10, 10, &[(&limited.id, 10), (&keyed.id, 10)])
+        .await;
+    assert_eq!(
+        per_webhook(&claims),
+        BTreeMap::from([(plain.id.clone(), 2)])
+    );
+    assert_eq!(
+        f.store.next_due_at(&everyone).await.unwrap(),
+        Some(retry_at)
+    );
 }
 
 contract!(
@@ -268,4 +316,5 @@ contract!(
     a_released_lease_is_due_again_at_once,
     a_gone_or_long_failing_webhook_is_disabled_and_announced,
     queue_depth_counts_due_and_scheduled_work,
+    the_next_look_sees_what_a_full_lane_left_and_what_falls_due_later,
 );

@@ -170,7 +170,7 @@ fn published(state: &AppState, p: &Published) {
             .metrics
             .deliveries_created
             .increment(u64::from(p.deliveries));
-        if p.deliveries > p.handed_over {
+        if p.waiting_for_a_claim() > 0 {
             state.waker.wake();
         }
     }

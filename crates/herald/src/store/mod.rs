@@ -31,7 +31,7 @@ pub mod stats;
 mod tasks;
 mod traits;
 mod types;
-pub(crate) use types::PORTAL_LINK_QUERY;
+pub(crate) use types::{Fanout, PORTAL_LINK_QUERY};
 
 use crate::domain::{AccountId, Event, EventId, Job, JobRef, OrderingKey, Timestamp};
 use serde_json::value::RawValue;

@@ -218,7 +218,7 @@ impl WebhookColumns {
                 .transpose()?,
             ordering: WebhookOrdering::parse(&self.ordering)
                 .ok_or_else(|| corrupt("webhook ordering", &self.ordering))?,
-            held: self.paused_until.is_some() || self.probe_at.is_some(),
+            held: held(self.paused_until, self.probe_at),
         })
     }
 }
@@ -401,6 +401,12 @@ pub(crate) fn paginate<T>(
         None
     };
     super::Page { items, next_cursor }
+}
+
+/// Whether a webhook with these flow-control columns is held by its gate: paused by its
+/// receiver (until a success clears it), or its circuit open (see `store::flow`).
+pub(crate) fn held(paused_until: Option<i64>, probe_at: Option<i64>) -> bool {
+    paused_until.is_some() || probe_at.is_some()
 }
 
 columns! {

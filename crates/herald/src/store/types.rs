@@ -90,7 +90,67 @@ pub struct Published {
     pub deliveries: u32,
     /// Of those, handed straight to this node's dispatcher (the rest wait for a claim).
     pub handed_over: u32,
+    /// Of those, to webhooks held by their gates (paused, circuit open): their claims come
+    /// when the gate opens, whatever is published meanwhile.
+    pub held: u32,
     pub replayed: bool,
+}
+
+impl Published {
+    /// A new event's, with what its fan-out made.
+    pub(crate) fn new(event: Event, fanout: Fanout) -> Self {
+        Self {
+            event,
+            deliveries: fanout.deliveries,
+            handed_over: fanout.handed_over,
+            held: fanout.held,
+            replayed: false,
+        }
+    }
+
+    /// An earlier event's, found by its idempotency key.
+    pub(crate) fn replay(event: Event, deliveries: u32) -> Self {
+        Self {
+            event,
+            deliveries,
+            handed_over: 0,
+            held: 0,
+            replayed: true,
+        }
+    }
+
+    /// Deliveries a claim may take at once: what the dispatcher is woken for.
+    pub fn waiting_for_a_claim(&self) -> u32 {
+        if self.replayed {
+            return 0;
+        }
+        self.deliveries - self.handed_over - self.held
+    }
+}
+
+/// What one event's fan-out made: deliveries, of which handed over, and of which to held
+/// webhooks (see [`Published`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Fanout {
+    pub deliveries: u32,
+    pub handed_over: u32,
+    pub held: u32,
+}
+
+impl Fanout {
+    /// Counts one delivery: handed over, or left to the claims, to a held webhook or not.
+    pub fn add(&mut self, handed_over: bool, held: bool) {
+        self.deliveries += 1;
+        if handed_over {
+            self.handed_over += 1;
+        } else if held {
+            self.held += 1;
+        }
+    }
+
+    pub fn waiting_for_a_claim(&self) -> u32 {
+        self.deliveries - self.handed_over - self.held
+    }
 }
 
 #[derive(Clone, Debug, Default)]

@@ -16,7 +16,9 @@ use crate::store::erasure;
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
 use crate::store::rows::{self, WEBHOOK_COLUMNS, WebhookColumns, corrupt, event_from_row};
 use crate::store::seal::Sealer;
-use crate::store::{Handoff, IntakeSlot, NewEvent, Published, Publisher, StoreError, StoreResult};
+use crate::store::{
+    Fanout, Handoff, IntakeSlot, NewEvent, Published, Publisher, StoreError, StoreResult,
+};
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use std::sync::Arc;
@@ -147,7 +149,7 @@ async fn publish_batch(
         .collect();
     let to_dispatcher = handoff.as_mut().map(|h| (h, sealer));
     let counts = insert_events(&mut tx, &plain, Timestamp::now(), to_dispatcher).await?;
-    made += counts.iter().map(|(n, handed)| n - handed).sum::<u32>();
+    made += counts.iter().map(Fanout::waiting_for_a_claim).sum::<u32>();
     if made > 0 {
         notify(&mut tx).await?;
     }
@@ -161,13 +163,10 @@ async fn publish_batch(
         .zip(results)
         .map(|(e, r)| {
             r.unwrap_or_else(|| {
-                let (deliveries, handed_over) = counts.next().unwrap_or((0, 0));
-                Ok(Published {
-                    event: e.to_event(),
-                    deliveries,
-                    handed_over,
-                    replayed: false,
-                })
+                Ok(Published::new(
+                    e.to_event(),
+                    counts.next().unwrap_or_default(),
+                ))
             })
         })
         .collect())
@@ -213,12 +212,10 @@ async fn publish_keyed(tx: &mut PgConnection, new: &NewEvent) -> StoreResult<Pub
                 .fetch_one(&mut *tx)
                 .await?;
                 let deliveries: i64 = row.get("deliveries");
-                return Ok(Published {
-                    event: event_from_row(&row, "")?,
-                    deliveries: deliveries as u32,
-                    handed_over: 0,
-                    replayed: true,
-                });
+                return Ok(Published::replay(
+                    event_from_row(&row, "")?,
+                    deliveries as u32,
+                ));
             }
             // The earlier use has expired: the key is free again.
             sqlx::query("UPDATE events SET idempotency_key = NULL WHERE id = $1")
@@ -228,12 +225,7 @@ async fn publish_keyed(tx: &mut PgConnection, new: &NewEvent) -> StoreResult<Pub
         }
     }
     let counts = insert_events(&mut *tx, &[new], Timestamp::now(), None).await?;
-    Ok(Published {
-        event: new.to_event(),
-        deliveries: counts[0].0,
-        handed_over: 0,
-        replayed: false,
-    })
+    Ok(Published::new(new.to_event(), counts[0]))
 }
 
 /// Stores an event and one pending delivery per webhook that gets it, and wakes the nodes
@@ -243,11 +235,11 @@ pub(super) async fn insert_event(
     e: &NewEvent,
     now: Timestamp,
 ) -> StoreResult<u32> {
-    let (made, _) = insert_events(&mut *conn, &[e], now, None).await?[0];
-    if made > 0 {
+    let made = insert_events(&mut *conn, &[e], now, None).await?[0];
+    if made.waiting_for_a_claim() > 0 {
         notify(conn).await?;
     }
-    Ok(made)
+    Ok(made.deliveries)
 }
 
 /// A candidate webhook of one of the group's accounts.
@@ -258,6 +250,8 @@ struct Candidate {
     job_id: Option<String>,
     filters: Vec<crate::domain::EventFilter>,
     ordering: WebhookOrdering,
+    /// Held by its gate (paused, circuit open): see [`crate::store::Published::held`].
+    held: bool,
     /// The whole webhook, read when deliveries may be handed over.
     webhook: Option<Webhook>,
 }
@@ -271,6 +265,7 @@ impl Candidate {
             job_id: webhook.job_id.clone(),
             filters: webhook.events.clone(),
             ordering: webhook.ordering,
+            held: webhook.held,
             webhook: Some(webhook),
         }
     }
@@ -285,7 +280,7 @@ async fn insert_events(
     events: &[&NewEvent],
     now: Timestamp,
     mut handoff: Option<(&mut Handoff, &Sealer)>,
-) -> StoreResult<Vec<(u32, u32)>> {
+) -> StoreResult<Vec<Fanout>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -332,7 +327,7 @@ async fn insert_events(
     let mut keys: Vec<Option<&str>> = Vec::new();
     for e in events {
         let job = e.job.as_ref().map(|j| j.id.as_str());
-        let (mut n, mut handed) = (0u32, 0u32);
+        let mut fanout = Fanout::default();
         for hook in &candidates {
             // The lookup was for the whole group: a job's webhook is only a candidate for
             // its own job's events, as when events are looked up one by one.
@@ -347,6 +342,7 @@ async fn insert_events(
             }
             let id = DeliveryId::generate();
             let (mut lease, mut until) = (None, None);
+            let mut handed = false;
             if let Some((h, _)) = handoff.as_mut()
                 && let Some(webhook) = &hook.webhook
                 && webhook.takes_hand_overs()
@@ -354,8 +350,9 @@ async fn insert_events(
             {
                 h.add(id.clone(), e.to_event(), webhook.clone());
                 (lease, until) = (Some(h.lease.clone()), Some(h.lease_until.millis()));
-                handed += 1;
+                handed = true;
             }
+            fanout.add(handed, hook.held);
             leases.push(lease);
             locked_until.push(until);
             keys.push(hook.ordering.delivery_key(e.ordering_key.as_ref()));
@@ -368,9 +365,8 @@ async fn insert_events(
             ]) {
                 column.push(value);
             }
-            n += 1;
         }
-        counts.push((n, handed));
+        counts.push(fanout);
     }
     if !deliveries[0].is_empty() {
         let [ids, accounts, event_ids, types, webhooks] = deliveries;
@@ -410,27 +406,40 @@ async fn candidates(
     accounts: &[&str],
     jobs: &[&str],
 ) -> StoreResult<Vec<Candidate>> {
-    let rows: Vec<(String, String, String, String, Option<String>, String)> =
-        sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT id, account_id, events, kind, job_id, ordering {CANDIDATES}"
-        )))
-        .bind(accounts)
-        .bind(jobs)
-        .fetch_all(&mut *conn)
-        .await?;
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        Option<i64>,
+        Option<i64>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT id, account_id, events, kind, job_id, ordering, paused_until, probe_at {CANDIDATES}"
+    )))
+    .bind(accounts)
+    .bind(jobs)
+    .fetch_all(&mut *conn)
+    .await?;
     rows.into_iter()
-        .map(|(id, account_id, events, kind, job_id, ordering)| {
-            Ok(Candidate {
-                kind: WebhookKind::parse(&kind).ok_or_else(|| corrupt("webhook kind", &kind))?,
-                ordering: WebhookOrdering::parse(&ordering)
-                    .ok_or_else(|| corrupt("webhook ordering", &ordering))?,
-                filters: rows::filters_from_json(&events)?,
-                id,
-                account_id,
-                job_id,
-                webhook: None,
-            })
-        })
+        .map(
+            |(id, account_id, events, kind, job_id, ordering, paused_until, probe_at)| {
+                Ok(Candidate {
+                    kind: WebhookKind::parse(&kind)
+                        .ok_or_else(|| corrupt("webhook kind", &kind))?,
+                    ordering: WebhookOrdering::parse(&ordering)
+                        .ok_or_else(|| corrupt("webhook ordering", &ordering))?,
+                    filters: rows::filters_from_json(&events)?,
+                    id,
+                    account_id,
+                    job_id,
+                    held: rows::held(paused_until, probe_at),
+                    webhook: None,
+                })
+            },
+        )
         .collect()
 }
 

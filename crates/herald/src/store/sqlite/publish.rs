@@ -11,7 +11,7 @@ use crate::store::erasure;
 use crate::store::group_commit::{self, PublishRequest};
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, corrupt, event_from_rusqlite};
 use crate::store::seal::Sealer;
-use crate::store::{Handoff, NewEvent, Published, Publisher, StoreError, StoreResult};
+use crate::store::{Fanout, Handoff, NewEvent, Published, Publisher, StoreError, StoreResult};
 use async_trait::async_trait;
 
 #[async_trait]
@@ -66,13 +66,10 @@ pub(super) fn write_group(
             if e.idempotency.is_some() {
                 return keyed_results.next().expect("one result per keyed event");
             }
-            let (deliveries, handed_over) = counts.next().unwrap_or((0, 0));
-            Ok(Published {
-                event: e.to_event(),
-                deliveries,
-                handed_over,
-                replayed: false,
-            })
+            Ok(Published::new(
+                e.to_event(),
+                counts.next().unwrap_or_default(),
+            ))
         })
         .collect())
 }
@@ -111,24 +108,14 @@ fn publish_keyed(
             let deliveries: i64 = conn
                 .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE event_id = ?")?
                 .query_row([&id], |r| r.get(0))?;
-            return Ok(Published {
-                event,
-                deliveries: deliveries as u32,
-                handed_over: 0,
-                replayed: true,
-            });
+            return Ok(Published::replay(event, deliveries as u32));
         }
         // The earlier use has expired: the key is free again.
         conn.prepare_cached("UPDATE events SET idempotency_key = NULL WHERE id = ?")?
             .execute([&id])?;
     }
     let counts = insert_events(conn, &[new], now, None, sealer)?;
-    Ok(Published {
-        event: new.to_event(),
-        deliveries: counts[0].0,
-        handed_over: 0,
-        replayed: false,
-    })
+    Ok(Published::new(new.to_event(), counts[0]))
 }
 
 /// Stores an event and one pending delivery per webhook that gets it (a job's status, a webhook
@@ -139,7 +126,7 @@ pub(super) fn insert_event(
     now: Timestamp,
     sealer: &Sealer,
 ) -> StoreResult<u32> {
-    let (made, _) = insert_events(conn, &[e], now, None, sealer)?[0];
+    let made = insert_events(conn, &[e], now, None, sealer)?[0].deliveries;
     Ok(made)
 }
 
@@ -152,7 +139,7 @@ fn insert_events(
     now: Timestamp,
     handoff: Option<&mut Handoff>,
     sealer: &Sealer,
-) -> StoreResult<Vec<(u32, u32)>> {
+) -> StoreResult<Vec<Fanout>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -223,12 +210,12 @@ fn plan_deliveries(
     hooks: &[Webhook],
     now: Timestamp,
     mut handoff: Option<&mut Handoff>,
-) -> Vec<(u32, u32)> {
+) -> Vec<Fanout> {
     let mut counts = Vec::with_capacity(events.len());
     let mut deliveries = Vec::new();
     let mut ordered = false;
     for e in events {
-        let (mut n, mut handed) = (0u32, 0u32);
+        let mut fanout = Fanout::default();
         for hook in hooks {
             // The lookup covered the whole group: a job's webhook is only ever a candidate for
             // its own job's events, as when events are written one by one.
@@ -247,14 +234,16 @@ fn plan_deliveries(
             }
             let id = DeliveryId::generate();
             let mut leased = None;
+            let mut handed = false;
             if hook.takes_hand_overs()
                 && let Some(h) = handoff.as_deref_mut()
                 && h.reserve(&hook.id)
             {
                 h.add(id.clone(), e.to_event(), hook.clone());
                 leased = Some((h.lease.clone(), h.lease_until.millis()));
-                handed += 1;
+                handed = true;
             }
+            fanout.add(handed, hook.held);
             let key = hook.ordering.delivery_key(e.ordering_key.as_ref());
             ordered |= key.is_some();
             deliveries.push((
@@ -266,9 +255,8 @@ fn plan_deliveries(
                 leased,
                 key,
             ));
-            n += 1;
         }
-        counts.push((n, handed));
+        counts.push(fanout);
     }
     if !deliveries.is_empty() {
         let now_ms = now.millis();

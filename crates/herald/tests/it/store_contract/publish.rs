@@ -226,7 +226,48 @@ async fn deliveries_handed_to_the_dispatcher_are_leased_to_it(backend: Backend) 
     );
 }
 
+/// A delivery to a webhook its receiver paused is neither handed over nor counted as waiting for
+/// a claim (the dispatcher is not woken for it: the claims come when the pause ends), whether
+/// this node has an intake or not.
+async fn deliveries_to_a_held_webhook_wait_for_its_gate_not_a_wake_up(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let paused = f.subscribe(&["order.*"]).await;
+    let open = f.subscribe(&["order.*"]).await;
+    f.publish(vec![f.event("order.created")]).await;
+    let now = Timestamp::now();
+    let claims = f.claim(now, 10, 10).await;
+    let mut pause = result(
+        claims.iter().find(|c| c.webhook.id == paused.id).unwrap(),
+        429,
+        NextStep::RetryAt(now.plus(Duration::from_secs(60))),
+        now,
+    );
+    pause.pause_until = Some(now.plus(Duration::from_secs(60)));
+    let fine = result(
+        claims.iter().find(|c| c.webhook.id == open.id).unwrap(),
+        200,
+        NextStep::Succeeded,
+        now,
+    );
+    f.record(&[pause, fine], now).await;
+    let counts = |p: &herald::store::Published| {
+        (p.deliveries, p.handed_over, p.held, p.waiting_for_a_claim())
+    };
+    let one = f.store.publish_event(f.event("order.paid")).await.unwrap();
+    assert_eq!(counts(&one), (2, 0, 1, 1), "no intake");
+    let intake = Arc::new(FakeIntake {
+        room: Mutex::new(10),
+        ..FakeIntake::default()
+    });
+    f.store.set_intake(intake.clone(), LEASE);
+    let two = f.store.publish_event(f.event("order.paid")).await.unwrap();
+    assert_eq!(counts(&two), (2, 1, 1, 0), "the open one handed over");
+    let handed = std::mem::take(&mut *intake.handed.lock().unwrap());
+    assert!(handed.iter().all(|c| c.webhook.id == open.id));
+}
+
 contract!(
+    deliveries_to_a_held_webhook_wait_for_its_gate_not_a_wake_up,
     a_repeated_idempotency_key_answers_the_first_publish,
     racing_job_updates_publish_exactly_one_terminal_event,
     deliveries_handed_to_the_dispatcher_are_leased_to_it,

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{ADMIN, Backend, Reply, TestApp, TestReceiver, eventually};
+use common::{Backend, Reply, TestApp, TestReceiver, eventually};
 use herald::domain::duration::HumanDuration;
 use serde_json::json;
 use std::time::Duration;
@@ -38,18 +38,7 @@ async fn a_hanging_retry_backlog_leaves_first_attempts_a_worker(backend: Backend
         json!({ "url": healthy.url("/healthy"), "events": ["tts.*"] }),
     )
     .await;
-    let events: Vec<_> = (0..8)
-        .map(|i| json!({ "account": acme.id, "type": "stt.completed", "data": { "n": i } }))
-        .collect();
-    let (status, answer) = app
-        .call(
-            "POST",
-            "/v1/events/batch",
-            Some(ADMIN),
-            Some(json!({ "events": events })),
-        )
-        .await;
-    assert_eq!(status, 200, "{answer}");
+    app.publish_batch(&acme, "stt.completed", 0, 8).await;
     let retries = || {
         slow.received()
             .iter()

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{ADMIN, Backend, Reply, TestAccount, TestApp, TestReceiver, eventually};
+use common::{Backend, Reply, TestAccount, TestApp, TestReceiver, eventually};
 use herald::domain::Timestamp;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -86,18 +86,7 @@ async fn retries_that_fail_together_are_due_spread_over_the_jitter_window(backen
         assert_eq!(hook["retry"]["jitter"], jitter);
         hooks.push(hook["id"].as_str().unwrap().to_owned());
     }
-    let events: Vec<_> = (0..EVENTS)
-        .map(|i| json!({ "account": acme.id, "type": "tts.completed", "data": { "i": i } }))
-        .collect();
-    let (status, body) = app
-        .call(
-            "POST",
-            "/v1/events/batch",
-            Some(ADMIN),
-            Some(json!({ "events": events })),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    app.publish_batch(&acme, "tts.completed", 0, EVENTS).await;
 
     // Per delivery: the wait from its failure (when it was last updated) to its next attempt,
     // and when that attempt is due.

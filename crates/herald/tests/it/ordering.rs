@@ -141,18 +141,8 @@ async fn a_fifo_webhook_gets_every_event_in_publish_order(backend: Backend) {
     )
     .await;
     // One batch: its events are published in the order listed.
-    let events: Vec<Value> = (0..FIFO_EVENTS)
-        .map(|n| json!({ "account": acme.id, "type": "tts.completed", "data": { "n": n } }))
-        .collect();
-    let (status, answer) = app
-        .call(
-            "POST",
-            "/v1/events/batch",
-            Some(ADMIN),
-            Some(json!({ "events": events })),
-        )
+    app.publish_batch(&acme, "tts.completed", 0, FIFO_EVENTS)
         .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
     let started = std::time::Instant::now();
     let firsts = wait_for_firsts(&receiver, FIFO_EVENTS).await;
     println!(

@@ -75,18 +75,8 @@ pub(crate) async fn exhausted(
         )
         .await;
     let hook = hook["id"].as_str().unwrap().to_owned();
-    let events: Vec<Value> = (0..n)
-        .map(|i| json!({ "account": account.id, "type": format!("{kind}.completed"), "data": { "n": i } }))
-        .collect();
-    let (status, answer) = app
-        .call(
-            "POST",
-            "/v1/events/batch",
-            Some(ADMIN),
-            Some(json!({ "events": events })),
-        )
+    app.publish_batch(account, &format!("{kind}.completed"), 0, n)
         .await;
-    assert_eq!(status, 200, "{answer}");
     let failed = eventually("every delivery to fail", WAIT, || async {
         let failed = ids_in(app, &account.key, &hook, "failed").await;
         (failed.len() == n).then_some(failed)

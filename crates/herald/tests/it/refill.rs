@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{ADMIN, Backend, Reply, TestApp, TestReceiver};
+use common::{Backend, Reply, TestApp, TestReceiver};
 use herald::domain::duration::HumanDuration;
 use serde_json::json;
 use std::time::Duration;
@@ -31,18 +31,7 @@ async fn a_batch_beyond_what_a_lane_holds_arrives_without_waiting_for_a_poll(bac
     // order) when the second batch's wait in the store behind them.
     receiver.set_default(Reply::status(200).after(Duration::from_millis(100)));
     for (first, n) in [(0, 40), (40, 80)] {
-        let events: Vec<_> = (first..first + n)
-            .map(|i| json!({ "account": acme.id, "type": "tts.completed", "data": { "n": i } }))
-            .collect();
-        let (status, answer) = app
-            .call(
-                "POST",
-                "/v1/events/batch",
-                Some(ADMIN),
-                Some(json!({ "events": events })),
-            )
-            .await;
-        assert_eq!(status, 200, "{answer}");
+        app.publish_batch(&acme, "tts.completed", first, n).await;
     }
     // Far less than the poll interval: a refill that waited for a poll would not make it.
     receiver

@@ -21,10 +21,13 @@ use crate::domain::flow::FlowState;
 use crate::domain::{RateLimit, Timestamp, WebhookId};
 use std::collections::HashMap;
 
-/// How long a claim leaves alone a webhook whose row another node's claim holds locked (that
-/// claim takes its allowance or probe; this one comes back for the next), at least: a
-/// rate-limited one's allowance is whole again `burst` intervals later.
-const LOCKED_RETRY_MS: i64 = 5;
+/// How long a claim leaves alone a webhook whose row another node's claim holds locked, at
+/// least (a rate-limited one's allowance is whole again `burst` intervals later, if that is
+/// longer). That claim takes the allowance or the probe, and its node comes back for the next:
+/// were every node to come back within a token, they would race for each one, most claims
+/// finding the row locked (`tests/it/flow_nodes.rs` prints the count of claims; the figures are
+/// in docs/BENCHMARKS.md). Should that node stop, the others take over within this wait.
+const LOCKED_RETRY_MS: i64 = 200;
 
 /// A webhook's flow-control columns, as a claim reads them.
 #[derive(Clone, Debug, Default, sqlx::FromRow)]

@@ -201,6 +201,14 @@ pub struct Delivery {
     pub next_attempt_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The key this delivery is ordered under, when its webhook's `ordering` is `key`: it is
+    /// attempted only after every earlier delivery of the key has succeeded or failed for good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    /// Its place in the order of its key (or, `fifo`, of its whole webhook), for an ordered
+    /// delivery: a larger one was published later and is attempted after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
 }
 
 /// One recorded try of a delivery.

@@ -60,6 +60,8 @@ pub(super) struct DeliveryRow {
     pub attempts: u32,
     pub created: String,
     pub next_attempt: String,
+    /// For an ordered delivery, its key (or the whole webhook) and its place; else empty.
+    pub ordering: String,
 }
 
 pub(super) fn tone(status: DeliveryStatus) -> &'static str {
@@ -85,6 +87,12 @@ impl From<&Delivery> for DeliveryRow {
                 .next_attempt_at
                 .map(Timestamp::to_rfc3339)
                 .unwrap_or_default(),
+            ordering: match (&d.ordering_key, d.seq) {
+                (Some(key), Some(seq)) => format!("{key}, #{seq}"),
+                (None, Some(seq)) => format!("the whole webhook, #{seq}"),
+                (Some(key), None) => key.clone(),
+                (None, None) => String::new(),
+            },
         }
     }
 }

@@ -331,6 +331,8 @@ columns! {
         next_attempt_at: Option<i64>,
         created_at: i64,
         updated_at: i64,
+        ordering_key: Option<String>,
+        seq: Option<i64>,
     }
 }
 
@@ -352,6 +354,9 @@ impl DeliveryColumns {
                 .map(Timestamp::from_millis),
             created_at: Timestamp::from_millis(self.created_at),
             updated_at: Timestamp::from_millis(self.updated_at),
+            // A `fifo` webhook's deliveries share one key, the empty one: shown as none.
+            ordering_key: self.ordering_key.filter(|k| !k.is_empty()),
+            seq: self.seq,
         })
     }
 }

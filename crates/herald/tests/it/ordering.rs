@@ -210,6 +210,33 @@ async fn ordering_and_keys_are_checked_and_shown(backend: Backend) {
         "events[0].ordering_key"
     );
     assert_eq!(answer["data"][1]["deliveries"], 1, "{answer}");
+    // A delivery shows its place in the order: the whole webhook's (`fifo`), or its key's.
+    let first = app
+        .deliveries_of(&acme, answer["data"][1]["id"].as_str().unwrap())
+        .await;
+    assert!(first[0]["seq"].is_i64(), "{}", first[0]);
+    assert!(first[0].get("ordering_key").is_none(), "{}", first[0]);
+    app.call(
+        "PATCH",
+        &path,
+        Some(&acme.key),
+        Some(json!({ "ordering": "key" })),
+    )
+    .await;
+    let second = app
+        .call(
+            "POST",
+            "/v1/events",
+            Some(ADMIN),
+            Some(publish(json!("job-2"))),
+        )
+        .await
+        .1;
+    let second = app
+        .deliveries_of(&acme, second["id"].as_str().unwrap())
+        .await;
+    assert_eq!(second[0]["ordering_key"], "job-2", "{}", second[0]);
+    assert!(second[0]["seq"].as_i64() > first[0]["seq"].as_i64());
 }
 
 async fn events_a_fifo_webhook_missed_are_replayed_in_order(backend: Backend) {

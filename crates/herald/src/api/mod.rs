@@ -20,7 +20,7 @@ mod replay;
 pub(crate) mod stats;
 mod tasks;
 pub mod test_send;
-mod webhook_flow;
+pub(crate) mod webhook_flow;
 pub(crate) mod webhook_secrets;
 mod webhook_view;
 pub(crate) mod webhooks;

@@ -17,6 +17,12 @@ pub(crate) struct RateLimitDoc {
     burst: Option<u32>,
 }
 
+impl RateLimitDoc {
+    pub(crate) fn new(per_second: f64, burst: Option<u32>) -> Self {
+        Self { per_second, burst }
+    }
+}
+
 pub(super) fn parse_rate_limit(doc: Option<RateLimitDoc>) -> ApiResult<Option<RateLimit>> {
     doc.map(|d| RateLimit::new(d.per_second, d.burst.unwrap_or(1)))
         .transpose()

@@ -1,6 +1,6 @@
 //! Webhook pages: the list (the portal's home), creating one with an event-type picker that
 //! shows each catalog type's description and example, a webhook's page (its details, the edit
-//! form, enable and disable, a test send, delete). Every change goes through the API's own
+//! form, with delivery order and rate limit, enable and disable, a test send, delete). Every change goes through the API's own
 //! functions (`api::webhooks`, `api::test_send`), so the portal accepts exactly what the API
 //! accepts.
 
@@ -8,12 +8,13 @@ use super::session::{Form, Session};
 use super::{Chrome, PortalError, PortalResult, render};
 use crate::api::error::ApiError;
 use crate::api::test_send::{TestSendRequest, send_test as send_test_event};
+use crate::api::webhook_flow::RateLimitDoc;
 use crate::api::webhooks::{
     CreateWebhook, UpdateWebhook, create_webhook, delete_webhook, enable_webhook, find,
     update_webhook,
 };
 use crate::api::{AppState, extract::Actor, page_request};
-use crate::domain::{EventFilter, Webhook, WebhookId, WebhookStatus};
+use crate::domain::{EventFilter, Webhook, WebhookId, WebhookOrdering, WebhookStatus};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -38,6 +39,11 @@ pub(super) struct WebhookRow {
     pub description: String,
     pub created: String,
     pub disabled_reason: String,
+    /// `none`, `key` or `fifo`.
+    pub ordering: &'static str,
+    /// The rate limit's fields as the edit form shows them (empty: none).
+    pub rate_per_second: String,
+    pub rate_burst: String,
 }
 
 impl From<&Webhook> for WebhookRow {
@@ -57,6 +63,15 @@ impl From<&Webhook> for WebhookRow {
             description: w.description.clone(),
             created: w.created_at.to_rfc3339(),
             disabled_reason: w.disabled_reason.clone().unwrap_or_default(),
+            ordering: w.ordering.as_str(),
+            rate_per_second: w
+                .rate_limit
+                .map(|r| r.per_second().to_string())
+                .unwrap_or_default(),
+            rate_burst: w
+                .rate_limit
+                .map(|r| r.burst().to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -224,20 +239,19 @@ pub(super) async fn show(
     )))
 }
 
-/// `POST /portal/webhooks/{id}`: saves the edit form (URL, description, event types).
+/// `POST /portal/webhooks/{id}`: saves the edit form (URL, description, event types, delivery
+/// order, rate limit).
 pub(super) async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
     form: Form,
 ) -> PortalResult<Response> {
     let webhook = own(&state, &form.session, &id).await?;
-    let body = UpdateWebhook {
-        url: form.get("url").map(|u| u.trim().to_owned()),
-        events: Some(form.all("events")),
-        description: form.get("description").map(str::to_owned),
-        ..UpdateWebhook::default()
+    let edited = match edit_body(&form) {
+        Ok(body) => update_webhook(&state, webhook.clone(), &body).await,
+        Err(e) => Err(e),
     };
-    match update_webhook(&state, webhook.clone(), &body).await {
+    match edited {
         Ok(w) => Ok(Redirect::to(&format!("/portal/webhooks/{}?done=saved", w.id)).into_response()),
         Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
             let page = show_page(&state, &form.session, &webhook, Some(form_error(&e)), None);
@@ -245,6 +259,42 @@ pub(super) async fn update(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The edit form as the API's update: URL, description, event types, and, when the form has
+/// them, the delivery order and the rate limit (an empty rate: none).
+fn edit_body(form: &Form) -> Result<UpdateWebhook, ApiError> {
+    let ordering = form
+        .get("ordering")
+        .map(|o| {
+            WebhookOrdering::parse(o)
+                .ok_or_else(|| ApiError::invalid("ordering", "must be none, key or fifo"))
+        })
+        .transpose()?;
+    let rate_limit = match form.get("rate_per_second").map(str::trim) {
+        None => None,
+        Some("") => Some(None),
+        Some(rate) => {
+            let per_second = rate.parse::<f64>().map_err(|_| {
+                ApiError::invalid("rate_limit", "deliveries per second must be a number")
+            })?;
+            let burst = match form.get("rate_burst").map(str::trim) {
+                None | Some("") => None,
+                Some(b) => Some(b.parse::<u32>().map_err(|_| {
+                    ApiError::invalid("rate_limit", "the burst must be a whole number")
+                })?),
+            };
+            Some(Some(RateLimitDoc::new(per_second, burst)))
+        }
+    };
+    Ok(UpdateWebhook {
+        url: form.get("url").map(|u| u.trim().to_owned()),
+        events: Some(form.all("events")),
+        description: form.get("description").map(str::to_owned),
+        ordering,
+        rate_limit,
+        ..UpdateWebhook::default()
+    })
 }
 
 /// `POST /portal/webhooks/{id}/status` with `status=active|disabled`.

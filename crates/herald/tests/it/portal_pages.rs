@@ -336,7 +336,84 @@ async fn another_accounts_ids_are_not_found_on_every_portal_url(backend: Backend
     }
 }
 
+/// The edit form sets a webhook's delivery order and rate limit (and clears the limit), as the
+/// API would; a rate that is not a number is refused and changes nothing.
+async fn the_edit_form_sets_the_delivery_order_and_the_rate_limit(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = TestReceiver::start().await;
+    let acme = app.create_account("Acme").await;
+    let portal = Portal::open(&app, &acme).await;
+    let hook = app
+        .create_webhook(
+            &acme,
+            json!({ "url": receiver.url("/hook"), "events": ["tts.*"] }),
+        )
+        .await;
+    let id = hook["id"].as_str().unwrap();
+    let path = format!("/portal/webhooks/{id}");
+    let url = receiver.url("/hook");
+    let edit = |ordering: &'static str, rate: &'static str, burst: &'static str| {
+        let url = url.clone();
+        let path = path.clone();
+        let portal = &portal;
+        async move {
+            portal
+                .post(
+                    &path,
+                    &[
+                        ("url", url.as_str()),
+                        ("events", "tts.*"),
+                        ("description", ""),
+                        ("ordering", ordering),
+                        ("rate_per_second", rate),
+                        ("rate_burst", burst),
+                    ],
+                )
+                .await
+        }
+    };
+    let saved = edit("key", "50", "5").await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let api = app.get(&format!("/v1/webhooks/{id}"), &acme.key).await;
+    assert_eq!(api["ordering"], "key", "{api}");
+    assert_eq!(
+        api["rate_limit"],
+        json!({ "per_second": 50.0, "burst": 5 }),
+        "{api}"
+    );
+    let page = portal.get(&path).await;
+    assert!(
+        page.body.contains("50 a second, bursts of 5"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("value=\"key\" selected"),
+        "{}",
+        page.body
+    );
+
+    let refused = edit("fifo", "fast", "").await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(
+        refused.body.contains("must be a number"),
+        "{}",
+        refused.body
+    );
+    let refused = edit("sideways", "", "").await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let api = app.get(&format!("/v1/webhooks/{id}"), &acme.key).await;
+    assert_eq!(api["ordering"], "key", "unchanged: {api}");
+
+    let cleared = edit("none", "", "").await;
+    assert_eq!(cleared.status, 303, "{}", cleared.body);
+    let api = app.get(&format!("/v1/webhooks/{id}"), &acme.key).await;
+    assert_eq!(api["ordering"], "none", "{api}");
+    assert!(api["rate_limit"].is_null(), "{api}");
+}
+
 on_both_backends!(
+    the_edit_form_sets_the_delivery_order_and_the_rate_limit,
     the_pages_manage_webhooks_end_to_end,
     another_accounts_ids_are_not_found_on_every_portal_url,
 );

@@ -82,8 +82,16 @@ fn a_rate_limited_row_another_claim_holds_is_closed_for_a_moment() {
     };
     let gates = Gates::of(&[limited], Some(&[]), NOW);
     assert_eq!(gates.closed(), ["wh_r"]);
-    // When the other claim's burst is back: three intervals of 20 ms.
-    assert_eq!(gates.after([]).opens_at, Some(NOW + 60));
+    // The other claim's node comes back for the next burst (three intervals of 20 ms): this one
+    // leaves it alone for longer.
+    assert_eq!(gates.after([]).opens_at, Some(NOW + LOCKED_RETRY_MS));
+    let slow = FlowRow {
+        rate_limit: rate(1.0, 2),
+        ..row("wh_s")
+    };
+    let gates = Gates::of(&[slow], Some(&[]), NOW);
+    // A slow one's burst takes longer than that to come back: until then.
+    assert_eq!(gates.after([]).opens_at, Some(NOW + 2_000));
 }
 
 #[test]

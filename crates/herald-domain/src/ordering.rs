@@ -51,6 +51,12 @@ impl WebhookOrdering {
             Self::Fifo => Some(FIFO_KEY),
         }
     }
+
+    /// A stored delivery key as an event's key: none for a `fifo` webhook's (its key is the
+    /// whole webhook, not one the publisher gave).
+    pub fn event_key_of(delivery_key: Option<String>) -> Option<String> {
+        delivery_key.filter(|k| k != FIFO_KEY)
+    }
 }
 
 /// An event's ordering key: 1 to [`MAX_ORDERING_KEY`] characters, no control characters.

@@ -1,8 +1,8 @@
 //! Webhook pages: the list (the portal's home), creating one with an event-type picker that
 //! shows each catalog type's description and example, a webhook's page (its details, the edit
-//! form, with delivery order and rate limit, enable and disable, a test send, delete). Every change goes through the API's own
-//! functions (`api::webhooks`, `api::test_send`), so the portal accepts exactly what the API
-//! accepts.
+//! form with delivery order and rate limit, enable and disable, a test send, delete). Every
+//! change goes through the API's own functions (`api::webhooks`, `api::test_send`), so the
+//! portal accepts exactly what the API accepts.
 
 use super::session::{Form, Session};
 use super::{Chrome, PortalError, PortalResult, render};
@@ -247,11 +247,8 @@ pub(super) async fn update(
     form: Form,
 ) -> PortalResult<Response> {
     let webhook = own(&state, &form.session, &id).await?;
-    let edited = match edit_body(&form) {
-        Ok(body) => update_webhook(&state, webhook.clone(), &body).await,
-        Err(e) => Err(e),
-    };
-    match edited {
+    let edited = async { update_webhook(&state, webhook.clone(), &edit_body(&form)?).await };
+    match edited.await {
         Ok(w) => Ok(Redirect::to(&format!("/portal/webhooks/{}?done=saved", w.id)).into_response()),
         Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
             let page = show_page(&state, &form.session, &webhook, Some(form_error(&e)), None);

@@ -354,8 +354,7 @@ impl DeliveryColumns {
                 .map(Timestamp::from_millis),
             created_at: Timestamp::from_millis(self.created_at),
             updated_at: Timestamp::from_millis(self.updated_at),
-            // A `fifo` webhook's deliveries share one key, the empty one: shown as none.
-            ordering_key: self.ordering_key.filter(|k| !k.is_empty()),
+            ordering_key: WebhookOrdering::event_key_of(self.ordering_key),
             seq: self.seq,
         })
     }

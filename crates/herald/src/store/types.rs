@@ -124,7 +124,12 @@ impl Published {
         if self.replayed {
             return 0;
         }
-        self.deliveries - self.handed_over - self.held
+        Fanout {
+            deliveries: self.deliveries,
+            handed_over: self.handed_over,
+            held: self.held,
+        }
+        .waiting_for_a_claim()
     }
 }
 

@@ -29,6 +29,13 @@ use std::collections::HashMap;
 /// in docs/BENCHMARKS.md). Should that node stop, the others take over within this wait.
 const LOCKED_RETRY_MS: i64 = 200;
 
+/// How long a node that took a rate-limited webhook's allowance holds it, at least (a slow
+/// limit's two bursts, if that is longer): the other nodes leave the webhook to it meanwhile, so
+/// one node claims its tokens instead of every node racing for each one, and the others come
+/// back once a hold (`tests/it/flow_nodes.rs`). The holder renews it with each allowance it
+/// takes; should it stop, another node takes over when the hold runs out.
+const HOLD_MS: i64 = 1_000;
+
 /// A webhook's flow-control columns, as a claim reads them.
 #[derive(Clone, Debug, Default, sqlx::FromRow)]
 pub(crate) struct FlowRow {
@@ -37,12 +44,28 @@ pub(crate) struct FlowRow {
     pub rate_limit: Option<String>,
     pub rate_tat: Option<i64>,
     pub probe_at: Option<i64>,
+    /// The node holding a rate-limited webhook's allowance ([`HOLD_MS`]), and until when.
+    /// PostgreSQL only: SQLite has one claimer, and its queries leave these out.
+    #[sqlx(default)]
+    pub rate_node: Option<String>,
+    #[sqlx(default)]
+    pub rate_node_until: Option<i64>,
 }
 
 impl FlowRow {
-    /// Whether its allowance is taken under a lock (rate limit, or a circuit's probe due).
-    pub fn needs_lock(&self, now: i64) -> bool {
-        !self.paused(now) && (self.rate_limit.is_some() || self.probe_at.is_some_and(|p| p <= now))
+    /// Whether `node`'s claim takes its allowance under a lock (rate limit, or a circuit's probe
+    /// due), so neither is taken twice; not while it is paused or another node holds it.
+    pub fn needs_lock(&self, now: i64, node: &str) -> bool {
+        !self.paused(now)
+            && self.held_elsewhere(now, node).is_none()
+            && (self.rate_limit.is_some() || self.probe_at.is_some_and(|p| p <= now))
+    }
+
+    /// Until when a node other than `node` holds its rate limit's allowance, if one does.
+    fn held_elsewhere(&self, now: i64, node: &str) -> Option<i64> {
+        let holder = self.rate_node.as_deref()?;
+        let until = self.rate_node_until?;
+        (self.rate_limit.is_some() && holder != node && until > now).then_some(until)
     }
 
     fn paused(&self, now: i64) -> bool {
@@ -69,11 +92,37 @@ pub(crate) struct Gates {
     by_webhook: HashMap<String, Gate>,
 }
 
+/// A claim on one of several nodes (PostgreSQL): the gated rows it locked
+/// ([`FlowRow::needs_lock`]), with their current values, and the node it claims for.
+pub(crate) struct Locking<'a> {
+    pub locked: &'a [FlowRow],
+    pub node: &'a str,
+}
+
+/// A rate-limited webhook's allowance a claim took.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Taken {
+    pub webhook: String,
+    /// Its new theoretical arrival time.
+    pub tat: i64,
+    /// Until when the claim's node holds the allowance ([`HOLD_MS`]).
+    pub held_until: i64,
+}
+
+/// What a claim writes back to one webhook's row.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct GateWrite {
+    pub webhook: String,
+    pub taken: Option<Taken>,
+    /// It took the circuit's probe: the next is a probe interval away.
+    pub probed: bool,
+}
+
 /// What a claim writes back and reports.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct AfterClaim {
-    /// New theoretical arrival times of rate-limited webhooks that took deliveries.
-    pub tats: Vec<(String, i64)>,
+    /// Allowances of rate-limited webhooks that took deliveries.
+    pub taken: Vec<Taken>,
     /// Webhooks whose probe this claim took: their next probe is a probe interval away.
     pub probed: Vec<String>,
     /// The earliest time a gated webhook can take deliveries again.
@@ -81,23 +130,30 @@ pub(crate) struct AfterClaim {
 }
 
 impl Gates {
-    /// The gates at `now` of webhooks with these flow rows. `locked`: for the rows that needed
-    /// a lock ([`FlowRow::needs_lock`]), those the claim got, with their current values; a row
-    /// another claim holds is closed for a moment. `None`: no locking (one node).
-    pub fn of(rows: &[FlowRow], locked: Option<&[FlowRow]>, now: i64) -> Self {
+    /// The gates at `now` of webhooks with these flow rows. With `locking` (several nodes): a
+    /// rate limit another node holds is closed until its hold ends; a row another claim has
+    /// locked is closed for a moment. `None`: one node, no locking.
+    pub fn of(rows: &[FlowRow], locking: Option<Locking<'_>>, now: i64) -> Self {
         let mut by_webhook = HashMap::new();
         for row in rows {
-            let row = match locked {
-                Some(locked) if row.needs_lock(now) => {
-                    match locked.iter().find(|l| l.id == row.id) {
-                        Some(l) => l,
+            let held = locking
+                .as_ref()
+                .and_then(|l| row.held_elsewhere(now, l.node));
+            if let Some(until) = held {
+                by_webhook.insert(row.id.clone(), closed(until));
+                continue;
+            }
+            let row = match &locking {
+                Some(l) if row.needs_lock(now, l.node) => {
+                    match l.locked.iter().find(|r| r.id == row.id) {
+                        Some(locked) => locked,
                         None => {
-                            let interval = row
+                            let burst = row
                                 .rate_limit
                                 .as_deref()
                                 .and_then(|r| RateLimit::from_json(r).ok())
                                 .map_or(0, |r| (r.interval() * f64::from(r.burst())).ceil() as i64);
-                            let wait = interval.max(LOCKED_RETRY_MS);
+                            let wait = burst.max(LOCKED_RETRY_MS);
                             by_webhook.insert(row.id.clone(), closed(now + wait));
                             continue;
                         }
@@ -148,7 +204,12 @@ impl Gates {
                 && n > 0
             {
                 let tat = rate.take(self.now, tat, n);
-                after.tats.push((id.clone(), tat));
+                let two_bursts = (rate.interval() * f64::from(rate.burst()) * 2.0).ceil() as i64;
+                after.taken.push(Taken {
+                    webhook: id.clone(),
+                    tat,
+                    held_until: self.now + two_bursts.max(HOLD_MS),
+                });
                 // All it was allowed: more may be due. Come back when the whole burst is there
                 // again (the theoretical arrival time), not for each token: a claim per burst.
                 if n >= gate.allowance {
@@ -162,23 +223,24 @@ impl Gates {
                 after.opens_at = Some(after.opens_at.map_or(at, |o: i64| o.min(at)));
             }
         }
-        after.tats.sort();
+        after.taken.sort_by(|a, b| a.webhook.cmp(&b.webhook));
         after.probed.sort();
         after
     }
 }
 
 impl AfterClaim {
-    /// One change per webhook: `(id, new theoretical arrival time, probe taken)`.
-    pub fn written(&self) -> Vec<(String, Option<i64>, bool)> {
-        let mut ids: Vec<&String> = self.tats.iter().map(|(id, _)| id).collect();
+    /// One change per webhook, in the order of their ids.
+    pub fn written(&self) -> Vec<GateWrite> {
+        let mut ids: Vec<&String> = self.taken.iter().map(|t| &t.webhook).collect();
         ids.extend(&self.probed);
         ids.sort();
         ids.dedup();
         ids.into_iter()
-            .map(|id| {
-                let tat = self.tats.iter().find(|(t, _)| t == id).map(|(_, at)| *at);
-                (id.clone(), tat, self.probed.contains(id))
+            .map(|id| GateWrite {
+                webhook: id.clone(),
+                taken: self.taken.iter().find(|t| &t.webhook == id).cloned(),
+                probed: self.probed.contains(id),
             })
             .collect()
     }

@@ -40,7 +40,7 @@ use std::sync::Arc;
 pub(crate) use caps::{next_due_sql, pick_more, pick_within_caps, saturated_webhooks};
 pub use erasure::{ErasedRows, ErasureMark, ErasureStep};
 pub use error::{StoreError, StoreResult};
-pub(crate) use flow::{FlowRow, Gates};
+pub(crate) use flow::{FlowRow, Gates, Locking};
 pub(crate) use handoff::{Handoff, IntakeSlot};
 pub(crate) use health::failure_record_changes;
 pub use open::open;

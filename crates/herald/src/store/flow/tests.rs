@@ -27,6 +27,11 @@ fn request(in_flight: &[(&str, usize)]) -> ClaimRequest {
     }
 }
 
+/// A claim on node "a" that locked `locked`.
+fn on_a(locked: &[FlowRow]) -> Option<Locking<'_>> {
+    Some(Locking { locked, node: "a" })
+}
+
 fn rate(per_second: f64, burst: u32) -> Option<String> {
     Some(RateLimit::new(per_second, burst).unwrap().to_json())
 }
@@ -60,14 +65,20 @@ fn a_rate_limited_webhook_gets_its_allowance_and_reports_its_next_token() {
     };
     let gates = Gates::of(
         std::slice::from_ref(&limited),
-        Some(std::slice::from_ref(&limited)),
+        on_a(std::slice::from_ref(&limited)),
         NOW,
     );
     // Room 8 - 1 in flight = 7, cut to the burst of 3.
     let req = gates.narrow(&request(&[("wh_r", 1)]));
     assert_eq!(req.in_flight[&WebhookId::from_trusted("wh_r".into())], 5);
     let after = gates.after(["wh_r", "wh_r", "wh_r"]);
-    assert_eq!(after.tats, [("wh_r".to_owned(), NOW + 60)]);
+    // This node holds the allowance for a second from now.
+    let taken = Taken {
+        webhook: "wh_r".to_owned(),
+        tat: NOW + 60,
+        held_until: NOW + 1_000,
+    };
+    assert_eq!(after.taken, [taken]);
     // Back when the whole burst is: a claim per burst, not per token.
     assert_eq!(after.opens_at, Some(NOW + 60));
     // Took less than its allowance: nothing more was due, nothing to come back for.
@@ -80,7 +91,7 @@ fn a_rate_limited_row_another_claim_holds_is_closed_for_a_moment() {
         rate_limit: rate(50.0, 3),
         ..row("wh_r")
     };
-    let gates = Gates::of(&[limited], Some(&[]), NOW);
+    let gates = Gates::of(&[limited], on_a(&[]), NOW);
     assert_eq!(gates.closed(), ["wh_r"]);
     // The other claim's node comes back for the next burst (three intervals of 20 ms): this one
     // leaves it alone for longer.
@@ -89,9 +100,52 @@ fn a_rate_limited_row_another_claim_holds_is_closed_for_a_moment() {
         rate_limit: rate(1.0, 2),
         ..row("wh_s")
     };
-    let gates = Gates::of(&[slow], Some(&[]), NOW);
+    let gates = Gates::of(&[slow], on_a(&[]), NOW);
     // A slow one's burst takes longer than that to come back: until then.
     assert_eq!(gates.after([]).opens_at, Some(NOW + 2_000));
+}
+
+#[test]
+fn a_rate_limit_another_node_holds_is_left_to_it_until_its_hold_ends() {
+    let held = |node: &str, until: i64| FlowRow {
+        rate_limit: rate(50.0, 2),
+        rate_node: Some(node.to_owned()),
+        rate_node_until: Some(until),
+        ..row("wh_r")
+    };
+    // Held by "b": node "a" neither locks the row nor takes from it, and comes back when the
+    // hold ends.
+    let by_b = held("b", NOW + 700);
+    assert!(!by_b.needs_lock(NOW, "a"));
+    let gates = Gates::of(std::slice::from_ref(&by_b), on_a(&[]), NOW);
+    assert_eq!(gates.closed(), ["wh_r"]);
+    assert_eq!(gates.after([]).opens_at, Some(NOW + 700));
+    // Its own hold, or one that has run out: locked, and its allowance taken (and held again).
+    for row in [held("a", NOW + 700), held("b", NOW)] {
+        assert!(row.needs_lock(NOW, "a"));
+        let gates = Gates::of(
+            std::slice::from_ref(&row),
+            on_a(std::slice::from_ref(&row)),
+            NOW,
+        );
+        assert!(gates.closed().is_empty());
+        let after = gates.after(["wh_r"]);
+        assert_eq!(after.taken[0].held_until, NOW + 1_000);
+    }
+    // One node (no locking): there is no one else to leave it to.
+    let gates = Gates::of(&[by_b], None, NOW);
+    assert!(gates.closed().is_empty());
+    // A slow limit is held for two of its bursts: a token every 2 s, two at once.
+    let slow = FlowRow {
+        rate_limit: rate(0.5, 2),
+        ..row("wh_s")
+    };
+    let gates = Gates::of(
+        std::slice::from_ref(&slow),
+        on_a(std::slice::from_ref(&slow)),
+        NOW,
+    );
+    assert_eq!(gates.after(["wh_s"]).taken[0].held_until, NOW + 8_000);
 }
 
 #[test]
@@ -104,7 +158,7 @@ fn an_open_circuit_lets_one_probe_through_when_due() {
         probe_at: Some(NOW),
         ..row("wh_d")
     };
-    let gates = Gates::of(&[waiting, due.clone()], Some(&[due]), NOW);
+    let gates = Gates::of(&[waiting, due.clone()], on_a(&[due]), NOW);
     assert_eq!(gates.closed(), ["wh_w"]);
     let req = gates.narrow(&request(&[]));
     assert_eq!(req.in_flight[&WebhookId::from_trusted("wh_d".into())], 7);

@@ -45,7 +45,7 @@ use super::PgStore;
 use crate::domain::{DeliveryId, Timestamp, WebhookId};
 use crate::store::ordering::heads_its_key;
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_row};
-use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, StoreResult};
+use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, Locking, StoreResult};
 use sqlx::{AssertSqlSafe, Row};
 use std::sync::LazyLock;
 
@@ -68,20 +68,34 @@ const PENDING_WEBHOOKS: &str = "WITH RECURSIVE hooks(id, n) AS (
                ORDER BY webhook_id LIMIT 1), n + 1
        FROM hooks WHERE hooks.id IS NOT NULL AND n < $1)
      SELECT h.id, w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = $2) AS active,
-            w.ordering = 'fifo' AS fifo, w.paused_until, w.rate_limit, w.rate_tat, w.probe_at
+            w.ordering = 'fifo' AS fifo, w.paused_until, w.rate_limit, w.rate_tat, w.probe_at,
+            w.rate_node, w.rate_node_until
      FROM hooks h JOIN webhooks w ON w.id = h.id";
+
+/// A row of [`PENDING_WEBHOOKS`].
+#[derive(sqlx::FromRow)]
+struct ListedWebhook {
+    #[sqlx(flatten)]
+    flow: FlowRow,
+    active: bool,
+    fifo: bool,
+}
 
 /// The flow-control columns of the rate-limited webhooks and those whose circuit's probe is due
 /// ($1), locked for the claim's transaction (see [`crate::store::Gates`]): two nodes never take
 /// the same allowance or probe. A row another claim holds is skipped, not waited for.
-const LOCK_GATED: &str = "SELECT id, paused_until, rate_limit, rate_tat, probe_at FROM webhooks
-     WHERE id = ANY($1) FOR UPDATE SKIP LOCKED";
+const LOCK_GATED: &str = "SELECT id, paused_until, rate_limit, rate_tat, probe_at, rate_node,
+       rate_node_until FROM webhooks WHERE id = ANY($1) FOR UPDATE SKIP LOCKED";
 
 /// What a claim writes back, per webhook ($1): a rate-limited one's new theoretical arrival time
-/// ($2, if it took deliveries), the next probe ($4) if it took its circuit's probe ($3).
+/// ($2, if it took deliveries) and this node ($5) as the allowance's holder until $6, the next
+/// probe ($4) if it took its circuit's probe ($3).
 const WRITE_GATES: &str = "UPDATE webhooks w SET rate_tat = COALESCE(v.tat, w.rate_tat),
-       probe_at = CASE WHEN v.probed THEN $4 ELSE w.probe_at END
-     FROM UNNEST($1::text[], $2::int8[], $3::bool[]) AS v(id, tat, probed) WHERE w.id = v.id";
+       probe_at = CASE WHEN v.probed THEN $4 ELSE w.probe_at END,
+       rate_node = CASE WHEN v.tat IS NULL THEN w.rate_node ELSE $5 END,
+       rate_node_until = COALESCE(v.held_until, w.rate_node_until)
+     FROM UNNEST($1::text[], $2::int8[], $3::bool[], $6::int8[]) AS v(id, tat, probed, held_until)
+     WHERE w.id = v.id";
 
 /// `picked` for a claim webhook by webhook: up to `room` ($5) due deliveries of each webhook
 /// ($4), oldest first, skipping rows another claim holds; listener webhooks of this node ($6)
@@ -217,37 +231,27 @@ impl PgStore {
             return Ok(Claim::default());
         }
         let mut tx = self.pool.begin_with(CLAIM_BEGIN).await?;
-        type Listed = (
-            String,
-            bool,
-            bool,
-            Option<i64>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-        );
-        let listed: Vec<Listed> = sqlx::query_as(PENDING_WEBHOOKS)
+        let listed: Vec<ListedWebhook> = sqlx::query_as(PENDING_WEBHOOKS)
             .bind(MAX_WEBHOOKS_PER_CLAIM)
             .bind(&req.node)
             .fetch_all(&mut *tx)
             .await?;
         let (mut pending, mut flows) = (Vec::new(), Vec::new());
-        for (id, active, fifo, paused_until, rate_limit, rate_tat, probe_at) in listed {
-            if active && (paused_until.is_some() || rate_limit.is_some() || probe_at.is_some()) {
-                flows.push(FlowRow {
-                    id: id.clone(),
-                    paused_until,
-                    rate_limit,
-                    rate_tat,
-                    probe_at,
-                });
+        for hook in listed {
+            let flow = &hook.flow;
+            if hook.active
+                && (flow.paused_until.is_some()
+                    || flow.rate_limit.is_some()
+                    || flow.probe_at.is_some())
+            {
+                flows.push(flow.clone());
             }
-            pending.push((id, active, fifo));
+            pending.push((hook.flow.id, hook.active, hook.fifo));
         }
         let now = req.now.millis();
         let to_lock: Vec<&str> = flows
             .iter()
-            .filter(|f| f.needs_lock(now))
+            .filter(|f| f.needs_lock(now, &req.node))
             .map(|f| f.id.as_str())
             .collect();
         let locked: Vec<FlowRow> = if to_lock.is_empty() {
@@ -258,7 +262,11 @@ impl PgStore {
                 .fetch_all(&mut *tx)
                 .await?
         };
-        let gates = Gates::of(&flows, Some(&locked), now);
+        let locking = Locking {
+            locked: &locked,
+            node: &req.node,
+        };
+        let gates = Gates::of(&flows, Some(locking), now);
         let req = &gates.narrow(req);
         let lease = uuid::Uuid::new_v4().simple().to_string();
         let rows = match Pick::of(&pending, req) {
@@ -301,14 +309,18 @@ impl PgStore {
         );
         let written = after.written();
         if !written.is_empty() {
-            let ids: Vec<&str> = written.iter().map(|(id, _, _)| id.as_str()).collect();
-            let tats: Vec<Option<i64>> = written.iter().map(|(_, tat, _)| *tat).collect();
-            let probed: Vec<bool> = written.iter().map(|(_, _, p)| *p).collect();
+            let ids: Vec<&str> = written.iter().map(|w| w.webhook.as_str()).collect();
+            let taken = || written.iter().map(|w| w.taken.as_ref());
+            let tats: Vec<Option<i64>> = taken().map(|t| t.map(|t| t.tat)).collect();
+            let holds: Vec<Option<i64>> = taken().map(|t| t.map(|t| t.held_until)).collect();
+            let probed: Vec<bool> = written.iter().map(|w| w.probed).collect();
             sqlx::query(WRITE_GATES)
                 .bind(ids)
                 .bind(tats)
                 .bind(probed)
                 .bind(req.now.plus(req.probe_interval).millis())
+                .bind(&req.node)
+                .bind(holds)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -251,12 +251,17 @@ pub(super) fn lease(
         .gates
         .after(deliveries.iter().map(|d| d.webhook.id.as_str()));
     let next_probe = request.now.plus(request.probe_interval).millis();
-    for (id, tat, probed) in after.written() {
+    for write in after.written() {
         conn.prepare_cached(
             "UPDATE webhooks SET rate_tat = coalesce(?2, rate_tat),
              probe_at = CASE WHEN ?3 THEN ?4 ELSE probe_at END WHERE id = ?1",
         )?
-        .execute(rusqlite::params![id, tat, probed, next_probe])?;
+        .execute(rusqlite::params![
+            write.webhook,
+            write.taken.map(|t| t.tat),
+            write.probed,
+            next_probe
+        ])?;
     }
     Ok(Claim {
         deliveries,

@@ -99,15 +99,18 @@ impl Fixture {
         in_flight: &[(&WebhookId, usize)],
     ) -> Vec<ClaimedDelivery> {
         let request = ClaimRequest {
-            now,
-            lease_until: now.plus(LEASE),
-            limit,
-            per_webhook_cap: cap,
             in_flight: in_flight.iter().map(|(w, n)| ((*w).clone(), *n)).collect(),
-            node: "test-node".to_owned(),
-            probe_interval: std::time::Duration::from_secs(30),
+            ..claim_request(now, limit, cap, "test-node")
         };
         self.store.claim_due(&request).await.expect("claim")
+    }
+
+    /// A claim of up to 10 (5 a webhook) by `node`, with what it reports.
+    async fn claim_on(&self, node: &str, now: Timestamp) -> herald::store::Claim {
+        self.store
+            .claim(&claim_request(now, 10, 5, node))
+            .await
+            .expect("claim")
     }
 
     async fn record(&self, records: &[AttemptRecord], now: Timestamp) {
@@ -260,3 +263,15 @@ mod publish;
 mod queue;
 mod resources;
 mod tasks;
+
+fn claim_request(now: Timestamp, limit: usize, cap: usize, node: &str) -> ClaimRequest {
+    ClaimRequest {
+        now,
+        lease_until: now.plus(LEASE),
+        limit,
+        per_webhook_cap: cap,
+        in_flight: Default::default(),
+        node: node.to_owned(),
+        probe_interval: std::time::Duration::from_secs(30),
+    }
+}

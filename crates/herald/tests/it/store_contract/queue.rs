@@ -307,7 +307,41 @@ async fn the_next_look_sees_what_a_full_lane_left_and_what_falls_due_later(backe
     );
 }
 
+/// A rate-limited webhook on several nodes: the node that took its allowance holds it for a
+/// while (PostgreSQL), so another node's claim leaves the webhook alone until the hold runs out,
+/// then takes over. SQLite has one claimer: no holds.
+async fn a_rate_limit_is_left_to_the_node_that_holds_it(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let mut limited = webhook(&f.account, &["*"], WebhookKind::Subscription, None);
+    limited.rate_limit = Some(herald::domain::RateLimit::new(50.0, 2).unwrap());
+    f.store.insert_webhook(&limited).await.unwrap();
+    f.publish((0..10).map(|_| f.event("a.x")).collect()).await;
+    let t0 = Timestamp::now();
+    let taken = |claim: &herald::store::Claim| claim.deliveries.len();
+    assert_eq!(taken(&f.claim_on("node-a", t0).await), 2, "its burst");
+    // 100 ms on, the burst is back.
+    let t1 = t0.plus(Duration::from_millis(100));
+    let b = f.claim_on("node-b", t1).await;
+    match backend {
+        Backend::Postgres => {
+            assert_eq!(taken(&b), 0, "held by node-a");
+            let hold_ends = t0.plus(Duration::from_secs(1));
+            assert_eq!(b.gate_opens_at, Some(hold_ends), "node-b comes back then");
+            assert_eq!(
+                taken(&f.claim_on("node-a", t1).await),
+                2,
+                "the holder goes on"
+            );
+        }
+        Backend::Sqlite => assert_eq!(taken(&b), 2, "one claimer, whatever its node"),
+    }
+    // The last hold (taken at t1) runs out: another node takes over.
+    let t2 = t1.plus(Duration::from_millis(1_001));
+    assert_eq!(taken(&f.claim_on("node-c", t2).await), 2);
+}
+
 contract!(
+    a_rate_limit_is_left_to_the_node_that_holds_it,
     a_claim_leases_what_it_returns_and_a_second_claim_skips_it,
     an_expired_lease_is_claimed_again,
     a_late_result_of_a_lost_lease_is_kept_but_changes_nothing,

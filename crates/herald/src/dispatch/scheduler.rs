@@ -110,7 +110,9 @@ impl Scheduler<'_> {
                 }
                 _ = lanes.handed.notified() => {}
                 _ = self.waker.woken() => pacing.wanted(),
-                _ = tokio::time::sleep_until(pacing.wake_at), if !pacing.claim_now => pacing.wanted(),
+                // Not while a claim is out: its answer sets the next wake-up, and the last one's,
+                // already past, would start another claim the moment this one ends.
+                _ = tokio::time::sleep_until(pacing.wake_at), if !pacing.claim_now && claiming.is_none() => pacing.wanted(),
                 _ = tokio::time::sleep_until(pacing.not_before), if pacing.claim_now && held_off && claiming.is_none() => {}
                 _ = shutdown.cancelled() => {}
             }

@@ -246,6 +246,11 @@ impl TestApp {
         resp.text().await.unwrap()
     }
 
+    /// The claims the store has made so far, per `/metrics`.
+    pub async fn claims_made(&self) -> u64 {
+        claims_in(&self.metrics_text().await)
+    }
+
     /// Sends a request with an optional bearer token and JSON body; returns status and JSON.
     pub async fn call(
         &self,
@@ -482,4 +487,14 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The claims a `/metrics` page counts.
+pub fn claims_in(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"herald_store_operation_duration_seconds_count{op="claim"} "#)
+        })
+        .map_or(0, |n| n.trim().parse().unwrap())
 }

@@ -397,16 +397,6 @@ async fn an_idempotency_key_repeat_returns_the_first_answer_and_delivers_nothing
     assert_eq!(receiver.received().len(), 1);
 }
 
-/// The claims the store has made so far, per `/metrics`.
-async fn claims_made(app: &TestApp) -> u64 {
-    let text = app.metrics_text().await;
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(r#"herald_store_operation_duration_seconds_count{op="claim"} "#)
-        })
-        .map_or(0, |n| n.trim().parse().unwrap())
-}
-
 async fn a_published_event_goes_to_the_dispatcher_without_a_claim(backend: Backend) {
     // No poll tick during the test: only publishing's hand-over can start the attempt (a
     // wake-up would show as a claim).
@@ -423,9 +413,9 @@ async fn a_published_event_goes_to_the_dispatcher_without_a_claim(backend: Backe
     .await;
     // The dispatcher's claims at start (they find nothing) are over: none for 200 ms.
     let before = common::eventually("the start-up claims to end", WAIT, || async {
-        let n = claims_made(&app).await;
+        let n = app.claims_made().await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        (n > 0 && claims_made(&app).await == n).then_some(n)
+        (n > 0 && app.claims_made().await == n).then_some(n)
     })
     .await;
 
@@ -437,7 +427,7 @@ async fn a_published_event_goes_to_the_dispatcher_without_a_claim(backend: Backe
         .await;
     assert_eq!(delivered["attempts_made"], 1, "{delivered}");
     assert_eq!(
-        claims_made(&app).await,
+        app.claims_made().await,
         before,
         "the delivery was handed over by publishing, not claimed"
     );

@@ -101,14 +101,7 @@ impl Nodes {
                 .text()
                 .await
                 .unwrap();
-            total += text
-                .lines()
-                .filter(|l| {
-                    l.starts_with("herald_store_operation_duration_seconds_count")
-                        && l.contains("op=\"claim\"")
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>() as u64;
+            total += common::claims_in(&text);
         }
         total
     }

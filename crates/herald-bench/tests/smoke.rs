@@ -145,6 +145,11 @@ fn isolation_compares_the_healthy_webhook_alone_and_beside_bad_ones_and_retries(
         result(&r, "healthy beside retries: publish → receipt")["count"],
         50
     );
+    assert_eq!(
+        result(&r, "healthy alone again: publish → receipt")["count"],
+        50
+    );
+    assert!(number(&r, "alone again p99 / solo p99 (noise floor)") > 0.0);
 }
 
 #[test]

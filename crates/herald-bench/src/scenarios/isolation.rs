@@ -5,7 +5,8 @@
 //!   second webhook that failed their first attempt, whose receiver is back by the time their
 //!   retry comes (issue 18: fresh deliveries first).
 //!
-//! Each comparison is the healthy webhook's p99 against its p99 alone, on a fresh server.
+//! Each comparison is the healthy webhook's p99 against its p99 alone, on a fresh server; a
+//! last run alone again shows how much two runs differ with nothing beside them.
 
 use super::*;
 
@@ -35,28 +36,35 @@ pub async fn isolation(
     let receiver = Receiver::start(free_port()?).await?;
     ctx.ceiling(&receiver, &mut report).await?;
 
-    let solo = {
-        let server = Server::start(&ctx.spec("isolation-solo", "")).await?;
-        let fixture = setup(&server, &[ok_hook(&receiver, "solo")]).await?;
-        let (_, got) = steady_run(
-            ctx,
-            &server,
-            &receiver,
-            &fixture.account,
-            "solo",
-            rate,
-            secs,
-        )
-        .await?;
-        got
-    };
-    let solo_l = receipt_latency(&solo);
+    let solo_l = alone(ctx, &receiver, rate, secs, "solo").await?;
     report.add_latency("healthy alone: publish → receipt", solo_l);
     beside_bad(ctx, &receiver, rate, secs, hang, solo_l, &mut report).await?;
     if retries > 0 {
         beside_retries(ctx, &receiver, rate, secs, retries, solo_l, &mut report).await?;
     }
+    // The same run alone again: how far two runs with nothing beside differ (the noise floor
+    // each comparison above sits on).
+    let again = alone(ctx, &receiver, rate, secs, "solo-again").await?;
+    report.add_latency("healthy alone again: publish → receipt", again);
+    report.add(
+        "alone again p99 / solo p99 (noise floor)",
+        again.p99_ms / solo_l.p99_ms.max(1e-9),
+    );
     Ok(report)
+}
+
+/// The healthy webhook alone on a fresh server, its receipts under the receiver's `name`.
+async fn alone(
+    ctx: &Ctx,
+    receiver: &Receiver,
+    rate: f64,
+    secs: f64,
+    name: &str,
+) -> anyhow::Result<Latency> {
+    let server = Server::start(&ctx.spec(&format!("isolation-{name}"), "")).await?;
+    let fixture = setup(&server, &[ok_hook(receiver, name)]).await?;
+    let (_, got) = steady_run(ctx, &server, receiver, &fixture.account, name, rate, secs).await?;
+    Ok(receipt_latency(&got))
 }
 
 /// The healthy webhook beside one that hangs and one that answers 500, each retried at once.

@@ -39,11 +39,84 @@ pub(super) struct WebhookRow {
     pub description: String,
     pub created: String,
     pub disabled_reason: String,
+}
+
+/// The delivery order and the rate limit as the forms show them.
+#[derive(Clone)]
+pub(super) struct FlowFields {
     /// `none`, `key` or `fifo`.
-    pub ordering: &'static str,
-    /// The rate limit's fields as the edit form shows them (empty: none).
+    pub ordering: String,
+    /// Deliveries a second and the burst (empty: no rate limit).
     pub rate_per_second: String,
     pub rate_burst: String,
+}
+
+/// What [`FlowFields::parse`] gives for the API: the order, if the form has one, and the rate
+/// limit, if the form has its field (`Some(None)`: none).
+type Flow = (Option<WebhookOrdering>, Option<Option<RateLimitDoc>>);
+
+impl FlowFields {
+    /// A new webhook's: in parallel, no rate limit.
+    fn of_new() -> Self {
+        Self {
+            ordering: WebhookOrdering::None.as_str().to_owned(),
+            rate_per_second: String::new(),
+            rate_burst: String::new(),
+        }
+    }
+
+    fn of(w: &Webhook) -> Self {
+        Self {
+            ordering: w.ordering.as_str().to_owned(),
+            rate_per_second: w
+                .rate_limit
+                .map(|r| r.per_second().to_string())
+                .unwrap_or_default(),
+            rate_burst: w
+                .rate_limit
+                .map(|r| r.burst().to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// As entered, to show a refused form again.
+    fn entered(form: &Form) -> Self {
+        let field = |name| form.get(name).unwrap_or("").trim().to_owned();
+        Self {
+            ordering: form.get("ordering").unwrap_or("none").to_owned(),
+            rate_per_second: field("rate_per_second"),
+            rate_burst: field("rate_burst"),
+        }
+    }
+
+    /// The form's order and rate limit as the API takes them; a rate that is not a number, or
+    /// an unknown order, is refused.
+    fn parse(form: &Form) -> Result<Flow, ApiError> {
+        let ordering = form
+            .get("ordering")
+            .map(|o| {
+                WebhookOrdering::parse(o)
+                    .ok_or_else(|| ApiError::invalid("ordering", "must be none, key or fifo"))
+            })
+            .transpose()?;
+        let rate_limit = match form.get("rate_per_second").map(str::trim) {
+            None => None,
+            Some("") => Some(None),
+            Some(rate) => {
+                let per_second = rate.parse::<f64>().map_err(|_| {
+                    ApiError::invalid("rate_limit", "deliveries per second must be a number")
+                })?;
+                let burst = match form.get("rate_burst").map(str::trim) {
+                    None | Some("") => None,
+                    Some(b) => Some(b.parse::<u32>().map_err(|_| {
+                        ApiError::invalid("rate_limit", "the burst must be a whole number")
+                    })?),
+                };
+                Some(Some(RateLimitDoc::new(per_second, burst)))
+            }
+        };
+        Ok((ordering, rate_limit))
+    }
 }
 
 impl From<&Webhook> for WebhookRow {
@@ -63,15 +136,6 @@ impl From<&Webhook> for WebhookRow {
             description: w.description.clone(),
             created: w.created_at.to_rfc3339(),
             disabled_reason: w.disabled_reason.clone().unwrap_or_default(),
-            ordering: w.ordering.as_str(),
-            rate_per_second: w
-                .rate_limit
-                .map(|r| r.per_second().to_string())
-                .unwrap_or_default(),
-            rate_burst: w
-                .rate_limit
-                .map(|r| r.burst().to_string())
-                .unwrap_or_default(),
         }
     }
 }
@@ -136,6 +200,7 @@ struct NewPage {
     description: String,
     all_events: bool,
     picker: Vec<PickerRow>,
+    flow: FlowFields,
 }
 
 /// `GET /portal/webhooks/new`.
@@ -147,6 +212,7 @@ pub(super) async fn new(State(state): State<AppState>, session: Session) -> Resp
         description: String::new(),
         all_events: false,
         picker: picker(&state, &[]),
+        flow: FlowFields::of_new(),
     })
 }
 
@@ -160,24 +226,32 @@ fn form_error(e: &ApiError) -> String {
 
 /// `POST /portal/webhooks`: creates a webhook, or shows the form again with what was wrong.
 pub(super) async fn create(State(state): State<AppState>, form: Form) -> PortalResult<Response> {
-    let body = CreateWebhook {
-        url: form.get("url").unwrap_or("").trim().to_owned(),
-        events: form.all("events"),
-        description: form.get("description").unwrap_or("").to_owned(),
-        ..CreateWebhook::default()
+    let created = async {
+        let (ordering, rate_limit) = FlowFields::parse(&form)?;
+        let body = CreateWebhook {
+            url: form.get("url").unwrap_or("").trim().to_owned(),
+            events: form.all("events"),
+            description: form.get("description").unwrap_or("").to_owned(),
+            ordering,
+            rate_limit: rate_limit.flatten(),
+            ..CreateWebhook::default()
+        };
+        create_webhook(&state, form.session.account.clone(), &body).await
     };
-    match create_webhook(&state, form.session.account.clone(), &body).await {
+    match created.await {
         Ok(webhook) => Ok(
             Redirect::to(&format!("/portal/webhooks/{}?done=created", webhook.id)).into_response(),
         ),
         Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            let events = form.all("events");
             let page = NewPage {
                 chrome: Chrome::new(&state, &form.session.csrf, "webhooks", "New webhook".into()),
                 error: Some(form_error(&e)),
-                all_events: body.events.iter().any(|e| e == "*"),
-                picker: picker(&state, &body.events),
-                url: body.url,
-                description: body.description,
+                all_events: events.iter().any(|e| e == "*"),
+                picker: picker(&state, &events),
+                url: form.get("url").unwrap_or("").trim().to_owned(),
+                description: form.get("description").unwrap_or("").to_owned(),
+                flow: FlowFields::entered(&form),
             };
             Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
         }
@@ -191,6 +265,7 @@ struct ShowPage {
     chrome: Chrome,
     error: Option<String>,
     webhook: WebhookRow,
+    flow: FlowFields,
     all_events: bool,
     picker: Vec<PickerRow>,
     /// The types a test send may use: `webhook.test`, then the catalog's.
@@ -211,6 +286,7 @@ fn show_page(
         chrome: Chrome::new(state, &session.csrf, "webhooks", "Webhook".into()).with_notice(done),
         error,
         webhook: WebhookRow::from(webhook),
+        flow: FlowFields::of(webhook),
         all_events: patterns.iter().any(|p| p == "*"),
         picker: picker(state, &patterns),
         test_types,
@@ -261,29 +337,7 @@ pub(super) async fn update(
 /// The edit form as the API's update: URL, description, event types, and, when the form has
 /// them, the delivery order and the rate limit (an empty rate: none).
 fn edit_body(form: &Form) -> Result<UpdateWebhook, ApiError> {
-    let ordering = form
-        .get("ordering")
-        .map(|o| {
-            WebhookOrdering::parse(o)
-                .ok_or_else(|| ApiError::invalid("ordering", "must be none, key or fifo"))
-        })
-        .transpose()?;
-    let rate_limit = match form.get("rate_per_second").map(str::trim) {
-        None => None,
-        Some("") => Some(None),
-        Some(rate) => {
-            let per_second = rate.parse::<f64>().map_err(|_| {
-                ApiError::invalid("rate_limit", "deliveries per second must be a number")
-            })?;
-            let burst = match form.get("rate_burst").map(str::trim) {
-                None | Some("") => None,
-                Some(b) => Some(b.parse::<u32>().map_err(|_| {
-                    ApiError::invalid("rate_limit", "the burst must be a whole number")
-                })?),
-            };
-            Some(Some(RateLimitDoc::new(per_second, burst)))
-        }
-    };
+    let (ordering, rate_limit) = FlowFields::parse(form)?;
     Ok(UpdateWebhook {
         url: form.get("url").map(|u| u.trim().to_owned()),
         events: Some(form.all("events")),

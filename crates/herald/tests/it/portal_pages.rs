@@ -412,7 +412,77 @@ async fn the_edit_form_sets_the_delivery_order_and_the_rate_limit(backend: Backe
     assert!(api["rate_limit"].is_null(), "{api}");
 }
 
+/// The new-webhook form sets the delivery order and the rate limit too; a refused one keeps what
+/// was typed and creates nothing.
+async fn the_new_webhook_form_sets_the_delivery_order_and_the_rate_limit(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = TestReceiver::start().await;
+    let acme = app.create_account("Acme").await;
+    let portal = Portal::open(&app, &acme).await;
+    let new = portal.get("/portal/webhooks/new").await;
+    assert!(new.body.contains("value=\"none\" selected"), "{}", new.body);
+    let hook = receiver.url("/hook");
+    let create = |ordering: &'static str, rate: &'static str, burst: &'static str| {
+        let hook = hook.clone();
+        let portal = &portal;
+        async move {
+            portal
+                .post(
+                    "/portal/webhooks",
+                    &[
+                        ("url", hook.as_str()),
+                        ("events", "tts.*"),
+                        ("ordering", ordering),
+                        ("rate_per_second", rate),
+                        ("rate_burst", burst),
+                    ],
+                )
+                .await
+        }
+    };
+    let refused = create("fifo", "12x", "3").await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(
+        refused.body.contains("must be a number"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("value=\"fifo\" selected") && refused.body.contains("value=\"12x\""),
+        "what was typed is kept: {}",
+        refused.body
+    );
+    assert_eq!(app.get("/v1/webhooks", &acme.key).await["data"], json!([]));
+
+    let created = create("fifo", "20", "4").await;
+    assert_eq!(created.status, 303, "{}", created.body);
+    let id = delivery_path(created.location())
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let api = app.get(&format!("/v1/webhooks/{id}"), &acme.key).await;
+    assert_eq!(api["ordering"], "fifo", "{api}");
+    assert_eq!(
+        api["rate_limit"],
+        json!({ "per_second": 20.0, "burst": 4 }),
+        "{api}"
+    );
+    // No rate given: none.
+    let plain = create("none", "", "").await;
+    assert_eq!(plain.status, 303, "{}", plain.body);
+    let id = delivery_path(plain.location())
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let api = app.get(&format!("/v1/webhooks/{id}"), &acme.key).await;
+    assert_eq!(api["ordering"], "none", "{api}");
+    assert!(api["rate_limit"].is_null(), "{api}");
+}
+
 on_both_backends!(
+    the_new_webhook_form_sets_the_delivery_order_and_the_rate_limit,
     the_edit_form_sets_the_delivery_order_and_the_rate_limit,
     the_pages_manage_webhooks_end_to_end,
     another_accounts_ids_are_not_found_on_every_portal_url,

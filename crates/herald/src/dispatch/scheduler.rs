@@ -27,6 +27,10 @@ use tracing::error;
 /// without a gap.
 const CLAIM_GAP: Duration = Duration::from_millis(1);
 
+/// The wake-up while a claim is out, once the one that started it is spent: the claim's answer
+/// (or its failure) sets the next.
+const UNTIL_ANSWERED: Duration = Duration::from_secs(3600);
+
 /// How long a failed claim waits before the next, unless new work wakes the scheduler.
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
 
@@ -74,7 +78,7 @@ impl Scheduler<'_> {
                 (lanes.room(), lanes.held_by_webhook())
             };
             let held_off = pacing.held_off(Instant::now());
-            if claiming.is_none() && pacing.take_claim(room, held_off) {
+            if claiming.is_none() && pacing.take_claim(room, held_off, Instant::now()) {
                 claiming = Some(self.claim(room.min(self.settings.claim_batch), in_flight));
             }
             tokio::select! {
@@ -110,9 +114,7 @@ impl Scheduler<'_> {
                 }
                 _ = lanes.handed.notified() => {}
                 _ = self.waker.woken() => pacing.wanted(),
-                // Not while a claim is out: its answer sets the next wake-up, and the last one's,
-                // already past, would start another claim the moment this one ends.
-                _ = tokio::time::sleep_until(pacing.wake_at), if !pacing.claim_now && claiming.is_none() => pacing.wanted(),
+                _ = tokio::time::sleep_until(pacing.wake_at), if !pacing.claim_now => pacing.wanted(),
                 _ = tokio::time::sleep_until(pacing.not_before), if pacing.claim_now && held_off && claiming.is_none() => {}
                 _ = shutdown.cancelled() => {}
             }
@@ -278,11 +280,17 @@ impl Pacing {
     }
 
     /// Whether to start a claim now, with `room` for that many more deliveries and `held_off`
-    /// as [`Pacing::held_off`] said; if so, the claim is taken.
-    pub fn take_claim(&mut self, room: usize, held_off: bool) -> bool {
+    /// as [`Pacing::held_off`] said; if so, the claim is taken. A wake-up already past at
+    /// `clock` is spent by this claim (its answer sets the next): left armed, it would start
+    /// another claim the moment this one ends. A later one stays, so work falling due while
+    /// the claim is out is claimed after it.
+    pub fn take_claim(&mut self, room: usize, held_off: bool, clock: Instant) -> bool {
         let go = self.claim_now && room > 0 && !held_off;
         if go {
             self.claim_now = false;
+            if self.wake_at <= clock {
+                self.wake_at = clock + UNTIL_ANSWERED;
+            }
         }
         go
     }
@@ -342,22 +350,59 @@ mod tests {
         }
     }
 
+    fn summary_due(due: Timestamp) -> ClaimSummary {
+        summary(10, 3, Some(due))
+    }
+
     /// A pacing just after its first claim was started.
     fn claiming(clock: Instant) -> Pacing {
         let mut p = Pacing::new(clock);
         assert!(!p.held_off(clock));
-        assert!(p.take_claim(8, false), "the first claim goes at once");
-        assert!(!p.take_claim(8, false), "one claim at a time");
+        assert!(
+            p.take_claim(8, false, clock),
+            "the first claim goes at once"
+        );
+        assert!(!p.take_claim(8, false, clock), "one claim at a time");
         p
     }
 
     #[test]
     fn no_claim_without_room_or_inside_the_gap() {
-        let mut p = Pacing::new(Instant::now());
-        assert!(!p.take_claim(0, false));
-        assert!(!p.take_claim(8, true));
+        let clock = Instant::now();
+        let mut p = Pacing::new(clock);
+        assert!(!p.take_claim(0, false, clock));
+        assert!(!p.take_claim(8, true, clock));
         assert!(p.claim_now, "the claim is still wanted");
-        assert!(p.take_claim(1, false));
+        assert!(p.take_claim(1, false, clock));
+    }
+
+    #[test]
+    fn a_claim_spends_a_wake_up_already_past_and_keeps_a_later_one() {
+        let clock = Instant::now();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let mut p = claiming(clock);
+        // Back in 40 ms (a rate limit's next burst); a wake-up starts the claim 50 ms on.
+        let mut summary = summary(10, 2, None);
+        summary.gate_opens_at = Some(now.plus(Duration::from_millis(40)));
+        p.claimed(&summary, POLL, now, clock);
+        let later = clock + Duration::from_millis(50);
+        p.wanted();
+        assert!(p.take_claim(8, false, later));
+        assert!(
+            p.wake_at > later + POLL,
+            "spent: it must not start another claim once this one ends"
+        );
+        // Back at a due time 300 ms on; a wake-up starts a claim before it.
+        let mut p = claiming(clock);
+        let due = now.plus(Duration::from_millis(300));
+        p.claimed(&summary_due(due), POLL, now, clock);
+        p.wanted();
+        assert!(p.take_claim(8, false, later));
+        assert_eq!(
+            p.wake_at,
+            clock + Duration::from_millis(300),
+            "kept: what falls due while the claim is out is claimed after it"
+        );
     }
 
     #[test]
@@ -398,9 +443,10 @@ mod tests {
         let mut p = claiming(clock);
         p.claimed(&summary(10, 2, None), POLL, now, clock);
         p.wanted();
-        assert!(!p.take_claim(8, p.held_off(clock)));
+        assert!(!p.take_claim(8, p.held_off(clock), clock));
         assert!(p.claim_now, "still wanted after the gap");
-        assert!(p.take_claim(8, p.held_off(clock + CLAIM_GAP)));
+        let after_gap = clock + CLAIM_GAP;
+        assert!(p.take_claim(8, p.held_off(after_gap), after_gap));
     }
 
     #[test]

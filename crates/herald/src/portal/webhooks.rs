@@ -99,7 +99,14 @@ impl FlowFields {
                     .ok_or_else(|| ApiError::invalid("ordering", "must be none, key or fifo"))
             })
             .transpose()?;
+        let burst_given = form.get("rate_burst").is_some_and(|b| !b.trim().is_empty());
         let rate_limit = match form.get("rate_per_second").map(str::trim) {
+            None | Some("") if burst_given => {
+                return Err(ApiError::invalid(
+                    "rate_limit",
+                    "a burst needs its deliveries per second",
+                ));
+            }
             None => None,
             Some("") => Some(None),
             Some(rate) => {

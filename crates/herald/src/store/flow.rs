@@ -29,12 +29,15 @@ use std::collections::HashMap;
 /// in docs/BENCHMARKS.md). Should that node stop, the others take over within this wait.
 const LOCKED_RETRY_MS: i64 = 200;
 
-/// How long a node that took a rate-limited webhook's allowance holds it, at least (a slow
-/// limit's two bursts, if that is longer): the other nodes leave the webhook to it meanwhile, so
-/// one node claims its tokens instead of every node racing for each one, and the others come
-/// back once a hold (`tests/it/flow_nodes.rs`). The holder renews it with each allowance it
-/// takes; should it stop, another node takes over when the hold runs out.
+/// How long a node that took a rate-limited webhook's whole allowance holds it: two bursts of
+/// the limit, within these bounds. The other nodes leave the webhook to it meanwhile, so one
+/// node claims its tokens instead of every node racing for each one, and the others come back
+/// once a hold (`tests/it/flow_nodes.rs`). The holder renews it with each whole allowance it
+/// takes, and lets go when it takes less (nothing more was due, or its own lane for the webhook
+/// is full: other nodes may then send too); should it stop, another node takes over when the
+/// hold runs out, at most `HOLD_MAX_MS` later.
 const HOLD_MS: i64 = 1_000;
+const HOLD_MAX_MS: i64 = 5_000;
 
 /// A webhook's flow-control columns, as a claim reads them.
 #[derive(Clone, Debug, Default, sqlx::FromRow)]
@@ -105,7 +108,7 @@ pub(crate) struct Taken {
     pub webhook: String,
     /// Its new theoretical arrival time.
     pub tat: i64,
-    /// Until when the claim's node holds the allowance ([`HOLD_MS`]).
+    /// Until when the claim's node holds the allowance ([`HOLD_MS`]; now: it lets go).
     pub held_until: i64,
 }
 
@@ -205,10 +208,15 @@ impl Gates {
             {
                 let tat = rate.take(self.now, tat, n);
                 let two_bursts = (rate.interval() * f64::from(rate.burst()) * 2.0).ceil() as i64;
+                let hold = if n >= gate.allowance {
+                    two_bursts.clamp(HOLD_MS, HOLD_MAX_MS)
+                } else {
+                    0
+                };
                 after.taken.push(Taken {
                     webhook: id.clone(),
                     tat,
-                    held_until: self.now + two_bursts.max(HOLD_MS),
+                    held_until: self.now + hold,
                 });
                 // All it was allowed: more may be due. Come back when the whole burst is there
                 // again (the theoretical arrival time), not for each token: a claim per burst.

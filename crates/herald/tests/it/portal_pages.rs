@@ -452,6 +452,15 @@ async fn the_new_webhook_form_sets_the_delivery_order_and_the_rate_limit(backend
         "what was typed is kept: {}",
         refused.body
     );
+    let no_rate = create("none", "", "4").await;
+    assert_eq!(no_rate.status, 422, "{}", no_rate.body);
+    assert!(
+        no_rate
+            .body
+            .contains("a burst needs its deliveries per second"),
+        "{}",
+        no_rate.body
+    );
     assert_eq!(app.get("/v1/webhooks", &acme.key).await["data"], json!([]));
 
     let created = create("fifo", "20", "4").await;

@@ -129,23 +129,29 @@ fn a_rate_limit_another_node_holds_is_left_to_it_until_its_hold_ends() {
             NOW,
         );
         assert!(gates.closed().is_empty());
-        let after = gates.after(["wh_r"]);
+        let after = gates.after(["wh_r", "wh_r"]);
         assert_eq!(after.taken[0].held_until, NOW + 1_000);
+        // Less than its allowance (nothing more due, or its own lane full): it lets go.
+        assert_eq!(gates.after(["wh_r"]).taken[0].held_until, NOW);
     }
     // One node (no locking): there is no one else to leave it to.
     let gates = Gates::of(&[by_b], None, NOW);
     assert!(gates.closed().is_empty());
-    // A slow limit is held for two of its bursts: a token every 2 s, two at once.
-    let slow = FlowRow {
-        rate_limit: rate(0.5, 2),
-        ..row("wh_s")
-    };
-    let gates = Gates::of(
-        std::slice::from_ref(&slow),
-        on_a(std::slice::from_ref(&slow)),
-        NOW,
-    );
-    assert_eq!(gates.after(["wh_s"]).taken[0].held_until, NOW + 8_000);
+    // A slower limit is held for two of its bursts, five seconds at most: a token every 500 ms,
+    // two at once, held 2 s; a token every 2 s, held 5 s, not 8.
+    for (per_second, hold) in [(2.0, 2_000), (0.5, 5_000)] {
+        let slow = FlowRow {
+            rate_limit: rate(per_second, 2),
+            ..row("wh_s")
+        };
+        let gates = Gates::of(
+            std::slice::from_ref(&slow),
+            on_a(std::slice::from_ref(&slow)),
+            NOW,
+        );
+        let after = gates.after(["wh_s", "wh_s"]);
+        assert_eq!(after.taken[0].held_until, NOW + hold);
+    }
 }
 
 #[test]

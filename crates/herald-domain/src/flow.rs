@@ -107,6 +107,11 @@ impl RateLimit {
         1000.0 / self.per_second
     }
 
+    /// The time a whole burst's allowance takes to come back, in whole milliseconds.
+    pub fn burst_ms(&self) -> i64 {
+        (f64::from(self.burst) * self.interval()).ceil() as i64
+    }
+
     /// How many deliveries may go at `now`, with the theoretical arrival time `tat` (none: the
     /// webhook has been quiet).
     pub fn allowance(&self, now: i64, tat: Option<i64>) -> u32 {

@@ -350,10 +350,6 @@ mod tests {
         }
     }
 
-    fn summary_due(due: Timestamp) -> ClaimSummary {
-        summary(10, 3, Some(due))
-    }
-
     /// A pacing just after its first claim was started.
     fn claiming(clock: Instant) -> Pacing {
         let mut p = Pacing::new(clock);
@@ -382,9 +378,9 @@ mod tests {
         let now = Timestamp::from_millis(1_700_000_000_000);
         let mut p = claiming(clock);
         // Back in 40 ms (a rate limit's next burst); a wake-up starts the claim 50 ms on.
-        let mut summary = summary(10, 2, None);
-        summary.gate_opens_at = Some(now.plus(Duration::from_millis(40)));
-        p.claimed(&summary, POLL, now, clock);
+        let mut burst = summary(10, 2, None);
+        burst.gate_opens_at = Some(now.plus(Duration::from_millis(40)));
+        p.claimed(&burst, POLL, now, clock);
         let later = clock + Duration::from_millis(50);
         p.wanted();
         assert!(p.take_claim(8, false, later));
@@ -395,7 +391,7 @@ mod tests {
         // Back at a due time 300 ms on; a wake-up starts a claim before it.
         let mut p = claiming(clock);
         let due = now.plus(Duration::from_millis(300));
-        p.claimed(&summary_due(due), POLL, now, clock);
+        p.claimed(&summary(10, 3, Some(due)), POLL, now, clock);
         p.wanted();
         assert!(p.take_claim(8, false, later));
         assert_eq!(

@@ -155,7 +155,7 @@ impl Gates {
                                 .rate_limit
                                 .as_deref()
                                 .and_then(|r| RateLimit::from_json(r).ok())
-                                .map_or(0, |r| (r.interval() * f64::from(r.burst())).ceil() as i64);
+                                .map_or(0, |r| r.burst_ms());
                             let wait = burst.max(LOCKED_RETRY_MS);
                             by_webhook.insert(row.id.clone(), closed(now + wait));
                             continue;
@@ -207,9 +207,9 @@ impl Gates {
                 && n > 0
             {
                 let tat = rate.take(self.now, tat, n);
-                let two_bursts = (rate.interval() * f64::from(rate.burst()) * 2.0).ceil() as i64;
-                let hold = if n >= gate.allowance {
-                    two_bursts.clamp(HOLD_MS, HOLD_MAX_MS)
+                let whole = n >= gate.allowance;
+                let hold = if whole {
+                    (2 * rate.burst_ms()).clamp(HOLD_MS, HOLD_MAX_MS)
                 } else {
                     0
                 };
@@ -220,7 +220,7 @@ impl Gates {
                 });
                 // All it was allowed: more may be due. Come back when the whole burst is there
                 // again (the theoretical arrival time), not for each token: a claim per burst.
-                if n >= gate.allowance {
+                if whole {
                     opens_at = Some(tat);
                 }
             }

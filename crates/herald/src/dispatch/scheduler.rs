@@ -178,7 +178,9 @@ impl Scheduler<'_> {
                 .await?;
             let claims = claim.deliveries;
             let next_due = if claims.len() < limit {
-                store.next_due_at(&full_lanes(&request, &claims)).await?
+                store
+                    .next_due_at(&full_lanes(&request, &claims, &claim.closed))
+                    .await?
             } else {
                 None
             };
@@ -198,14 +200,20 @@ impl Scheduler<'_> {
 }
 
 /// The webhooks whose lanes the claim left full (at the per-webhook cap, counting what it
-/// brought): the ones it may have left due work of behind, for a slot to free.
-fn full_lanes(request: &ClaimRequest, claims: &[ClaimedDelivery]) -> Vec<WebhookId> {
+/// brought) and whose gates it left open: the ones it may have left due work of behind, for a
+/// slot to free. A rate-limited webhook whose limit is above what its lane holds is one of
+/// them until it has spent its allowance.
+fn full_lanes(
+    request: &ClaimRequest,
+    claims: &[ClaimedDelivery],
+    closed: &[WebhookId],
+) -> Vec<WebhookId> {
     let mut held = request.in_flight.clone();
     for claim in claims {
         *held.entry(claim.webhook.id.clone()).or_default() += 1;
     }
     held.into_iter()
-        .filter(|(_, n)| *n >= request.per_webhook_cap)
+        .filter(|(id, n)| *n >= request.per_webhook_cap && !closed.contains(id))
         .map(|(id, _)| id)
         .collect()
 }

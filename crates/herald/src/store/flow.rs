@@ -16,7 +16,7 @@
 //! (which another node could then not take, and a shutdown would have to give back).
 
 use super::WebhookFlow;
-use super::{AttemptRecord, ClaimRequest, NextStep};
+use super::{AttemptRecord, Claim, ClaimRequest, ClaimedDelivery, NextStep};
 use crate::domain::flow::FlowState;
 use crate::domain::{RateLimit, Timestamp, WebhookId};
 use std::collections::HashMap;
@@ -130,6 +130,9 @@ pub(crate) struct AfterClaim {
     pub probed: Vec<String>,
     /// The earliest time a gated webhook can take deliveries again.
     pub opens_at: Option<i64>,
+    /// The webhooks the claim leaves closed (paused, their probe or allowance spent), in the
+    /// order of their ids: their due work waits for [`AfterClaim::opens_at`], not for a slot.
+    pub closed: Vec<String>,
 }
 
 impl Gates {
@@ -229,11 +232,28 @@ impl Gates {
             }
             if let Some(at) = opens_at {
                 after.opens_at = Some(after.opens_at.map_or(at, |o: i64| o.min(at)));
+                after.closed.push(id.clone());
             }
         }
         after.taken.sort_by(|a, b| a.webhook.cmp(&b.webhook));
         after.probed.sort();
+        after.closed.sort();
         after
+    }
+}
+
+impl Claim {
+    /// A claim's answer: the deliveries it took, and the gates it leaves closed.
+    pub(crate) fn left(deliveries: Vec<ClaimedDelivery>, after: AfterClaim) -> Self {
+        Self {
+            deliveries,
+            gate_opens_at: after.opens_at.map(Timestamp::from_millis),
+            closed: after
+                .closed
+                .into_iter()
+                .map(WebhookId::from_trusted)
+                .collect(),
+        }
     }
 }
 

@@ -244,6 +244,10 @@ pub struct ClaimRequest {
 pub struct Claim {
     pub deliveries: Vec<ClaimedDelivery>,
     pub gate_opens_at: Option<Timestamp>,
+    /// The rate-limited, paused or probing webhooks the claim leaves closed until
+    /// `gate_opens_at` or later. Any other webhook whose lane the claim filled may have due
+    /// work left that a freed slot lets through.
+    pub closed: Vec<WebhookId>,
 }
 
 /// A webhook's flow control as shown (API, `/metrics`): its state, pending deliveries, and when

@@ -5,6 +5,7 @@
 use crate::common;
 
 use common::{Backend, Received, Reply, TestApp, TestReceiver};
+use herald::domain::duration::HumanDuration;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -210,7 +211,47 @@ async fn the_rate_limit_is_set_shown_checked_and_lifted(backend: Backend) {
     assert_eq!(body["error"]["field"], "rate_limit");
 }
 
+/// A rate limit above what the webhook's lane holds (concurrency 1: eight deliveries at a time)
+/// runs at its rate, not at one lane's worth per poll: a freed slot brings the next claim while
+/// the allowance lasts. The poll is an hour away, so only that can bring it.
+async fn a_rate_limit_above_the_lane_runs_at_its_rate(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.delivery.per_webhook_concurrency = 1;
+        s.delivery.poll_interval = HumanDuration(Duration::from_secs(3600));
+    })
+    .await;
+    let receiver = TestReceiver::start().await;
+    let acme = app.create_account("Acme").await;
+    app.create_webhook(
+        &acme,
+        json!({ "url": receiver.url("/"), "events": ["*"],
+                "rate_limit": { "per_second": 100, "burst": 20 } }),
+    )
+    .await;
+    const EVENTS: usize = 150;
+    let started = Instant::now();
+    app.publish_batch(&acme, "tts.completed", 0, EVENTS).await;
+    let got = receiver.wait_for(EVENTS, None, WAIT).await;
+    let took = got.iter().map(|r| r.at).max().unwrap() - started;
+    // 20 at once, then 100 a second: 1.3 s.
+    assert!(
+        took >= Duration::from_millis(1_100),
+        "{EVENTS} deliveries at 100/s took only {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "{EVENTS} deliveries took {took:?}"
+    );
+    let busiest = busiest_second(&got);
+    assert!(
+        busiest <= 125,
+        "{busiest} deliveries arrived within one second"
+    );
+    assert!(got.iter().all(|r| r.header("herald-attempt") == "1"));
+}
+
 on_both_backends!(
+    a_rate_limit_above_the_lane_runs_at_its_rate,
     a_429_pauses_one_at_a_time,
     a_429_pauses_four_at_a_time_after_those_in_flight,
     a_rate_limit_holds_deliveries_to_the_rate_without_spending_attempts,

@@ -54,7 +54,9 @@ fn a_paused_webhook_is_closed_until_its_pause_ends_and_counts_as_full() {
         !req.in_flight
             .contains_key(&WebhookId::from_trusted("wh_o".into()))
     );
-    assert_eq!(gates.after([]).opens_at, Some(NOW + 5_000));
+    let after = gates.after([]);
+    assert_eq!(after.opens_at, Some(NOW + 5_000));
+    assert_eq!(after.closed, ["wh_p"]);
 }
 
 #[test]
@@ -81,8 +83,16 @@ fn a_rate_limited_webhook_gets_its_allowance_and_reports_its_next_token() {
     assert_eq!(after.taken, [taken]);
     // Back when the whole burst is: a claim per burst, not per token.
     assert_eq!(after.opens_at, Some(NOW + 60));
-    // Took less than its allowance: nothing more was due, nothing to come back for.
-    assert_eq!(gates.after(["wh_r"]).opens_at, None);
+    assert_eq!(
+        after.closed,
+        ["wh_r"],
+        "its due work waits for the next burst"
+    );
+    // Took less than its allowance: nothing more was due, or its lane is full and a freed slot
+    // may take more at once. Nothing to come back for at a time.
+    let part = gates.after(["wh_r"]);
+    assert_eq!(part.opens_at, None);
+    assert!(part.closed.is_empty(), "{:?}", part.closed);
 }
 
 #[test]

@@ -42,7 +42,7 @@
 //! node holds its head), and the scan usually stops at its first row.
 
 use super::PgStore;
-use crate::domain::{DeliveryId, Timestamp, WebhookId};
+use crate::domain::{DeliveryId, WebhookId};
 use crate::store::ordering::heads_its_key;
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_row};
 use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, Locking, StoreResult};
@@ -338,10 +338,7 @@ impl PgStore {
                 })
             })
             .collect::<StoreResult<_>>()?;
-        Ok(Claim {
-            deliveries,
-            gate_opens_at: after.opens_at.map(Timestamp::from_millis),
-        })
+        Ok(Claim::left(deliveries, after))
     }
 }
 

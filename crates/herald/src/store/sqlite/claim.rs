@@ -103,10 +103,7 @@ impl SqliteStore {
         }
         drop(conn);
         if picked.is_empty() {
-            return Ok(Claim {
-                deliveries: Vec::new(),
-                gate_opens_at: gates.after([]).opens_at.map(Timestamp::from_millis),
-            });
+            return Ok(Claim::left(Vec::new(), gates.after([])));
         }
         let (reply, answer) = oneshot::channel();
         let request = LeaseRequest {
@@ -263,8 +260,5 @@ pub(super) fn lease(
             next_probe
         ])?;
     }
-    Ok(Claim {
-        deliveries,
-        gate_opens_at: after.opens_at.map(Timestamp::from_millis),
-    })
+    Ok(Claim::left(deliveries, after))
 }

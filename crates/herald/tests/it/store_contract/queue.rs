@@ -253,7 +253,8 @@ async fn queue_depth_counts_due_and_scheduled_work(backend: Backend) {
 }
 
 /// The look after a claim that found fewer than it asked: work due now counts only behind a
-/// full lane of an unordered, ungated webhook; otherwise the next delivery to fall due.
+/// full lane of an unordered webhook whose gate the claim left open (the scheduler leaves out
+/// those in the claim's `closed`); otherwise the next delivery to fall due.
 async fn the_next_look_sees_what_a_full_lane_left_and_what_falls_due_later(backend: Backend) {
     let f = Fixture::new(backend).await;
     let plain = f.subscribe(&["*"]).await;
@@ -292,8 +293,8 @@ async fn the_next_look_sees_what_a_full_lane_left_and_what_falls_due_later(backe
         due.is_some_and(|at| at <= t0),
         "the plain webhook's due work behind its full lane: {due:?}"
     );
-    // Its two due ones leased: what is left of it is the retry. The rate-limited and the fifo
-    // webhooks' due work is never reported, full lanes or not.
+    // Its two due ones leased: what is left of it is the retry. The fifo webhook's due work is
+    // never reported, full lane or not.
     let claims = f
         .claim_with(t0, 10, 10, &[(&limited.id, 10), (&keyed.id, 10)])
         .await;
@@ -301,9 +302,14 @@ async fn the_next_look_sees_what_a_full_lane_left_and_what_falls_due_later(backe
         per_webhook(&claims),
         BTreeMap::from([(plain.id.clone(), 2)])
     );
-    assert_eq!(
-        f.store.next_due_at(&everyone).await.unwrap(),
-        Some(retry_at)
+    let open = [plain.id.clone(), keyed.id.clone()];
+    assert_eq!(f.store.next_due_at(&open).await.unwrap(), Some(retry_at));
+    // A rate limit above what its lane holds: its lane full and its allowance left, a freed
+    // slot may take more at once.
+    let due = f.store.next_due_at(&[limited.id.clone()]).await.unwrap();
+    assert!(
+        due.is_some_and(|at| at <= t0),
+        "the rate-limited webhook's due work behind its full lane: {due:?}"
     );
 }
 
@@ -318,7 +324,9 @@ async fn a_rate_limit_is_left_to_the_node_that_holds_it(backend: Backend) {
     f.publish((0..10).map(|_| f.event("a.x")).collect()).await;
     let t0 = Timestamp::now();
     let taken = |claim: &herald::store::Claim| claim.deliveries.len();
-    assert_eq!(taken(&f.claim_on("node-a", t0).await), 2, "its burst");
+    let a = f.claim_on("node-a", t0).await;
+    assert_eq!(taken(&a), 2, "its burst");
+    assert_eq!(a.closed, [limited.id.clone()], "its allowance spent");
     // 100 ms on, the burst is back.
     let t1 = t0.plus(Duration::from_millis(100));
     let b = f.claim_on("node-b", t1).await;
@@ -327,6 +335,7 @@ async fn a_rate_limit_is_left_to_the_node_that_holds_it(backend: Backend) {
             assert_eq!(taken(&b), 0, "held by node-a");
             let hold_ends = t0.plus(Duration::from_secs(1));
             assert_eq!(b.gate_opens_at, Some(hold_ends), "node-b comes back then");
+            assert_eq!(b.closed, [limited.id.clone()]);
             assert_eq!(
                 taken(&f.claim_on("node-a", t1).await),
                 2,

@@ -102,9 +102,13 @@ enum Scenario {
         /// The hanging webhook's timeout, in milliseconds.
         #[arg(long, default_value_t = 2000)]
         hang_ms: u64,
-        /// Retries falling due together half-way through the third run (0: no third run).
+        /// Retries falling due together half-way through each round's run beside them (0: none).
         #[arg(long, default_value_t = 10_000)]
         retries: u64,
+        /// Rounds of the healthy webhook alone then beside the retries; judged on the median of
+        /// the rounds' ratios.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// N pending deliveries with the receiver down: RSS, restart time, then the drain rate.
     Backlog {
@@ -180,9 +184,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             secs,
             hang_ms,
             retries,
+            rounds,
         } => {
             let hang = Duration::from_millis(hang_ms);
-            scenarios::isolation(&ctx, rate, secs, hang, retries).await?
+            scenarios::isolation(&ctx, rate, secs, hang, retries, rounds).await?
         }
         Scenario::Backlog {
             events,

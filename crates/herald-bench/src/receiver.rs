@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -30,6 +30,8 @@ struct Stream {
     last_us: u64,
     latency: hdrhistogram::Histogram<u64>,
     series: Series,
+    /// The slowest publish→receipt latency (µs) per bin.
+    slowest: BTreeMap<u64, u64>,
 }
 
 impl Stream {
@@ -41,6 +43,7 @@ impl Stream {
             last_us: 0,
             latency: stats::histogram(),
             series: Series::default(),
+            slowest: BTreeMap::new(),
         }
     }
 }
@@ -57,6 +60,9 @@ pub struct StreamStats {
     pub latency: Vec<(u64, u64)>,
     /// Receipts per bin: (Unix ms / BIN_MS, count).
     pub series: Vec<(u64, u64)>,
+    /// The slowest publish→receipt latency in µs per bin: (Unix ms / BIN_MS, µs).
+    #[serde(default)]
+    pub slowest: Vec<(u64, u64)>,
 }
 
 type Streams = Arc<Mutex<HashMap<String, Stream>>>;
@@ -112,6 +118,7 @@ async fn handle(
                         last_us: s.last_us,
                         latency: stats::to_pairs(&s.latency),
                         series: s.series.0.iter().map(|(k, v)| (*k, *v)).collect(),
+                        slowest: s.slowest.iter().map(|(k, v)| (*k, *v)).collect(),
                     };
                     (k.as_str(), stats)
                 })
@@ -152,7 +159,10 @@ async fn handle(
                 s.last_us = at;
                 s.series.add(at);
                 if let Some(t) = sent {
-                    stats::record(&mut s.latency, at.saturating_sub(t));
+                    let took = at.saturating_sub(t);
+                    stats::record(&mut s.latency, took);
+                    let slowest = s.slowest.entry(stats::bin_of(at)).or_default();
+                    *slowest = (*slowest).max(took);
                 }
             }
             if name.starts_with("hang") {

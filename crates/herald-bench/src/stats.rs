@@ -66,13 +66,18 @@ impl Latency {
     }
 }
 
+/// The bin a time (Unix µs) falls in.
+pub fn bin_of(at_us: u64) -> u64 {
+    at_us / 1000 / BIN_MS
+}
+
 /// Counts per `BIN_MS` bin, keyed by absolute bin number (Unix ms / `BIN_MS`).
 #[derive(Clone, Debug, Default)]
 pub struct Series(pub BTreeMap<u64, u64>);
 
 impl Series {
     pub fn add(&mut self, at_us: u64) {
-        *self.0.entry(at_us / 1000 / BIN_MS).or_default() += 1;
+        *self.0.entry(bin_of(at_us)).or_default() += 1;
     }
 
     pub fn merge(&mut self, other: &Series) {

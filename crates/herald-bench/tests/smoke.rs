@@ -130,8 +130,11 @@ fn isolation_compares_the_healthy_webhook_alone_and_beside_bad_ones_and_retries(
         "300",
         "--retries",
         "200",
+        "--rounds",
+        "2",
     ]);
-    assert_eq!(result(&r, "healthy alone: publish → receipt")["count"], 50);
+    // Both rounds alone, together.
+    assert_eq!(result(&r, "healthy alone: publish → receipt")["count"], 100);
     assert_eq!(
         result(&r, "healthy beside bad: publish → receipt")["count"],
         50
@@ -143,7 +146,20 @@ fn isolation_compares_the_healthy_webhook_alone_and_beside_bad_ones_and_retries(
     assert_eq!(number(&r, "retry backlog: deliveries"), 200.0);
     assert_eq!(
         result(&r, "healthy beside retries: publish → receipt")["count"],
-        50
+        100
+    );
+    for round in 1..=2 {
+        let line = result(
+            &r,
+            &format!("round {round}: healthy p99 alone → beside retries (ms)"),
+        );
+        assert!(line.as_str().is_some_and(|l| l.contains(" → ")), "{line}");
+    }
+    assert!(
+        number(
+            &r,
+            "healthy p99 beside retries / solo p99 (median of rounds)"
+        ) > 0.0
     );
     assert_eq!(
         result(&r, "healthy alone again: publish → receipt")["count"],

@@ -5,8 +5,12 @@
 //!   second webhook that failed their first attempt, whose receiver is back by the time their
 //!   retry comes (issue 18: fresh deliveries first).
 //!
-//! Each comparison is the healthy webhook's p99 against its p99 alone, on a fresh server; a
-//! last run alone again shows how much two runs differ with nothing beside them.
+//! Each comparison is the healthy webhook's p99 against its p99 alone, on a fresh server. Two
+//! runs of the same thing differ by about as much as the 20 % the comparison allows (on a small
+//! machine the load generator, the receiver and the server share the cores), so the retry
+//! backlog's comparison is made in rounds: alone, then beside the retries, `rounds` times, and
+//! judged on the median of the rounds' ratios. A last run alone again shows how much two runs
+//! differ with nothing beside them.
 
 use super::*;
 
@@ -27,24 +31,36 @@ pub async fn isolation(
     secs: f64,
     hang: Duration,
     retries: u64,
+    rounds: usize,
 ) -> anyhow::Result<Report> {
+    let rounds = rounds.max(1);
     let mut report = Report::new(
         "isolation",
         json!({ "connections": ctx.conns, "rate": rate, "secs": secs,
-                "hang_timeout_s": hang.as_secs_f64(), "retries": retries }),
+                "hang_timeout_s": hang.as_secs_f64(), "retries": retries, "rounds": rounds }),
     );
     let receiver = Receiver::start(free_port()?).await?;
     ctx.ceiling(&receiver, &mut report).await?;
 
-    let solo_l = alone(ctx, &receiver, rate, secs, "solo").await?;
+    let mut solo = Vec::new();
+    let mut beside = Vec::new();
+    for round in 1..=rounds {
+        solo.push(alone(ctx, &receiver, rate, secs, &format!("solo-{round}")).await?);
+        if retries > 0 {
+            beside.push(
+                beside_retries(ctx, &receiver, rate, secs, retries, round, &mut report).await?,
+            );
+        }
+    }
+    let solo_l = Latency::of(&merged(&solo));
     report.add_latency("healthy alone: publish → receipt", solo_l);
     beside_bad(ctx, &receiver, rate, secs, hang, solo_l, &mut report).await?;
     if retries > 0 {
-        beside_retries(ctx, &receiver, rate, secs, retries, solo_l, &mut report).await?;
+        compare_retries(&solo, &beside, solo_l, &mut report);
     }
     // The same run alone again: how far two runs with nothing beside differ (the noise floor
     // each comparison above sits on).
-    let again = alone(ctx, &receiver, rate, secs, "solo-again").await?;
+    let again = receipt_latency(&alone(ctx, &receiver, rate, secs, "solo-again").await?);
     report.add_latency("healthy alone again: publish → receipt", again);
     report.add(
         "alone again p99 / solo p99 (noise floor)",
@@ -60,11 +76,57 @@ async fn alone(
     rate: f64,
     secs: f64,
     name: &str,
-) -> anyhow::Result<Latency> {
+) -> anyhow::Result<StreamStats> {
     let server = Server::start(&ctx.spec(&format!("isolation-{name}"), "")).await?;
     let fixture = setup(&server, &[ok_hook(receiver, name)]).await?;
     let (_, got) = steady_run(ctx, &server, receiver, &fixture.account, name, rate, secs).await?;
-    Ok(receipt_latency(&got))
+    Ok(got)
+}
+
+/// The receipt latencies of several runs together.
+fn merged(runs: &[StreamStats]) -> hdrhistogram::Histogram<u64> {
+    let mut all = stats::histogram();
+    for run in runs {
+        let _ = all.add(stats::from_pairs(&run.latency));
+    }
+    all
+}
+
+/// The retry backlog's rounds against the ones alone: each round's p99s, and the median of the
+/// rounds' ratios, judged against the 20 %.
+fn compare_retries(
+    solo: &[StreamStats],
+    beside: &[StreamStats],
+    solo_l: Latency,
+    report: &mut Report,
+) {
+    let mut ratios = Vec::new();
+    for (i, (a, b)) in solo.iter().zip(beside).enumerate() {
+        let (a, b) = (receipt_latency(a).p99_ms, receipt_latency(b).p99_ms);
+        let ratio = b / a.max(1e-9);
+        report.add(
+            &format!("round {}: healthy p99 alone → beside retries (ms)", i + 1),
+            format!("{a:.2} → {b:.2} ({ratio:.2} ×)"),
+        );
+        ratios.push(ratio);
+    }
+    let beside_l = Latency::of(&merged(beside));
+    report.add_latency("healthy beside retries: publish → receipt", beside_l);
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    report.add(
+        "healthy p99 beside retries / solo p99 (median of rounds)",
+        median,
+    );
+    report.target(
+        "retry backlog: healthy p99 within 20 % of solo (median of rounds)",
+        format!(
+            "≤ 1.2 × (all rounds together: {:.2} → {:.2} ms)",
+            solo_l.p99_ms, beside_l.p99_ms
+        ),
+        median,
+        median <= 1.2,
+    );
 }
 
 /// The healthy webhook beside one that hangs and one that answers 500, each retried at once.
@@ -149,16 +211,22 @@ async fn beside_bad(
 /// The healthy webhook while `retries` retries to another webhook fall due together, half-way
 /// through the run: their first attempts failed (the receiver answered 500), the webhook was
 /// pointed at a receiver that answers 200, and their one retry is scheduled to come during the
-/// healthy webhook's steady load.
+/// healthy webhook's steady load. Returns the healthy webhook's receipts; the first round's
+/// series go to the plot.
 async fn beside_retries(
     ctx: &Ctx,
     receiver: &Receiver,
     rate: f64,
     secs: f64,
     retries: u64,
-    solo_l: Latency,
+    round: usize,
     report: &mut Report,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<StreamStats> {
+    let (healthy, failing, retried) = (
+        format!("beside-retries-{round}"),
+        format!("fail-first-{round}"),
+        format!("retried-{round}"),
+    );
     // Filling takes about a second and the steady run starts right after: the retries are due
     // about half-way through it.
     let delay = (secs / 2.0).ceil() as u64 + 1;
@@ -169,13 +237,13 @@ async fn beside_retries(
         &server,
         &[
             Hook {
-                url: receiver.url("beside-retries"),
+                url: receiver.url(&healthy),
                 events: &["tts.*"],
                 retry: None,
                 ordering: None,
             },
             Hook {
-                url: receiver.url("fail-first"),
+                url: receiver.url(&failing),
                 events: &["stt.*"],
                 retry: Some(json!({ "schedule": [format!("{delay}s")] })),
                 ordering: None,
@@ -197,13 +265,13 @@ async fn beside_retries(
     check_errors(&fill, "publish")?;
     let filled = requests * FILL_BATCH;
     // Every first attempt made (and failed): each delivery now waits for its one retry.
-    wait_receipts(ctx, receiver, "fail-first", filled).await?;
+    wait_receipts(ctx, receiver, &failing, filled).await?;
     let mut conn = Conn::new(server.addr);
     conn.json(&Req {
         method: Method::PATCH,
         path: Arc::from(format!("/v1/webhooks/{}", fixture.webhooks[1])),
         token: Some(fixture.key.clone()),
-        body: Bytes::from(json!({ "url": receiver.url("retried") }).to_string()),
+        body: Bytes::from(json!({ "url": receiver.url(&retried) }).to_string()),
     })
     .await
     .context("pointing the retried webhook at a receiver that answers")?;
@@ -213,40 +281,51 @@ async fn beside_retries(
         &server,
         receiver,
         &fixture.account,
-        "beside-retries",
+        &healthy,
         rate,
         secs,
     )
     .await?;
-    let retried = wait_receipts(ctx, receiver, "retried", filled).await?;
-    let beside_l = receipt_latency(&beside);
-    report.add("retry backlog: deliveries", filled);
-    report.add_latency("healthy beside retries: publish → receipt", beside_l);
+    let retried = wait_receipts(ctx, receiver, &retried, filled).await?;
+    let (during, otherwise) = slowest_while(&beside, &retried);
     report.add(
-        "healthy p99 beside retries / solo p99",
-        beside_l.p99_ms / solo_l.p99_ms.max(1e-9),
+        &format!("round {round}: healthy slowest per 100 ms, median while retries flow → not (ms)"),
+        format!("{during:.2} → {otherwise:.2}"),
     );
-    report.plot_latency_of(
-        "healthy beside retries: publish → receipt",
-        beside.latency.clone(),
-    );
-    report.add_series(
-        "healthy delivered/s (beside retries)",
-        &series_of(&beside),
-        run.first_us,
-    );
-    report.add_series("retries delivered/s", &series_of(&retried), run.first_us);
-    report.target(
-        "retry backlog: healthy p99 within 20 % of solo",
-        format!(
-            "≤ {:.2} ms (1.2 × {:.2})",
-            solo_l.p99_ms * 1.2,
-            solo_l.p99_ms
-        ),
-        beside_l.p99_ms,
-        beside_l.p99_ms <= solo_l.p99_ms * 1.2,
-    );
-    Ok(())
+    if round == 1 {
+        report.add("retry backlog: deliveries", filled);
+        report.plot_latency_of(
+            "healthy beside retries: publish → receipt",
+            beside.latency.clone(),
+        );
+        report.add_series(
+            "healthy delivered/s (beside retries)",
+            &series_of(&beside),
+            run.first_us,
+        );
+        report.add_series("retries delivered/s", &series_of(&retried), run.first_us);
+    }
+    Ok(beside)
+}
+
+/// The median over 100 ms bins of the healthy webhook's slowest receipt, in the bins where
+/// `retried` received something and in the others: where the tail comes from.
+fn slowest_while(healthy: &StreamStats, retried: &StreamStats) -> (f64, f64) {
+    let flowing: std::collections::HashSet<u64> =
+        retried.series.iter().map(|(bin, _)| *bin).collect();
+    let (mut during, mut otherwise): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+    for &(bin, us) in &healthy.slowest {
+        if flowing.contains(&bin) {
+            during.push(us);
+        } else {
+            otherwise.push(us);
+        }
+    }
+    let median_ms = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).map_or(0.0, |us| *us as f64 / 1000.0)
+    };
+    (median_ms(during), median_ms(otherwise))
 }
 
 /// Requests to `POST /v1/events/batch` of [`FILL_BATCH`] events of [`BACKLOG_TYPE`].

@@ -194,6 +194,13 @@ impl Settings {
         if d.per_webhook_concurrency == 0 {
             bail!("delivery.per_webhook_concurrency must be at least 1");
         }
+        if d.retry_concurrency
+            .is_some_and(|r| r == 0 || r > d.per_webhook_concurrency)
+        {
+            bail!(
+                "delivery.retry_concurrency must be between 1 and delivery.per_webhook_concurrency"
+            );
+        }
         if d.claim_batch == 0 {
             bail!("delivery.claim_batch must be at least 1");
         }

@@ -166,6 +166,13 @@ pub struct DeliverySettings {
     /// Workers kept for first attempts: retries and re-queued deliveries run on the others, so a
     /// backlog of them never holds up a first attempt. Unset: a quarter of `workers`.
     pub fresh_reserve: Option<usize>,
+    /// Retries and re-queued deliveries in flight at once to one webhook on this node. A
+    /// backlog of them falling due together runs at this, not at the webhook's whole
+    /// concurrency: sent as fast as loopback answers, a full lane of retries keeps the node's
+    /// cores from its first attempts (docs/BENCHMARKS.md), and an endpoint back from failing is
+    /// not met with everything at once. Unset: a quarter of `per_webhook_concurrency`, at least
+    /// one.
+    pub retry_concurrency: Option<usize>,
     /// Most deliveries leased in one claim.
     pub claim_batch: usize,
     /// How long a claim holds a delivery before another claim may take it. Keep it longer than
@@ -207,6 +214,12 @@ impl DeliverySettings {
     pub fn fresh_reserve(&self) -> usize {
         self.fresh_reserve.unwrap_or(self.workers / 4)
     }
+
+    /// Retries in flight at once to one webhook ([`DeliverySettings::retry_concurrency`]).
+    pub fn retry_concurrency(&self) -> usize {
+        self.retry_concurrency
+            .unwrap_or((self.per_webhook_concurrency / 4).max(1))
+    }
 }
 
 impl Default for DeliverySettings {
@@ -216,6 +229,7 @@ impl Default for DeliverySettings {
             workers: 64,
             per_webhook_concurrency: 16,
             fresh_reserve: None,
+            retry_concurrency: None,
             claim_batch: 256,
             lease: HumanDuration(Duration::from_secs(120)),
             poll_interval: HumanDuration(Duration::from_secs(1)),

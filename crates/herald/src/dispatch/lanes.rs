@@ -19,7 +19,9 @@
 //! First attempts go first: a backlog of retries (or of re-queued deliveries) may run on at most
 //! the workers less `fresh_reserve`, and hold at most the deliveries less as many times
 //! [`HOLD_AHEAD`], so a first attempt finds a worker and room for its hand-over however long the
-//! backlog. A lane whose next delivery is a retry while retries are at their share waits aside
+//! backlog. Nor may one lane run more than `retry_concurrency` retries at once: sent to a fast
+//! endpoint, a whole lane of them keeps the cores from first attempts to other webhooks.
+//! A lane whose next delivery is a retry while retries are at their share waits aside
 //! (`parked`) until one ends, or until a first attempt arrives for it: within a lane, a first
 //! attempt may start before retries held ahead of it (ordered deliveries are unaffected: the
 //! claims never hold two of one key at once).
@@ -119,15 +121,18 @@ pub struct Lanes {
     /// Most deliveries held per lane, and in all.
     hold_per_webhook: usize,
     hold_total: usize,
-    /// Most retries running at once, and most deliveries the claims may hold in all: what is
-    /// left is for first attempts.
+    /// Most retries running at once, in all and per lane, and most deliveries the claims may
+    /// hold in all: what is left is for first attempts.
     retry_workers: usize,
+    retries_per_webhook: usize,
     claim_hold: usize,
 }
 
 #[derive(Default)]
 struct Lane {
     running: usize,
+    /// Of `running`, retries.
+    running_retries: usize,
     waiting: VecDeque<Held>,
     /// Deliveries publishing has reserved room for and not yet handed over.
     reserved: usize,
@@ -168,8 +173,15 @@ impl Lanes {
             hold_per_webhook: per_webhook * HOLD_AHEAD,
             hold_total: workers * HOLD_AHEAD,
             retry_workers,
+            retries_per_webhook: per_webhook,
             claim_hold: retry_workers.min(workers) * HOLD_AHEAD,
         }
+    }
+
+    /// At most `n` retries at once per lane (the lane's whole concurrency until set).
+    pub fn with_retry_concurrency(mut self, n: usize) -> Self {
+        self.retries_per_webhook = n.max(1);
+        self
     }
 
     /// Holds a delivery claimed at `claimed_at` with a lease until `lease_until`. Its attempt
@@ -208,7 +220,7 @@ impl Lanes {
     /// The next delivery to attempt: the first waiting one of a webhook below the cap, or, while
     /// retries are at their share, its first waiting first attempt.
     fn next(&mut self) -> Option<Held> {
-        let retries_full = self.running_retries >= self.retry_workers;
+        let all_retries_full = self.running_retries >= self.retry_workers;
         while let Some(id) = self.ready.pop_front() {
             let Some(lane) = self.by_webhook.get_mut(&id) else {
                 continue;
@@ -217,6 +229,7 @@ impl Lanes {
             if lane.running >= self.per_webhook {
                 continue; // put back on the list when one of its attempts finishes
             }
+            let retries_full = all_retries_full || lane.running_retries >= self.retries_per_webhook;
             let at = if retries_full {
                 lane.waiting.iter().position(|h| !is_retry(&h.claim))
             } else {
@@ -234,6 +247,7 @@ impl Lanes {
             self.running += 1;
             if is_retry(&held.claim) {
                 self.running_retries += 1;
+                lane.running_retries += 1;
             }
             if !lane.waiting.is_empty() && lane.running < self.per_webhook {
                 lane.queued = true;
@@ -258,6 +272,9 @@ impl Lanes {
             return true;
         };
         lane.running = lane.running.saturating_sub(1);
+        if freed.retry {
+            lane.running_retries = lane.running_retries.saturating_sub(1);
+        }
         let low = lane.waiting.len() + lane.reserved < lane.running.max(1);
         if lane.held() == 0 {
             self.by_webhook.remove(webhook);

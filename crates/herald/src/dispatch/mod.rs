@@ -94,7 +94,8 @@ impl Dispatcher {
             settings.per_webhook_concurrency,
             settings.fresh_reserve(),
         )
-        .with_circuit(settings.circuit_after, settings.probe_interval.0);
+        .with_circuit(settings.circuit_after, settings.probe_interval.0)
+        .with_retry_concurrency(settings.retry_concurrency());
         Ok(Self {
             node,
             lanes: Arc::new(SharedLanes::new(lanes)),

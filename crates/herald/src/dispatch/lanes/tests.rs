@@ -487,6 +487,32 @@ fn retries_run_on_the_workers_left_after_the_fresh_reserve() {
 }
 
 #[test]
+fn a_lane_runs_its_retries_at_the_retry_concurrency_and_its_first_attempts_beside() {
+    // Eight at once to a webhook, two of them retries.
+    let mut lanes = Lanes::new(16, 8, 0).with_retry_concurrency(2);
+    let (a, b) = (wh(), wh());
+    let retries = hold_retries(&mut lanes, &a, 6);
+    hold_retries(&mut lanes, &b, 1);
+    let started = lanes.start();
+    assert_eq!(
+        started.iter().filter(|h| h.claim.webhook.id == a).count(),
+        2,
+        "a's retries stop at two"
+    );
+    assert_eq!(started.len(), 3, "b's retry goes beside them");
+    // First attempts to a still go, up to its concurrency.
+    let fresh = hold(&mut lanes, &a, 8);
+    assert_eq!(ids(&lanes.start()), fresh[..6]);
+    // A retry of a's that ends lets its next retry go.
+    lanes.finished(&Freed::of(&started[0].claim));
+    assert_eq!(ids(&lanes.start()), retries[2..3]);
+    // A first attempt that ends, with two retries running: the next to go is a first attempt.
+    lanes.finished(&first(&a));
+    assert_eq!(ids(&lanes.start()), fresh[6..7]);
+    assert_eq!(lanes.by_webhook[&a].running_retries, 2);
+}
+
+#[test]
 fn a_first_attempt_passes_retries_held_before_it_in_its_lane() {
     let mut lanes = Lanes::new(2, 2, 1);
     let a = wh();

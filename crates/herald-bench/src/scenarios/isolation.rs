@@ -112,8 +112,7 @@ fn compare_retries(
     }
     let beside_l = Latency::of(&merged(beside));
     report.add_latency("healthy beside retries: publish → receipt", beside_l);
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
+    let median = median(&mut ratios);
     report.add(
         "healthy p99 beside retries / solo p99 (median of rounds)",
         median,
@@ -232,7 +231,8 @@ async fn beside_retries(
     let delay = (secs / 2.0).ceil() as u64 + 1;
     // Without the circuit breaker: every first attempt must fail and wait for its retry, where
     // the breaker would hold them after a few failures (and send them as first attempts).
-    let server = Server::start(&ctx.spec("isolation-retries", NO_CIRCUIT_BREAKER)).await?;
+    let server =
+        Server::start(&ctx.spec(&format!("isolation-retries-{round}"), NO_CIRCUIT_BREAKER)).await?;
     let fixture = setup(
         &server,
         &[
@@ -308,6 +308,17 @@ async fn beside_retries(
     Ok(beside)
 }
 
+/// The middle value (the mean of the two middle ones of an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 /// The median over 100 ms bins of the healthy webhook's slowest receipt, in the bins where
 /// `retried` received something and in the others: where the tail comes from.
 fn slowest_while(healthy: &StreamStats, retried: &StreamStats) -> (f64, f64) {
@@ -321,9 +332,9 @@ fn slowest_while(healthy: &StreamStats, retried: &StreamStats) -> (f64, f64) {
             otherwise.push(us);
         }
     }
-    let median_ms = |mut v: Vec<u64>| {
-        v.sort_unstable();
-        v.get(v.len() / 2).map_or(0.0, |us| *us as f64 / 1000.0)
+    let median_ms = |v: Vec<u64>| {
+        let mut ms: Vec<f64> = v.into_iter().map(|us| us as f64 / 1000.0).collect();
+        median(&mut ms)
     };
     (median_ms(during), median_ms(otherwise))
 }

@@ -146,6 +146,17 @@ impl Lane {
     fn held(&self) -> usize {
         self.running + self.waiting.len() + self.reserved
     }
+
+    /// Its retries, running and waiting.
+    fn retries(&self) -> usize {
+        self.running_retries + self.waiting.iter().filter(|h| is_retry(&h.claim)).count()
+    }
+
+    /// What it holds, less its retries beyond `retry_hold` (given `retries`): those only wait
+    /// their turn, a few at a time, and must not take the room its first attempts need.
+    fn held_within(&self, retry_hold: usize, retries: usize) -> usize {
+        self.held() - retries + retries.min(retry_hold)
+    }
 }
 
 impl Lanes {
@@ -309,8 +320,9 @@ impl Lanes {
         {
             return false;
         }
+        let retry_hold = self.retries_per_webhook * HOLD_AHEAD;
         let lane = self.by_webhook.entry(webhook.clone()).or_default();
-        if lane.held() >= self.hold_per_webhook {
+        if lane.held_within(retry_hold, lane.retries()) >= self.hold_per_webhook {
             return false;
         }
         lane.reserved += 1;
@@ -418,11 +430,26 @@ impl Lanes {
         self.claim_hold.saturating_sub(self.held)
     }
 
-    /// Deliveries held per webhook, for the claim's per-webhook cap.
+    /// Deliveries held per webhook, for the claim's per-webhook cap. A lane holding retries
+    /// has room for at most `retry_concurrency` × [`HOLD_AHEAD`] of them (more would only wait,
+    /// it runs that many at once); its retries beyond that do not count against the room of its
+    /// first attempts.
     pub fn held_by_webhook(&self) -> HashMap<WebhookId, usize> {
+        let retry_hold = self.retries_per_webhook * HOLD_AHEAD;
         self.by_webhook
             .iter()
-            .map(|(id, lane)| (id.clone(), lane.held()))
+            .map(|(id, lane)| {
+                let retries = lane.retries();
+                let room = self
+                    .hold_per_webhook
+                    .saturating_sub(lane.held_within(retry_hold, retries));
+                let room = if retries > 0 {
+                    room.min(retry_hold.saturating_sub(retries))
+                } else {
+                    room
+                };
+                (id.clone(), self.hold_per_webhook - room)
+            })
             .collect()
     }
 

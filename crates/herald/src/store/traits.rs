@@ -325,8 +325,9 @@ pub trait Queue: Send + Sync + 'static {
     /// Gives leases back so the deliveries are due again at once.
     async fn release(&self, releases: &[Release]) -> StoreResult<()>;
     /// After a claim that found fewer than it asked, when to look again: the first delivery no
-    /// lease holds of the webhooks in `full_lanes` (those the per-webhook cap stopped), if they
-    /// are unordered and ungated, or the next to fall due after now ([`super::next_due_sql`]).
+    /// lease holds of the webhooks in `full_lanes` (those the per-webhook cap stopped, less the
+    /// ones the claim left closed), if they are unordered, not paused and their circuits closed,
+    /// or the next to fall due after now ([`super::next_due_sql`]).
     async fn next_due_at(&self, full_lanes: &[WebhookId]) -> StoreResult<Option<Timestamp>>;
 
     /// Calls `on_work` whenever another process commits new due work, until `shutdown`.

@@ -513,6 +513,26 @@ fn a_lane_runs_its_retries_at_the_retry_concurrency_and_its_first_attempts_besid
 }
 
 #[test]
+fn retries_past_a_lane_s_retry_hold_leave_its_first_attempts_room() {
+    // Sixteen at once to a webhook (128 held), four of them retries (32 held).
+    let mut lanes = Lanes::new(64, 16, 0).with_retry_concurrency(4);
+    let (a, b, c) = (wh(), wh(), wh());
+    hold_retries(&mut lanes, &a, 128);
+    hold_retries(&mut lanes, &b, 10);
+    hold(&mut lanes, &c, 10);
+    let held = lanes.held_by_webhook();
+    assert_eq!(held[&a], 128, "no claim brings a more");
+    assert_eq!(
+        held[&b],
+        128 - 22,
+        "b's claims bring at most its retry hold"
+    );
+    assert_eq!(held[&c], 10, "first attempts: the whole lane");
+    // A hand-over to a still has room: the retries count up to their hold.
+    assert!(lanes.reserve(&a));
+}
+
+#[test]
 fn a_first_attempt_passes_retries_held_before_it_in_its_lane() {
     let mut lanes = Lanes::new(2, 2, 1);
     let a = wh();

@@ -166,12 +166,11 @@ pub struct DeliverySettings {
     /// Workers kept for first attempts: retries and re-queued deliveries run on the others, so a
     /// backlog of them never holds up a first attempt. Unset: a quarter of `workers`.
     pub fresh_reserve: Option<usize>,
-    /// Retries and re-queued deliveries in flight at once to one webhook on this node. A
-    /// backlog of them falling due together runs at this, not at the webhook's whole
-    /// concurrency: sent as fast as loopback answers, a full lane of retries keeps the node's
-    /// cores from its first attempts (docs/BENCHMARKS.md), and an endpoint back from failing is
-    /// not met with everything at once. Unset: a quarter of `per_webhook_concurrency`, at least
-    /// one.
+    /// Retries and re-queued deliveries in flight at once to one webhook on this node; its
+    /// first attempts still go beside them. Lower, a backlog falling due together drains more
+    /// slowly and is gentler on an endpoint back from failing, and on a small node leaves more
+    /// of the cores to other webhooks' first attempts (docs/BENCHMARKS.md). Unset:
+    /// `per_webhook_concurrency`.
     pub retry_concurrency: Option<usize>,
     /// Most deliveries leased in one claim.
     pub claim_batch: usize,
@@ -218,7 +217,7 @@ impl DeliverySettings {
     /// Retries in flight at once to one webhook ([`DeliverySettings::retry_concurrency`]).
     pub fn retry_concurrency(&self) -> usize {
         self.retry_concurrency
-            .unwrap_or((self.per_webhook_concurrency / 4).max(1))
+            .unwrap_or(self.per_webhook_concurrency)
     }
 }
 

@@ -219,14 +219,14 @@ fn the_fresh_reserve_defaults_to_a_quarter_of_the_workers_and_leaves_retries_one
 }
 
 #[test]
-fn the_retry_concurrency_defaults_to_a_quarter_of_a_webhook_s_and_stays_within_it() {
+fn the_retry_concurrency_defaults_to_a_webhook_s_and_stays_within_it() {
     let d = Settings::default();
-    assert_eq!(d.delivery.retry_concurrency(), 4);
-    let one: Settings = toml::from_str("[delivery]\nper_webhook_concurrency = 2\n").unwrap();
-    assert_eq!(one.delivery.retry_concurrency(), 1);
-    let s: Settings = toml::from_str("[delivery]\nretry_concurrency = 16\n").unwrap();
+    assert_eq!(d.delivery.retry_concurrency(), 16);
+    let two: Settings = toml::from_str("[delivery]\nper_webhook_concurrency = 2\n").unwrap();
+    assert_eq!(two.delivery.retry_concurrency(), 2);
+    let s: Settings = toml::from_str("[delivery]\nretry_concurrency = 4\n").unwrap();
     s.check().unwrap();
-    assert_eq!(s.delivery.retry_concurrency(), 16);
+    assert_eq!(s.delivery.retry_concurrency(), 4);
     for bad in ["retry_concurrency = 0", "retry_concurrency = 17"] {
         let bad: Settings = toml::from_str(&format!("[delivery]\n{bad}\n")).unwrap();
         let err = bad.check().unwrap_err().to_string();

@@ -18,8 +18,6 @@ async fn a_hanging_retry_backlog_leaves_first_attempts_a_worker(backend: Backend
         s.delivery.workers = 4;
         s.delivery.per_webhook_concurrency = 4;
         s.delivery.fresh_reserve = Some(1);
-        // All of the webhook's concurrency for retries: the workers' share is what stops them.
-        s.delivery.retry_concurrency = Some(4);
         s.delivery.shutdown_grace = HumanDuration(Duration::from_secs(1));
     })
     .await;

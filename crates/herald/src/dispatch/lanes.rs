@@ -147,8 +147,12 @@ impl Lane {
         self.running + self.waiting.len() + self.reserved
     }
 
-    /// Its retries, running and waiting.
-    fn retries(&self) -> usize {
+    /// Its retries, running and waiting, when `capped` (a retry concurrency below the lane's):
+    /// else 0, without a walk of its waiting deliveries (uncapped, they count like any other).
+    fn retries(&self, capped: bool) -> usize {
+        if !capped {
+            return 0;
+        }
         self.running_retries + self.waiting.iter().filter(|h| is_retry(&h.claim)).count()
     }
 
@@ -193,6 +197,14 @@ impl Lanes {
     pub fn with_retry_concurrency(mut self, n: usize) -> Self {
         self.retries_per_webhook = n.max(1);
         self
+    }
+
+    /// Most retries a lane holds, and whether that is less than its whole hold.
+    fn retry_hold(&self) -> (usize, bool) {
+        (
+            self.retries_per_webhook * HOLD_AHEAD,
+            self.retries_per_webhook < self.per_webhook,
+        )
     }
 
     /// Holds a delivery claimed at `claimed_at` with a lease until `lease_until`. Its attempt
@@ -320,9 +332,9 @@ impl Lanes {
         {
             return false;
         }
-        let retry_hold = self.retries_per_webhook * HOLD_AHEAD;
+        let (retry_hold, capped) = self.retry_hold();
         let lane = self.by_webhook.entry(webhook.clone()).or_default();
-        if lane.held_within(retry_hold, lane.retries()) >= self.hold_per_webhook {
+        if lane.held_within(retry_hold, lane.retries(capped)) >= self.hold_per_webhook {
             return false;
         }
         lane.reserved += 1;
@@ -435,11 +447,11 @@ impl Lanes {
     /// it runs that many at once); its retries beyond that do not count against the room of its
     /// first attempts.
     pub fn held_by_webhook(&self) -> HashMap<WebhookId, usize> {
-        let retry_hold = self.retries_per_webhook * HOLD_AHEAD;
+        let (retry_hold, capped) = self.retry_hold();
         self.by_webhook
             .iter()
             .map(|(id, lane)| {
-                let retries = lane.retries();
+                let retries = lane.retries(capped);
                 let room = self
                     .hold_per_webhook
                     .saturating_sub(lane.held_within(retry_hold, retries));

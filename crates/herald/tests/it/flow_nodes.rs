@@ -1,5 +1,5 @@
 //! A rate limit holds across nodes (issue 18, acceptance 3): three nodes on one PostgreSQL
-//! deliver 500 events to a webhook limited to 50/s at no more than 55 in any second, each with
+//! deliver a webhook limited to 50/s its backlog at no more than 55 in any second, each with
 //! one attempt, while another webhook's publish→receipt p99 stays what it is without them.
 
 use crate::common;
@@ -10,12 +10,20 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-const LIMITED: usize = 500;
-/// Events to the other webhook per slice, how far apart, and slices (half of them beside the
-/// limited webhook's backlog).
+/// The limited webhook's backlog: more than the 500 of the acceptance, so that it still flows
+/// in the last round's slices (each round lets it flow for half of 24 × 0.5 s, 300 at 50/s).
+const LIMITED: usize = 1_000;
+/// Events to the other webhook per slice, how far apart, and slices per round (half of them
+/// beside the limited webhook's backlog).
 const SLICE: usize = 25;
 const PACE: Duration = Duration::from_millis(20);
 const SLICES: usize = 24;
+/// Rounds of the A/B: the verdict is the majority's, since one stall of the machine (two cores
+/// under three nodes, PostgreSQL and the test) can lift one round's p99 on either side.
+const ROUNDS: usize = 3;
+
+/// When each of the other webhook's events was sent, by its number.
+type Sent = HashMap<usize, Instant>;
 
 struct Nodes {
     nodes: Vec<ServerProcess>,
@@ -124,9 +132,26 @@ impl Nodes {
         nodes.windows(2).filter(|w| w[0] != w[1]).count()
     }
 
+    /// One round of the A/B in slices, in alternating order (ABBA…): the limited webhook's
+    /// backlog flows during the "beside" slices and waits, disabled, during the "alone" ones, so
+    /// whatever else loads the machine meanwhile falls on both sides alike. Returns when each
+    /// of the other webhook's events was sent (numbered from `first`), alone and beside.
+    async fn ab_round(&self, hook: &str, first: usize) -> (Sent, Sent) {
+        let (mut alone, mut beside) = (HashMap::new(), HashMap::new());
+        for slice in 0..SLICES {
+            let flowing = (slice % 4 == 0) || (slice % 4 == 3);
+            self.set_status(hook, if flowing { "active" } else { "disabled" })
+                .await;
+            let sent = self.publish_others(first + slice * SLICE, SLICE).await;
+            if flowing { &mut beside } else { &mut alone }.extend(sent);
+        }
+        self.set_status(hook, "disabled").await;
+        (alone, beside)
+    }
+
     /// Publishes `count` events to the other webhook, `PACE` apart, round the nodes; returns
     /// when each was sent, by its number (from `first`).
-    async fn publish_others(&self, first: usize, count: usize) -> HashMap<usize, Instant> {
+    async fn publish_others(&self, first: usize, count: usize) -> Sent {
         let mut sent = HashMap::new();
         let mut next = Instant::now();
         for n in first..first + count {
@@ -150,7 +175,7 @@ fn p99(mut samples: Vec<Duration>) -> Duration {
 }
 
 /// Publish→receipt latencies of the events `sent`, as `other` received them.
-async fn latencies(other: &TestReceiver, sent: &HashMap<usize, Instant>) -> Vec<Duration> {
+async fn latencies(other: &TestReceiver, sent: &Sent) -> Vec<Duration> {
     let got = eventually(
         "the other webhook's events",
         Duration::from_secs(20),
@@ -197,19 +222,17 @@ async fn a_rate_limit_holds_across_three_nodes_without_slowing_another_webhook()
     }
     // Deliveries are made for active webhooks only: disabled once they are.
     nodes.set_status(&hook, "disabled").await;
-    nodes.publish_others(10_000, SLICE).await; // warm-up
-    // A/B in slices, in alternating order (ABBA…): the limited webhook's backlog flows during
-    // the "beside" slices and waits, disabled, during the "alone" ones, so whatever else loads
-    // the machine meanwhile falls on both sides alike.
-    let (mut alone, mut beside) = (HashMap::new(), HashMap::new());
+    nodes.publish_others(100_000, SLICE).await; // warm-up
     let claims_before = nodes.claims().await;
-    for slice in 0..SLICES {
-        let flowing = (slice % 4 == 0) || (slice % 4 == 3);
-        nodes
-            .set_status(&hook, if flowing { "active" } else { "disabled" })
-            .await;
-        let sent = nodes.publish_others(slice * SLICE, SLICE).await;
-        if flowing { &mut beside } else { &mut alone }.extend(sent);
+    let mut verdicts = Vec::new();
+    for round in 0..ROUNDS {
+        let (alone, beside) = nodes.ab_round(&hook, round * SLICES * SLICE).await;
+        let (a, b) = (
+            p99(latencies(&other, &alone).await),
+            p99(latencies(&other, &beside).await),
+        );
+        println!("round {round}: the other webhook's p99 {a:?} alone, {b:?} beside");
+        verdicts.push(b <= a.mul_f64(1.2) + Duration::from_millis(5));
     }
     let claims = nodes.claims().await - claims_before;
     nodes.set_status(&hook, "active").await;
@@ -217,15 +240,10 @@ async fn a_rate_limit_holds_across_three_nodes_without_slowing_another_webhook()
         .wait_for(LIMITED, None, Duration::from_secs(30))
         .await;
     let busiest = busiest_second(&got);
-    let (a, b) = (
-        p99(latencies(&other, &alone).await),
-        p99(latencies(&other, &beside).await),
-    );
     let changes = nodes.attempting_node_changes(&hook).await;
     println!(
-        "500 at 50/s on three nodes: at most {busiest} in a second; \
-         the other webhook's p99 {a:?} alone, {b:?} beside; {claims} claims during the slices; \
-         the attempting node changed {changes} times"
+        "{LIMITED} at 50/s on three nodes: at most {busiest} in a second; \
+         {claims} claims during the slices; the attempting node changed {changes} times"
     );
     assert!(
         busiest <= 55,
@@ -242,8 +260,11 @@ async fn a_rate_limit_holds_across_three_nodes_without_slowing_another_webhook()
         changes <= 25,
         "the attempting node changed {changes} times in {LIMITED} attempts"
     );
+    // Within 20 % (and 5 ms, for a debug build's jitter) in most rounds.
+    let held = verdicts.iter().filter(|held| **held).count();
     assert!(
-        b <= a.mul_f64(1.2) + Duration::from_millis(5),
-        "the rate-limited webhook slowed the other: p99 {b:?} against {a:?}"
+        held * 2 > ROUNDS,
+        "the rate-limited webhook slowed the other in {} of {ROUNDS} rounds",
+        ROUNDS - held
     );
 }

@@ -17,6 +17,11 @@
 //! (estimates of a dozen due rows among tens of thousands), or with a generic plan that cannot
 //! see how small the `LIMIT` is, it chose a bitmap scan of every due row and a sort again.
 //!
+//! The webhooks under flow control (a rate limit, a pause, an open circuit) get their gates from
+//! the listing of the webhooks with pending work; when that listing is cut at
+//! `MAX_WEBHOOKS_PER_CLAIM`, the claim also reads every gated webhook with pending work (by a
+//! partial index), since the due-order window may pick deliveries of webhooks past the cut.
+//!
 //! A listener webhook (`herald listen`) counts as claimable only for the node holding its stream
 //! (`listener_node`): every other node sees it as it sees a disabled webhook, left out.
 //!
@@ -47,6 +52,7 @@ use crate::store::ordering::heads_its_key;
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_row};
 use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, Locking, StoreResult};
 use sqlx::{AssertSqlSafe, Row};
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 /// Most webhooks one claim lists; with more, the claim takes the due-order window.
@@ -71,6 +77,16 @@ const PENDING_WEBHOOKS: &str = "WITH RECURSIVE hooks(id, n) AS (
             w.ordering = 'fifo' AS fifo, w.paused_until, w.rate_limit, w.rate_tat, w.probe_at,
             w.rate_node, w.rate_node_until
      FROM hooks h JOIN webhooks w ON w.id = h.id";
+
+/// The flow-control columns of the active webhooks under flow control with pending work,
+/// claimable by this node ($1), by the partial index `webhooks_flow` (whose condition this
+/// repeats). Read when [`PENDING_WEBHOOKS`] was cut at its limit: the due-order window may then
+/// pick deliveries of webhooks it did not list, and each of them must be held to its gate.
+const GATED_WEBHOOKS: &str = "SELECT w.id, w.paused_until, w.rate_limit, w.rate_tat, w.probe_at,
+       w.rate_node, w.rate_node_until FROM webhooks w
+     WHERE (w.paused_until IS NOT NULL OR w.rate_limit IS NOT NULL OR w.probe_at IS NOT NULL)
+       AND w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = $1)
+       AND EXISTS (SELECT 1 FROM deliveries d WHERE d.webhook_id = w.id AND d.status = 'pending')";
 
 /// A row of [`PENDING_WEBHOOKS`].
 #[derive(sqlx::FromRow)]
@@ -247,6 +263,19 @@ impl PgStore {
                 flows.push(flow.clone());
             }
             pending.push((hook.flow.id, hook.active, hook.fifo));
+        }
+        if pending.len() as i64 >= MAX_WEBHOOKS_PER_CLAIM {
+            // The listing was cut: the gated webhooks past it still get their gates.
+            let gated: Vec<FlowRow> = sqlx::query_as(GATED_WEBHOOKS)
+                .bind(&req.node)
+                .fetch_all(&mut *tx)
+                .await?;
+            let listed: HashSet<&str> = pending.iter().map(|(id, ..)| id.as_str()).collect();
+            flows.extend(
+                gated
+                    .into_iter()
+                    .filter(|f| !listed.contains(f.id.as_str())),
+            );
         }
         let now = req.now.millis();
         let to_lock: Vec<&str> = flows

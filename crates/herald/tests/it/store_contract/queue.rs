@@ -349,7 +349,36 @@ async fn a_rate_limit_is_left_to_the_node_that_holds_it(backend: Backend) {
     assert_eq!(taken(&f.claim_on("node-c", t2).await), 2);
 }
 
+/// More webhooks with pending work than a claim lists one by one (1,000 on PostgreSQL): a
+/// rate-limited webhook past the listing is still held to its allowance when the due-order
+/// window reaches its deliveries.
+async fn a_rate_limit_holds_past_the_webhooks_a_claim_lists(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    for _ in 0..1_000 {
+        f.subscribe(&["*"]).await;
+    }
+    let mut limited = webhook(&f.account, &["*"], WebhookKind::Subscription, None);
+    // Its id sorts after every other (UUIDv7 ids sort by creation time): listed last, if at all.
+    limited.id = WebhookId::from_trusted(format!("wh_{}", "f".repeat(32)));
+    limited.rate_limit = Some(herald::domain::RateLimit::new(1.0, 1).unwrap());
+    f.store.insert_webhook(&limited).await.unwrap();
+    f.publish((0..3).map(|_| f.event("a.x")).collect()).await;
+    let claims = f.claim(Timestamp::now(), 4_000, 10).await;
+    let counts = per_webhook(&claims);
+    assert_eq!(
+        counts.len(),
+        1_001,
+        "every webhook's due work in the window"
+    );
+    assert_eq!(
+        counts[&limited.id], 1,
+        "its allowance of one, though its lane had room for three"
+    );
+    assert_eq!(claims.len(), 3_001);
+}
+
 contract!(
+    a_rate_limit_holds_past_the_webhooks_a_claim_lists,
     a_rate_limit_is_left_to_the_node_that_holds_it,
     a_claim_leases_what_it_returns_and_a_second_claim_skips_it,
     an_expired_lease_is_claimed_again,

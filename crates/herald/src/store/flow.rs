@@ -187,15 +187,6 @@ impl Gates {
         req
     }
 
-    /// Webhooks closed now.
-    pub fn closed(&self) -> Vec<String> {
-        self.by_webhook
-            .iter()
-            .filter(|(_, g)| g.allowance == 0)
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
     /// What a claim that took `taken` deliveries per webhook writes back and reports.
     pub fn after<'a>(&self, taken: impl IntoIterator<Item = &'a str>) -> AfterClaim {
         let mut counts: HashMap<&str, u32> = HashMap::new();

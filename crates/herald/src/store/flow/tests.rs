@@ -5,6 +5,16 @@ use crate::domain::Timestamp;
 
 const NOW: i64 = 1_700_000_000_000;
 
+/// The webhooks a claim may take nothing of now.
+fn closed(gates: &Gates) -> Vec<String> {
+    let mut closed: Vec<String> = (gates.by_webhook.iter())
+        .filter(|(_, g)| g.allowance == 0)
+        .map(|(id, _)| id.clone())
+        .collect();
+    closed.sort();
+    closed
+}
+
 fn row(id: &str) -> FlowRow {
     FlowRow {
         id: id.to_owned(),
@@ -47,7 +57,7 @@ fn a_paused_webhook_is_closed_until_its_pause_ends_and_counts_as_full() {
         ..row("wh_o")
     };
     let gates = Gates::of(&[paused, over], None, NOW);
-    assert_eq!(gates.closed(), ["wh_p"]);
+    assert_eq!(closed(&gates), ["wh_p"]);
     let req = gates.narrow(&request(&[]));
     assert_eq!(req.in_flight[&WebhookId::from_trusted("wh_p".into())], 8);
     assert!(
@@ -102,7 +112,7 @@ fn a_rate_limited_row_another_claim_holds_is_closed_for_a_moment() {
         ..row("wh_r")
     };
     let gates = Gates::of(&[limited], on_a(&[]), NOW);
-    assert_eq!(gates.closed(), ["wh_r"]);
+    assert_eq!(closed(&gates), ["wh_r"]);
     // The other claim's node comes back for the next burst (three intervals of 20 ms): this one
     // leaves it alone for longer.
     assert_eq!(gates.after([]).opens_at, Some(NOW + LOCKED_RETRY_MS));
@@ -128,7 +138,7 @@ fn a_rate_limit_another_node_holds_is_left_to_it_until_its_hold_ends() {
     let by_b = held("b", NOW + 700);
     assert!(!by_b.needs_lock(NOW, "a"));
     let gates = Gates::of(std::slice::from_ref(&by_b), on_a(&[]), NOW);
-    assert_eq!(gates.closed(), ["wh_r"]);
+    assert_eq!(closed(&gates), ["wh_r"]);
     assert_eq!(gates.after([]).opens_at, Some(NOW + 700));
     // Its own hold, or one that has run out: locked, and its allowance taken (and held again).
     for row in [held("a", NOW + 700), held("b", NOW)] {
@@ -138,7 +148,7 @@ fn a_rate_limit_another_node_holds_is_left_to_it_until_its_hold_ends() {
             on_a(std::slice::from_ref(&row)),
             NOW,
         );
-        assert!(gates.closed().is_empty());
+        assert!(closed(&gates).is_empty());
         let after = gates.after(["wh_r", "wh_r"]);
         assert_eq!(after.taken[0].held_until, NOW + 1_000);
         // Less than its allowance (nothing more due, or its own lane full): it lets go.
@@ -146,7 +156,7 @@ fn a_rate_limit_another_node_holds_is_left_to_it_until_its_hold_ends() {
     }
     // One node (no locking): there is no one else to leave it to.
     let gates = Gates::of(&[by_b], None, NOW);
-    assert!(gates.closed().is_empty());
+    assert!(closed(&gates).is_empty());
     // A slower limit is held for two of its bursts, five seconds at most: a token every 500 ms,
     // two at once, held 2 s; a token every 2 s, held 5 s, not 8.
     for (per_second, hold) in [(2.0, 2_000), (0.5, 5_000)] {
@@ -175,7 +185,7 @@ fn an_open_circuit_lets_one_probe_through_when_due() {
         ..row("wh_d")
     };
     let gates = Gates::of(&[waiting, due.clone()], on_a(&[due]), NOW);
-    assert_eq!(gates.closed(), ["wh_w"]);
+    assert_eq!(closed(&gates), ["wh_w"]);
     let req = gates.narrow(&request(&[]));
     assert_eq!(req.in_flight[&WebhookId::from_trusted("wh_d".into())], 7);
     let after = gates.after(["wh_d"]);

@@ -25,8 +25,8 @@ use std::sync::LazyLock;
 use tokio::sync::oneshot;
 
 /// Candidates in due order: due ($1), free, of active webhooks (listeners of this node, $3) not
-/// closed by their gates ($4, a JSON array),
-/// heading their key if ordered; at most $2.
+/// at their cap or closed by their gates ($4, a JSON array), heading their key if ordered; at
+/// most $2.
 static DUE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT d.id, d.webhook_id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
@@ -78,14 +78,16 @@ impl SqliteStore {
         let flows: Vec<FlowRow> = sqlx::query_as(FLOW_ROWS).fetch_all(&mut *conn).await?;
         let gates = Gates::of(&flows, None, req.now.millis());
         let req = &gates.narrow(req);
-        let closed = serde_json::to_string(&gates.closed()).expect("strings serialize");
+        // Closed webhooks count as at their cap: both are left out of the due window, which a
+        // backlog at its cap would otherwise fill.
+        let full = crate::store::saturated_webhooks(req);
+        let full = serde_json::to_string(&full).expect("strings serialize");
         let window = req.limit * 4;
         let candidates: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(DUE.as_str()))
             .bind(req.now.millis())
             .bind(window as i64)
             .bind(&req.node)
-            .bind(&closed)
-            .bind(&closed)
+            .bind(&full)
             .fetch_all(&mut *conn)
             .await?;
         let mut picked: Vec<(String, String)> = {

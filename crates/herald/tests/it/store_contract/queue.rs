@@ -148,6 +148,38 @@ async fn a_backlog_at_its_cap_does_not_hide_other_webhooks_due_work(backend: Bac
     );
 }
 
+/// As above with more webhooks with pending work than a claim looks at one by one (1,000): a
+/// backlog at its cap that fills the due window never hides the due work of a webhook past them.
+async fn a_backlog_at_its_cap_does_not_hide_a_webhook_past_the_listing(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let mut idle = Vec::new();
+    for _ in 0..1_000 {
+        idle.push(f.subscribe(&["idle.*"]).await);
+    }
+    // A delivery pending for each, none of them claimable.
+    f.publish(vec![f.event("idle.x")]).await;
+    for hook in &idle {
+        let now = Timestamp::now();
+        let status = WebhookStatus::Disabled;
+        let done = f
+            .store
+            .set_webhook_status(None, &hook.id, status, None, now);
+        assert!(done.await.unwrap().is_some());
+    }
+    let slow = f.subscribe(&["slow.*"]).await;
+    f.publish((0..100).map(|_| f.event("slow.x")).collect())
+        .await;
+    let mut last = webhook(&f.account, &["last.*"], WebhookKind::Subscription, None);
+    // Its id sorts after every other (UUIDv7 ids sort by creation time).
+    last.id = WebhookId::from_trusted(format!("wh_{}", "f".repeat(32)));
+    f.store.insert_webhook(&last).await.unwrap();
+    f.publish(vec![f.event("last.x")]).await;
+    let claims = f
+        .claim_with(Timestamp::now(), 10, 10, &[(&slow.id, 10)])
+        .await;
+    assert_eq!(per_webhook(&claims), BTreeMap::from([(last.id.clone(), 1)]));
+}
+
 async fn a_released_lease_is_due_again_at_once(backend: Backend) {
     let f = Fixture::new(backend).await;
     f.subscribe(&["*"]).await;
@@ -385,6 +417,7 @@ contract!(
     a_late_result_of_a_lost_lease_is_kept_but_changes_nothing,
     a_claim_keeps_to_the_per_webhook_cap_and_its_limit,
     a_backlog_at_its_cap_does_not_hide_other_webhooks_due_work,
+    a_backlog_at_its_cap_does_not_hide_a_webhook_past_the_listing,
     a_released_lease_is_due_again_at_once,
     a_gone_or_long_failing_webhook_is_disabled_and_announced,
     queue_depth_counts_due_and_scheduled_work,

@@ -309,6 +309,12 @@ fn gate(row: &FlowRow, now: i64) -> Option<Gate> {
     })
 }
 
+/// Whether a webhook is under flow control (a pause, a rate limit, a circuit's probe): the
+/// condition of the partial index `webhooks_flow` of both backends, which the claims' reads of
+/// the gated webhooks repeat so that their planners use it.
+pub(crate) const UNDER_FLOW_CONTROL: &str =
+    "(paused_until IS NOT NULL OR rate_limit IS NOT NULL OR probe_at IS NOT NULL)";
+
 /// A webhook's flow-control columns with its pending deliveries: their count and the earliest
 /// due. `{one}`: the one webhook `$1`.
 pub(crate) const WEBHOOK_FLOW: &str = "SELECT w.id, w.paused_until, w.rate_limit, w.rate_tat,

@@ -79,14 +79,19 @@ const PENDING_WEBHOOKS: &str = "WITH RECURSIVE hooks(id, n) AS (
      FROM hooks h JOIN webhooks w ON w.id = h.id";
 
 /// The flow-control columns of the active webhooks under flow control with pending work,
-/// claimable by this node ($1), by the partial index `webhooks_flow` (whose condition this
-/// repeats). Read when [`PENDING_WEBHOOKS`] was cut at its limit: the due-order window may then
-/// pick deliveries of webhooks it did not list, and each of them must be held to its gate.
-const GATED_WEBHOOKS: &str = "SELECT w.id, w.paused_until, w.rate_limit, w.rate_tat, w.probe_at,
-       w.rate_node, w.rate_node_until FROM webhooks w
-     WHERE (w.paused_until IS NOT NULL OR w.rate_limit IS NOT NULL OR w.probe_at IS NOT NULL)
-       AND w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = $1)
-       AND EXISTS (SELECT 1 FROM deliveries d WHERE d.webhook_id = w.id AND d.status = 'pending')";
+/// claimable by this node ($1), by the partial index `webhooks_flow`. Read when
+/// [`PENDING_WEBHOOKS`] was cut at its limit: the due-order window may then pick deliveries of
+/// webhooks it did not list, and each of them must be held to its gate.
+static GATED_WEBHOOKS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT w.id, w.paused_until, w.rate_limit, w.rate_tat, w.probe_at, w.rate_node,
+           w.rate_node_until FROM webhooks w
+         WHERE {} AND w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = $1)
+           AND EXISTS (SELECT 1 FROM deliveries d
+                       WHERE d.webhook_id = w.id AND d.status = 'pending')",
+        crate::store::flow::UNDER_FLOW_CONTROL
+    )
+});
 
 /// A row of [`PENDING_WEBHOOKS`].
 #[derive(sqlx::FromRow)]
@@ -188,6 +193,12 @@ static CLAIM_BY_WEBHOOK: LazyLock<String> = LazyLock::new(|| claim_statement(&pi
 static CLAIM_IN_DUE_ORDER: LazyLock<String> =
     LazyLock::new(|| claim_statement(&pick_in_due_order()));
 
+/// Whether the listing of the webhooks with pending work holds them all (it was not cut at
+/// [`MAX_WEBHOOKS_PER_CLAIM`]).
+fn listed_all(pending: &[PendingWebhook]) -> bool {
+    (pending.len() as i64) < MAX_WEBHOOKS_PER_CLAIM
+}
+
 /// How one claim picks, from the webhooks with pending work and what is in flight.
 #[derive(Debug, PartialEq)]
 enum Pick {
@@ -226,7 +237,7 @@ impl Pick {
                 _ => left_out.push(hook.clone()),
             }
         }
-        let listed_all = (pending.len() as i64) < MAX_WEBHOOKS_PER_CLAIM;
+        let listed_all = listed_all(pending);
         if listed_all && hooks.is_empty() {
             Self::Nothing
         } else if listed_all && rooms.iter().sum::<i64>() <= req.limit as i64 {
@@ -264,9 +275,9 @@ impl PgStore {
             }
             pending.push((hook.flow.id, hook.active, hook.fifo));
         }
-        if pending.len() as i64 >= MAX_WEBHOOKS_PER_CLAIM {
-            // The listing was cut: the gated webhooks past it still get their gates.
-            let gated: Vec<FlowRow> = sqlx::query_as(GATED_WEBHOOKS)
+        if !listed_all(&pending) {
+            // The gated webhooks past the cut still get their gates.
+            let gated: Vec<FlowRow> = sqlx::query_as(AssertSqlSafe(GATED_WEBHOOKS.as_str()))
                 .bind(&req.node)
                 .fetch_all(&mut *tx)
                 .await?;

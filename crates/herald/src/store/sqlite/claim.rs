@@ -75,7 +75,9 @@ impl SqliteStore {
         }
         // Candidates are read on a reader connection: the scan never holds up the writer.
         let mut conn = self.reader.acquire().await?;
-        let flows: Vec<FlowRow> = sqlx::query_as(FLOW_ROWS).fetch_all(&mut *conn).await?;
+        let flows: Vec<FlowRow> = sqlx::query_as(AssertSqlSafe(FLOW_ROWS.as_str()))
+            .fetch_all(&mut *conn)
+            .await?;
         let gates = Gates::of(&flows, None, req.now.millis());
         let req = &gates.narrow(req);
         // Closed webhooks count as at their cap: both are left out of the due window, which a
@@ -122,9 +124,13 @@ impl SqliteStore {
 }
 
 /// The flow-control columns of the webhooks that have any (see [`Gates`]), by the partial index
-/// `webhooks_flow`, whose condition this repeats.
-const FLOW_ROWS: &str = "SELECT id, paused_until, rate_limit, rate_tat, probe_at FROM webhooks
-     WHERE paused_until IS NOT NULL OR rate_limit IS NOT NULL OR probe_at IS NOT NULL";
+/// `webhooks_flow`.
+static FLOW_ROWS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id, paused_until, rate_limit, rate_tat, probe_at FROM webhooks WHERE {}",
+        crate::store::flow::UNDER_FLOW_CONTROL
+    )
+});
 
 /// Most webhooks one claim looks at one by one.
 const MAX_WEBHOOKS_PER_CLAIM: i64 = 1000;

@@ -246,6 +246,15 @@ fn result(
 }
 
 /// How many of `claims` went to each webhook.
+/// A subscription whose id sorts after every other's (UUIDv7 ids sort by creation time): the
+/// last a listing of webhooks by id reaches.
+fn webhook_sorting_last(account: &AccountId, filters: &[&str]) -> Webhook {
+    Webhook {
+        id: WebhookId::from_trusted(format!("wh_{}", "f".repeat(32))),
+        ..webhook(account, filters, WebhookKind::Subscription, None)
+    }
+}
+
 fn per_webhook(claims: &[ClaimedDelivery]) -> BTreeMap<WebhookId, usize> {
     let mut counts = BTreeMap::new();
     for c in claims {

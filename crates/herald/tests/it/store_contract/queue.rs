@@ -169,9 +169,7 @@ async fn a_backlog_at_its_cap_does_not_hide_a_webhook_past_the_listing(backend: 
     let slow = f.subscribe(&["slow.*"]).await;
     f.publish((0..100).map(|_| f.event("slow.x")).collect())
         .await;
-    let mut last = webhook(&f.account, &["last.*"], WebhookKind::Subscription, None);
-    // Its id sorts after every other (UUIDv7 ids sort by creation time).
-    last.id = WebhookId::from_trusted(format!("wh_{}", "f".repeat(32)));
+    let last = webhook_sorting_last(&f.account, &["last.*"]);
     f.store.insert_webhook(&last).await.unwrap();
     f.publish(vec![f.event("last.x")]).await;
     let claims = f
@@ -389,9 +387,7 @@ async fn a_rate_limit_holds_past_the_webhooks_a_claim_lists(backend: Backend) {
     for _ in 0..1_000 {
         f.subscribe(&["*"]).await;
     }
-    let mut limited = webhook(&f.account, &["*"], WebhookKind::Subscription, None);
-    // Its id sorts after every other (UUIDv7 ids sort by creation time): listed last, if at all.
-    limited.id = WebhookId::from_trusted(format!("wh_{}", "f".repeat(32)));
+    let mut limited = webhook_sorting_last(&f.account, &["*"]);
     limited.rate_limit = Some(herald::domain::RateLimit::new(1.0, 1).unwrap());
     f.store.insert_webhook(&limited).await.unwrap();
     f.publish((0..3).map(|_| f.event("a.x")).collect()).await;

@@ -201,6 +201,9 @@ impl Settings {
                 "delivery.retry_concurrency must be between 1 and delivery.per_webhook_concurrency"
             );
         }
+        if d.retry_turns == Some(0) {
+            bail!("delivery.retry_turns must be at least 1");
+        }
         if d.claim_batch == 0 {
             bail!("delivery.claim_batch must be at least 1");
         }

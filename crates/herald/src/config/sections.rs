@@ -172,6 +172,12 @@ pub struct DeliverySettings {
     /// of the cores to other webhooks' first attempts (docs/BENCHMARKS.md). Unset:
     /// `per_webhook_concurrency`.
     pub retry_concurrency: Option<usize>,
+    /// Retries starting at once on this node: a retry holds a turn until it ends or has waited
+    /// 5 ms for its endpoint. Sent to a fast endpoint, a backlog of retries falling due
+    /// together costs the cores, not waiting, and every one running is one more a first
+    /// attempt to another webhook queues behind; sent to a slow one, each soon lets the next
+    /// start, so its backlog still drains at its concurrency. Unset: twice the cores.
+    pub retry_turns: Option<usize>,
     /// Most deliveries leased in one claim.
     pub claim_batch: usize,
     /// How long a claim holds a delivery before another claim may take it. Keep it longer than
@@ -214,6 +220,13 @@ impl DeliverySettings {
         self.fresh_reserve.unwrap_or(self.workers / 4)
     }
 
+    /// Retries holding a turn at once ([`DeliverySettings::retry_turns`]).
+    pub fn retry_turns(&self) -> usize {
+        self.retry_turns.unwrap_or_else(|| {
+            2 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// Retries in flight at once to one webhook ([`DeliverySettings::retry_concurrency`]).
     pub fn retry_concurrency(&self) -> usize {
         self.retry_concurrency
@@ -229,6 +242,7 @@ impl Default for DeliverySettings {
             per_webhook_concurrency: 16,
             fresh_reserve: None,
             retry_concurrency: None,
+            retry_turns: None,
             claim_batch: 256,
             lease: HumanDuration(Duration::from_secs(120)),
             poll_interval: HumanDuration(Duration::from_secs(1)),

@@ -219,6 +219,18 @@ fn the_fresh_reserve_defaults_to_a_quarter_of_the_workers_and_leaves_retries_one
 }
 
 #[test]
+fn retry_turns_default_to_twice_the_cores_and_are_at_least_one() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(Settings::default().delivery.retry_turns(), 2 * cores);
+    let s: Settings = toml::from_str("[delivery]\nretry_turns = 3\n").unwrap();
+    s.check().unwrap();
+    assert_eq!(s.delivery.retry_turns(), 3);
+    let zero: Settings = toml::from_str("[delivery]\nretry_turns = 0\n").unwrap();
+    let err = zero.check().unwrap_err().to_string();
+    assert!(err.contains("delivery.retry_turns"), "{err}");
+}
+
+#[test]
 fn the_retry_concurrency_defaults_to_a_webhook_s_and_stays_within_it() {
     let d = Settings::default();
     assert_eq!(d.delivery.retry_concurrency(), 16);

@@ -19,8 +19,11 @@
 //! First attempts go first: a backlog of retries (or of re-queued deliveries) may run on at most
 //! the workers less `fresh_reserve`, and hold at most the deliveries less as many times
 //! [`HOLD_AHEAD`], so a first attempt finds a worker and room for its hand-over however long the
-//! backlog. Nor may one lane run more than `retry_concurrency` retries at once: sent to a fast
-//! endpoint, a whole lane of them keeps the cores from first attempts to other webhooks.
+//! backlog. Retries also take turns ([`Lanes::with_retry_turns`]): a few at a time start on
+//! this node, each holding its turn until it ends or has waited [`RETRY_TURN`] for its
+//! endpoint, so a backlog sent to a fast endpoint does not fill the runtime's queues ahead of
+//! first attempts, and one sent to a slow endpoint still runs at its concurrency. Nor may one
+//! lane run more than `retry_concurrency` retries at once.
 //! A lane whose next delivery is a retry while retries are at their share waits aside
 //! (`parked`) until one ends, or until a first attempt arrives for it: within a lane, a first
 //! attempt may start before retries held ahead of it (ordered deliveries are unaffected: the
@@ -66,20 +69,37 @@ pub struct Held {
 pub struct Freed {
     pub webhook: WebhookId,
     pub retry: bool,
+    /// Whether it still held its retry turn ([`RETRY_TURN`]) when it ended.
+    pub turn: bool,
     pub succeeded: Option<bool>,
     pub pause_until: Option<Timestamp>,
 }
 
 impl Freed {
     pub fn of(claim: &ClaimedDelivery) -> Self {
+        let retry = is_retry(claim);
         Self {
             webhook: claim.webhook.id.clone(),
-            retry: is_retry(claim),
+            retry,
+            turn: retry,
             succeeded: None,
             pause_until: None,
         }
     }
 }
+
+/// What a worker tells the scheduler about a delivery it started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum News {
+    /// A retry has run for [`RETRY_TURN`] without ending: it waits on its endpoint, not on the
+    /// cores, and gives its turn to another.
+    Waiting,
+    /// It is over.
+    Over(Freed),
+}
+
+/// How long a retry holds its turn: see [`Lanes::with_retry_turns`].
+pub const RETRY_TURN: Duration = Duration::from_millis(5);
 
 /// Whether a delivery is a retry (or re-queued after its attempts), not a first attempt.
 fn is_retry(claim: &ClaimedDelivery) -> bool {
@@ -99,6 +119,10 @@ pub struct Lanes {
     running: usize,
     /// Of `running`, retries.
     running_retries: usize,
+    /// Of `running_retries`, those holding a turn (started less than [`RETRY_TURN`] ago), and
+    /// how many may.
+    turns: usize,
+    retry_turns: usize,
     /// Running, waiting and reserved, on all lanes.
     held: usize,
     /// Set at shutdown: no more hand-overs.
@@ -175,6 +199,8 @@ impl Lanes {
             parked: VecDeque::new(),
             running: 0,
             running_retries: 0,
+            turns: 0,
+            retry_turns: usize::MAX,
             held: 0,
             closed: false,
             late: Vec::new(),
@@ -196,6 +222,15 @@ impl Lanes {
     /// At most `n` retries at once per lane (the lane's whole concurrency until set).
     pub fn with_retry_concurrency(mut self, n: usize) -> Self {
         self.retries_per_webhook = n.max(1);
+        self
+    }
+
+    /// At most `n` retries at a time hold a turn: a retry holds one from its start until it
+    /// ends or has run for [`RETRY_TURN`]. Sent to a fast endpoint, retries cost the cores, not
+    /// waiting, and each one running is one more task a first attempt queues behind; a retry
+    /// still running after its turn waits on its endpoint, and lets another start.
+    pub fn with_retry_turns(mut self, n: usize) -> Self {
+        self.retry_turns = n.max(1);
         self
     }
 
@@ -243,7 +278,8 @@ impl Lanes {
     /// The next delivery to attempt: the first waiting one of a webhook below the cap, or, while
     /// retries are at their share, its first waiting first attempt.
     fn next(&mut self) -> Option<Held> {
-        let all_retries_full = self.running_retries >= self.retry_workers;
+        let all_retries_full =
+            self.running_retries >= self.retry_workers || self.turns >= self.retry_turns;
         while let Some(id) = self.ready.pop_front() {
             let Some(lane) = self.by_webhook.get_mut(&id) else {
                 continue;
@@ -270,6 +306,7 @@ impl Lanes {
             self.running += 1;
             if is_retry(&held.claim) {
                 self.running_retries += 1;
+                self.turns += 1;
                 lane.running_retries += 1;
             }
             if !lane.waiting.is_empty() && lane.running < self.per_webhook {
@@ -289,6 +326,9 @@ impl Lanes {
         self.held = self.held.saturating_sub(1);
         if freed.retry {
             self.running_retries = self.running_retries.saturating_sub(1);
+            if freed.turn {
+                self.turns = self.turns.saturating_sub(1);
+            }
             self.unpark();
         }
         let Some(lane) = self.by_webhook.get_mut(webhook) else {
@@ -308,7 +348,13 @@ impl Lanes {
         low
     }
 
-    /// Puts the parked lanes back on the ready list: a retry has ended.
+    /// A retry has run for its turn without ending ([`News::Waiting`]): another may start.
+    pub fn turn_over(&mut self) {
+        self.turns = self.turns.saturating_sub(1);
+        self.unpark();
+    }
+
+    /// Puts the parked lanes back on the ready list: a retry has ended or given its turn.
     fn unpark(&mut self) {
         while let Some(id) = self.parked.pop_front() {
             let Some(lane) = self.by_webhook.get_mut(&id) else {

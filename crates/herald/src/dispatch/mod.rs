@@ -30,7 +30,7 @@ use crate::erasure::Erasures;
 use crate::store::operator::OperatorPolicy;
 use crate::store::{ClaimedDelivery, Queue, Release};
 use crate::telemetry::Metrics;
-use lanes::{Freed, Lanes, SharedLanes, release_of};
+use lanes::{Lanes, News, SharedLanes, release_of};
 use recorder::{Finished, HealthSettings};
 use scheduler::Scheduler;
 use sender::Sender;
@@ -95,7 +95,8 @@ impl Dispatcher {
             settings.fresh_reserve(),
         )
         .with_circuit(settings.circuit_after, settings.probe_interval.0)
-        .with_retry_concurrency(settings.retry_concurrency());
+        .with_retry_concurrency(settings.retry_concurrency())
+        .with_retry_turns(settings.retry_turns());
         Ok(Self {
             node,
             lanes: Arc::new(SharedLanes::new(lanes)),
@@ -132,14 +133,14 @@ impl Dispatcher {
         // waits for that commit the next batch gathers here (docs/BENCHMARKS.md has the
         // measurements).
         let (done_tx, done_rx) = mpsc::channel::<Finished>(workers * RESULTS_PER_WORKER);
-        let (freed_tx, mut freed_rx) = mpsc::unbounded_channel::<Freed>();
+        let (news_tx, mut news_rx) = mpsc::unbounded_channel::<News>();
         let (aborted_tx, mut aborted_rx) = mpsc::unbounded_channel::<Release>();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers {
             tasks.spawn(worker::work(
                 job_rx.clone(),
                 done_tx.clone(),
-                freed_tx.clone(),
+                news_tx.clone(),
                 aborted_tx.clone(),
                 self.sender.clone(),
                 self.erasures.clone(),
@@ -147,7 +148,7 @@ impl Dispatcher {
                 self.metrics.clone(),
             ));
         }
-        drop(freed_tx);
+        drop(news_tx);
         let recorder = tokio::spawn(recorder::record(
             done_rx,
             self.store.clone(),
@@ -170,7 +171,7 @@ impl Dispatcher {
             node: &self.node,
         };
         scheduler
-            .run(&job_tx, &mut freed_rx, &done_tx, &shutdown)
+            .run(&job_tx, &mut news_rx, &done_tx, &shutdown)
             .await;
         job_tx.close();
         drop(done_tx);

@@ -5,7 +5,7 @@
 //! since; the loop in [`Scheduler::run`] only waits for the next thing to happen.
 
 use super::Waker;
-use super::lanes::{Freed, HOLD_AHEAD, Held, SharedLanes, release_of};
+use super::lanes::{Freed, HOLD_AHEAD, Held, News, SharedLanes, release_of};
 use super::recorder::Finished;
 use crate::config::DeliverySettings;
 use crate::domain::{Timestamp, WebhookId};
@@ -51,7 +51,7 @@ impl Scheduler<'_> {
     pub async fn run(
         &self,
         jobs: &async_channel::Sender<ClaimedDelivery>,
-        freed: &mut mpsc::UnboundedReceiver<Freed>,
+        news: &mut mpsc::UnboundedReceiver<News>,
         done: &mpsc::Sender<Finished>,
         shutdown: &CancellationToken,
     ) {
@@ -96,19 +96,24 @@ impl Scheduler<'_> {
                         }
                     }
                 }
-                Some(first) = freed.recv() => {
+                Some(first) = news.recv() => {
                     let mut held = lanes.lock();
                     let mut low = false;
                     let mut next = Some(first);
-                    while let Some(slot) = next {
-                        low |= held.finished(&slot);
-                        if let Some(succeeded) = slot.succeeded {
-                            held.attempted(&slot.webhook, succeeded, Timestamp::now());
+                    while let Some(said) = next {
+                        match said {
+                            News::Waiting => held.turn_over(),
+                            News::Over(slot) => {
+                                low |= held.finished(&slot);
+                                if let Some(succeeded) = slot.succeeded {
+                                    held.attempted(&slot.webhook, succeeded, Timestamp::now());
+                                }
+                                if let Some(until) = slot.pause_until {
+                                    held.pause(&slot.webhook, until);
+                                }
+                            }
                         }
-                        if let Some(until) = slot.pause_until {
-                            held.pause(&slot.webhook, until);
-                        }
-                        next = freed.try_recv().ok();
+                        next = news.try_recv().ok();
                     }
                     pacing.freed(low);
                 }

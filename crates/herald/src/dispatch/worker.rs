@@ -3,7 +3,7 @@
 //! the result to the recorder. Deliveries of an account being erased are not attempted, and an
 //! attempt of one under way when its account is marked is cut off ([`Erasures`]).
 
-use super::lanes::{Freed, release_of};
+use super::lanes::{Freed, News, RETRY_TURN, release_of};
 use super::recorder::Finished;
 use super::sender::{AttemptReport, Sender};
 use crate::domain::flow::pause_asked;
@@ -23,7 +23,7 @@ use tracing::{Instrument, debug_span};
 pub async fn work(
     jobs: async_channel::Receiver<ClaimedDelivery>,
     done: mpsc::Sender<Finished>,
-    freed: mpsc::UnboundedSender<Freed>,
+    news: mpsc::UnboundedSender<News>,
     aborted: mpsc::UnboundedSender<Release>,
     sender: Arc<Sender>,
     erasures: Arc<Erasures>,
@@ -35,7 +35,7 @@ pub async fn work(
         let slot = Freed::of(&claim);
         if shutdown.is_cancelled() || erasures.contains(&claim.event.account) {
             let _ = done.send(Finished::Released(release_of(claim))).await;
-            let _ = freed.send(slot);
+            let _ = news.send(News::Over(slot));
             continue;
         }
         // At debug level: the attempt's own events are debug ones, and at the default level an
@@ -53,15 +53,17 @@ pub async fn work(
         };
         // An attempt of an account being erased is cut off: nothing of it is recorded, and its
         // lease is given back, so the eraser can delete the delivery.
+        let mut turn = slot.retry;
         let report = tokio::select! {
-            report = sender.attempt(&claim).instrument(span.clone()) => Some(report),
+            report = within_turn(sender.attempt(&claim).instrument(span.clone()), &mut turn, &news) => Some(report),
             () = erasures.marked(&claim.event.account) => None,
         };
+        let slot = Freed { turn, ..slot };
         metrics.attempts_in_flight.decrement(1.0);
         let Some(report) = report else {
             in_flight.finished();
             let _ = done.send(Finished::Released(release_of(claim))).await;
-            let _ = freed.send(slot);
+            let _ = news.send(News::Over(slot));
             continue;
         };
         metrics.attempt_finished(&report.outcome, started.elapsed());
@@ -96,12 +98,32 @@ pub async fn work(
         // and then its lease must be given back.
         in_flight.finished();
         // The webhook's slot is free as soon as the attempt ends; the result is written apart.
-        let _ = freed.send(Freed {
+        let _ = news.send(News::Over(Freed {
             succeeded: Some(succeeded),
             pause_until,
             ..slot
-        });
+        }));
     }
+}
+
+/// Runs an attempt; one holding a retry turn (`turn`) gives it back once the attempt has run
+/// for [`RETRY_TURN`] without ending, and `turn` says whether it still holds it.
+async fn within_turn<T>(
+    attempt: impl Future<Output = T>,
+    turn: &mut bool,
+    news: &mpsc::UnboundedSender<News>,
+) -> T {
+    let mut attempt = std::pin::pin!(attempt);
+    if *turn {
+        tokio::select! {
+            out = &mut attempt => return out,
+            () = tokio::time::sleep(RETRY_TURN) => {
+                *turn = false;
+                let _ = news.send(News::Waiting);
+            }
+        }
+    }
+    attempt.await
 }
 
 /// An attempt under way: if its worker is stopped before it ends (at the end of the shutdown
@@ -134,5 +156,40 @@ fn next_step(policy: &RetryPolicy, attempt_number: u32, report: &AttemptReport) 
     match policy.next_delay(attempt_number, &report.outcome, report.retry_after, draw) {
         Some(delay) => NextStep::RetryAt(Timestamp::now().plus(delay)),
         None => NextStep::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_retry_gives_its_turn_back_only_when_it_outlasts_it() {
+        let (news, mut heard) = mpsc::unbounded_channel();
+        // Over at once: it keeps its turn, and nothing is said.
+        let mut turn = true;
+        assert_eq!(within_turn(async { 1 }, &mut turn, &news).await, 1);
+        assert!(turn);
+        assert!(heard.try_recv().is_err());
+        // Still waiting on its endpoint when the turn is up: it says so and runs on. The
+        // attempt ends only once that has been said.
+        let (said_tx, said) = tokio::sync::oneshot::channel::<()>();
+        let relay = tokio::spawn(async move {
+            let news = heard.recv().await;
+            let _ = said_tx.send(());
+            (news, heard)
+        });
+        let attempt = async {
+            let _ = said.await;
+            2
+        };
+        assert_eq!(within_turn(attempt, &mut turn, &news).await, 2);
+        assert!(!turn, "the turn was given back");
+        let (news_heard, mut heard) = relay.await.expect("relay");
+        assert_eq!(news_heard, Some(News::Waiting));
+        // An attempt holding no turn (a first attempt) says nothing however long it takes.
+        let mut no_turn = false;
+        within_turn(tokio::time::sleep(RETRY_TURN * 3), &mut no_turn, &news).await;
+        assert!(heard.try_recv().is_err());
     }
 }

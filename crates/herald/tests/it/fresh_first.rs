@@ -65,3 +65,39 @@ async fn a_hanging_retry_backlog_leaves_first_attempts_a_worker(backend: Backend
 }
 
 on_both_backends!(a_hanging_retry_backlog_leaves_first_attempts_a_worker);
+
+/// Retries hold a turn only while they may be using the cores: one still waiting on its
+/// endpoint after a few milliseconds lets the next start. With a single turn, a slow endpoint's
+/// retries still run at its lane's concurrency (one at a time if the turn were held to the end).
+async fn retries_waiting_on_a_slow_endpoint_give_their_turns_to_the_next(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.delivery.per_webhook_concurrency = 4;
+        s.delivery.retry_turns = Some(1);
+        s.delivery.shutdown_grace = HumanDuration(Duration::from_secs(1));
+    })
+    .await;
+    let slow = TestReceiver::start().await;
+    slow.answer_first_attempts(Reply::status(500));
+    slow.set_default(Reply::status(200).after(Duration::from_secs(45)));
+    let acme = app.create_account("Acme").await;
+    app.create_webhook(
+        &acme,
+        json!({ "url": slow.url("/slow"), "events": ["stt.*"],
+                "retry": { "schedule": ["0s"], "timeout": "50s" } }),
+    )
+    .await;
+    app.publish_batch(&acme, "stt.completed", 0, 8).await;
+    // Every first attempt failed (8), then the lane's four retries hang together.
+    eventually("four retries in flight at once", WAIT, || async {
+        (slow.count() >= 8 + 4).then_some(())
+    })
+    .await;
+    let retries = slow
+        .received()
+        .iter()
+        .filter(|r| r.header("herald-attempt") == "2")
+        .count();
+    assert_eq!(retries, 4, "the lane's concurrency, no more");
+}
+
+on_both_backends!(retries_waiting_on_a_slow_endpoint_give_their_turns_to_the_next);

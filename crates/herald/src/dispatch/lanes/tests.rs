@@ -76,6 +76,7 @@ fn first(webhook: &WebhookId) -> Freed {
     Freed {
         webhook: webhook.clone(),
         retry: false,
+        turn: false,
         succeeded: None,
         pause_until: None,
     }
@@ -510,6 +511,31 @@ fn a_lane_runs_its_retries_at_the_retry_concurrency_and_its_first_attempts_besid
     lanes.finished(&first(&a));
     assert_eq!(ids(&lanes.start()), fresh[6..7]);
     assert_eq!(lanes.by_webhook[&a].running_retries, 2);
+}
+
+#[test]
+fn retries_start_a_turn_at_a_time_and_one_waiting_on_its_endpoint_lets_the_next_go() {
+    // Workers and concurrency to spare: the two turns bind.
+    let mut lanes = Lanes::new(64, 16, 0).with_retry_turns(2);
+    let (a, b) = (wh(), wh());
+    let retries = hold_retries(&mut lanes, &a, 6);
+    let started = lanes.start();
+    assert_eq!(ids(&started), retries[..2], "two turns");
+    // First attempts take no turn.
+    let fresh = hold(&mut lanes, &b, 3);
+    assert_eq!(ids(&lanes.start()), fresh);
+    // A retry still running after its turn lets the next one start, and still runs.
+    lanes.turn_over();
+    assert_eq!(ids(&lanes.start()), retries[2..3]);
+    assert_eq!(lanes.running_retries, 3);
+    // Its end gives back no turn (it had given it); a retry that ends within its turn does.
+    lanes.finished(&Freed {
+        turn: false,
+        ..Freed::of(&started[0].claim)
+    });
+    assert!(lanes.start().is_empty(), "both turns still taken");
+    lanes.finished(&Freed::of(&started[1].claim));
+    assert_eq!(ids(&lanes.start()), retries[3..4]);
 }
 
 #[test]

@@ -348,8 +348,30 @@ impl Lanes {
         low
     }
 
+    /// What a worker said of a delivery it started, heard at `now`: a retry's turn given back,
+    /// or the delivery over (its slot freed, its outcome counted towards the circuit, its
+    /// receiver's pause applied). Returns whether the webhook's lane runs low.
+    pub fn heard(&mut self, news: News, now: Timestamp) -> bool {
+        match news {
+            News::Waiting => {
+                self.turn_over();
+                false
+            }
+            News::Over(slot) => {
+                let low = self.finished(&slot);
+                if let Some(succeeded) = slot.succeeded {
+                    self.attempted(&slot.webhook, succeeded, now);
+                }
+                if let Some(until) = slot.pause_until {
+                    self.pause(&slot.webhook, until);
+                }
+                low
+            }
+        }
+    }
+
     /// A retry has run for its turn without ending ([`News::Waiting`]): another may start.
-    pub fn turn_over(&mut self) {
+    fn turn_over(&mut self) {
         self.turns = self.turns.saturating_sub(1);
         self.unpark();
     }

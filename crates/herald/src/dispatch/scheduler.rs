@@ -101,18 +101,7 @@ impl Scheduler<'_> {
                     let mut low = false;
                     let mut next = Some(first);
                     while let Some(said) = next {
-                        match said {
-                            News::Waiting => held.turn_over(),
-                            News::Over(slot) => {
-                                low |= held.finished(&slot);
-                                if let Some(succeeded) = slot.succeeded {
-                                    held.attempted(&slot.webhook, succeeded, Timestamp::now());
-                                }
-                                if let Some(until) = slot.pause_until {
-                                    held.pause(&slot.webhook, until);
-                                }
-                            }
-                        }
+                        low |= held.heard(said, Timestamp::now());
                         next = news.try_recv().ok();
                     }
                     pacing.freed(low);

@@ -4,12 +4,27 @@
 
 use crate::common;
 
-use common::{Backend, Reply, TestApp, TestReceiver, eventually};
+use common::{Backend, Reply, TestAccount, TestApp, TestReceiver, eventually};
 use herald::domain::duration::HumanDuration;
 use serde_json::json;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// A receiver behind a webhook of `acme`'s for `stt.*`, retried once at once: its first
+/// attempts fail (500) and its retries hang (the tests end long before they answer).
+async fn hanging_retries(app: &TestApp, acme: &TestAccount) -> TestReceiver {
+    let slow = TestReceiver::start().await;
+    slow.answer_first_attempts(Reply::status(500));
+    slow.set_default(Reply::status(200).after(Duration::from_secs(45)));
+    app.create_webhook(
+        acme,
+        json!({ "url": slow.url("/slow"), "events": ["stt.*"],
+                "retry": { "schedule": ["0s"], "timeout": "50s" } }),
+    )
+    .await;
+    slow
+}
 
 /// Retries that hang, to a webhook allowed every worker: with four workers and one kept for
 /// first attempts, three retries hang and the healthy webhook's delivery still goes.
@@ -21,18 +36,9 @@ async fn a_hanging_retry_backlog_leaves_first_attempts_a_worker(backend: Backend
         s.delivery.shutdown_grace = HumanDuration(Duration::from_secs(1));
     })
     .await;
-    let slow = TestReceiver::start().await;
-    slow.answer_first_attempts(Reply::status(500));
-    // Retries hang (the test ends long before they answer).
-    slow.set_default(Reply::status(200).after(Duration::from_secs(45)));
-    let healthy = TestReceiver::start().await;
     let acme = app.create_account("Acme").await;
-    app.create_webhook(
-        &acme,
-        json!({ "url": slow.url("/slow"), "events": ["stt.*"],
-                "retry": { "schedule": ["0s"], "timeout": "50s" } }),
-    )
-    .await;
+    let slow = hanging_retries(&app, &acme).await;
+    let healthy = TestReceiver::start().await;
     app.create_webhook(
         &acme,
         json!({ "url": healthy.url("/healthy"), "events": ["tts.*"] }),
@@ -76,16 +82,8 @@ async fn retries_waiting_on_a_slow_endpoint_give_their_turns_to_the_next(backend
         s.delivery.shutdown_grace = HumanDuration(Duration::from_secs(1));
     })
     .await;
-    let slow = TestReceiver::start().await;
-    slow.answer_first_attempts(Reply::status(500));
-    slow.set_default(Reply::status(200).after(Duration::from_secs(45)));
     let acme = app.create_account("Acme").await;
-    app.create_webhook(
-        &acme,
-        json!({ "url": slow.url("/slow"), "events": ["stt.*"],
-                "retry": { "schedule": ["0s"], "timeout": "50s" } }),
-    )
-    .await;
+    let slow = hanging_retries(&app, &acme).await;
     app.publish_batch(&acme, "stt.completed", 0, 8).await;
     // Every first attempt failed (8), then the lane's four retries hang together.
     eventually("four retries in flight at once", WAIT, || async {

@@ -269,20 +269,23 @@ pub async fn open_loop(
         });
     }
     let total = (rate * duration.as_secs_f64()).round() as u64;
-    let mut sent = 0u64;
-    while sent < total {
-        let elapsed = started.elapsed();
-        let due = ((elapsed.as_secs_f64() * rate) as u64 + 1).min(total);
-        while sent < due {
-            let due_us = first_us + (sent as f64 * 1e6 / rate) as u64;
-            if tx.send((sent, due_us)).await.is_err() {
+    // The pacer is a thread of its own that sleeps until each request is due: the runtime's
+    // timer counts in whole milliseconds (a sleep ends up to 2 ms late), which would add its
+    // own lateness to every request's latency.
+    let pacer = std::thread::spawn(move || {
+        for seq in 0..total {
+            let offset = Duration::from_secs_f64(seq as f64 / rate);
+            let wait = offset.saturating_sub(started.elapsed());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            let due_us = first_us + offset.as_micros() as u64;
+            if tx.blocking_send((seq, due_us)).is_err() {
                 break;
             }
-            sent += 1;
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    drop(tx);
+    });
     let tallies = tasks.join_all().await;
+    let _ = pacer.join();
     merge(tallies, started, first_us)
 }

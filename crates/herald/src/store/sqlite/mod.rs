@@ -16,6 +16,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 mod accounts;
 mod batch;
+mod checkpointer;
 mod claim;
 mod deliveries;
 mod erasure;

@@ -17,6 +17,7 @@
 //! If a round with several requests fails, each is written again alone, so one bad request
 //! fails alone.
 
+use super::checkpointer::{Checkpoints, WRITER_CHECKPOINT_PAGES};
 use super::claim::{self, LeaseRequest};
 use super::publish;
 use super::queue::{self, ReleaseRequest};
@@ -83,26 +84,18 @@ const QUEUE_WRITES_PER_ROUND: usize = 16;
 pub(super) struct Conn {
     path: PathBuf,
     conn: rusqlite::Connection,
+    /// The checkpointer beside this connection, told of each commit.
+    checkpoints: Option<Checkpoints>,
 }
 
 impl Conn {
+    /// The writer's connection, with the checkpointer beside it where one can start.
     fn open(path: &Path) -> StoreResult<Self> {
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        // Foreign keys enforced, a busy timeout (a checkpoint by a reader can still hold a lock
-        // briefly), FULL unless a transaction says otherwise, and temporary tables in memory:
-        // some rounds' statements need one, and on disk each would cost a file created and
-        // deleted.
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.execute_batch(
-            "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
-        )?;
-        conn.set_prepared_statement_cache_capacity(128);
+        let checkpoints = Checkpoints::start(path);
         Ok(Self {
             path: path.to_owned(),
-            conn,
+            conn: connect(path, checkpoints.is_some())?,
+            checkpoints,
         })
     }
 
@@ -119,6 +112,9 @@ impl Conn {
             .and_then(|()| write(&self.conn))
             .and_then(|done| {
                 self.conn.execute_batch("COMMIT")?;
+                if let Some(checkpoints) = &self.checkpoints {
+                    checkpoints.committed();
+                }
                 Ok(done)
             });
         if result.is_err() {
@@ -135,12 +131,33 @@ impl Conn {
         }
         let _ = self.conn.execute_batch("ROLLBACK");
         if !self.conn.is_autocommit() {
-            match Self::open(&self.path) {
-                Ok(fresh) => *self = fresh,
+            match connect(&self.path, self.checkpoints.is_some()) {
+                Ok(fresh) => self.conn = fresh,
                 Err(e) => tracing::error!(error = %e, "cannot reopen the SQLite writer connection"),
             }
         }
     }
+}
+
+/// Opens a connection for the writer. Foreign keys enforced, a busy timeout (a checkpoint by
+/// another connection can still hold a lock briefly), FULL unless a transaction says otherwise,
+/// and temporary tables in memory: some rounds' statements need one, and on disk each would
+/// cost a file created and deleted. With the checkpointer `beside`, its own commits checkpoint
+/// only a log grown past [`WRITER_CHECKPOINT_PAGES`].
+fn connect(path: &Path, beside: bool) -> StoreResult<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
+    )?;
+    if beside {
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
+    }
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
 }
 
 /// Starts the writer thread on `path`. It stops when the store drops its request channels,

@@ -272,3 +272,36 @@ contract!(
     racing_job_updates_publish_exactly_one_terminal_event,
     deliveries_handed_to_the_dispatcher_are_leased_to_it,
 );
+
+/// SQLite: a thread beside the writer copies the log back into the database file after
+/// commits (`store/sqlite/checkpointer.rs`); the writer's own commits would only for a log of
+/// thousands of pages, far more than a few publishes write.
+#[tokio::test]
+async fn sqlite_publishes_reach_the_database_file_by_the_checkpointer() {
+    let f = Fixture::new(Backend::Sqlite).await;
+    f.subscribe(&["*"]).await;
+    for _ in 0..5 {
+        f.store.publish_event(f.event("order.paid")).await.unwrap();
+    }
+    // The database file alone: `immutable` reads it without the log.
+    let file = format!(
+        "file:{}?immutable=1",
+        f._env.dir.path().join("herald.db").display()
+    );
+    let in_file = || -> i64 {
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        rusqlite::Connection::open_with_flags(&file, flags)
+            .and_then(|c| c.query_row("SELECT count(*) FROM events", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while in_file() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file holds {} of the 5 events after 10 s",
+            in_file()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -269,9 +269,10 @@ pub async fn open_loop(
         });
     }
     let total = (rate * duration.as_secs_f64()).round() as u64;
-    // The pacer is a thread of its own that sleeps until each request is due: the runtime's
-    // timer counts in whole milliseconds (a sleep ends up to 2 ms late), which would add its
-    // own lateness to every request's latency.
+    // The pacer is a thread of its own that sleeps until each request is due (the thread's
+    // sleep ends tens of microseconds late): the runtime's timer counts in whole milliseconds
+    // (a sleep ends up to 2 ms late), which would add its own lateness to every request's
+    // latency.
     let pacer = std::thread::spawn(move || {
         for seq in 0..total {
             let offset = Duration::from_secs_f64(seq as f64 / rate);
@@ -286,6 +287,8 @@ pub async fn open_loop(
         }
     });
     let tallies = tasks.join_all().await;
-    let _ = pacer.join();
+    if let Err(panicked) = pacer.join() {
+        std::panic::resume_unwind(panicked);
+    }
     merge(tallies, started, first_us)
 }

@@ -6,10 +6,11 @@
 //! publish waiting for the writer waits for it too. A retry backlog's results fill the log fast
 //! (several checkpoints a second), so the writer's own threshold is raised to
 //! [`WRITER_CHECKPOINT_PAGES`] and this thread checkpoints after commits, at most every
-//! [`CHECKPOINT_GAP`], in `PASSIVE` mode, which never holds up the writer. The writer's own
-//! checkpoint is left as the bound on the log's size: SQLite starts the log over only when a
-//! checkpoint has copied all of it, which one running beside a busy writer rarely has, and the
-//! writer's copies then only what came since this thread's last.
+//! [`CHECKPOINT_GAP`], in `PASSIVE` mode, which takes no lock the writer needs. The writer's
+//! own checkpoint is left as a soft bound on the log: SQLite starts the log over only after a
+//! checkpoint has copied all of it, which one running beside a busy writer rarely manages, and
+//! the writer's then copies only what came since this thread's last (its fsyncs still share
+//! the disk with the writer's commits).
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -42,6 +43,15 @@ impl Checkpoints {
                 return None;
             }
         };
+        // Durable checkpoints whatever SQLite's build defaults to: the log is synced before it is
+        // copied, and the database file after.
+        let set_up = conn
+            .busy_timeout(Duration::from_secs(1))
+            .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"));
+        if let Err(e) = set_up {
+            tracing::warn!(error = %e, "cannot set up the SQLite checkpointer's connection");
+            return None;
+        }
         let (committed, commits) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("herald-sqlite-checkpointer".into())
@@ -72,14 +82,13 @@ impl Drop for Checkpoints {
 }
 
 /// Checkpoints after each signal of a commit, then waits the gap, until the writer has gone.
+/// A checkpoint that could not copy the whole log (another held it, or a reader's snapshot
+/// stopped it short) leaves the rest to the next commit's.
 fn run(conn: &rusqlite::Connection, commits: &mpsc::Receiver<()>) {
     while commits.recv().is_ok() {
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            Ok(()) => {}
-            // The writer is checkpointing itself: this one is not needed.
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy => {}
-            Err(e) => tracing::warn!(error = %e, "checkpointing the SQLite log failed"),
+        // SQLite answers a checkpoint it could not take with a row (`busy` = 1), not an error.
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpointing the SQLite log failed");
         }
         std::thread::sleep(CHECKPOINT_GAP);
     }

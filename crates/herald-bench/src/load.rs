@@ -276,10 +276,7 @@ pub async fn open_loop(
     let pacer = std::thread::spawn(move || {
         for seq in 0..total {
             let offset = Duration::from_secs_f64(seq as f64 / rate);
-            let wait = offset.saturating_sub(started.elapsed());
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
-            }
+            std::thread::sleep(offset.saturating_sub(started.elapsed()));
             let due_us = first_us + offset.as_micros() as u64;
             if tx.blocking_send((seq, due_us)).is_err() {
                 break;

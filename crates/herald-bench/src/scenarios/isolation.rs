@@ -224,8 +224,8 @@ async fn beside_bad(
 /// The healthy webhook while `retries` retries to another webhook fall due together, half-way
 /// through the run: their first attempts failed (the receiver answered 500), the webhook was
 /// pointed at a receiver that answers 200, and their one retry is scheduled to come during the
-/// healthy webhook's steady load. Returns the healthy webhook's receipts and publishes; the first round's
-/// series go to the plot.
+/// healthy webhook's steady load. Returns the healthy webhook's receipts and publishes; the
+/// first round's series go to the plot.
 async fn beside_retries(
     ctx: &Ctx,
     receiver: &Receiver,

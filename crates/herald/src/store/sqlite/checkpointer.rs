@@ -25,7 +25,8 @@ pub(super) const WRITER_CHECKPOINT_PAGES: u32 = 4000;
 
 /// The writer's side: tells the checkpointer that a commit added to the log.
 pub(super) struct Checkpoints {
-    committed: mpsc::SyncSender<()>,
+    /// Taken at drop: the thread stops once it is gone.
+    committed: Option<mpsc::SyncSender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -59,22 +60,23 @@ impl Checkpoints {
             .inspect_err(|e| tracing::warn!(error = %e, "cannot start the SQLite checkpointer"))
             .ok()?;
         Some(Self {
-            committed,
+            committed: Some(committed),
             thread: Some(thread),
         })
     }
 
     /// After a commit: the checkpointer runs soon, unless it is already due to.
     pub fn committed(&self) {
-        let _ = self.committed.try_send(());
+        if let Some(committed) = &self.committed {
+            let _ = committed.try_send(());
+        }
     }
 }
 
 impl Drop for Checkpoints {
     /// Stops the thread and waits for it: nothing of the store may run once it is closed.
     fn drop(&mut self) {
-        let (stop, _) = mpsc::sync_channel(1);
-        drop(std::mem::replace(&mut self.committed, stop));
+        drop(self.committed.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -6,6 +6,7 @@ use crate::domain::Timestamp;
 use crate::store::operator::OperatorPolicy;
 use crate::store::{AttemptRecord, HealthPolicy, NextStep, Queue, Release, StoreResult};
 use crate::telemetry::{Metrics, StoreOp};
+use futures_util::future::join_all;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -55,9 +56,17 @@ pub async fn record(
             probe_interval: settings.probe_interval,
         };
         if !records.is_empty() {
-            write_with_retries("recording attempts", || {
-                metrics.time_store(StoreOp::Record, store.record_attempts(&records, &health))
-            })
+            // First attempts' results in one write; with retries among them, in writes of the
+            // size the store asks, all sent at once, each tried again on its own.
+            let per_write = match records.iter().any(|r| r.attempt.number > 1) {
+                true => store.retry_records_per_write().max(1),
+                false => records.len(),
+            };
+            join_all(records.chunks(per_write).map(|records| {
+                write_with_retries("recording attempts", || {
+                    metrics.time_store(StoreOp::Record, store.record_attempts(records, &health))
+                })
+            }))
             .await;
         }
         let mut retries = false;

@@ -322,6 +322,13 @@ pub trait Queue: Send + Sync + 'static {
         records: &[AttemptRecord],
         health: &HealthPolicy,
     ) -> StoreResult<()>;
+    /// The most retries' results to send [`Queue::record_attempts`] at once. A backend with one
+    /// writer (SQLite) says a few: a publish waits for the write in hand, and a retry backlog's
+    /// results would otherwise come in hundreds (issue 18: fresh deliveries first). The others
+    /// write results beside publishes and take any number.
+    fn retry_records_per_write(&self) -> usize {
+        usize::MAX
+    }
     /// Gives leases back so the deliveries are due again at once.
     async fn release(&self, releases: &[Release]) -> StoreResult<()>;
     /// After a claim that found fewer than it asked, when to look again: the first delivery no

@@ -15,6 +15,11 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// Retries' results per write: a publish waits for at most one write of the queue's (the
+/// writer's [`super::writer`] rounds), and a write of 32 results takes a fraction of a
+/// millisecond (docs/BENCHMARKS.md).
+const RETRY_RECORDS_PER_WRITE: usize = 32;
+
 /// See [`next_due_sql`].
 static NEXT_DUE: LazyLock<String> =
     LazyLock::new(|| next_due_sql("(SELECT value AS id FROM json_each(?1)) AS h", "?2"));
@@ -40,6 +45,10 @@ impl Queue for SqliteStore {
             reply,
         };
         self.write(Write::Record(request), answer).await
+    }
+
+    fn retry_records_per_write(&self) -> usize {
+        RETRY_RECORDS_PER_WRITE
     }
 
     async fn release(&self, releases: &[Release]) -> StoreResult<()> {

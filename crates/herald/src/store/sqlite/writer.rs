@@ -2,8 +2,10 @@
 //! SQLite connection of its own, right here, and every write of the store comes to it.
 //!
 //! Publishes and the queue's writes (attempt results, claims' leases, releases) are group
-//! committed: whatever has queued is written together in one transaction per round, as one
-//! set-based statement per kind where it can. sqlx's SQLite driver runs every query on a thread
+//! committed: whatever has queued is written together, one transaction for the publishes and
+//! one for the queue's writes per round, as one set-based statement per kind where it can. A
+//! publish waits for no more than one of the queue's writes: their transaction ends after the
+//! write in hand once a publish waits. sqlx's SQLite driver runs every query on a thread
 //! of its own and sends each statement's result and each row back through a channel; on few
 //! cores those wake-ups, not SQLite, were most of a round's time (docs/BENCHMARKS.md). So rounds
 //! run here with rusqlite, every statement prepared once and taken from the connection's cache:
@@ -24,7 +26,7 @@ use super::queue::{self, ReleaseRequest};
 use super::record::{self, RecordRequest};
 use crate::store::group_commit::{self, GROUP_COMMIT, PublishRequest};
 use crate::store::seal::Sealer;
-use crate::store::{Claim, Handoff, IntakeSlot, Published, StoreError, StoreResult};
+use crate::store::{Claim, IntakeSlot, StoreError, StoreResult};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -211,7 +213,8 @@ fn take_waiting(
 }
 
 /// The writer loop: waits for work, takes everything waiting (up to a round's limits), writes
-/// the writes of their own one by one, the rest in one round, and answers each request.
+/// the writes of their own one by one, then the publishes in a round, then the queue's writes in
+/// another, cut short once a publish waits (see [`queue_round`]), and answers each request.
 async fn run(
     mut conn: Conn,
     mut requests: mpsc::Receiver<PublishRequest>,
@@ -243,139 +246,116 @@ async fn run(
                 write(&mut conn);
             }
         }
-        if publishes.is_empty() && writes.is_empty() {
-            continue;
+        if !publishes.is_empty() {
+            publish_round(&mut conn, &intake, &sealer, &mut publishes);
         }
-        let mut round = Round {
-            conn: &mut conn,
-            intake: &intake,
-            sealer: &sealer,
-        };
-        match round.write(&publishes, &writes) {
-            Ok(done) => answer(&mut publishes, &mut writes, done),
-            Err(e) if publishes.len() + writes.len() > 1 => {
-                tracing::warn!(error = %e, "a combined write failed; writing its parts one by one");
-                for w in writes.drain(..) {
-                    let one = [w];
-                    let done = round.write(&[], &one);
-                    let [w] = one;
-                    answer_alone(w, done);
-                }
-                for p in std::mem::take(&mut publishes) {
-                    let mut one = vec![p];
-                    let done = round.write(&one, &[]);
-                    match done {
-                        Ok(done) => answer(&mut one, &mut Vec::new(), done),
-                        Err(e) => group_commit::answer(&mut one, Err(e)),
-                    }
-                }
-            }
-            // A single request: its own error.
-            Err(e) => match writes.pop() {
-                Some(w) => answer_alone(w, Err(e)),
-                None => group_commit::answer(&mut publishes, Err(e)),
-            },
+        if !writes.is_empty() {
+            queue_round(&mut conn, &sealer, &mut writes, || !requests.is_empty());
         }
     }
 }
 
-/// What a committed round answers.
-struct Done {
-    published: Vec<StoreResult<Published>>,
-    /// One per queue write, in order: the leased deliveries (none but for a lease).
-    leased: Vec<Claim>,
-}
-
-fn answer(publishes: &mut Vec<PublishRequest>, writes: &mut Vec<Write>, done: Done) {
-    group_commit::answer(publishes, Ok(done.published));
-    for (w, leased) in writes.drain(..).zip(done.leased) {
-        let done = Done {
-            published: Vec::new(),
-            leased: vec![leased],
-        };
-        answer_alone(w, Ok(done));
-    }
-}
-
-fn answer_alone(write: Write, done: StoreResult<Done>) {
-    match write {
-        Write::Record(r) => {
-            let _ = r.reply.send(done.map(drop));
-        }
-        Write::Release(r) => {
-            let _ = r.reply.send(done.map(drop));
-        }
-        Write::Lease(l) => {
-            let _ = l
-                .reply
-                .send(done.map(|mut d| d.leased.pop().unwrap_or_default()));
-        }
-        Write::Alone(_) => unreachable!("written before the round"),
-    }
-}
-
-struct Round<'a> {
-    conn: &'a mut Conn,
-    intake: &'a IntakeSlot,
-    sealer: &'a Sealer,
-}
-
-impl Round<'_> {
-    /// One transaction: durable when it holds publishes, else relaxed. Deliveries handed to the
-    /// dispatcher are handed over once it has committed.
-    fn write(&mut self, publishes: &[PublishRequest], writes: &[Write]) -> StoreResult<Done> {
-        let mut handoff = if publishes.is_empty() {
-            None
-        } else {
-            self.intake.handoff()
-        };
-        let commit = if publishes.is_empty() {
-            Commit::Relaxed
-        } else {
-            Commit::Durable
-        };
-        let (intake_handoff, sealer) = (handoff.as_mut(), self.sealer);
-        let done = self.conn.transaction(commit, |conn| {
-            write_round(conn, publishes, writes, intake_handoff, sealer)
+/// The publishes waiting, in one durable transaction, each answered; if it fails and holds
+/// several, each is written again alone. Deliveries handed to the dispatcher are handed over
+/// once it has committed.
+fn publish_round(
+    conn: &mut Conn,
+    intake: &IntakeSlot,
+    sealer: &Sealer,
+    publishes: &mut Vec<PublishRequest>,
+) {
+    let mut write = |publishes: &[PublishRequest]| {
+        let mut handoff = intake.handoff();
+        let to_intake = handoff.as_mut();
+        let published = conn.transaction(Commit::Durable, |conn| {
+            publish::write_group(conn, publishes, to_intake, sealer)
         })?;
         if let Some(handoff) = handoff {
             handoff.finish();
         }
-        Ok(done)
+        Ok(published)
+    };
+    match write(publishes) {
+        Err(e) if publishes.len() > 1 => {
+            tracing::warn!(error = %e, "a group of publishes failed; writing them one by one");
+            for p in std::mem::take(publishes) {
+                let mut one = vec![p];
+                let outcome = write(&one);
+                group_commit::answer(&mut one, outcome);
+            }
+        }
+        outcome => group_commit::answer(publishes, outcome),
     }
 }
 
-/// A round's statements: the attempt results (and the webhooks they disable), the releases, the
-/// leases, then the publishes.
-fn write_round(
-    conn: &rusqlite::Connection,
-    publishes: &[PublishRequest],
-    writes: &[Write],
-    handoff: Option<&mut Handoff>,
+/// The queue's writes (attempt results, releases, claims' leases) in one relaxed transaction,
+/// in the order they came, each answered once it has committed. The round ends after the write
+/// in hand once a publish waits (`publish_waiting`), the rest left for the next round, so a
+/// publish never waits for more than one of the queue's writes: a retry backlog's results and
+/// leases come in many (docs/architecture.md §6). If the transaction fails and holds several
+/// writes, each is written again alone.
+fn queue_round(
+    conn: &mut Conn,
     sealer: &Sealer,
-) -> StoreResult<Done> {
-    for w in writes {
-        if let Write::Record(r) = w {
-            record::write(conn, &r.records, &r.health, sealer)?;
+    writes: &mut Vec<Write>,
+    publish_waiting: impl Fn() -> bool,
+) {
+    let mut tried = 0;
+    let outcome = conn.transaction(Commit::Relaxed, |conn| {
+        let mut leased = Vec::new();
+        for w in writes.iter() {
+            tried += 1;
+            leased.push(write_one(conn, w, sealer)?);
+            if publish_waiting() {
+                break;
+            }
         }
+        Ok(leased)
+    });
+    match outcome {
+        Ok(leased) => {
+            for (w, leased) in writes.drain(..leased.len()).zip(leased) {
+                answer(w, Ok(leased));
+            }
+        }
+        Err(e) if tried > 1 => {
+            tracing::warn!(error = %e, "a round of queue writes failed; writing them one by one");
+            for w in writes.drain(..tried) {
+                let outcome = conn.transaction(Commit::Relaxed, |conn| write_one(conn, &w, sealer));
+                answer(w, outcome);
+            }
+        }
+        Err(e) => answer(writes.remove(0), Err(e)),
     }
-    for w in writes {
-        if let Write::Record(r) = w {
+}
+
+/// One of the queue's writes, in the round's transaction: what it leased (nothing but for a
+/// lease).
+fn write_one(conn: &rusqlite::Connection, write: &Write, sealer: &Sealer) -> StoreResult<Claim> {
+    match write {
+        Write::Record(r) => {
+            record::write(conn, &r.records, &r.health, sealer)?;
             record::disable_unhealthy(conn, &r.records, &r.health, sealer)?;
         }
+        Write::Release(r) => queue::release(conn, &r.releases)?,
+        Write::Lease(l) => return claim::lease(conn, l, sealer),
+        Write::Alone(_) => unreachable!("written before the round"),
     }
-    for w in writes {
-        if let Write::Release(r) = w {
-            queue::release(conn, &r.releases)?;
+    Ok(Claim::default())
+}
+
+/// Answers one of the queue's writes.
+fn answer(write: Write, outcome: StoreResult<Claim>) {
+    match write {
+        Write::Record(r) => {
+            let _ = r.reply.send(outcome.map(drop));
         }
+        Write::Release(r) => {
+            let _ = r.reply.send(outcome.map(drop));
+        }
+        Write::Lease(l) => {
+            let _ = l.reply.send(outcome);
+        }
+        Write::Alone(_) => unreachable!("written before the round"),
     }
-    let mut leased = Vec::with_capacity(writes.len());
-    for w in writes {
-        leased.push(match w {
-            Write::Lease(l) => claim::lease(conn, l, sealer)?,
-            _ => Claim::default(),
-        });
-    }
-    let published = publish::write_group(conn, publishes, handoff, sealer)?;
-    Ok(Done { published, leased })
 }

@@ -405,7 +405,65 @@ async fn a_rate_limit_holds_past_the_webhooks_a_claim_lists(backend: Backend) {
     assert_eq!(claims.len(), 3_001);
 }
 
+/// Results sent all at once with publishes among them each land and are each answered, and a
+/// result that cannot be written (its attempt is already recorded) fails alone. On SQLite they
+/// meet in the writer, whose rounds of queue writes end early once a publish waits.
+async fn results_sent_with_publishes_land_each_and_a_bad_one_fails_alone(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    f.subscribe(&["*"]).await;
+    f.publish((0..41).map(|_| f.event("order.created")).collect())
+        .await;
+    let now = Timestamp::now();
+    let mut claimed = f.claim(now, 41, 41).await;
+    assert_eq!(claimed.len(), 41);
+    let written = result(&claimed.pop().unwrap(), 200, NextStep::Succeeded, now);
+    f.record(std::slice::from_ref(&written), now).await;
+
+    let health = HealthPolicy {
+        now,
+        disable_after: Duration::from_secs(3600),
+        operator: None,
+        circuit_after: 0,
+        probe_interval: Duration::from_secs(30),
+    };
+    let records: Vec<AttemptRecord> = claimed
+        .iter()
+        .map(|c| result(c, 200, NextStep::Succeeded, now))
+        .collect();
+    let (results, (again, published)) = tokio::join!(
+        futures_util::future::join_all(
+            records
+                .chunks(1)
+                .map(|one| f.store.record_attempts(one, &health))
+        ),
+        async {
+            tokio::join!(
+                f.store
+                    .record_attempts(std::slice::from_ref(&written), &health),
+                futures_util::future::join_all(
+                    (0..20).map(|_| f.store.publish_events(vec![f.event("order.created")]))
+                ),
+            )
+        },
+    );
+    assert!(again.is_err(), "an attempt recorded twice is refused");
+    for (i, r) in results.into_iter().enumerate() {
+        r.unwrap_or_else(|e| panic!("result {i} sent beside the bad one: {e}"));
+    }
+    for p in published {
+        p.expect("publish").pop().unwrap().expect("published");
+    }
+    for c in &claimed {
+        let d = f.delivery(c).await;
+        assert_eq!((d.status, d.attempts_made), (DeliveryStatus::Succeeded, 1));
+    }
+    assert_eq!(f.events_of_type("order.created").await, 61);
+    let due = f.claim(Timestamp::now(), 100, 100).await;
+    assert_eq!(due.len(), 20, "each publish made its delivery");
+}
+
 contract!(
+    results_sent_with_publishes_land_each_and_a_bad_one_fails_alone,
     a_rate_limit_holds_past_the_webhooks_a_claim_lists,
     a_rate_limit_is_left_to_the_node_that_holds_it,
     a_claim_leases_what_it_returns_and_a_second_claim_skips_it,

@@ -6,7 +6,6 @@ use crate::domain::Timestamp;
 use crate::store::operator::OperatorPolicy;
 use crate::store::{AttemptRecord, HealthPolicy, NextStep, Queue, Release, StoreResult};
 use crate::telemetry::{Metrics, StoreOp};
-use futures_util::future::join_all;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -57,17 +56,18 @@ pub async fn record(
         };
         if !records.is_empty() {
             // First attempts' results in one write; with retries among them, in writes of the
-            // size the store asks, all sent at once, each tried again on its own.
+            // size the store asks, one after another: a webhook's failures in a row and its
+            // pauses are kept in the order the results came.
             let per_write = match records.iter().any(|r| r.attempt.number > 1) {
                 true => store.retry_records_per_write().max(1),
                 false => records.len(),
             };
-            join_all(records.chunks(per_write).map(|records| {
+            for records in records.chunks(per_write) {
                 write_with_retries("recording attempts", || {
                     metrics.time_store(StoreOp::Record, store.record_attempts(records, &health))
                 })
-            }))
-            .await;
+                .await;
+            }
         }
         let mut retries = false;
         // A spent delivery or a 410 may have published events (`webhook.disabled`, operator

@@ -322,10 +322,10 @@ pub trait Queue: Send + Sync + 'static {
         records: &[AttemptRecord],
         health: &HealthPolicy,
     ) -> StoreResult<()>;
-    /// The most retries' results to send [`Queue::record_attempts`] at once. A backend with one
-    /// writer (SQLite) says a few: a publish waits for the write in hand, and a retry backlog's
-    /// results would otherwise come in hundreds (issue 18: fresh deliveries first). The others
-    /// write results beside publishes and take any number.
+    /// The most results to send [`Queue::record_attempts`] at once when retries are among them.
+    /// A backend with one writer (SQLite) says a few: a publish waits for the write in hand, and
+    /// a retry backlog's results would otherwise come in hundreds (issue 18: fresh deliveries
+    /// first). The others write results beside publishes and take any number.
     fn retry_records_per_write(&self) -> usize {
         usize::MAX
     }

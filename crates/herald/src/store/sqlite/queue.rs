@@ -15,9 +15,9 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// Retries' results per write: a publish waits for at most one write of the queue's (the
-/// writer's [`super::writer`] rounds), and a write of 32 results takes a fraction of a
-/// millisecond (docs/BENCHMARKS.md).
+/// Retries' results per write: a publish waits for one of the queue's writes at most (the
+/// writer's [`super::writer`] rounds), so the shorter each is, the shorter that wait; 32 was
+/// measured against a retry backlog's drain (docs/BENCHMARKS.md).
 const RETRY_RECORDS_PER_WRITE: usize = 32;
 
 /// See [`next_due_sql`].

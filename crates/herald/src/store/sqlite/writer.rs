@@ -4,8 +4,8 @@
 //! Publishes and the queue's writes (attempt results, claims' leases, releases) are group
 //! committed: whatever has queued is written together, one transaction for the publishes and
 //! one for the queue's writes per round, as one set-based statement per kind where it can. A
-//! publish waits for no more than one of the queue's writes: their transaction ends after the
-//! write in hand once a publish waits. sqlx's SQLite driver runs every query on a thread
+//! publish waits for one of the queue's writes at most: their transaction ends after the write
+//! in hand once a publish waits (the rare writes of their own, below, run whole). sqlx's SQLite driver runs every query on a thread
 //! of its own and sends each statement's result and each row back through a channel; on few
 //! cores those wake-ups, not SQLite, were most of a round's time (docs/BENCHMARKS.md). So rounds
 //! run here with rusqlite, every statement prepared once and taken from the connection's cache:
@@ -16,8 +16,8 @@
 //! SQLite's single-writer rule without `SQLITE_BUSY`: readers (the store's sqlx pool) are
 //! read-only connections and never wait on it.
 //!
-//! If a round with several requests fails, each is written again alone, so one bad request
-//! fails alone.
+//! If a transaction with several requests fails, each is written again alone, so one bad
+//! request fails alone.
 
 use super::checkpointer::{Checkpoints, WRITER_CHECKPOINT_PAGES};
 use super::claim::{self, LeaseRequest};
@@ -289,11 +289,12 @@ fn publish_round(
 }
 
 /// The queue's writes (attempt results, releases, claims' leases) in one relaxed transaction,
-/// in the order they came, each answered once it has committed. The round ends after the write
-/// in hand once a publish waits (`publish_waiting`), the rest left for the next round, so a
-/// publish never waits for more than one of the queue's writes: a retry backlog's results and
-/// leases come in many (docs/architecture.md §6). If the transaction fails and holds several
-/// writes, each is written again alone.
+/// in the order they came, each answered once it has committed. The transaction ends after the
+/// write in hand once a publish waits (`publish_waiting`), the rest left for the next round, so
+/// a publish waits for one of the queue's writes at most: a retry backlog's results and leases
+/// come in many (docs/architecture.md §6). If the transaction fails and held several writes,
+/// each is written again alone, until a publish waits; if it failed before its first write
+/// (it could not begin), that write has the error and its sender tries again.
 fn queue_round(
     conn: &mut Conn,
     sealer: &Sealer,
@@ -320,9 +321,13 @@ fn queue_round(
         }
         Err(e) if tried > 1 => {
             tracing::warn!(error = %e, "a round of queue writes failed; writing them one by one");
-            for w in writes.drain(..tried) {
+            for _ in 0..tried {
+                let w = writes.remove(0);
                 let outcome = conn.transaction(Commit::Relaxed, |conn| write_one(conn, &w, sealer));
                 answer(w, outcome);
+                if publish_waiting() {
+                    break;
+                }
             }
         }
         Err(e) => answer(writes.remove(0), Err(e)),
@@ -359,3 +364,7 @@ fn answer(write: Write, outcome: StoreResult<Claim>) {
         Write::Alone(_) => unreachable!("written before the round"),
     }
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

@@ -407,7 +407,8 @@ async fn a_rate_limit_holds_past_the_webhooks_a_claim_lists(backend: Backend) {
 
 /// Results sent all at once with publishes among them each land and are each answered, and a
 /// result that cannot be written (its attempt is already recorded) fails alone. On SQLite they
-/// meet in the writer, whose rounds of queue writes end early once a publish waits.
+/// can meet in the writer, whose rounds of queue writes end early once a publish waits (its
+/// unit tests, `store::sqlite::writer::tests`, make them meet).
 async fn results_sent_with_publishes_land_each_and_a_bad_one_fails_alone(backend: Backend) {
     let f = Fixture::new(backend).await;
     f.subscribe(&["*"]).await;

@@ -30,14 +30,13 @@
 //! claims never hold two of one key at once).
 //!
 //! [`Lanes`] is bookkeeping only, with no I/O and no clock of its own, so it is tested here
-//! without a server; [`SharedLanes`] puts it behind the lock the scheduler and publishing share.
+//! without a server (`lanes/tests.rs`); pauses and the circuit are in `lanes/flow.rs`;
+//! [`SharedLanes`] puts it behind the lock the scheduler and publishing share.
 
 use crate::domain::{Timestamp, WebhookId};
-use crate::store::{ClaimedDelivery, Intake, Release};
+use crate::store::{ClaimedDelivery, Release};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// Deliveries held per worker (and per unit of per-webhook concurrency): one being attempted,
 /// seven claimed ahead, so that one claim feeds a busy webhook for a while rather than one claim
@@ -440,70 +439,6 @@ impl Lanes {
         }
     }
 
-    /// The receiver of `webhook` asked it to wait until `until`: its waiting deliveries go back
-    /// ([`Lanes::take_given_back`]), and until [`Lanes::resume`] lets it go on, so does what is
-    /// claimed or handed over for it. Attempts already under way finish.
-    pub fn pause(&mut self, webhook: &WebhookId, until: Timestamp) {
-        let at = self.paused.entry(webhook.clone()).or_insert(until);
-        *at = (*at).max(until);
-        self.give_back_waiting(webhook);
-    }
-
-    fn give_back_waiting(&mut self, webhook: &WebhookId) {
-        let Some(lane) = self.by_webhook.get_mut(webhook) else {
-            return;
-        };
-        let waiting: Vec<Held> = lane.waiting.drain(..).collect();
-        self.held -= waiting.len();
-        self.given_back
-            .extend(waiting.into_iter().map(|h| release_of(h.claim)));
-        if lane.held() == 0 {
-            self.by_webhook.remove(webhook);
-        }
-    }
-
-    /// Opens circuits after `after` failed attempts in a row (0: never), probed every
-    /// `probe_interval`.
-    pub fn with_circuit(mut self, after: u32, probe_interval: Duration) -> Self {
-        self.circuit_after = after;
-        self.probe_interval = probe_interval;
-        self
-    }
-
-    /// An attempt to `webhook` succeeded or failed, seen at `now`. At `circuit_after` failures
-    /// in a row it is paused here for a probe interval ([`Lanes::pause`]: what it holds goes
-    /// back, and so does what a claim under way brings, until the store's circuit, written a
-    /// moment later, sends the first probe), and it takes no hand-overs until a success.
-    pub fn attempted(&mut self, webhook: &WebhookId, succeeded: bool, now: Timestamp) {
-        if succeeded || self.circuit_after == 0 {
-            self.failures.remove(webhook);
-            return;
-        }
-        let n = self.failures.entry(webhook.clone()).or_default();
-        *n += 1;
-        if *n == self.circuit_after {
-            self.pause(webhook, now.plus(self.probe_interval));
-        }
-    }
-
-    fn circuit_open(&self, webhook: &WebhookId) -> bool {
-        self.circuit_after > 0
-            && self
-                .failures
-                .get(webhook)
-                .is_some_and(|n| *n >= self.circuit_after)
-    }
-
-    /// Ends the pauses that are over at `now`.
-    pub fn resume(&mut self, now: Timestamp) {
-        self.paused.retain(|_, until| *until > now);
-    }
-
-    /// The leases of deliveries of paused webhooks, to give back.
-    pub fn take_given_back(&mut self) -> Vec<Release> {
-        std::mem::take(&mut self.given_back)
-    }
-
     /// How many more deliveries a claim may bring: the room first attempts' hand-overs have
     /// to themselves is left.
     pub fn room(&self) -> usize {
@@ -563,48 +498,9 @@ impl Lanes {
     }
 }
 
-/// The lanes, shared by the scheduler and publishing's hand-overs.
-pub struct SharedLanes {
-    lanes: Mutex<Lanes>,
-    /// Rung when publishing hands deliveries over.
-    pub handed: Notify,
-}
-
-impl SharedLanes {
-    pub fn new(lanes: Lanes) -> Self {
-        Self {
-            lanes: Mutex::new(lanes),
-            handed: Notify::new(),
-        }
-    }
-
-    pub fn lock(&self) -> MutexGuard<'_, Lanes> {
-        self.lanes.lock().expect("lanes lock")
-    }
-}
-
-impl Intake for SharedLanes {
-    fn reserve(&self, webhook: &WebhookId) -> bool {
-        self.lock().reserve(webhook)
-    }
-
-    fn hand_over(
-        &self,
-        claims: Vec<ClaimedDelivery>,
-        claimed_at: Timestamp,
-        lease_until: Timestamp,
-    ) {
-        self.lock().hand_over(claims, claimed_at, lease_until);
-        self.handed.notify_one();
-    }
-
-    fn cancel(&self, webhooks: &[WebhookId]) {
-        let mut lanes = self.lock();
-        for webhook in webhooks {
-            lanes.unreserve(webhook);
-        }
-    }
-}
+mod flow;
+mod shared;
+pub use shared::SharedLanes;
 
 #[cfg(test)]
 mod tests;

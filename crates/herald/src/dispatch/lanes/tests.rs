@@ -5,6 +5,7 @@ use crate::domain::{
     AccountId, DeliveryId, Event, EventFilter, EventId, PayloadFormat, RetryPolicy, SigningMode,
     SigningSecret, Webhook, WebhookKind, WebhookOrdering, WebhookStatus, WebhookUrl,
 };
+use crate::store::Intake;
 use futures_util::FutureExt;
 use std::collections::HashSet;
 

@@ -5,11 +5,13 @@
 //! committed: whatever has queued is written together, one transaction for the publishes and
 //! one for the queue's writes per round, as one set-based statement per kind where it can. A
 //! publish waits for one of the queue's writes at most: their transaction ends after the write
-//! in hand once a publish waits (the rare writes of their own, below, run whole). sqlx's SQLite driver runs every query on a thread
-//! of its own and sends each statement's result and each row back through a channel; on few
-//! cores those wake-ups, not SQLite, were most of a round's time (docs/BENCHMARKS.md). So rounds
-//! run here with rusqlite, every statement prepared once and taken from the connection's cache:
-//! the only wake-ups left are the request that starts a round and the answers that end it.
+//! in hand once a publish waits (the rare writes of their own, below, run whole).
+//!
+//! sqlx's SQLite driver runs every query on a thread of its own and sends each statement's
+//! result and each row back through a channel; on few cores those wake-ups, not SQLite, were
+//! most of a round's time (docs/BENCHMARKS.md). So rounds run here with rusqlite, every
+//! statement prepared once and taken from the connection's cache: the only wake-ups left are
+//! the request that starts a round and the answers that end it.
 //!
 //! The other writes (accounts, webhooks, jobs, manual retries, retention) are rare; each is a
 //! transaction of its own ([`Alone`]), run between rounds. One connection writing is what keeps

@@ -114,15 +114,8 @@ impl Fixture {
     }
 
     async fn record(&self, records: &[AttemptRecord], now: Timestamp) {
-        let health = HealthPolicy {
-            now,
-            disable_after: Duration::from_secs(3600),
-            operator: None,
-            circuit_after: 0,
-            probe_interval: Duration::from_secs(30),
-        };
         self.store
-            .record_attempts(records, &health)
+            .record_attempts(records, &health(now))
             .await
             .expect("record attempts");
     }
@@ -213,6 +206,18 @@ fn webhook(
         rate_limit: None,
         ordering: WebhookOrdering::None,
         held: false,
+    }
+}
+
+/// The results' policy at `now`: a webhook is disabled after an hour of failures, no operator,
+/// no circuit breaker.
+fn health(now: Timestamp) -> HealthPolicy {
+    HealthPolicy {
+        now,
+        disable_after: Duration::from_secs(3600),
+        operator: None,
+        circuit_after: 0,
+        probe_interval: Duration::from_secs(30),
     }
 }
 

@@ -420,13 +420,7 @@ async fn results_sent_with_publishes_land_each_and_a_bad_one_fails_alone(backend
     let written = result(&claimed.pop().unwrap(), 200, NextStep::Succeeded, now);
     f.record(std::slice::from_ref(&written), now).await;
 
-    let health = HealthPolicy {
-        now,
-        disable_after: Duration::from_secs(3600),
-        operator: None,
-        circuit_after: 0,
-        probe_interval: Duration::from_secs(30),
-    };
+    let health = health(now);
     let records: Vec<AttemptRecord> = claimed
         .iter()
         .map(|c| result(c, 200, NextStep::Succeeded, now))

@@ -2,6 +2,12 @@
 //! scan never holds up the writer; the writer thread then leases those still due, in its next
 //! round, and reads them back with their events and webhooks.
 //!
+//! The candidates come webhook by webhook when the webhooks with pending work have less room
+//! between them than the claim asks and some webhook is left out (at its cap, or closed by its
+//! gates): the due-order window would walk the left-out backlogs in the due index to find none
+//! of theirs, a down endpoint's whole backlog on every claim (docs/architecture.md §4).
+//! Otherwise they come in due order, webhook by webhook only where that window is crowded.
+//!
 //! A listener webhook (`herald listen`) counts as claimable only for the node holding its stream
 //! (`listener_node`), as on PostgreSQL; with SQLite there is one node, so this only keeps a
 //! restarted server (a new node id) from claiming for a stream it does not hold.
@@ -83,6 +89,22 @@ impl SqliteStore {
         // Closed webhooks count as at their cap: both are left out of the due window, which a
         // backlog at its cap would otherwise fill.
         let full = crate::store::saturated_webhooks(req);
+        let mut picked = Vec::new();
+        // With webhooks left out, the due-order scan walks their due deliveries to find none
+        // of theirs: all of a down endpoint's, on every claim. So when the webhooks with
+        // pending work have less room between them than the claim asks, each one's room is
+        // taken from its own index instead (as on PostgreSQL); with more, no choice is lost
+        // by the due order.
+        let mut hooks = None;
+        if !full.is_empty() {
+            let listed = pending_webhooks(&mut conn, &req.node).await?;
+            if listed.all && room(&listed.active, req) < req.limit {
+                claim_per_webhook(&mut conn, req, &mut picked, listed.active).await?;
+                drop(conn);
+                return self.lease_picked(req, picked, gates).await;
+            }
+            hooks = Some(listed.active);
+        }
         let full = serde_json::to_string(&full).expect("strings serialize");
         let window = req.limit * 4;
         let candidates: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(DUE.as_str()))
@@ -92,20 +114,28 @@ impl SqliteStore {
             .bind(&full)
             .fetch_all(&mut *conn)
             .await?;
-        let mut picked: Vec<(String, String)> = {
-            let ids = crate::store::pick_within_caps(&candidates, req);
-            candidates
-                .iter()
-                .filter(|(d, _)| ids.contains(d))
-                .cloned()
-                .collect()
-        };
+        let ids = crate::store::pick_within_caps(&candidates, req);
+        picked.extend(candidates.iter().filter(|(d, _)| ids.contains(d)).cloned());
         if candidates.len() == window && picked.len() < req.limit {
             // The due window is crowded by webhooks at their cap (a slow endpoint's backlog):
             // look webhook by webhook, so that backlog never hides the others' due work.
-            claim_per_webhook(&mut conn, req, &mut picked).await?;
+            let hooks = match hooks {
+                Some(hooks) => hooks,
+                None => pending_webhooks(&mut conn, &req.node).await?.active,
+            };
+            claim_per_webhook(&mut conn, req, &mut picked, hooks).await?;
         }
         drop(conn);
+        self.lease_picked(req, picked, gates).await
+    }
+
+    /// Has the writer lease what the claim picked (those still due) and read them back.
+    async fn lease_picked(
+        &self,
+        req: &ClaimRequest,
+        picked: Vec<(String, String)>,
+        gates: Gates,
+    ) -> StoreResult<Claim> {
         if picked.is_empty() {
             return Ok(Claim::left(Vec::new(), gates.after([])));
         }
@@ -135,26 +165,66 @@ static FLOW_ROWS: LazyLock<String> = LazyLock::new(|| {
 /// Most webhooks one claim looks at one by one.
 const MAX_WEBHOOKS_PER_CLAIM: i64 = 1000;
 
-/// Adds to `picked`, up to the limit, due deliveries of webhooks with room, looked up webhook by
-/// webhook through `deliveries_pending_by_webhook`. The webhooks with pending work are listed
-/// by a loose index scan (one index seek each), in random order for fairness.
-async fn claim_per_webhook(
+/// The webhooks with pending work, listed by a loose index scan over
+/// `deliveries_pending_by_webhook` (one index seek each, at most [`MAX_WEBHOOKS_PER_CLAIM`]).
+struct PendingWebhooks {
+    /// Those active and claimable by this node.
+    active: Vec<String>,
+    /// Whether the listing holds them all (it was not cut at the limit).
+    all: bool,
+}
+
+async fn pending_webhooks(
     conn: &mut sqlx::SqliteConnection,
-    req: &ClaimRequest,
-    picked: &mut Vec<(String, String)>,
-) -> StoreResult<()> {
-    let mut hooks: Vec<String> = sqlx::query_scalar(
+    node: &str,
+) -> StoreResult<PendingWebhooks> {
+    let listed: Vec<(String, bool)> = sqlx::query_as(
         "WITH RECURSIVE hooks(id, n) AS (
            SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' ORDER BY webhook_id LIMIT 1), 1
            UNION ALL
            SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > hooks.id
                    ORDER BY webhook_id LIMIT 1), n + 1
            FROM hooks WHERE hooks.id IS NOT NULL AND n < ?1)
-         SELECT id FROM hooks WHERE id IS NOT NULL",
+         SELECT h.id, w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = ?2)
+         FROM hooks h JOIN webhooks w ON w.id = h.id",
     )
     .bind(MAX_WEBHOOKS_PER_CLAIM)
+    .bind(node)
     .fetch_all(&mut *conn)
     .await?;
+    Ok(PendingWebhooks {
+        all: (listed.len() as i64) < MAX_WEBHOOKS_PER_CLAIM,
+        active: listed
+            .into_iter()
+            .filter_map(|(id, active)| active.then_some(id))
+            .collect(),
+    })
+}
+
+/// The room `hooks` have between them: each webhook's cap less what it has in flight.
+fn room(hooks: &[String], req: &ClaimRequest) -> usize {
+    hooks
+        .iter()
+        .map(|h| {
+            let used = req
+                .in_flight
+                .get(&WebhookId::from_trusted(h.clone()))
+                .copied()
+                .unwrap_or(0);
+            req.per_webhook_cap.saturating_sub(used)
+        })
+        .sum()
+}
+
+/// Adds to `picked`, up to the limit, due deliveries of `hooks` (webhooks with pending work)
+/// that have room, looked up webhook by webhook through `deliveries_pending_by_webhook`, in
+/// random order for fairness.
+async fn claim_per_webhook(
+    conn: &mut sqlx::SqliteConnection,
+    req: &ClaimRequest,
+    picked: &mut Vec<(String, String)>,
+    mut hooks: Vec<String>,
+) -> StoreResult<()> {
     {
         use rand::seq::SliceRandom;
         hooks.shuffle(&mut rand::rng());

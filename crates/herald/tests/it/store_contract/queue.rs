@@ -148,6 +148,44 @@ async fn a_backlog_at_its_cap_does_not_hide_other_webhooks_due_work(backend: Bac
     );
 }
 
+/// A claim with more room than the webhooks with pending work have between them, beside a
+/// backlog at its cap: it takes each webhook's due work from its own index, and none of a
+/// disabled webhook's.
+async fn a_claim_with_room_to_spare_beside_a_backlog_takes_each_webhooks_due_work(
+    backend: Backend,
+) {
+    let f = Fixture::new(backend).await;
+    let slow = f.subscribe(&["slow.*"]).await;
+    let off = f.subscribe(&["off.*"]).await;
+    let other = f.subscribe(&["other.*"]).await;
+    f.publish((0..50).map(|_| f.event("slow.x")).collect())
+        .await;
+    f.publish((0..5).map(|_| f.event("off.x")).collect()).await;
+    let done = f.store.set_webhook_status(
+        None,
+        &off.id,
+        WebhookStatus::Disabled,
+        None,
+        Timestamp::now(),
+    );
+    assert!(done.await.unwrap().is_some());
+    f.publish((0..3).map(|_| f.event("other.x")).collect())
+        .await;
+    let now = Timestamp::now();
+    // `slow` at its cap of 4; `other` has 4 of room, less than the 100 asked.
+    let claimed = f.claim_with(now, 100, 4, &[(&slow.id, 4)]).await;
+    assert_eq!(
+        per_webhook(&claimed),
+        BTreeMap::from([(other.id.clone(), 3)])
+    );
+    // Room for 2 of `slow`'s now (none left out: in due order): two of its, nothing else.
+    let claimed = f.claim_with(now, 100, 4, &[(&slow.id, 2)]).await;
+    assert_eq!(
+        per_webhook(&claimed),
+        BTreeMap::from([(slow.id.clone(), 2)])
+    );
+}
+
 /// As above with more webhooks with pending work than a claim looks at one by one (1,000): a
 /// backlog at its cap that fills the due window never hides the due work of a webhook past them.
 async fn a_backlog_at_its_cap_does_not_hide_a_webhook_past_the_listing(backend: Backend) {
@@ -466,6 +504,7 @@ contract!(
     a_late_result_of_a_lost_lease_is_kept_but_changes_nothing,
     a_claim_keeps_to_the_per_webhook_cap_and_its_limit,
     a_backlog_at_its_cap_does_not_hide_other_webhooks_due_work,
+    a_claim_with_room_to_spare_beside_a_backlog_takes_each_webhooks_due_work,
     a_backlog_at_its_cap_does_not_hide_a_webhook_past_the_listing,
     a_released_lease_is_due_again_at_once,
     a_gone_or_long_failing_webhook_is_disabled_and_announced,

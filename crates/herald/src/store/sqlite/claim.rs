@@ -94,16 +94,19 @@ impl SqliteStore {
         // of theirs: all of a down endpoint's, on every claim. So when the webhooks with
         // pending work have less room between them than the claim asks, each one's room is
         // taken from its own index instead (as on PostgreSQL); with more, no choice is lost
-        // by the due order.
+        // by the due order. Every webhook not left out has room for one at least, so a listing
+        // longer than the limit and those left out is not needed to tell: one cut there takes
+        // the due window.
         let mut hooks = None;
         if !full.is_empty() {
-            let listed = pending_webhooks(&mut conn, &req.node).await?;
+            let enough = (req.limit + full.len() + 1) as i64;
+            let listed = pending_webhooks(&mut conn, &req.node, enough).await?;
             if listed.all && room(&listed.active, req) < req.limit {
                 claim_per_webhook(&mut conn, req, &mut picked, listed.active).await?;
                 drop(conn);
                 return self.lease_picked(req, picked, gates).await;
             }
-            hooks = Some(listed.active);
+            hooks = listed.all.then_some(listed.active);
         }
         let full = serde_json::to_string(&full).expect("strings serialize");
         let window = req.limit * 4;
@@ -121,7 +124,11 @@ impl SqliteStore {
             // look webhook by webhook, so that backlog never hides the others' due work.
             let hooks = match hooks {
                 Some(hooks) => hooks,
-                None => pending_webhooks(&mut conn, &req.node).await?.active,
+                None => {
+                    pending_webhooks(&mut conn, &req.node, MAX_WEBHOOKS_PER_CLAIM)
+                        .await?
+                        .active
+                }
             };
             claim_per_webhook(&mut conn, req, &mut picked, hooks).await?;
         }
@@ -166,17 +173,18 @@ static FLOW_ROWS: LazyLock<String> = LazyLock::new(|| {
 const MAX_WEBHOOKS_PER_CLAIM: i64 = 1000;
 
 /// The webhooks with pending work, listed by a loose index scan over
-/// `deliveries_pending_by_webhook` (one index seek each, at most [`MAX_WEBHOOKS_PER_CLAIM`]).
+/// `deliveries_pending_by_webhook` (one index seek each, at most `max`).
 struct PendingWebhooks {
     /// Those active and claimable by this node.
     active: Vec<String>,
-    /// Whether the listing holds them all (it was not cut at the limit).
+    /// Whether the listing holds them all (it was not cut at its `max`).
     all: bool,
 }
 
 async fn pending_webhooks(
     conn: &mut sqlx::SqliteConnection,
     node: &str,
+    max: i64,
 ) -> StoreResult<PendingWebhooks> {
     let listed: Vec<(String, bool)> = sqlx::query_as(
         "WITH RECURSIVE hooks(id, n) AS (
@@ -188,12 +196,12 @@ async fn pending_webhooks(
          SELECT h.id, w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = ?2)
          FROM hooks h JOIN webhooks w ON w.id = h.id",
     )
-    .bind(MAX_WEBHOOKS_PER_CLAIM)
+    .bind(max.min(MAX_WEBHOOKS_PER_CLAIM))
     .bind(node)
     .fetch_all(&mut *conn)
     .await?;
     Ok(PendingWebhooks {
-        all: (listed.len() as i64) < MAX_WEBHOOKS_PER_CLAIM,
+        all: (listed.len() as i64) < max.min(MAX_WEBHOOKS_PER_CLAIM),
         active: listed
             .into_iter()
             .filter_map(|(id, active)| active.then_some(id))

@@ -2,11 +2,13 @@
 //! scan never holds up the writer; the writer thread then leases those still due, in its next
 //! round, and reads them back with their events and webhooks.
 //!
-//! The candidates come webhook by webhook when the webhooks with pending work have less room
-//! between them than the claim asks and some webhook is left out (at its cap, or closed by its
-//! gates): the due-order window would walk the left-out backlogs in the due index to find none
-//! of theirs, a down endpoint's whole backlog on every claim (docs/architecture.md §4).
-//! Otherwise they come in due order, webhook by webhook only where that window is crowded.
+//! The candidates come webhook by webhook when some webhook is left out (at its cap, or closed
+//! by its gates) and the webhooks with pending work, all listed, have less room between them
+//! than the claim asks: the due-order window would walk the left-out backlogs in the due index
+//! to find none of theirs, a down endpoint's whole backlog on every claim. Otherwise they come
+//! in due order, which still walks those backlogs where the window does not fill, and webhook
+//! by webhook where webhooks reaching their cap within the window crowd it
+//! (docs/architecture.md §4).
 //!
 //! A listener webhook (`herald listen`) counts as claimable only for the node holding its stream
 //! (`listener_node`), as on PostgreSQL; with SQLite there is one node, so this only keeps a
@@ -94,9 +96,9 @@ impl SqliteStore {
         // of theirs: all of a down endpoint's, on every claim. So when the webhooks with
         // pending work have less room between them than the claim asks, each one's room is
         // taken from its own index instead (as on PostgreSQL); with more, no choice is lost
-        // by the due order. Every webhook not left out has room for one at least, so a listing
-        // longer than the limit and those left out is not needed to tell: one cut there takes
-        // the due window.
+        // by the due order. Every active webhook not left out has room for one at least, so the
+        // listing stops at the limit and those left out, one more: one cut there (or by
+        // disabled webhooks with pending work among them) takes the due window.
         let mut hooks = None;
         if !full.is_empty() {
             let enough = (req.limit + full.len() + 1) as i64;
@@ -120,8 +122,9 @@ impl SqliteStore {
         let ids = crate::store::pick_within_caps(&candidates, req);
         picked.extend(candidates.iter().filter(|(d, _)| ids.contains(d)).cloned());
         if candidates.len() == window && picked.len() < req.limit {
-            // The due window is crowded by webhooks at their cap (a slow endpoint's backlog):
-            // look webhook by webhook, so that backlog never hides the others' due work.
+            // The due window is crowded by webhooks that reach their cap within it (a busy
+            // endpoint's backlog): look webhook by webhook, so that backlog never hides the
+            // others' due work.
             let hooks = match hooks {
                 Some(hooks) => hooks,
                 None => {

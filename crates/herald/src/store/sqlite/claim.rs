@@ -97,8 +97,8 @@ impl SqliteStore {
         // pending work have less room between them than the claim asks, each one's room is
         // taken from its own index instead (as on PostgreSQL); with more, no choice is lost
         // by the due order. Every active webhook not left out has room for one at least, so the
-        // listing stops at the limit and those left out, one more: one cut there (or by
-        // disabled webhooks with pending work among them) takes the due window.
+        // listing stops at the limit and those left out, one more, of the active ones: one cut
+        // there (or at 1,000 in all) takes the due window.
         let mut hooks = None;
         if !full.is_empty() {
             let enough = (req.limit + full.len() + 1) as i64;
@@ -176,38 +176,44 @@ static FLOW_ROWS: LazyLock<String> = LazyLock::new(|| {
 const MAX_WEBHOOKS_PER_CLAIM: i64 = 1000;
 
 /// The webhooks with pending work, listed by a loose index scan over
-/// `deliveries_pending_by_webhook` (one index seek each, at most `max`).
+/// `deliveries_pending_by_webhook` (one index seek each): at most `active_max` of those active
+/// and claimable by this node, and at most [`MAX_WEBHOOKS_PER_CLAIM`] in all.
 struct PendingWebhooks {
     /// Those active and claimable by this node.
     active: Vec<String>,
-    /// Whether the listing holds them all (it was not cut at its `max`).
+    /// Whether the listing holds them all (it was not cut).
     all: bool,
 }
+
+/// The listing: each step takes the next webhook with pending work (`k` counts them, `n` the
+/// active ones before it); a last row with no webhook says the listing is whole.
+const PENDING_WEBHOOKS: &str = "WITH RECURSIVE hooks(id, k, n) AS (
+       SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' ORDER BY webhook_id LIMIT 1), 1, 0
+       UNION ALL
+       SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > hooks.id
+               ORDER BY webhook_id LIMIT 1), k + 1,
+              n + (SELECT count(*) FROM webhooks w WHERE w.id = hooks.id AND w.status = 'active'
+                   AND (w.listener_node IS NULL OR w.listener_node = ?2))
+       FROM hooks WHERE hooks.id IS NOT NULL AND k < ?1 AND n < ?3)
+     SELECT h.id, coalesce(w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = ?2), 0)
+     FROM hooks h LEFT JOIN webhooks w ON w.id = h.id";
 
 async fn pending_webhooks(
     conn: &mut sqlx::SqliteConnection,
     node: &str,
-    max: i64,
+    active_max: i64,
 ) -> StoreResult<PendingWebhooks> {
-    let listed: Vec<(String, bool)> = sqlx::query_as(
-        "WITH RECURSIVE hooks(id, n) AS (
-           SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' ORDER BY webhook_id LIMIT 1), 1
-           UNION ALL
-           SELECT (SELECT webhook_id FROM deliveries WHERE status = 'pending' AND webhook_id > hooks.id
-                   ORDER BY webhook_id LIMIT 1), n + 1
-           FROM hooks WHERE hooks.id IS NOT NULL AND n < ?1)
-         SELECT h.id, w.status = 'active' AND (w.listener_node IS NULL OR w.listener_node = ?2)
-         FROM hooks h JOIN webhooks w ON w.id = h.id",
-    )
-    .bind(max.min(MAX_WEBHOOKS_PER_CLAIM))
-    .bind(node)
-    .fetch_all(&mut *conn)
-    .await?;
+    let listed: Vec<(Option<String>, bool)> = sqlx::query_as(PENDING_WEBHOOKS)
+        .bind(MAX_WEBHOOKS_PER_CLAIM)
+        .bind(node)
+        .bind(active_max)
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(PendingWebhooks {
-        all: (listed.len() as i64) < max.min(MAX_WEBHOOKS_PER_CLAIM),
+        all: listed.iter().any(|(id, _)| id.is_none()),
         active: listed
             .into_iter()
-            .filter_map(|(id, active)| active.then_some(id))
+            .filter_map(|(id, active)| id.filter(|_| active))
             .collect(),
     })
 }

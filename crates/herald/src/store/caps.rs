@@ -6,6 +6,16 @@ use super::ClaimRequest;
 use crate::domain::WebhookId;
 use std::collections::{HashMap, HashSet};
 
+impl ClaimRequest {
+    /// What `webhook` already has in flight on this node.
+    pub(crate) fn in_flight_of(&self, webhook: &str) -> usize {
+        self.in_flight
+            .get(&WebhookId::from_trusted(webhook.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
 /// Chooses, from due candidates `(delivery, webhook)` in due order, those that fit the
 /// per-webhook cap (counting what is already in flight), up to the limit. Both backends claim
 /// with it.
@@ -22,12 +32,9 @@ pub(crate) fn pick_more(
 ) -> Vec<String> {
     let mut used: HashMap<&str, usize> = HashMap::new();
     for (_, webhook) in already {
-        *used.entry(webhook.as_str()).or_insert_with(|| {
-            req.in_flight
-                .get(&WebhookId::from_trusted(webhook.clone()))
-                .copied()
-                .unwrap_or(0)
-        }) += 1;
+        *used
+            .entry(webhook.as_str())
+            .or_insert_with(|| req.in_flight_of(webhook)) += 1;
     }
     let taken: HashSet<&str> = already.iter().map(|(d, _)| d.as_str()).collect();
     let mut picked = Vec::new();
@@ -38,12 +45,9 @@ pub(crate) fn pick_more(
         if taken.contains(delivery.as_str()) {
             continue;
         }
-        let n = used.entry(webhook.as_str()).or_insert_with(|| {
-            req.in_flight
-                .get(&WebhookId::from_trusted(webhook.clone()))
-                .copied()
-                .unwrap_or(0)
-        });
+        let n = used
+            .entry(webhook.as_str())
+            .or_insert_with(|| req.in_flight_of(webhook));
         if *n < req.per_webhook_cap {
             *n += 1;
             picked.push(delivery.clone());

@@ -47,7 +47,7 @@
 //! node holds its head), and the scan usually stops at its first row.
 
 use super::PgStore;
-use crate::domain::{DeliveryId, WebhookId};
+use crate::domain::DeliveryId;
 use crate::store::ordering::heads_its_key;
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_row};
 use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, Locking, StoreResult};
@@ -219,13 +219,8 @@ impl Pick {
         // A `fifo` webhook has one delivery claimable at most: asking for more would read its
         // whole backlog to find none (see `heads_its_key`).
         let room = |hook: &str, fifo: bool| {
-            let used = req
-                .in_flight
-                .get(&WebhookId::from_trusted(hook.to_owned()))
-                .copied()
-                .unwrap_or(0);
             let cap = if fifo { 1 } else { req.per_webhook_cap };
-            cap.saturating_sub(used)
+            cap.saturating_sub(req.in_flight_of(hook))
         };
         let (mut hooks, mut rooms, mut left_out) = (Vec::new(), Vec::new(), Vec::new());
         for (hook, active, fifo) in pending {
@@ -385,7 +380,7 @@ impl PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Timestamp;
+    use crate::domain::{Timestamp, WebhookId};
     use std::collections::HashMap;
 
     fn request(limit: usize, in_flight: &[(&str, usize)]) -> ClaimRequest {

@@ -22,7 +22,7 @@
 use super::SqliteStore;
 use super::batch::Batch;
 use super::writer::Write;
-use crate::domain::{DeliveryId, Timestamp, Webhook, WebhookId};
+use crate::domain::{DeliveryId, Timestamp, Webhook};
 use crate::store::ordering::heads_its_key;
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_rusqlite};
 use crate::store::seal::Sealer;
@@ -222,14 +222,7 @@ async fn pending_webhooks(
 fn room(hooks: &[String], req: &ClaimRequest) -> usize {
     hooks
         .iter()
-        .map(|h| {
-            let used = req
-                .in_flight
-                .get(&WebhookId::from_trusted(h.clone()))
-                .copied()
-                .unwrap_or(0);
-            req.per_webhook_cap.saturating_sub(used)
-        })
+        .map(|h| req.per_webhook_cap.saturating_sub(req.in_flight_of(h)))
         .sum()
 }
 
@@ -250,12 +243,7 @@ async fn claim_per_webhook(
         if picked.len() >= req.limit {
             break;
         }
-        let used = req
-            .in_flight
-            .get(&WebhookId::from_trusted(hook.clone()))
-            .copied()
-            .unwrap_or(0)
-            + picked.iter().filter(|(_, w)| *w == hook).count();
+        let used = req.in_flight_of(&hook) + picked.iter().filter(|(_, w)| *w == hook).count();
         let room = req
             .per_webhook_cap
             .saturating_sub(used)

@@ -18,8 +18,10 @@ const LIMITED: usize = 1_000;
 const SLICE: usize = 25;
 const PACE: Duration = Duration::from_millis(20);
 const SLICES: usize = 24;
-/// Rounds of the A/B: the verdict is the majority's, since one stall of the machine (two cores
-/// under three nodes, PostgreSQL and the test) can lift one round's p99 on either side.
+/// Rounds of the A/B. The verdict is on the p99 of all rounds' samples together (900 a side, so
+/// the ninth slowest): one stall of the machine (two cores under three nodes, PostgreSQL and the
+/// test) lifts a few events on one side, which moves one round's p99 (its third slowest) but not
+/// that of all three. A real slowdown lifts every beside slice and still shows.
 const ROUNDS: usize = 3;
 
 /// When each of the other webhook's events was sent, by its number.
@@ -224,16 +226,23 @@ async fn a_rate_limit_holds_across_three_nodes_without_slowing_another_webhook()
     nodes.set_status(&hook, "disabled").await;
     nodes.publish_others(100_000, SLICE).await; // warm-up
     let claims_before = nodes.claims().await;
-    let mut verdicts = Vec::new();
+    let (mut all_alone, mut all_beside) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let (alone, beside) = nodes.ab_round(&hook, round * SLICES * SLICE).await;
-        let (a, b) = (
-            p99(latencies(&other, &alone).await),
-            p99(latencies(&other, &beside).await),
+        let (alone, beside) = (
+            latencies(&other, &alone).await,
+            latencies(&other, &beside).await,
         );
-        println!("round {round}: the other webhook's p99 {a:?} alone, {b:?} beside");
-        verdicts.push(b <= a.mul_f64(1.2) + Duration::from_millis(5));
+        println!(
+            "round {round}: the other webhook's p99 {:?} alone, {:?} beside",
+            p99(alone.clone()),
+            p99(beside.clone())
+        );
+        all_alone.extend(alone);
+        all_beside.extend(beside);
     }
+    let (alone, beside) = (p99(all_alone), p99(all_beside));
+    println!("all rounds: the other webhook's p99 {alone:?} alone, {beside:?} beside");
     let claims = nodes.claims().await - claims_before;
     nodes.set_status(&hook, "active").await;
     let got = limited
@@ -260,11 +269,9 @@ async fn a_rate_limit_holds_across_three_nodes_without_slowing_another_webhook()
         changes <= 25,
         "the attempting node changed {changes} times in {LIMITED} attempts"
     );
-    // Within 20 % (and 5 ms, for a debug build's jitter) in most rounds.
-    let held = verdicts.iter().filter(|held| **held).count();
+    // Within 20 % (and 5 ms, for a debug build's jitter).
     assert!(
-        held * 2 > ROUNDS,
-        "the rate-limited webhook slowed the other in {} of {ROUNDS} rounds",
-        ROUNDS - held
+        beside <= alone.mul_f64(1.2) + Duration::from_millis(5),
+        "the rate-limited webhook slowed the other: p99 {beside:?} beside, {alone:?} alone"
     );
 }

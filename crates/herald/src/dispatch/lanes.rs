@@ -349,12 +349,12 @@ impl Lanes {
 
     /// What a worker said of a delivery it started, heard at `now`: a retry's turn given back,
     /// or the delivery over (its slot freed, its outcome counted towards the circuit, its
-    /// receiver's pause applied). Returns whether the webhook's lane runs low.
-    pub fn heard(&mut self, news: News, now: Timestamp) -> bool {
+    /// receiver's pause applied). Returns the webhook if its lane runs low.
+    pub fn heard(&mut self, news: News, now: Timestamp) -> Option<WebhookId> {
         match news {
             News::Waiting => {
                 self.turn_over();
-                false
+                None
             }
             News::Over(slot) => {
                 let low = self.finished(&slot);
@@ -364,7 +364,7 @@ impl Lanes {
                 if let Some(until) = slot.pause_until {
                     self.pause(&slot.webhook, until);
                 }
-                low
+                low.then_some(slot.webhook)
             }
         }
     }

@@ -9,9 +9,9 @@ use super::lanes::{Freed, HOLD_AHEAD, Held, News, SharedLanes, release_of};
 use super::recorder::Finished;
 use crate::config::DeliverySettings;
 use crate::domain::{Timestamp, WebhookId};
-use crate::store::{ClaimRequest, ClaimedDelivery, Queue, StoreResult};
+use crate::store::{ClaimRequest, ClaimedDelivery, NextDue, Queue, StoreResult};
 use crate::telemetry::{Metrics, StoreOp};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -98,13 +98,13 @@ impl Scheduler<'_> {
                 }
                 Some(first) = news.recv() => {
                     let mut held = lanes.lock();
-                    let mut low = false;
+                    let mut low = Vec::new();
                     let mut next = Some(first);
                     while let Some(said) = next {
-                        low |= held.heard(said, Timestamp::now());
+                        low.extend(held.heard(said, Timestamp::now()));
                         next = news.try_recv().ok();
                     }
-                    pacing.freed(low);
+                    pacing.freed(&low);
                 }
                 _ = lanes.handed.notified() => {}
                 _ = self.waker.woken() => pacing.wanted(),
@@ -151,7 +151,8 @@ impl Scheduler<'_> {
     }
 
     /// A claim of up to `limit` due deliveries within the per-webhook hold, run beside the
-    /// scheduler; when it finds fewer than asked, it also reads when the next one falls due.
+    /// scheduler; when it finds fewer than asked, it also reads when the next one falls due and
+    /// which full lanes it left due work behind.
     fn claim(&self, limit: usize, in_flight: HashMap<WebhookId, usize>) -> ClaimFuture {
         let s = self.settings;
         let now = Timestamp::now();
@@ -171,18 +172,19 @@ impl Scheduler<'_> {
                 .time_store(StoreOp::Claim, store.claim(&request))
                 .await?;
             let claims = claim.deliveries;
-            let next_due = if claims.len() < limit {
+            let next = if claims.len() < limit {
                 store
-                    .next_due_at(&full_lanes(&request, &claims, &claim.closed))
+                    .next_due(&full_lanes(&request, &claims, &claim.closed))
                     .await?
             } else {
-                None
+                NextDue::default()
             };
             Ok(Claimed {
                 summary: ClaimSummary {
                     asked: limit,
                     found: claims.len(),
-                    next_due,
+                    next_due: next.at,
+                    behind: next.behind,
                     gate_opens_at: claim.gate_opens_at,
                 },
                 claims,
@@ -235,14 +237,28 @@ impl Claimed {
 }
 
 /// What a claim tells about the queue: how many it asked for and found, when it found fewer,
-/// when the next delivery falls due, and when a webhook it left out or cut short (paused, at
-/// its rate limit, its circuit open) may take deliveries again.
-#[derive(Clone, Copy, Debug)]
+/// when the next delivery falls due and which webhooks' full lanes it left due work behind, and
+/// when a webhook it left out or cut short (paused, at its rate limit, its circuit open) may
+/// take deliveries again.
+#[derive(Clone, Debug)]
 pub struct ClaimSummary {
     pub asked: usize,
     pub found: usize,
     pub next_due: Option<Timestamp>,
+    pub behind: Vec<WebhookId>,
     pub gate_opens_at: Option<Timestamp>,
+}
+
+/// Where the last claim left due work behind, so where a freed slot is worth another claim.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Behind {
+    /// It took all that was due (or all it could: the rest waits for a gate or a key's head).
+    Nothing,
+    /// It was full: anything may be due still.
+    Anywhere,
+    /// These webhooks' lanes were full, with due work of theirs left in the store. A slot
+    /// freed in another lane (one fed by hand-overs, say) would bring nothing.
+    In(HashSet<WebhookId>),
 }
 
 /// When to claim next: the scheduler loop's state between turns. Pure: the clock is passed in.
@@ -250,10 +266,10 @@ pub struct ClaimSummary {
 pub struct Pacing {
     /// Claim as soon as there is room: at start, after new work, after a full claim.
     pub claim_now: bool,
-    /// Whether the last claim left due work behind (it was full, or the per-webhook holds
-    /// stopped it): then an attempt that ends makes another claim worth it. If not, only new
-    /// work (a wake-up) or the next due time does.
-    pub backlog: bool,
+    /// Where the last claim left due work behind (it was full, or the per-webhook holds stopped
+    /// it): an attempt that ends there makes another claim worth it. Elsewhere, only new work
+    /// (a wake-up) or the next due time does.
+    pub behind: Behind,
     /// When to look at the queue again if nothing else comes first: the next due time, at most
     /// a poll interval away.
     pub wake_at: Instant,
@@ -265,7 +281,7 @@ impl Pacing {
     pub fn new(now: Instant) -> Self {
         Self {
             claim_now: true,
-            backlog: true,
+            behind: Behind::Anywhere,
             wake_at: now,
             not_before: now,
         }
@@ -278,7 +294,7 @@ impl Pacing {
 
     /// Whether a claim must wait for [`Pacing::not_before`]: only when nothing due was left.
     pub fn held_off(&self, now: Instant) -> bool {
-        !self.backlog && now < self.not_before
+        self.behind == Behind::Nothing && now < self.not_before
     }
 
     /// Whether to start a claim now, with `room` for that many more deliveries and `held_off`
@@ -309,8 +325,13 @@ impl Pacing {
         // A full claim: there may be more due now. (A wake-up during the claim has set
         // `claim_now` already.)
         self.claim_now |= full;
-        let due_left = claim.next_due.is_some_and(|at| at <= now);
-        self.backlog = full || due_left;
+        self.behind = if full {
+            Behind::Anywhere
+        } else if claim.behind.is_empty() {
+            Behind::Nothing
+        } else {
+            Behind::In(claim.behind.iter().cloned().collect())
+        };
         // Due work left behind waits for a slot to free, not for the clock.
         let idle = match claim.next_due {
             Some(at) if at > now => now.until(at).min(poll),
@@ -330,10 +351,14 @@ impl Pacing {
         self.wake_at = clock + CLAIM_RETRY;
     }
 
-    /// Attempts have ended; `low` if a webhook's deliveries held ahead are running out. Refill
-    /// it if the store had more than the holds let the last claim take.
-    pub fn freed(&mut self, low: bool) {
-        self.claim_now |= low && self.backlog;
+    /// Attempts have ended; `low`, the webhooks whose deliveries held ahead are running out.
+    /// Refill them if the store had more of theirs than the holds let the last claim take.
+    pub fn freed(&mut self, low: &[WebhookId]) {
+        self.claim_now |= match &self.behind {
+            Behind::Nothing => false,
+            Behind::Anywhere => !low.is_empty(),
+            Behind::In(webhooks) => low.iter().any(|w| webhooks.contains(w)),
+        };
     }
 }
 
@@ -348,8 +373,13 @@ mod tests {
             asked,
             found,
             next_due,
+            behind: Vec::new(),
             gate_opens_at: None,
         }
+    }
+
+    fn webhook(id: &str) -> WebhookId {
+        WebhookId::from_trusted(id.to_owned())
     }
 
     /// A pacing just after its first claim was started.
@@ -410,7 +440,7 @@ mod tests {
         let mut p = claiming(clock);
         p.claimed(&summary(10, 10, None), POLL, now, clock);
         assert!(p.claim_now);
-        assert!(p.backlog);
+        assert_eq!(p.behind, Behind::Anywhere);
         assert!(!p.held_off(clock), "a backlog waits for no gap");
         assert_eq!(p.wake_at, clock + POLL);
     }
@@ -423,11 +453,11 @@ mod tests {
         let due = now.plus(Duration::from_millis(300));
         p.claimed(&summary(10, 3, Some(due)), POLL, now, clock);
         assert!(!p.claim_now);
-        assert!(!p.backlog);
+        assert_eq!(p.behind, Behind::Nothing);
         assert_eq!(p.wake_at, clock + Duration::from_millis(300));
         assert!(p.held_off(clock), "the next claim waits out the gap");
         assert!(!p.held_off(clock + CLAIM_GAP));
-        p.freed(true);
+        p.freed(&[webhook("a")]);
         assert!(
             !p.claim_now,
             "a freed slot is no reason to claim when nothing is due"
@@ -463,15 +493,28 @@ mod tests {
         let clock = Instant::now();
         let now = Timestamp::from_millis(1_700_000_000_000);
         let mut p = claiming(clock);
-        // Fewer than asked, yet something is due: the per-webhook holds stopped the claim.
-        p.claimed(&summary(10, 4, Some(now)), POLL, now, clock);
+        // Fewer than asked, yet something is due: the per-webhook hold stopped the claim at a's
+        // full lane.
+        let mut s = summary(10, 4, Some(now));
+        s.behind = vec![webhook("a")];
+        p.claimed(&s, POLL, now, clock);
         assert!(!p.claim_now, "it waits for a slot, not for the clock");
-        assert!(p.backlog);
         assert!(!p.held_off(clock));
         assert_eq!(p.wake_at, clock + POLL);
-        p.freed(false);
+        p.freed(&[]);
         assert!(!p.claim_now, "the lanes still hold enough");
-        p.freed(true);
+        p.freed(&[webhook("b")]);
+        assert!(
+            !p.claim_now,
+            "b's lane ran low, but the store has nothing due of b's"
+        );
+        p.freed(&[webhook("b"), webhook("a")]);
+        assert!(p.claim_now);
+        // After a full claim, any lane running low may find work.
+        let mut p = claiming(clock);
+        p.claimed(&summary(10, 10, None), POLL, now, clock);
+        p.claim_now = false;
+        p.freed(&[webhook("b")]);
         assert!(p.claim_now);
     }
 
@@ -481,6 +524,7 @@ mod tests {
         let now = Timestamp::from_millis(1_700_000_000_000);
         let mut p = claiming(clock);
         let mut s = summary(10, 1, Some(now));
+        s.behind = vec![webhook("a")];
         s.gate_opens_at = Some(now.plus(Duration::from_millis(20)));
         p.claimed(&s, POLL, now, clock);
         assert_eq!(p.wake_at, clock + Duration::from_millis(20));
@@ -496,6 +540,10 @@ mod tests {
         p.claim_failed(clock);
         assert!(!p.claim_now);
         assert_eq!(p.wake_at, clock + CLAIM_RETRY);
-        assert!(p.backlog, "a failure says nothing about the queue");
+        assert_eq!(
+            p.behind,
+            Behind::Anywhere,
+            "a failure says nothing about the queue"
+        );
     }
 }

@@ -65,36 +65,34 @@ pub(crate) fn saturated_webhooks(req: &ClaimRequest) -> Vec<String> {
         .collect()
 }
 
-/// When a claim that found fewer deliveries than it asked should look again, at `now` (a
-/// placeholder): the earliest of
-/// - for each webhook in `full_lanes` (a table expression with an `id` column: the webhooks
-///   whose lanes the per-webhook cap filled, so the claim may have left due work of theirs
-///   behind, less those whose rate limit the claim left closed), its first delivery no lease
-///   holds, if it is unordered, not paused and its circuit closed;
-/// - the first pending delivery to fall due after `now`.
+/// The look after a claim that found fewer deliveries than it asked, at `now` (a placeholder):
+/// a row for each webhook in `full_lanes` (a table expression with an `id` column: the webhooks
+/// whose lanes the per-webhook cap filled, so the claim may have left due work of theirs behind,
+/// less those whose rate limit the claim left closed) with its first delivery no lease holds, if
+/// it is unordered, not paused and its circuit closed; and a row without a webhook, with the
+/// first pending delivery to fall due after `now`. [`super::NextDue::of_rows`] reads them.
 ///
 /// Nothing else due now is reported: the claim took it, or it waits for something that wakes
 /// the scheduler itself. A closed gate (rate limit spent, pause, circuit) is timed by the
 /// claim's `gate_opens_at`; an ordered delivery waits for its key's head, whose end wakes the
 /// scheduler (a head's retry is a future due time, seen here). Were they reported, every
 /// attempt that ends would start a claim that finds them still held (docs/BENCHMARKS.md, "Flow
-/// control and fresh-first"). Each part reads one index range: a webhook's pending deliveries, past at most
-/// those its lanes hold leased on each node; the due index, from `now` on.
+/// control and fresh-first"). Each part reads one index range: a webhook's pending deliveries,
+/// past at most those its lanes hold leased on each node; the due index, from `now` on.
 pub(crate) fn next_due_sql(full_lanes: &str, now: &str) -> String {
     format!(
-        "SELECT MIN(at) FROM (
-           SELECT (SELECT d.next_attempt_at FROM deliveries d
-                   WHERE d.webhook_id = w.id AND d.status = 'pending'
-                     AND (d.locked_until IS NULL OR d.locked_until <= {now})
-                   ORDER BY d.next_attempt_at LIMIT 1) AS at
-           FROM {full_lanes} JOIN webhooks w ON w.id = h.id
-           WHERE w.status = 'active' AND w.ordering = 'none'
-             AND w.probe_at IS NULL AND (w.paused_until IS NULL OR w.paused_until <= {now})
-           UNION ALL
-           SELECT at FROM (SELECT d.next_attempt_at AS at FROM deliveries d
-                           WHERE d.status = 'pending' AND d.next_attempt_at > {now}
-                           ORDER BY d.next_attempt_at LIMIT 1) later
-         ) n"
+        "SELECT w.id AS webhook,
+                (SELECT d.next_attempt_at FROM deliveries d
+                 WHERE d.webhook_id = w.id AND d.status = 'pending'
+                   AND (d.locked_until IS NULL OR d.locked_until <= {now})
+                 ORDER BY d.next_attempt_at LIMIT 1) AS at
+         FROM {full_lanes} JOIN webhooks w ON w.id = h.id
+         WHERE w.status = 'active' AND w.ordering = 'none'
+           AND w.probe_at IS NULL AND (w.paused_until IS NULL OR w.paused_until <= {now})
+         UNION ALL
+         SELECT NULL, (SELECT d.next_attempt_at FROM deliveries d
+                       WHERE d.status = 'pending' AND d.next_attempt_at > {now}
+                       ORDER BY d.next_attempt_at LIMIT 1)"
     )
 }
 

@@ -54,7 +54,7 @@ pub use traits::{
 pub use types::{
     ApiKeyInfo, AttemptRecord, Claim, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery,
     FoundKey, HealthPolicy, Idempotency, JobCreated, JobCursor, JobUpdate, LinkRedeemed, NewApiKey,
-    NewEvent, NewPortalLink, NewPortalSession, NextStep, Page, PageEvent, PageRequest,
+    NewEvent, NewPortalLink, NewPortalSession, NextDue, NextStep, Page, PageEvent, PageRequest,
     PortalSession, PortalTokens, PruneEvents, PrunedEvents, Published, QueueDepth, Release,
     ReplayMissing, ReplayPage, RetryRequest, WebhookFlow,
 };

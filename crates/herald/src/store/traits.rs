@@ -13,9 +13,9 @@ use super::stats::AttemptStats;
 use super::{
     ApiKeyInfo, AttemptRecord, Claim, ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery,
     FoundKey, HealthPolicy, JobCreated, JobUpdate, LinkRedeemed, NewApiKey, NewEvent,
-    NewPortalLink, NewPortalSession, Page, PageRequest, PortalSession, PruneEvents, PrunedEvents,
-    Published, QueueDepth, Release, ReplayMissing, ReplayPage, RetryRequest, StoreResult,
-    WebhookFlow,
+    NewPortalLink, NewPortalSession, NextDue, Page, PageRequest, PortalSession, PruneEvents,
+    PrunedEvents, Published, QueueDepth, Release, ReplayMissing, ReplayPage, RetryRequest,
+    StoreResult, WebhookFlow,
 };
 use super::{BatchOutcome, NewTask, PortalTokens, RequeueBatch, TaskLease};
 use crate::domain::{
@@ -331,11 +331,12 @@ pub trait Queue: Send + Sync + 'static {
     }
     /// Gives leases back so the deliveries are due again at once.
     async fn release(&self, releases: &[Release]) -> StoreResult<()>;
-    /// After a claim that found fewer than it asked, when to look again: the first delivery no
-    /// lease holds of the webhooks in `full_lanes` (those the per-webhook cap stopped, less the
-    /// ones the claim left closed), if they are unordered, not paused and their circuits closed,
-    /// or the next to fall due after now ([`super::next_due_sql`]).
-    async fn next_due_at(&self, full_lanes: &[WebhookId]) -> StoreResult<Option<Timestamp>>;
+    /// After a claim that found fewer than it asked: which of the webhooks in `full_lanes` (those
+    /// the per-webhook cap stopped, less the ones the claim left closed) have due work no lease
+    /// holds, if they are unordered, not paused and their circuits closed; and when to look
+    /// again: the first such delivery, or the next to fall due after now
+    /// ([`super::next_due_sql`]).
+    async fn next_due(&self, full_lanes: &[WebhookId]) -> StoreResult<NextDue>;
 
     /// Calls `on_work` whenever another process commits new due work, until `shutdown`.
     /// Backends shared by several processes implement it (PostgreSQL: LISTEN/NOTIFY); for a

@@ -250,6 +250,36 @@ pub struct Claim {
     pub closed: Vec<WebhookId>,
 }
 
+/// What the look after a claim that found fewer than it asked saw ([`super::Queue::next_due`]):
+/// the webhooks of the full lanes it was given that have due work left behind now (a slot freed
+/// in one of their lanes is worth a claim), and when to look again anyway: the earliest of their
+/// first deliveries no lease holds and the next to fall due.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NextDue {
+    pub at: Option<Timestamp>,
+    pub behind: Vec<WebhookId>,
+}
+
+impl NextDue {
+    /// From the look's rows, as of `now`: a full lane's webhook with its first delivery no lease
+    /// holds, or (no webhook) the next delivery to fall due; either time may be missing.
+    pub(crate) fn of_rows(rows: Vec<(Option<String>, Option<i64>)>, now: Timestamp) -> Self {
+        let mut next = Self::default();
+        for (webhook, at) in rows {
+            let Some(at) = at.map(Timestamp::from_millis) else {
+                continue;
+            };
+            next.at = Some(next.at.map_or(at, |first| first.min(at)));
+            if let Some(id) = webhook
+                && at <= now
+            {
+                next.behind.push(WebhookId::from_trusted(id));
+            }
+        }
+        next
+    }
+}
+
 /// A webhook's flow control as shown (API, `/metrics`): its state, pending deliveries, and when
 /// the next attempt may go (none without pending work).
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{Backend, Reply, TestApp, TestReceiver};
+use common::{Backend, Reply, TestApp, TestReceiver, eventually};
 use herald::domain::duration::HumanDuration;
 use serde_json::json;
 use std::time::Duration;
@@ -40,3 +40,51 @@ async fn a_batch_beyond_what_a_lane_holds_arrives_without_waiting_for_a_poll(bac
 }
 
 on_both_backends!(a_batch_beyond_what_a_lane_holds_arrives_without_waiting_for_a_poll);
+
+/// A slot freed in a lane fed by hand-overs is no reason to claim while the due work left behind
+/// is another webhook's: a slow endpoint's backlog, its lane at the cap. Such a claim finds
+/// nothing; the slow lane's own slots freeing (or new work) bring the next.
+async fn first_attempts_beside_a_full_lane_ask_for_no_claims(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.delivery.workers = 8;
+        s.delivery.per_webhook_concurrency = 2;
+        s.delivery.poll_interval = HumanDuration(Duration::from_secs(3600));
+        s.delivery.shutdown_grace = HumanDuration(Duration::from_secs(1));
+    })
+    .await;
+    let acme = app.create_account("Acme").await;
+    let slow = TestReceiver::start().await;
+    slow.set_default(Reply::status(200).after(Duration::from_secs(45)));
+    app.create_webhook(
+        &acme,
+        json!({ "url": slow.url("/slow"), "events": ["stt.*"], "retry": { "timeout": "50s" } }),
+    )
+    .await;
+    let healthy = TestReceiver::start().await;
+    app.create_webhook(
+        &acme,
+        json!({ "url": healthy.url("/healthy"), "events": ["tts.*"] }),
+    )
+    .await;
+    // The slow lane holds 16 (two of them hanging), and 24 wait in the store behind it.
+    app.publish_batch(&acme, "stt.completed", 0, 40).await;
+    eventually("two attempts hanging", Duration::from_secs(10), || async {
+        (slow.count() >= 2).then_some(())
+    })
+    .await;
+    let before = app.claims_made().await;
+    for n in 0..20 {
+        app.publish(&acme, "tts.completed", json!({ "n": n })).await;
+        healthy
+            .wait_for(n + 1, Some("/healthy"), Duration::from_secs(10))
+            .await;
+    }
+    let claims = app.claims_made().await - before;
+    assert!(
+        claims <= 2,
+        "{claims} claims for 20 first attempts handed over beside a full lane"
+    );
+    assert_eq!(slow.count(), 2, "the slow lane still runs two at once");
+}
+
+on_both_backends!(first_attempts_beside_a_full_lane_ask_for_no_claims);

@@ -4,7 +4,7 @@
 use super::{CHANNEL, PgStore};
 use crate::domain::{Timestamp, WebhookId};
 use crate::store::{
-    AttemptRecord, Claim, ClaimRequest, HealthPolicy, Intake, Queue, Release, StoreResult,
+    AttemptRecord, Claim, ClaimRequest, HealthPolicy, Intake, NextDue, Queue, Release, StoreResult,
     next_due_sql,
 };
 use async_trait::async_trait;
@@ -47,14 +47,15 @@ impl Queue for PgStore {
         Ok(())
     }
 
-    async fn next_due_at(&self, full_lanes: &[WebhookId]) -> StoreResult<Option<Timestamp>> {
+    async fn next_due(&self, full_lanes: &[WebhookId]) -> StoreResult<NextDue> {
         let hooks: Vec<&str> = full_lanes.iter().map(WebhookId::as_str).collect();
-        let at: Option<i64> = sqlx::query_scalar(AssertSqlSafe(NEXT_DUE.as_str()))
+        let now = Timestamp::now();
+        let rows = sqlx::query_as(AssertSqlSafe(NEXT_DUE.as_str()))
             .bind(hooks)
-            .bind(Timestamp::now().millis())
-            .fetch_one(&self.pool)
+            .bind(now.millis())
+            .fetch_all(&self.pool)
             .await?;
-        Ok(at.map(Timestamp::from_millis))
+        Ok(NextDue::of_rows(rows, now))
     }
 
     fn set_intake(&self, intake: Arc<dyn Intake>, lease: Duration) {

@@ -12,10 +12,10 @@ use herald::domain::{
 };
 use herald::store::{
     self, AttemptRecord, ClaimRequest, ClaimedDelivery, DeliveryQuery, DynStore, EventQuery,
-    HealthPolicy, Idempotency, Intake, JobCreated, JobUpdate, NewApiKey, NewEvent, NextStep,
-    PageRequest, PruneEvents, Release, StoreError,
+    HealthPolicy, Idempotency, Intake, JobCreated, JobUpdate, NewApiKey, NewEvent, NextDue,
+    NextStep, PageRequest, PruneEvents, Release, StoreError,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

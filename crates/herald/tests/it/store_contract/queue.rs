@@ -337,8 +337,8 @@ async fn the_next_look_sees_what_a_full_lane_left_and_what_falls_due_later(backe
     let t0 = Timestamp::now();
     let everyone = [plain.id.clone(), limited.id.clone(), keyed.id.clone()];
     assert_eq!(
-        f.store.next_due_at(&[]).await.unwrap(),
-        None,
+        f.store.next_due(&[]).await.unwrap(),
+        NextDue::default(),
         "nothing later"
     );
     // One of the plain webhook's three, taken and retried in ten minutes.
@@ -355,11 +355,21 @@ async fn the_next_look_sees_what_a_full_lane_left_and_what_falls_due_later(backe
         t0,
     )
     .await;
-    assert_eq!(f.store.next_due_at(&[]).await.unwrap(), Some(retry_at));
-    let due = f.store.next_due_at(&everyone).await.unwrap();
+    let later = NextDue {
+        at: Some(retry_at),
+        behind: vec![],
+    };
+    assert_eq!(f.store.next_due(&[]).await.unwrap(), later);
+    let due = f.store.next_due(&everyone).await.unwrap();
     assert!(
-        due.is_some_and(|at| at <= t0),
+        due.at.is_some_and(|at| at <= t0),
         "the plain webhook's due work behind its full lane: {due:?}"
+    );
+    let behind: BTreeSet<_> = due.behind.into_iter().collect();
+    assert_eq!(
+        behind,
+        BTreeSet::from([plain.id.clone(), limited.id.clone()]),
+        "the ones with due work left, not the fifo webhook"
     );
     // Its two due ones leased: what is left of it is the retry. The fifo webhook's due work is
     // never reported, full lane or not.
@@ -371,14 +381,15 @@ async fn the_next_look_sees_what_a_full_lane_left_and_what_falls_due_later(backe
         BTreeMap::from([(plain.id.clone(), 2)])
     );
     let open = [plain.id.clone(), keyed.id.clone()];
-    assert_eq!(f.store.next_due_at(&open).await.unwrap(), Some(retry_at));
+    assert_eq!(f.store.next_due(&open).await.unwrap(), later);
     // A rate limit above what its lane holds: its lane full and its allowance left, a freed
     // slot may take more at once.
-    let due = f.store.next_due_at(&[limited.id.clone()]).await.unwrap();
+    let due = f.store.next_due(&[limited.id.clone()]).await.unwrap();
     assert!(
-        due.is_some_and(|at| at <= t0),
+        due.at.is_some_and(|at| at <= t0),
         "the rate-limited webhook's due work behind its full lane: {due:?}"
     );
+    assert_eq!(due.behind, vec![limited.id.clone()]);
 }
 
 /// A rate-limited webhook on several nodes: the node that took its allowance holds it for a

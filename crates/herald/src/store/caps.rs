@@ -16,44 +16,70 @@ impl ClaimRequest {
     }
 }
 
-/// Chooses, from due candidates `(delivery, webhook)` in due order, those that fit the
-/// per-webhook cap (counting what is already in flight), up to the limit. Both backends claim
-/// with it.
-pub(crate) fn pick_within_caps(candidates: &[(String, String)], req: &ClaimRequest) -> Vec<String> {
-    pick_more(candidates, req, &[])
+/// Chooses due candidates `(delivery, webhook)`, offered in due order, that fit the
+/// per-webhook cap (counting what is already in flight, and what it picked), up to the
+/// claim's limit. Offered one at a time, so a reader can stop once the claim is full.
+pub(crate) struct Picker<'r> {
+    req: &'r ClaimRequest,
+    used: HashMap<String, usize>,
+    taken: HashSet<String>,
+    picked: Vec<(String, String)>,
 }
 
-/// As [`pick_within_caps`], counting `already` (picked before) against the caps and the limit;
-/// returns only the new picks.
-pub(crate) fn pick_more(
-    candidates: &[(String, String)],
-    req: &ClaimRequest,
-    already: &[(String, String)],
-) -> Vec<String> {
-    let mut used: HashMap<&str, usize> = HashMap::new();
-    for (_, webhook) in already {
-        *used
-            .entry(webhook.as_str())
-            .or_insert_with(|| req.in_flight_of(webhook)) += 1;
+impl<'r> Picker<'r> {
+    pub(crate) fn new(req: &'r ClaimRequest) -> Self {
+        Self {
+            req,
+            used: HashMap::new(),
+            taken: HashSet::new(),
+            picked: Vec::new(),
+        }
     }
-    let taken: HashSet<&str> = already.iter().map(|(d, _)| d.as_str()).collect();
-    let mut picked = Vec::new();
-    for (delivery, webhook) in candidates {
-        if already.len() + picked.len() >= req.limit {
-            break;
+
+    /// The claim it picks for.
+    pub(crate) fn request(&self) -> &'r ClaimRequest {
+        self.req
+    }
+
+    /// Whether the claim has all it asked for.
+    pub(crate) fn is_full(&self) -> bool {
+        self.picked.len() >= self.req.limit
+    }
+
+    /// Picks `delivery` if the claim has room, its webhook is below the cap, and it was not
+    /// picked before.
+    pub(crate) fn offer(&mut self, delivery: &str, webhook: &str) {
+        if self.is_full() || self.taken.contains(delivery) {
+            return;
         }
-        if taken.contains(delivery.as_str()) {
-            continue;
-        }
-        let n = used
-            .entry(webhook.as_str())
-            .or_insert_with(|| req.in_flight_of(webhook));
-        if *n < req.per_webhook_cap {
+        let n = self
+            .used
+            .entry(webhook.to_owned())
+            .or_insert_with(|| self.req.in_flight_of(webhook));
+        if *n < self.req.per_webhook_cap {
             *n += 1;
-            picked.push(delivery.clone());
+            self.taken.insert(delivery.to_owned());
+            self.picked.push((delivery.to_owned(), webhook.to_owned()));
         }
     }
-    picked
+
+    /// How many more `webhook` may take, the claim's limit counted.
+    pub(crate) fn room_of(&self, webhook: &str) -> usize {
+        let used = self
+            .used
+            .get(webhook)
+            .copied()
+            .unwrap_or_else(|| self.req.in_flight_of(webhook));
+        self.req
+            .per_webhook_cap
+            .saturating_sub(used)
+            .min(self.req.limit.saturating_sub(self.picked.len()))
+    }
+
+    /// What it picked, in the order offered.
+    pub(crate) fn picked(self) -> Vec<(String, String)> {
+        self.picked
+    }
 }
 
 /// Webhooks at their cap, to leave out of a claim's candidates.
@@ -116,44 +142,59 @@ mod tests {
         }
     }
 
-    fn due(rows: &[(&str, &str)]) -> Vec<(String, String)> {
-        rows.iter()
-            .map(|(d, w)| ((*d).to_owned(), (*w).to_owned()))
+    fn pick(picker: &mut Picker, rows: &[(&str, &str)]) -> Vec<String> {
+        for (d, w) in rows {
+            picker.offer(d, w);
+        }
+        std::mem::replace(picker, Picker::new(picker.req))
+            .picked()
+            .into_iter()
+            .map(|(d, _)| d)
             .collect()
     }
 
     #[test]
     fn picks_in_due_order_within_each_webhooks_room_up_to_the_limit() {
-        let candidates = due(&[
+        let candidates = [
             ("d1", "a"),
             ("d2", "a"),
             ("d3", "b"),
             ("d4", "a"),
             ("d5", "c"),
-        ]);
+        ];
         // a has one in flight, so room for one more; the limit stops before c.
-        let picked = pick_within_caps(&candidates, &request(2, 2, &[("a", 1)]));
-        assert_eq!(picked, ["d1", "d3"]);
+        let req = request(2, 2, &[("a", 1)]);
+        let mut picker = Picker::new(&req);
+        assert_eq!(picker.room_of("a"), 1);
+        assert_eq!(pick(&mut picker, &candidates), ["d1", "d3"]);
+        let req = request(10, 2, &[("a", 1)]);
         assert_eq!(
-            pick_within_caps(&candidates, &request(10, 2, &[("a", 1)])),
+            pick(&mut Picker::new(&req), &candidates),
             ["d1", "d3", "d5"]
         );
     }
 
     #[test]
     fn earlier_picks_count_against_the_caps_and_the_limit_and_are_not_picked_again() {
-        let already = due(&[("d1", "a")]);
-        let candidates = due(&[("d1", "a"), ("d2", "a"), ("d3", "b"), ("d4", "b")]);
-        assert_eq!(
-            pick_more(&candidates, &request(3, 1, &[]), &already),
-            ["d3"]
-        );
-        assert_eq!(
-            pick_more(&candidates, &request(2, 5, &[]), &already),
-            ["d2"]
-        );
-        let full = due(&[("d1", "a"), ("d9", "z")]);
-        assert!(pick_more(&candidates, &request(1, 5, &[]), &full).is_empty());
+        let candidates = [("d1", "a"), ("d2", "a"), ("d3", "b"), ("d4", "b")];
+        let req = request(3, 1, &[]);
+        let mut picker = Picker::new(&req);
+        picker.offer("d1", "a");
+        assert_eq!(picker.room_of("a"), 0);
+        assert_eq!(picker.room_of("b"), 1);
+        assert_eq!(pick(&mut picker, &candidates[1..]), ["d1", "d3"]);
+        let req = request(2, 5, &[]);
+        let mut picker = Picker::new(&req);
+        picker.offer("d1", "a");
+        assert!(!picker.is_full());
+        assert_eq!(pick(&mut picker, &candidates), ["d1", "d2"]);
+        let req = request(2, 5, &[]);
+        let mut picker = Picker::new(&req);
+        picker.offer("d1", "a");
+        picker.offer("d9", "z");
+        assert!(picker.is_full());
+        assert_eq!(picker.room_of("b"), 0, "the limit counts");
+        assert_eq!(pick(&mut picker, &candidates), ["d1", "d9"]);
     }
 
     #[test]

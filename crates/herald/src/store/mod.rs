@@ -37,7 +37,7 @@ use crate::domain::{AccountId, Event, EventId, Job, JobRef, OrderingKey, Timesta
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
-pub(crate) use caps::{next_due_sql, pick_more, pick_within_caps, saturated_webhooks};
+pub(crate) use caps::{Picker, next_due_sql, saturated_webhooks};
 pub use erasure::{ErasedRows, ErasureMark, ErasureStep};
 pub use error::{StoreError, StoreResult};
 pub(crate) use flow::{FlowRow, Gates, Locking};

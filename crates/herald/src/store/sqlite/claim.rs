@@ -26,7 +26,8 @@ use crate::domain::{DeliveryId, Timestamp, Webhook};
 use crate::store::ordering::heads_its_key;
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_rusqlite};
 use crate::store::seal::Sealer;
-use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, StoreResult};
+use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, Picker, StoreResult};
+use futures_util::TryStreamExt;
 use sqlx::AssertSqlSafe;
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -91,7 +92,7 @@ impl SqliteStore {
         // Closed webhooks count as at their cap: both are left out of the due window, which a
         // backlog at its cap would otherwise fill.
         let full = crate::store::saturated_webhooks(req);
-        let mut picked = Vec::new();
+        let mut picker = Picker::new(req);
         // With webhooks left out, the due-order scan walks their due deliveries to find none
         // of theirs: all of a down endpoint's, on every claim. So when the webhooks with
         // pending work have less room between them than the claim asks, each one's room is
@@ -104,24 +105,33 @@ impl SqliteStore {
             let enough = (req.limit + full.len() + 1) as i64;
             let listed = pending_webhooks(&mut conn, &req.node, enough).await?;
             if listed.all && room(&listed.active, req) < req.limit {
-                claim_per_webhook(&mut conn, req, &mut picked, listed.active).await?;
+                claim_per_webhook(&mut conn, &mut picker, listed.active).await?;
                 drop(conn);
-                return self.lease_picked(req, picked, gates).await;
+                return self.lease_picked(req, picker.picked(), gates).await;
             }
             hooks = listed.all.then_some(listed.active);
         }
         let full = serde_json::to_string(&full).expect("strings serialize");
+        // Read in due order until the claim is full: with no webhook reaching its cap, that is
+        // the claim's size, not the window's (e2e with 50 webhooks read four times what it took).
         let window = req.limit * 4;
-        let candidates: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(DUE.as_str()))
-            .bind(req.now.millis())
-            .bind(window as i64)
-            .bind(&req.node)
-            .bind(&full)
-            .fetch_all(&mut *conn)
-            .await?;
-        let ids = crate::store::pick_within_caps(&candidates, req);
-        picked.extend(candidates.iter().filter(|(d, _)| ids.contains(d)).cloned());
-        if candidates.len() == window && picked.len() < req.limit {
+        let mut read = 0;
+        {
+            let mut rows = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(DUE.as_str()))
+                .bind(req.now.millis())
+                .bind(window as i64)
+                .bind(&req.node)
+                .bind(&full)
+                .fetch(&mut *conn);
+            while let Some((delivery, webhook)) = rows.try_next().await? {
+                read += 1;
+                picker.offer(&delivery, &webhook);
+                if picker.is_full() {
+                    break;
+                }
+            }
+        }
+        if read == window && !picker.is_full() {
             // The due window is crowded by webhooks that reach their cap within it (a busy
             // endpoint's backlog): look webhook by webhook, so that backlog never hides the
             // others' due work.
@@ -133,10 +143,10 @@ impl SqliteStore {
                         .active
                 }
             };
-            claim_per_webhook(&mut conn, req, &mut picked, hooks).await?;
+            claim_per_webhook(&mut conn, &mut picker, hooks).await?;
         }
         drop(conn);
-        self.lease_picked(req, picked, gates).await
+        self.lease_picked(req, picker.picked(), gates).await
     }
 
     /// Has the writer lease what the claim picked (those still due) and read them back.
@@ -231,23 +241,19 @@ fn room(hooks: &[String], req: &ClaimRequest) -> usize {
 /// random order for fairness.
 async fn claim_per_webhook(
     conn: &mut sqlx::SqliteConnection,
-    req: &ClaimRequest,
-    picked: &mut Vec<(String, String)>,
+    picker: &mut Picker<'_>,
     mut hooks: Vec<String>,
 ) -> StoreResult<()> {
     {
         use rand::seq::SliceRandom;
         hooks.shuffle(&mut rand::rng());
     }
+    let req = picker.request();
     for hook in hooks {
-        if picked.len() >= req.limit {
+        if picker.is_full() {
             break;
         }
-        let used = req.in_flight_of(&hook) + picked.iter().filter(|(_, w)| *w == hook).count();
-        let room = req
-            .per_webhook_cap
-            .saturating_sub(used)
-            .min(req.limit - picked.len());
+        let room = picker.room_of(&hook);
         if room == 0 {
             continue;
         }
@@ -258,8 +264,9 @@ async fn claim_per_webhook(
             .bind(&req.node)
             .fetch_all(&mut *conn)
             .await?;
-        let more = crate::store::pick_more(&due, req, picked);
-        picked.extend(due.into_iter().filter(|(d, _)| more.contains(d)));
+        for (delivery, webhook) in &due {
+            picker.offer(delivery, webhook);
+        }
     }
     Ok(())
 }

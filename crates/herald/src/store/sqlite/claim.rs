@@ -27,7 +27,6 @@ use crate::store::ordering::heads_its_key;
 use crate::store::rows::{WEBHOOK_COLUMNS, WebhookColumns, event_from_rusqlite};
 use crate::store::seal::Sealer;
 use crate::store::{Claim, ClaimRequest, ClaimedDelivery, FlowRow, Gates, Picker, StoreResult};
-use futures_util::TryStreamExt;
 use sqlx::AssertSqlSafe;
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -112,23 +111,26 @@ impl SqliteStore {
             hooks = listed.all.then_some(listed.active);
         }
         let full = serde_json::to_string(&full).expect("strings serialize");
-        // Read in due order until the claim is full: with no webhook reaching its cap, that is
-        // the claim's size, not the window's (e2e with 50 webhooks read four times what it took).
+        // The claim's size first, in due order: where no webhook reaches its cap, that is all
+        // it takes (with 50 busy webhooks, the window read four times what the claim took).
+        // Only a claim the caps left short reads the whole window. Each read is read whole: a
+        // statement left half-read could keep its reader's snapshot open.
         let window = req.limit * 4;
         let mut read = 0;
-        {
-            let mut rows = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(DUE.as_str()))
+        for size in [req.limit, window] {
+            let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(DUE.as_str()))
                 .bind(req.now.millis())
-                .bind(window as i64)
+                .bind(size as i64)
                 .bind(&req.node)
                 .bind(&full)
-                .fetch(&mut *conn);
-            while let Some((delivery, webhook)) = rows.try_next().await? {
-                read += 1;
-                picker.offer(&delivery, &webhook);
-                if picker.is_full() {
-                    break;
-                }
+                .fetch_all(&mut *conn)
+                .await?;
+            read = rows.len();
+            for (delivery, webhook) in &rows {
+                picker.offer(delivery, webhook);
+            }
+            if picker.is_full() || read < size {
+                break;
             }
         }
         if read == window && !picker.is_full() {

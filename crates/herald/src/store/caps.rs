@@ -18,7 +18,7 @@ impl ClaimRequest {
 
 /// Chooses due candidates `(delivery, webhook)`, offered in due order, that fit the
 /// per-webhook cap (counting what is already in flight, and what it picked), up to the
-/// claim's limit. Offered one at a time, so a reader can stop once the claim is full.
+/// claim's limit. Offered a read at a time, so a claim reads more only while it is not full.
 pub(crate) struct Picker<'r> {
     req: &'r ClaimRequest,
     used: HashMap<String, usize>,

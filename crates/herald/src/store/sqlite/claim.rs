@@ -103,7 +103,10 @@ impl SqliteStore {
         if !full.is_empty() {
             let enough = (req.limit + full.len() + 1) as i64;
             let listed = pending_webhooks(&mut conn, &req.node, enough).await?;
-            if listed.all && room(&listed.active, req) < req.limit {
+            // Each webhook's room counts at most the limit, so the sum is short of the limit
+            // exactly when their rooms are.
+            let room: usize = listed.active.iter().map(|h| picker.room_of(h)).sum();
+            if listed.all && room < req.limit {
                 claim_per_webhook(&mut conn, &mut picker, listed.active).await?;
                 drop(conn);
                 return self.lease_picked(req, picker.picked(), gates).await;
@@ -228,14 +231,6 @@ async fn pending_webhooks(
             .filter_map(|(id, active)| id.filter(|_| active))
             .collect(),
     })
-}
-
-/// The room `hooks` have between them: each webhook's cap less what it has in flight.
-fn room(hooks: &[String], req: &ClaimRequest) -> usize {
-    hooks
-        .iter()
-        .map(|h| req.per_webhook_cap.saturating_sub(req.in_flight_of(h)))
-        .sum()
 }
 
 /// Adds to `picked`, up to the limit, due deliveries of `hooks` (webhooks with pending work)

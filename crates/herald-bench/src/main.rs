@@ -170,7 +170,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         progress: !c.quiet,
         tmp: tempfile::Builder::new().prefix("herald-bench-").tempdir()?,
     };
-    let report = match cli.scenario {
+    let cpu = stats::CpuTimes::read();
+    let mut report = match cli.scenario {
         Scenario::Ceiling => scenarios::ceiling_only(&ctx).await?,
         Scenario::Ingest {
             secs,
@@ -196,6 +197,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Ordering { jobs } => scenarios::ordering(&ctx, jobs).await?,
         Scenario::Receiver { .. } => unreachable!("handled before the runtime starts"),
     };
+    if let Some(stolen) = stats::stolen_since(cpu) {
+        report.add("CPU stolen by the hypervisor over the run (%)", stolen);
+    }
     report.print();
     if let Some(path) = &c.json {
         report.write_json(path)?;

@@ -119,3 +119,43 @@ mod tests {
         assert!((rates[3].0 - 0.3).abs() < 1e-9);
     }
 }
+
+/// The machine's CPU time so far, from the first line of `/proc/stat`: all of it, and what the
+/// hypervisor gave to other guests ("steal"). On a shared VM stolen time stalls every process
+/// at once, the server and the bench alike, so a latency measured while it was high says more
+/// about the neighbours than about Herald.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuTimes {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    /// `None` where the kernel does not say (not Linux).
+    pub fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        // user nice system idle iowait irq softirq steal (guest time is within user's)
+        Some(Self {
+            total: fields.iter().take(8).sum(),
+            steal: *fields.get(7)?,
+        })
+    }
+
+    /// The share of the machine's CPU time since `earlier` that was stolen, in percent.
+    pub fn stolen_since(self, earlier: Self) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        let steal = self.steal.saturating_sub(earlier.steal);
+        100.0 * steal as f64 / total.max(1) as f64
+    }
+}
+
+/// The percentage of CPU time stolen between `from` and now, `None` where it cannot be read.
+pub fn stolen_since(from: Option<CpuTimes>) -> Option<f64> {
+    Some(CpuTimes::read()?.stolen_since(from?))
+}

@@ -10,7 +10,8 @@
 //! machine the load generator, the receiver and the server share the cores), so the retry
 //! backlog's comparison is made in rounds: alone, then beside the retries, `rounds` times, and
 //! judged on the median of the rounds' ratios. A last run alone again shows how much two runs
-//! differ with nothing beside them.
+//! differ with nothing beside them, and each round says how much CPU time the hypervisor took
+//! away while it ran (on a shared VM, the largest source of that difference).
 
 use super::*;
 
@@ -45,11 +46,20 @@ pub async fn isolation(
     let mut solo = Vec::new();
     let mut beside = Vec::new();
     for round in 1..=rounds {
+        let cpu = stats::CpuTimes::read();
         solo.push(alone(ctx, &receiver, rate, secs, &format!("solo-{round}")).await?);
+        let stolen_alone = stats::stolen_since(cpu);
         if retries > 0 {
+            let cpu = stats::CpuTimes::read();
             beside.push(
                 beside_retries(ctx, &receiver, rate, secs, retries, round, &mut report).await?,
             );
+            if let (Some(a), Some(b)) = (stolen_alone, stats::stolen_since(cpu)) {
+                report.add(
+                    &format!("round {round}: CPU stolen by the hypervisor, alone → beside (%)"),
+                    format!("{a:.1} → {b:.1}"),
+                );
+            }
         }
     }
     let solo_l = Latency::of(&merged(solo.iter().map(|r| &r.receipts)));

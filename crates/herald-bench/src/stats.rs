@@ -103,23 +103,6 @@ impl Series {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rates_fill_empty_bins_with_zero() {
-        let mut s = Series::default();
-        s.add(1_000_000); // bin 10
-        s.add(1_000_000);
-        s.add(1_300_000); // bin 13
-        let rates = s.rates(1_000_000);
-        let per_sec: Vec<f64> = rates.iter().map(|(_, r)| *r).collect();
-        assert_eq!(per_sec, vec![20.0, 0.0, 0.0, 10.0]);
-        assert!((rates[3].0 - 0.3).abs() < 1e-9);
-    }
-}
-
 /// The machine's CPU time so far, from the first line of `/proc/stat`: all of it, and what the
 /// hypervisor gave to other guests ("steal"). On a shared VM stolen time stalls every process
 /// at once, the server and the bench alike, so a latency measured while it was high says more
@@ -133,7 +116,11 @@ pub struct CpuTimes {
 impl CpuTimes {
     /// `None` where the kernel does not say (not Linux).
     pub fn read() -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// From the text of `/proc/stat`: its first line sums every core.
+    fn parse(stat: &str) -> Option<Self> {
         let line = stat.lines().next()?.strip_prefix("cpu ")?;
         let fields: Vec<u64> = line
             .split_whitespace()
@@ -158,4 +145,36 @@ impl CpuTimes {
 /// The percentage of CPU time stolen between `from` and now, `None` where it cannot be read.
 pub fn stolen_since(from: Option<CpuTimes>) -> Option<f64> {
     Some(CpuTimes::read()?.stolen_since(from?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_fill_empty_bins_with_zero() {
+        let mut s = Series::default();
+        s.add(1_000_000); // bin 10
+        s.add(1_000_000);
+        s.add(1_300_000); // bin 13
+        let rates = s.rates(1_000_000);
+        let per_sec: Vec<f64> = rates.iter().map(|(_, r)| *r).collect();
+        assert_eq!(per_sec, vec![20.0, 0.0, 0.0, 10.0]);
+        assert!((rates[3].0 - 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stolen_share_counts_steal_against_all_but_guest_time() {
+        let before = CpuTimes::parse("cpu  100 0 50 800 10 0 5 35 20 0\ncpu0 1 2 3\n").unwrap();
+        let after = CpuTimes::parse("cpu  160 0 70 900 10 0 5 55 40 0\n").unwrap();
+        // 200 jiffies passed (60 user, 20 system, 100 idle, 20 steal); guest is within user.
+        assert_eq!(after.stolen_since(before), 10.0);
+    }
+
+    #[test]
+    fn text_without_an_aggregate_cpu_line_reads_as_unknown() {
+        assert!(CpuTimes::parse("cpu0 1 2 3 4 5 6 7 8\n").is_none());
+        assert!(CpuTimes::parse("cpu  1 2 3\n").is_none());
+        assert!(CpuTimes::parse("").is_none());
+    }
 }

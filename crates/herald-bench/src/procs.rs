@@ -169,6 +169,14 @@ impl Server {
         Some(ticks as f64 / 100.0)
     }
 
+    /// Bytes the server process has sent to storage so far: its log's and database file's pages
+    /// it dirtied, whoever syncs them (`write_bytes` in /proc, Linux). Like CPU time, the same
+    /// work writes about the same bytes whatever else runs, so it compares builds on a noisy
+    /// machine where latencies cannot.
+    pub fn disk_writes(&self) -> Option<u64> {
+        write_bytes(&std::fs::read_to_string(format!("/proc/{}/io", self.pid())).ok()?)
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(mut self, grace: Duration) {
         terminate(&mut self.child, grace);
@@ -185,6 +193,15 @@ impl Server {
         let (_, body) = Conn::new(self.addr).send(&req).await.ok()?;
         Some(Scrape(String::from_utf8_lossy(&body).into_owned()))
     }
+}
+
+/// The `write_bytes` line of a /proc/<pid>/io page.
+fn write_bytes(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A `/metrics` page, in Prometheus' text format.
@@ -296,5 +313,18 @@ impl Blackhole {
 impl Drop for Blackhole {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_bytes_comes_from_its_own_line_only() {
+        let io = "rchar: 2012\nwchar: 9000\nsyscr: 7\nsyscw: 3\nread_bytes: 4096\n\
+                  write_bytes: 122880\ncancelled_write_bytes: 8192\n";
+        assert_eq!(write_bytes(io), Some(122_880));
+        assert_eq!(write_bytes("rchar: 1\ncancelled_write_bytes: 8192\n"), None);
     }
 }

@@ -318,6 +318,7 @@ pub async fn e2e(ctx: &Ctx, events: u64, webhooks: usize) -> anyhow::Result<Repo
     let server = Server::start(&ctx.spec("e2e", "")).await?;
     let hooks: Vec<Hook> = (0..webhooks).map(|_| ok_hook(&receiver, "ok")).collect();
     let fixture = setup(&server, &hooks).await?;
+    let disk = server.disk_writes();
     let bar = ctx.bar("publish", Some(events));
     let run = load::closed_loop(
         server.addr,
@@ -338,6 +339,12 @@ pub async fn e2e(ctx: &Ctx, events: u64, webhooks: usize) -> anyhow::Result<Repo
     report.add("first publish → last receipt (s)", span);
     report.add("deliveries/s", rate);
     report.add("repeated attempts seen", got.retries);
+    if let (Some(before), Some(after)) = (disk, server.disk_writes()) {
+        report.add(
+            "server disk writes per delivery (KB)",
+            after.saturating_sub(before) as f64 / deliveries.max(1) as f64 / 1024.0,
+        );
+    }
     report.add_latency("publish → receipt", receipt_latency(&got));
     report.add_latency("publish latency", run.latency());
     store_timings(&server, &mut report, "").await;

@@ -177,6 +177,14 @@ impl Server {
         write_bytes(&std::fs::read_to_string(format!("/proc/{}/io", self.pid())).ok()?)
     }
 
+    /// The server's CPU time and disk writes so far.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            cpu_seconds: self.cpu_seconds(),
+            disk_bytes: self.disk_writes(),
+        }
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(mut self, grace: Duration) {
         terminate(&mut self.child, grace);
@@ -192,6 +200,24 @@ impl Server {
         };
         let (_, body) = Conn::new(self.addr).send(&req).await.ok()?;
         Some(Scrape(String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// What a process has used: CPU time (user and system) and bytes written to disk, each where
+/// /proc gives it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub cpu_seconds: Option<f64>,
+    pub disk_bytes: Option<u64>,
+}
+
+impl Usage {
+    /// What was used between `before` and this.
+    pub fn since(self, before: Usage) -> Usage {
+        Usage {
+            cpu_seconds: (self.cpu_seconds.zip(before.cpu_seconds)).map(|(a, b)| a - b),
+            disk_bytes: (self.disk_bytes.zip(before.disk_bytes)).map(|(a, b)| a.saturating_sub(b)),
+        }
     }
 }
 

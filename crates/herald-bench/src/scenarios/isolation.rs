@@ -66,7 +66,7 @@ pub async fn isolation(
     report.add_latency("healthy alone: publish → receipt", solo_l);
     beside_bad(ctx, &receiver, rate, secs, hang, solo_l, &mut report).await?;
     if retries > 0 {
-        compare_retries(&solo, &beside, solo_l, retries, &mut report);
+        compare_retries(&solo, &beside, solo_l, &mut report);
     }
     // The same run alone again: how far two runs with nothing beside differ (the noise floor
     // each comparison above sits on).
@@ -83,12 +83,12 @@ pub async fn isolation(
     Ok(report)
 }
 
-/// One run of the healthy webhook: its receipts, how long its publishes took, and the bytes the
-/// server wrote to disk from the run's start until the last receipt (its neighbours' too).
+/// One run of the healthy webhook: its receipts, how long its publishes took, and what the
+/// server used from the run's start until the last receipt (for its neighbours too).
 struct Healthy {
     receipts: StreamStats,
     publish: Latency,
-    disk: Option<u64>,
+    used: Usage,
 }
 
 /// The healthy webhook alone on a fresh server, its receipts under the receiver's `name`.
@@ -101,13 +101,13 @@ async fn alone(
 ) -> anyhow::Result<Healthy> {
     let server = Server::start(&ctx.spec(&format!("isolation-{name}"), "")).await?;
     let fixture = setup(&server, &[ok_hook(receiver, name)]).await?;
-    let disk = server.disk_writes();
+    let before = server.usage();
     let (run, receipts) =
         steady_run(ctx, &server, receiver, &fixture.account, name, rate, secs).await?;
     Ok(Healthy {
         receipts,
         publish: run.latency(),
-        disk: written_since(&server, disk),
+        used: server.usage().since(before),
     })
 }
 
@@ -122,23 +122,33 @@ fn merged<'a>(runs: impl IntoIterator<Item = &'a StreamStats>) -> hdrhistogram::
 
 /// The retry backlog's rounds against the ones alone: each round's p99s (of the receipts, and
 /// of the publishes they start with), and the median of the rounds' ratios, judged against the
-/// 20 %; and what the server wrote to disk per healthy event alone and per retry beside them.
-fn compare_retries(
-    solo: &[Healthy],
-    beside: &[Healthy],
-    solo_l: Latency,
-    retries: u64,
-    report: &mut Report,
-) {
+/// 20 %; and the server's CPU time and disk writes in each run.
+fn compare_retries(solo: &[Healthy], beside: &[Healthy], solo_l: Latency, report: &mut Report) {
     let mut ratios = Vec::new();
     for (i, (a, b)) in solo.iter().zip(beside).enumerate() {
-        if let (Some(alone), Some(with)) = (a.disk, b.disk) {
-            let events = a.receipts.count.max(1) as f64;
-            let per_retry = (with as f64 - alone as f64 * b.receipts.count as f64 / events)
-                / retries.max(1) as f64;
+        let round = i + 1;
+        // Totals: a per-retry share would be a guess, as the healthy events beside the retries
+        // share the retries' transactions and cost less each than alone.
+        let per_event = |alone: f64| alone / a.receipts.count.max(1) as f64;
+        if let (Some(alone), Some(with)) = (a.used.cpu_seconds, b.used.cpu_seconds) {
             report.add(
-                &format!("round {}: server disk writes, KB per healthy event alone; per retry beside (the rest)", i + 1),
-                format!("{:.1}; {:.1}", alone as f64 / events / 1024.0, per_retry / 1024.0),
+                &format!("round {round}: server CPU time (s), alone → beside retries"),
+                format!(
+                    "{alone:.2} → {with:.2} ({:.0} µs per healthy event alone)",
+                    per_event(alone * 1e6)
+                ),
+            );
+        }
+        if let (Some(alone), Some(with)) = (a.used.disk_bytes, b.used.disk_bytes) {
+            let (alone, with) = (alone as f64 / 1024.0, with as f64 / 1024.0);
+            report.add(
+                &format!("round {round}: server disk writes (MB), alone → beside retries"),
+                format!(
+                    "{:.0} → {:.0} ({:.1} KB per healthy event alone)",
+                    alone / 1024.0,
+                    with / 1024.0,
+                    per_event(alone)
+                ),
             );
         }
         let (pa, pb) = (a.publish.p99_ms, b.publish.p99_ms);
@@ -321,7 +331,7 @@ async fn beside_retries(
     .await
     .context("pointing the retried webhook at a receiver that answers")?;
 
-    let disk = server.disk_writes();
+    let before = server.usage();
     let (run, beside) = steady_run(
         ctx,
         &server,
@@ -333,7 +343,7 @@ async fn beside_retries(
     )
     .await?;
     let retried = wait_receipts(ctx, receiver, &retried, filled).await?;
-    let disk = written_since(&server, disk);
+    let used = server.usage().since(before);
     let (during, otherwise) = slowest_while(&beside, &retried);
     report.add(
         &format!("round {round}: healthy slowest per 100 ms, median while retries flow → not (ms)"),
@@ -355,13 +365,8 @@ async fn beside_retries(
     Ok(Healthy {
         receipts: beside,
         publish: run.latency(),
-        disk,
+        used,
     })
-}
-
-/// The bytes `server` wrote to disk since it had written `before`.
-fn written_since(server: &Server, before: Option<u64>) -> Option<u64> {
-    Some(server.disk_writes()?.saturating_sub(before?))
 }
 
 /// The middle value (the mean of the two middle ones of an even count).

@@ -2,7 +2,7 @@
 //! the receiver, no Herald), then runs Herald as a child process and reports against the targets.
 
 use crate::load::{self, Conn, MakeReq, Req, Stop};
-use crate::procs::{ADMIN, Blackhole, Receiver, Server, ServerSpec, free_port};
+use crate::procs::{ADMIN, Blackhole, Receiver, Server, ServerSpec, Usage, free_port};
 use crate::receiver::StreamStats;
 use crate::report::Report;
 use crate::stats::{self, Latency};
@@ -318,7 +318,7 @@ pub async fn e2e(ctx: &Ctx, events: u64, webhooks: usize) -> anyhow::Result<Repo
     let server = Server::start(&ctx.spec("e2e", "")).await?;
     let hooks: Vec<Hook> = (0..webhooks).map(|_| ok_hook(&receiver, "ok")).collect();
     let fixture = setup(&server, &hooks).await?;
-    let disk = server.disk_writes();
+    let before = server.usage();
     let bar = ctx.bar("publish", Some(events));
     let run = load::closed_loop(
         server.addr,
@@ -339,10 +339,17 @@ pub async fn e2e(ctx: &Ctx, events: u64, webhooks: usize) -> anyhow::Result<Repo
     report.add("first publish → last receipt (s)", span);
     report.add("deliveries/s", rate);
     report.add("repeated attempts seen", got.retries);
-    if let (Some(before), Some(after)) = (disk, server.disk_writes()) {
+    // Per delivery, the server's CPU time and disk writes: unlike the rate, about the same on a
+    // busy machine as on a quiet one.
+    let used = server.usage().since(before);
+    let per = deliveries.max(1) as f64;
+    if let Some(cpu) = used.cpu_seconds {
+        report.add("server CPU time per delivery (µs)", cpu * 1e6 / per);
+    }
+    if let Some(disk) = used.disk_bytes {
         report.add(
             "server disk writes per delivery (KB)",
-            after.saturating_sub(before) as f64 / deliveries.max(1) as f64 / 1024.0,
+            disk as f64 / per / 1024.0,
         );
     }
     report.add_latency("publish → receipt", receipt_latency(&got));

@@ -353,4 +353,19 @@ mod tests {
         assert_eq!(write_bytes(io), Some(122_880));
         assert_eq!(write_bytes("rchar: 1\ncancelled_write_bytes: 8192\n"), None);
     }
+
+    #[test]
+    fn usage_since_is_the_difference_where_both_readings_have_it() {
+        let before = Usage {
+            cpu_seconds: Some(1.5),
+            disk_bytes: Some(4096),
+        };
+        let after = Usage {
+            cpu_seconds: Some(4.0),
+            disk_bytes: None,
+        };
+        let used = after.since(before);
+        assert_eq!(used.cpu_seconds, Some(2.5));
+        assert_eq!(used.disk_bytes, None);
+    }
 }

@@ -14,6 +14,7 @@
 //! away while it ran (on a shared VM, the largest source of that difference).
 
 use super::*;
+use crate::procs::Usage;
 
 /// The event type of the retry backlog's deliveries; the healthy webhook takes `tts.*` only.
 const BACKLOG_TYPE: &str = "stt.completed";

@@ -2,7 +2,7 @@
 //! the receiver, no Herald), then runs Herald as a child process and reports against the targets.
 
 use crate::load::{self, Conn, MakeReq, Req, Stop};
-use crate::procs::{ADMIN, Blackhole, Receiver, Server, ServerSpec, Usage, free_port};
+use crate::procs::{ADMIN, Blackhole, Receiver, Server, ServerSpec, free_port};
 use crate::receiver::StreamStats;
 use crate::report::Report;
 use crate::stats::{self, Latency};

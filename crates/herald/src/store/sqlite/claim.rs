@@ -286,13 +286,15 @@ fn push_lease(batch: &mut Batch, l: &LeaseRequest) {
            AND d.next_attempt_at <= {due} AND {}",
         heads_its_key(head_now)
     ));
+    let ids = batch.arg(serde_json::to_string(&l.picked).expect("strings serialize"));
     let lease = batch.arg(l.lease.clone());
     batch.push(&format!(
         "SELECT d.id AS d_id, d.attempts_made AS d_attempts_made,
                 e.id AS e_id, e.account_id AS e_account_id, e.type AS e_type, e.timestamp AS e_timestamp, e.data AS e_data,
                 {}
          FROM deliveries d JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id
-         WHERE d.lease = {lease} ORDER BY d.next_attempt_at",
+         WHERE d.id IN (SELECT value FROM json_each({ids})) AND d.lease = {lease}
+         ORDER BY d.next_attempt_at",
         WEBHOOK_COLUMNS
             .split(", ")
             .map(|c| format!("w.{c} AS {c}"))

@@ -103,8 +103,10 @@ impl SqliteStore {
         let mut setup = SqliteConnection::connect_with(&options).await?;
         MIGRATOR.run(&mut setup).await?;
         reseal_stored_secrets(&mut setup, &sealer).await?;
+        // Only pending deliveries are ever leased: this walks `deliveries_due`, not the table.
         sqlx::query(
-            "UPDATE deliveries SET lease = NULL, locked_until = NULL WHERE lease IS NOT NULL",
+            "UPDATE deliveries SET lease = NULL, locked_until = NULL
+             WHERE status = 'pending' AND lease IS NOT NULL",
         )
         .execute(&mut setup)
         .await?;

@@ -276,6 +276,7 @@ mod portal;
 mod publish;
 mod queue;
 mod resources;
+mod restart;
 mod tasks;
 
 fn claim_request(now: Timestamp, limit: usize, cap: usize, node: &str) -> ClaimRequest {

@@ -173,7 +173,7 @@ impl Server {
     /// it dirtied, whoever syncs them (`write_bytes` in /proc, Linux). Like CPU time, the same
     /// work writes about the same bytes whatever else runs, so it compares builds on a noisy
     /// machine where latencies cannot.
-    pub fn disk_writes(&self) -> Option<u64> {
+    fn disk_writes(&self) -> Option<u64> {
         write_bytes(&std::fs::read_to_string(format!("/proc/{}/io", self.pid())).ok()?)
     }
 

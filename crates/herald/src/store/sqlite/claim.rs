@@ -271,9 +271,10 @@ async fn claim_per_webhook(
 /// Leases the picked deliveries, if still pending, due and free (they were read outside this
 /// transaction), and reads them back with their events and webhooks.
 fn push_lease(batch: &mut Batch, l: &LeaseRequest) {
+    let picked = serde_json::to_string(&l.picked).expect("strings serialize");
     let lease = batch.arg(l.lease.clone());
     let until = batch.arg(l.lease_until.millis());
-    let ids = batch.arg(serde_json::to_string(&l.picked).expect("strings serialize"));
+    let ids = batch.arg(picked.clone());
     let now = batch.arg(l.now.millis());
     let due = batch.arg(l.now.millis());
     let head_now = batch.arg(l.now.millis());
@@ -286,7 +287,7 @@ fn push_lease(batch: &mut Batch, l: &LeaseRequest) {
            AND d.next_attempt_at <= {due} AND {}",
         heads_its_key(head_now)
     ));
-    let ids = batch.arg(serde_json::to_string(&l.picked).expect("strings serialize"));
+    let ids = batch.arg(picked);
     let lease = batch.arg(l.lease.clone());
     batch.push(&format!(
         "SELECT d.id AS d_id, d.attempts_made AS d_attempts_made,
